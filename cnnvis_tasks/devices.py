@@ -1,0 +1,52 @@
+"""Choosing the compute device and the number of CPU threads."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .errors import CnnvisError
+
+# Environment variables through which schedulers say how many cores a job has.
+_SCHEDULER_THREAD_VARIABLES = ("SLURM_CPUS_PER_TASK", "OMP_NUM_THREADS", "NSLOTS", "PBS_NUM_PPN")
+
+
+def resolve_device(spec: str) -> torch.device:
+    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
+    spec = spec.strip().lower()
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    if spec == "cuda" or spec.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise CnnvisError(f"--device {spec}: CUDA is not available on this machine (use --device cpu or auto)")
+        device = torch.device(spec)
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise CnnvisError(
+                f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) here (cuda:0..cuda:{torch.cuda.device_count() - 1})"
+            )
+        return device
+    raise CnnvisError(f"--device {spec!r}: expected auto, cpu, cuda or cuda:N")
+
+
+def default_threads() -> int:
+    """What the scheduler gave this job, else every core this process may use."""
+    for name in _SCHEDULER_THREAD_VARIABLES:
+        value = os.environ.get(name, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def configure_threads(threads: int | None) -> int:
+    """Set torch's intra-op threads (``None``: :func:`default_threads`)."""
+    threads = threads or default_threads()
+    if threads < 1:
+        raise CnnvisError(f"--threads must be at least 1, got {threads}")
+    torch.set_num_threads(threads)
+    return threads

@@ -1,0 +1,56 @@
+"""Addressing modules inside a model by their dotted path (``features.29``)."""
+
+from __future__ import annotations
+
+import difflib
+
+import torch
+from torch import nn
+
+from .errors import CnnvisError
+
+
+def get_module(model: nn.Module, path: str) -> nn.Module:
+    """Return the submodule at ``path``; unknown paths raise with close matches."""
+    modules = dict(model.named_modules())
+    if path in modules and path != "":
+        return modules[path]
+    candidates = [name for name in modules if name]
+    close = difflib.get_close_matches(path, candidates, n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise CnnvisError(
+        f"unknown layer {path!r}{hint} (list layers with: cnnvis-tasks layers --model ...)"
+    )
+
+
+def layer_table(model: nn.Module, input_size: int = 224) -> list[tuple[str, str, tuple[int, ...] | None]]:
+    """Every named module with its type and output shape for one input image.
+
+    Shapes are computed on the ``meta`` device (no arithmetic, no memory) when the
+    model's ops support it, else with a real forward pass on the model's device.
+    Modules that never run in the forward pass get shape ``None``.
+    """
+    shapes: dict[str, tuple[int, ...]] = {}
+    handles = []
+    for name, module in model.named_modules():
+        if not name:
+            continue
+
+        def record(_module, _inputs, output, name=name):
+            if isinstance(output, torch.Tensor) and name not in shapes:
+                shapes[name] = tuple(output.shape[1:])
+
+        handles.append(module.register_forward_hook(record))
+    try:
+        param = next(model.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+        with torch.inference_mode():
+            model(torch.zeros(1, 3, input_size, input_size, device=device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [
+        (name, type(module).__name__, shapes.get(name))
+        for name, module in model.named_modules()
+        if name
+    ]

@@ -1,0 +1,64 @@
+"""Writing results: PNGs with metadata, raw arrays, all written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+from PIL import Image, PngImagePlugin
+
+METADATA_KEY = "cnnvis"
+
+
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
+    """Write ``path`` through a temporary file in the same folder, then rename.
+
+    Parent folders are created.  If ``write`` fails, nothing is left behind and
+    an existing file at ``path`` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
+    try:
+        with handle:
+            write(handle)
+        os.replace(handle.name, path)
+    except BaseException:
+        try:
+            os.unlink(handle.name)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def save_png(path: str | Path, image: np.ndarray | Image.Image, metadata: dict[str, Any] | None = None) -> Path:
+    """Save an RGB/gray uint8 picture as PNG, with ``metadata`` as a JSON text chunk."""
+    picture = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
+    info = PngImagePlugin.PngInfo()
+    if metadata:
+        info.add_text(METADATA_KEY, json.dumps(metadata, sort_keys=True, default=_json_default))
+    return atomic_write(path, lambda handle: picture.save(handle, format="PNG", pnginfo=info))
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The metadata :func:`save_png` stored in a PNG (empty dict when none)."""
+    with Image.open(path) as image:
+        text = image.text.get(METADATA_KEY) if hasattr(image, "text") else None
+    return json.loads(text) if text else {}
+
+
+def save_npy(path: str | Path, array: np.ndarray) -> Path:
+    """Save a raw float array as ``.npy``."""
+    return atomic_write(path, lambda handle: np.save(handle, np.asarray(array), allow_pickle=False))
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)

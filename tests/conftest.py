@@ -1,0 +1,31 @@
+"""Shared fixtures.  Tests never use the network: downloads are switched off."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ["CNNVIS_OFFLINE"] = "1"
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+REPO = Path(__file__).resolve().parent.parent
+IMAGES = REPO / "images"
+CAT = IMAGES / "chelsea.png"
+
+
+@pytest.fixture(autouse=True)
+def _private_torch_home(tmp_path_factory, monkeypatch):
+    """Each test sees an empty torch hub cache of its own."""
+    home = tmp_path_factory.mktemp("torch_home")
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="session")
+def embedded_model():
+    from cnnvis_tasks.models import load_model
+
+    return load_model("efficientnet_lite0")

@@ -1,0 +1,35 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnnvis_tasks.outputs import atomic_write, read_metadata, save_npy, save_png
+
+
+def test_png_round_trip_with_metadata(tmp_path):
+    picture = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    path = save_png(tmp_path / "a" / "b" / "x.png", picture, {"target": {"index": 281, "name": "tabby"}, "p": 0.5})
+    with Image.open(path) as image:
+        assert image.size == (3, 2) and image.mode == "RGB"
+        assert np.array_equal(np.asarray(image), picture)
+    assert read_metadata(path) == {"target": {"index": 281, "name": "tabby"}, "p": 0.5}
+    assert [p.name for p in path.parent.iterdir()] == ["x.png"]  # no temporary file left
+
+
+def test_failed_write_leaves_nothing_and_keeps_old_file(tmp_path):
+    target = tmp_path / "out.png"
+    target.write_bytes(b"old")
+
+    def explode(handle):
+        handle.write(b"partial")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(target, explode)
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.png"]
+
+
+def test_npy_round_trip(tmp_path):
+    array = np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4)
+    path = save_npy(tmp_path / "r.npy", array)
+    assert np.array_equal(np.load(path), array)

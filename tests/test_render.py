@@ -1,0 +1,78 @@
+import matplotlib
+import numpy as np
+import pytest
+import torch
+
+from cnnvis_tasks import render
+
+
+def test_normalize01_range_and_degenerate():
+    scaled, degenerate = render.normalize01(torch.tensor([2.0, 4.0, 6.0]))
+    assert torch.allclose(scaled, torch.tensor([0.0, 0.5, 1.0])) and not degenerate
+    zeros, degenerate = render.normalize01(torch.zeros(3, 3))
+    assert degenerate and torch.equal(zeros, torch.zeros(3, 3))
+    nan, degenerate = render.normalize01(torch.full((2, 2), float("nan")))
+    assert degenerate and not torch.isnan(nan).any()
+
+
+def test_gradient_color_is_global_min_max():
+    gradient = torch.zeros(3, 2, 2)
+    gradient[0, 0, 0] = -1.0
+    gradient[2, 1, 1] = 3.0
+    picture, degenerate = render.gradient_color(gradient)
+    assert picture.shape == (2, 2, 3) and picture.dtype == np.uint8 and not degenerate
+    assert picture[0, 0, 0] == 0 and picture[1, 1, 2] == 255
+    assert picture[0, 1, 1] == round(0.25 * 255)  # zero maps to 1/4 of the range
+
+
+def test_gradient_gray_clips_at_percentile():
+    gradient = torch.zeros(3, 20, 50)
+    gradient[1] = torch.arange(1000.0).view(20, 50) / 1000  # magnitudes 0..0.999
+    gradient[0, 19, 49] = -50.0  # one outlier, beyond the 99th percentile
+    picture, _ = render.gradient_gray(gradient)
+    ceiling = torch.quantile(gradient.abs().amax(0).flatten(), 0.99)
+    expected = (gradient.abs().amax(0).clamp(max=float(ceiling)) / ceiling * 255 + 0.5).to(torch.uint8)
+    assert np.array_equal(picture[..., 0], expected.numpy())
+    assert (picture[..., 0] == 255).sum() >= 10  # the outlier no longer dominates
+    black, degenerate = render.gradient_gray(torch.zeros(3, 4, 4))
+    assert degenerate and black.max() == 0
+
+
+def test_heatmap_uses_matplotlib_colormap():
+    values = torch.tensor([[0.0, 1.0]])
+    picture = render.heatmap(values, "viridis")
+    cmap = matplotlib.colormaps["viridis"]
+    assert np.array_equal(picture[0, 0], (np.array(cmap(0.0)[:3]) * 255 + 0.5).astype(np.uint8))
+    assert np.array_equal(picture[0, 1], (np.array(cmap(1.0)[:3]) * 255 + 0.5).astype(np.uint8))
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
+def test_overlay_blends_with_alpha(alpha):
+    image = torch.full((3, 2, 2), 0.2)
+    map01 = torch.tensor([[0.0, 1.0], [0.5, 0.25]])
+    heat = render.heatmap(map01, "jet").astype(np.float64) / 255
+    expected = ((1 - alpha) * 0.2 + alpha * heat) * 255 + 0.5
+    assert np.array_equal(render.overlay(image, map01, alpha, "jet"), np.clip(expected, 0, 255).astype(np.uint8))
+
+
+def test_channel_grid_scales_each_channel_and_enlarges_tiles():
+    activation = torch.zeros(4, 7, 7)
+    activation[0] = torch.linspace(0, 1, 49).view(7, 7)
+    activation[1] = torch.linspace(100, 200, 49).view(7, 7)  # same shape, other range
+    picture, constant = render.channel_grid(activation, count=4)
+    assert constant == 2  # channels 2 and 3 are all zero
+    factor = 10  # 7 px tiles enlarged to >= 64 px
+    tile = 7 * factor
+    assert picture.shape == (2 + 2 * (tile + 2), 2 + 2 * (tile + 2), 3)
+    first = picture[2 : 2 + tile, 2 : 2 + tile, 0]
+    second = picture[2 : 2 + tile, 4 + tile : 4 + 2 * tile, 0]
+    assert np.abs(first.astype(int) - second).max() <= 1 and first.min() == 0 and first.max() == 255
+
+
+def test_kernel_grid_colour_and_gray():
+    rgb = torch.randn(25, 3, 11, 11, generator=torch.Generator().manual_seed(0))
+    picture = render.kernel_grid(rgb, count=25)
+    assert picture.shape[0] == picture.shape[1] == 2 + 5 * (66 + 2)  # 11 px tiles x6
+    assert not np.array_equal(picture[..., 0], picture[..., 1])  # really in colour
+    gray = render.kernel_grid(torch.randn(8, 16, 3, 3), count=4)
+    assert np.array_equal(gray[..., 0], gray[..., 1]) and np.array_equal(gray[..., 1], gray[..., 2])
