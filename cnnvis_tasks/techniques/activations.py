@@ -1,0 +1,204 @@
+"""Capturing module outputs during a forward pass, and feature maps built on it.
+
+``capture_outputs`` is the shared mechanism (feature maps, Grad-CAM, ...).  Its
+hooks keep each module's *original* output and hand a clone on to the rest of
+the network, so a later in-place op (VGG's ``ReLU(inplace=True)`` right after a
+conv) modifies the clone, never the recorded tensor, and gradients taken with
+respect to the recorded tensor stay correct.
+
+A module called several times in one forward (ResNet reuses one ``nn.ReLU`` per
+block, EfficientNet-Lite reuses ``_swish`` for stem and head) is recorded at
+its LAST call.  To stop a forward early without breaking that rule, the number
+of calls of each module is first counted in a free dry run on the meta device
+(``count_calls``); the forward is abandoned after the last call of every
+requested module.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+from contextlib import contextmanager
+from functools import partial
+from itertools import chain
+from typing import Any, Callable, Iterator, Mapping, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import CnnvisError
+from ..layers import get_module
+
+
+class _StopForward(Exception):
+    """Raised by a hook to abandon the rest of the forward pass."""
+
+
+class Call(NamedTuple):
+    """One finished module call: its path, output, and the output's version counter."""
+
+    path: str
+    output: Any
+    version: int | None
+
+
+@contextmanager
+def _forward_hooks(modules: Mapping[str, nn.Module], hook: Callable) -> Iterator[None]:
+    """Register ``hook(path, module, inputs, output)`` on each module; always remove."""
+    handles = []
+    try:
+        for path, module in modules.items():
+            handles.append(module.register_forward_hook(partial(hook, path)))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def capture_outputs(
+    model: nn.Module,
+    paths: list[str],
+    stop_after_calls: Mapping[str, int] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Record the outputs of the modules at ``paths`` while the block runs.
+
+    Yields a dict path -> output that fills during the forward pass; each entry
+    is the module's own output tensor of its last call (downstream modules get
+    a clone).  With ``stop_after_calls`` (path -> number of calls in one
+    forward, see ``count_calls``) the forward pass is abandoned once every path
+    has had that many calls: the rest of the with-block is then skipped and the
+    block exits normally.  Hooks are removed on exit, also on errors.
+    """
+    modules = {path: get_module(model, path) for path in dict.fromkeys(paths)}
+    captured: dict[str, Any] = {}
+    calls: Counter[str] = Counter()
+
+    def hook(path, _module, _inputs, output):
+        captured[path] = output
+        calls[path] += 1
+        if stop_after_calls is not None and all(
+            calls[p] >= stop_after_calls.get(p, 1) for p in modules
+        ):
+            raise _StopForward
+        return output.clone() if isinstance(output, Tensor) else None
+
+    with _forward_hooks(modules, hook):
+        try:
+            yield captured
+        except _StopForward:
+            pass
+
+
+def _meta_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` on the meta device (no data, no arithmetic) without any hooks."""
+    memo: dict[int, Any] = {}
+    for t in chain(model.parameters(), model.buffers()):
+        meta = torch.empty_like(t, device="meta")
+        memo[id(t)] = nn.Parameter(meta, t.requires_grad) if isinstance(t, nn.Parameter) else meta
+    for module in model.modules():  # hooks others registered must not see this dry run
+        for name, value in vars(module).items():
+            if "hooks" in name and isinstance(value, dict):
+                memo[id(value)] = type(value)()
+    return copy.deepcopy(model, memo)
+
+
+def _meta_calls(
+    model: nn.Module, input_shape: tuple[int, ...], paths: list[str] | None = None
+) -> list[Call] | None:
+    """The calls of modules at ``paths`` (default all) in one shape-only forward.
+
+    Runs on a hook-free meta copy, so it costs almost nothing and the model is
+    untouched.  None if the model cannot run there (an op without a meta
+    kernel, data-dependent control flow, ...).
+    """
+    try:
+        dry = _meta_copy(model)
+        modules = (
+            {name: m for name, m in dry.named_modules() if name}
+            if paths is None
+            else {path: dry.get_submodule(path) for path in paths}
+        )
+        calls: list[Call] = []
+        with _forward_hooks(modules, partial(_record, calls)), torch.no_grad():
+            dry(torch.empty(input_shape, device="meta"))
+    except Exception:
+        return None
+    return calls
+
+
+def _record(calls: list[Call], path: str, _module, _inputs, output) -> None:
+    version = output._version if isinstance(output, Tensor) else None
+    calls.append(Call(path, output, version))
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    param = next(chain(model.parameters(), model.buffers()), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def count_calls(
+    model: nn.Module, input_shape: tuple[int, ...], paths: list[str]
+) -> dict[str, int] | None:
+    """How often each module at ``paths`` is called in one forward of ``input_shape``.
+
+    Found with a meta-device dry run; None when the model cannot run there.
+    """
+    paths = list(dict.fromkeys(paths))
+    for path in paths:
+        get_module(model, path)  # unknown paths: CnnvisError with close matches
+    calls = _meta_calls(model, tuple(input_shape), paths)
+    if calls is None:
+        return None
+    counts = dict.fromkeys(paths, 0)
+    for call in calls:
+        counts[call.path] += 1
+    return counts
+
+
+def trace_calls(model: nn.Module, input_shape: tuple[int, ...]) -> list[Call]:
+    """Every module call of one forward of zeros, in the order the calls finish.
+
+    Children finish before their parents, so for one output tensor the
+    innermost module comes first.  Runs on a meta copy when possible, else on
+    the model's device under ``no_grad`` (not ``inference_mode``: version
+    counters are needed to tell an in-place op's output from its input).
+    Outputs are kept alive in the list, so their ``id()`` values stay unique.
+    """
+    calls = _meta_calls(model, tuple(input_shape))
+    if calls is None:
+        calls = []
+        modules = {name: m for name, m in model.named_modules() if name}
+        with _forward_hooks(modules, partial(_record, calls)), torch.no_grad():
+            model(torch.zeros(input_shape, device=_model_device(model)))
+    return calls
+
+
+def _describe(output: Any) -> str:
+    if isinstance(output, Tensor):
+        return f"a tensor of shape {tuple(output.shape)}"
+    return f"a {type(output).__name__}"
+
+
+def feature_maps(model: nn.Module, images: Tensor, paths: list[str]) -> dict[str, Tensor]:
+    """Each layer's activation (N, C, h, w) for ``images``, from one forward pass.
+
+    The forward stops as soon as the last call of every requested layer is done
+    (call counts from a meta-device pass; no early stop if that is impossible).
+    """
+    paths = list(dict.fromkeys(paths))
+    stop_after = count_calls(model, tuple(images.shape), paths)
+    with torch.inference_mode():
+        with capture_outputs(model, paths, stop_after_calls=stop_after) as outputs:
+            model(images)
+    maps = {}
+    for path in paths:
+        if path not in outputs:
+            raise CnnvisError(f"layer {path!r} is not run in the model's forward pass")
+        output = outputs[path]
+        if not isinstance(output, Tensor) or output.dim() != 4:
+            raise CnnvisError(
+                f"layer {path!r} outputs {_describe(output)}, not a feature map (N, C, h, w)"
+            )
+        maps[path] = output.detach()
+    return maps

@@ -1,0 +1,149 @@
+"""Grad-CAM, structured for the rest of the CAM family.
+
+A class activation map is ``ReLU(sum_k alpha_k A_k)`` over the channels ``A_k``
+of one layer.  Methods differ only in the channel weights ``alpha``: Grad-CAM
+uses the spatial mean of the gradient (``gradcam_weights``).  Another method is
+another weighting function passed to ``class_activation_map`` (Grad-CAM++ from
+activations and gradients; Score-CAM, which re-runs the model, as a function
+that closes over model, images and targets with ``functools.partial``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import CnnvisError
+from .activations import _describe, capture_outputs, trace_calls
+
+Weighting = Callable[[Tensor, Tensor], Tensor]
+
+
+@dataclass
+class CamResult:
+    cams: Tensor  # (N, h, w) float, at the layer's resolution, unnormalised
+    targets: Tensor  # (N,) long: the class each map explains
+    logits: Tensor  # (N, classes)
+    layer: str
+
+
+def gradcam_weights(activations: Tensor, gradients: Tensor) -> Tensor:
+    """Grad-CAM channel weights: spatial mean of d score / d A, (N, C, h, w) -> (N, C)."""
+    return gradients.mean(dim=(2, 3))
+
+
+def class_activation_map(
+    model: nn.Module,
+    images: Tensor,
+    layer: str,
+    targets: Tensor | None = None,
+    weighting: Weighting = gradcam_weights,
+) -> CamResult:
+    """CAM of ``layer`` for each image's target class, with channel weights from ``weighting``.
+
+    ``targets`` None explains each image's top-1 class.  The score is the
+    pre-softmax logit.  The model must be in eval mode (images independent) and
+    this must not run under ``torch.inference_mode``.
+    """
+    # Input requiring grad makes the layer's output part of the graph even for
+    # a model whose parameters are frozen.
+    images = images.detach().requires_grad_(True)
+    with torch.enable_grad():
+        with capture_outputs(model, [layer]) as outputs:
+            logits = model(images)
+        if layer not in outputs:
+            raise CnnvisError(f"layer {layer!r} is not run in the model's forward pass")
+        activations = outputs[layer]
+        if not isinstance(activations, Tensor) or activations.dim() != 4:
+            raise CnnvisError(
+                f"layer {layer!r} outputs {_describe(activations)}, not a feature map (N, C, h, w)"
+            )
+        targets = _check_targets(targets, logits)
+        score = logits.gather(1, targets[:, None]).sum()  # images independent: per-image grads
+        (gradients,) = torch.autograd.grad(score, activations, allow_unused=True)
+    if gradients is None:  # the score does not depend on this layer at all
+        gradients = torch.zeros_like(activations)
+    activations = activations.detach()
+    weights = weighting(activations, gradients)
+    cams = F.relu((weights[:, :, None, None] * activations).sum(dim=1))
+    return CamResult(cams=cams, targets=targets, logits=logits.detach(), layer=layer)
+
+
+def grad_cam(
+    model: nn.Module, images: Tensor, layer: str, targets: Tensor | None = None
+) -> CamResult:
+    """Grad-CAM (Selvaraju et al. 2017) of ``layer``; see ``class_activation_map``."""
+    return class_activation_map(model, images, layer, targets, gradcam_weights)
+
+
+def _check_targets(targets: Tensor | None, logits: Tensor) -> Tensor:
+    if logits.dim() != 2:
+        raise CnnvisError(
+            f"the model outputs a tensor of shape {tuple(logits.shape)}, not class scores (N, classes)"
+        )
+    n, classes = logits.shape
+    if targets is None:
+        return logits.detach().argmax(dim=1)
+    targets = torch.as_tensor(targets, device=logits.device).long().reshape(-1)
+    if targets.numel() != n:
+        raise CnnvisError(f"got {targets.numel()} target classes for {n} images")
+    bad = (targets < 0) | (targets >= classes)
+    if bad.any():
+        raise CnnvisError(
+            f"target class {targets[bad][0].item()} is out of range: this model has classes 0..{classes - 1}"
+        )
+    return targets
+
+
+def upsample_cam(cams: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bilinear upsampling of (N, h, w) maps to ``size`` = (H, W); values not normalised."""
+    return F.interpolate(cams[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
+
+
+def _passes_through(module: nn.Module) -> bool:
+    """Pooling, dropout, identity and flatten modules: never a CAM layer."""
+    kind = type(module)
+    return (
+        kind.__module__ in ("torch.nn.modules.pooling", "torch.nn.modules.dropout", "torch.nn.modules.flatten")
+        or kind.__name__ == "Identity"
+        or "pool" in kind.__name__.lower()
+    )
+
+
+def default_cam_layer(model: nn.Module, input_size: tuple[int, int] = (224, 224)) -> str:
+    """The layer a person would pick for Grad-CAM: the last spatial feature map.
+
+    One forward (meta device when possible) records every module call.  The
+    chosen tensor is the last produced 4-D output with h*w > 1 whose innermost
+    producing module is not pooling / dropout / identity / flatten.  Several
+    modules may return that same tensor (containers return their last child's
+    output); the innermost one called exactly once wins, else the innermost one
+    (Grad-CAM then uses its last call).  An in-place op's output counts as a
+    new tensor (the version counter tells), so VGG gives the ReLU, not the conv.
+    E.g. VGG16 ``features.29``, ResNet50 ``layer4.2``, DenseNet121
+    ``features.norm5``, EfficientNet-Lite0 ``_swish`` (its last call is the head).
+    """
+    calls = trace_calls(model, (1, 3, *input_size))
+    modules = dict(model.named_modules())
+    times_called = Counter(call.path for call in calls)
+    producers: dict[tuple[int, int], list[str]] = {}  # in order of first production
+    outputs: dict[tuple[int, int], Tensor] = {}
+    for call in calls:
+        if isinstance(call.output, Tensor):
+            key = (id(call.output), call.version)
+            producers.setdefault(key, []).append(call.path)
+            outputs[key] = call.output
+    chosen = None
+    for key, names in producers.items():
+        output = outputs[key]
+        if output.dim() == 4 and output.shape[2] * output.shape[3] > 1 and not _passes_through(modules[names[0]]):
+            chosen = names
+    if chosen is None:
+        raise CnnvisError("found no layer with a spatial (N, C, h, w) output; name a layer for Grad-CAM")
+    once = [name for name in chosen if times_called[name] == 1]
+    return once[0] if once else chosen[0]

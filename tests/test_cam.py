@@ -1,0 +1,236 @@
+"""Grad-CAM against the formula computed by hand, and the automatic layer choice."""
+
+import copy
+
+import pytest
+import torch
+import torchvision
+from efficientnet_lite_pytorch import EfficientNet
+from torch import nn
+
+from cnnvis_tasks.errors import CnnvisError
+from cnnvis_tasks.techniques.activations import feature_maps
+from cnnvis_tasks.techniques.cam import default_cam_layer, grad_cam, upsample_cam
+
+
+def hand_grad_cam(model, module, images, targets):
+    """Grad-CAM by hand: a plain forward hook makes the layer's output a leaf tensor
+    (same values downstream) whose ``.grad`` the backward pass fills."""
+    kept = {}
+
+    def hook(_module, _inputs, output):
+        kept["A"] = output.detach().requires_grad_(True)
+        return kept["A"]
+
+    handle = module.register_forward_hook(hook)
+    try:
+        logits = model(images)
+    finally:
+        handle.remove()
+    logits[torch.arange(len(targets)), targets].sum().backward()
+    A, dA = kept["A"].detach(), kept["A"].grad
+    alpha = dA.mean(dim=(2, 3))
+    return torch.relu((alpha[:, :, None, None] * A).sum(dim=1))
+
+
+def tiny_net(inplace):
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3),
+        nn.ReLU(inplace=inplace),
+        nn.Conv2d(4, 6, 3),  # "2": the Grad-CAM layer, followed by a ReLU
+        nn.ReLU(inplace=inplace),
+        nn.Conv2d(6, 8, 3),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 5),
+    ).eval()
+
+
+def no_hooks_left(model):
+    return all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+@pytest.fixture(scope="module")
+def resnet18():
+    torch.manual_seed(0)
+    return torchvision.models.resnet18(weights=None).eval()
+
+
+def images(n, size=64, seed=1):
+    torch.manual_seed(seed)
+    return torch.randn(n, 3, size, size)
+
+
+def test_tiny_net_equals_hand_formula():
+    model = tiny_net(inplace=False)
+    x = images(3, 16)
+    result = grad_cam(model, x, "2")
+    assert result.cams.shape == (3, 12, 12)
+    assert result.layer == "2" and result.logits.shape == (3, 5)
+    torch.testing.assert_close(result.targets, result.logits.argmax(dim=1))
+    expected = hand_grad_cam(model, model[2], x, result.targets)
+    assert expected.abs().sum() > 0
+    torch.testing.assert_close(result.cams, expected)
+
+
+def test_resnet18_equals_hand_formula(resnet18):
+    # reference on a copy without in-place ReLUs, so a plain hook sees the true output
+    reference = copy.deepcopy(resnet18)
+    for module in reference.modules():
+        if isinstance(module, nn.ReLU):
+            module.inplace = False
+    x = images(2)
+    targets = torch.tensor([3, 917])
+    for layer in ["layer3", "layer4.1"]:
+        result = grad_cam(resnet18, x, layer, targets)
+        expected = hand_grad_cam(reference, reference.get_submodule(layer), x, targets)
+        assert expected.abs().sum() > 0
+        torch.testing.assert_close(result.cams, expected, rtol=1e-4, atol=1e-6)
+    assert result.cams.shape == (2, 2, 2)
+    torch.testing.assert_close(result.targets, targets)
+    # no parameter .grad written, no hooks left
+    assert all(p.grad is None for p in resnet18.parameters())
+    assert no_hooks_left(resnet18)
+
+
+def test_inplace_relu_after_layer():
+    model = tiny_net(inplace=True)
+    x = images(2, 16)
+    with torch.no_grad():
+        conv_out = model[2](torch.relu(model[0](x)))
+    assert (conv_out < 0).any()
+
+    # the bug the clone avoids: a plain hook's tensor is ReLU'd in place afterwards
+    naive = {}
+    handle = model[2].register_forward_hook(lambda m, i, o: naive.setdefault("A", o))
+    with torch.no_grad():
+        model(x)
+    handle.remove()
+    assert not (naive["A"] < 0).any()
+
+    captured = feature_maps(model, x, ["2"])["2"]
+    torch.testing.assert_close(captured, conv_out)
+
+    result = grad_cam(model, x, "2", torch.tensor([1, 4]))
+    reference = tiny_net(inplace=False)  # same seed, same weights
+    expected = hand_grad_cam(reference, reference[2], x, torch.tensor([1, 4]))
+    assert expected.abs().sum() > 0
+    torch.testing.assert_close(result.cams, expected)
+
+
+def test_batched_equals_single(resnet18):
+    x = images(3)
+    targets = torch.tensor([5, 100, 999])
+    batched = grad_cam(resnet18, x, "layer3", targets)
+    for i in range(3):
+        single = grad_cam(resnet18, x[i : i + 1], "layer3", targets[i : i + 1])
+        torch.testing.assert_close(batched.cams[i], single.cams[0], rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(batched.logits[i], single.logits[0], rtol=1e-4, atol=1e-5)
+    # different targets give different maps for the same image
+    other = grad_cam(resnet18, x[:1], "layer3", torch.tensor([6]))
+    assert not torch.allclose(other.cams[0], batched.cams[0])
+
+
+def test_target_validation():
+    model = tiny_net(inplace=False)
+    x = images(2, 16)
+    with pytest.raises(CnnvisError, match=r"target class 7 .*0\.\.4"):
+        grad_cam(model, x, "2", torch.tensor([0, 7]))
+    with pytest.raises(CnnvisError, match=r"target class -1"):
+        grad_cam(model, x, "2", torch.tensor([-1, 0]))
+    with pytest.raises(CnnvisError, match="3 target classes for 2 images"):
+        grad_cam(model, x, "2", torch.tensor([0, 1, 2]))
+    with pytest.raises(CnnvisError, match=r"'8'.*\(2, 5\)"):
+        grad_cam(model, x, "8")
+    assert no_hooks_left(model)
+
+
+class SideBranch(nn.Module):
+    """A layer whose output never reaches the logits."""
+
+    def __init__(self):
+        super().__init__()
+        self.side = nn.Conv2d(3, 4, 3)
+        self.main = nn.Conv2d(3, 4, 3)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        self.side(x)
+        return self.fc(self.main(x).mean(dim=(2, 3)))
+
+
+def test_degenerate_layers_give_zero_maps():
+    x = images(2, 16)
+    result = grad_cam(SideBranch().eval(), x, "side")
+    assert torch.equal(result.cams, torch.zeros(2, 14, 14))
+
+    model = tiny_net(inplace=False)
+    with torch.no_grad():
+        model[2].bias.fill_(-1e4)  # the ReLU after the layer is dead: gradient all zero
+    result = grad_cam(model, x, "2")
+    assert torch.equal(result.cams, torch.zeros(2, 12, 12))
+    up = upsample_cam(result.cams, (16, 16))
+    assert torch.isfinite(up).all() and not up.any()
+
+
+def test_frozen_parameters_still_work():
+    model = tiny_net(inplace=False)
+    expected = grad_cam(model, images(1, 16), "2", torch.tensor([2])).cams
+    for p in model.parameters():
+        p.requires_grad_(False)
+    torch.testing.assert_close(grad_cam(model, images(1, 16), "2", torch.tensor([2])).cams, expected)
+
+
+def test_upsample_cam():
+    cams = torch.tensor([[[0.0, 3.0], [3.0, 6.0]]])
+    up = upsample_cam(cams, (8, 6))
+    assert up.shape == (1, 8, 6)
+    assert up.min() == 0.0 and up.max() == 6.0  # not normalised
+    torch.testing.assert_close(upsample_cam(torch.full((2, 3, 3), 2.5), (7, 7)), torch.full((2, 7, 7), 2.5))
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("vgg16", "features.29"),
+        ("vgg19", "features.35"),
+        ("resnet50", "layer4.2"),
+        ("densenet121", "features.norm5"),
+    ],
+)
+def test_default_cam_layer_torchvision(name, expected):
+    with torch.device("meta"):
+        model = torchvision.models.get_model(name, weights=None).eval()
+    assert default_cam_layer(model) == expected
+    assert no_hooks_left(model)
+
+
+def test_default_cam_layer_efficientnet_lite0():
+    torch.manual_seed(0)
+    model = EfficientNet.from_name("efficientnet-lite0").eval()
+    layer = default_cam_layer(model)
+    # _swish (ReLU6) runs at the stem and at the head; its last call is the head
+    assert layer == "_swish"
+    x = images(1, 64)
+    assert feature_maps(model, x, [layer])[layer].shape == (1, 1280, 2, 2)
+    assert grad_cam(model, x, layer).cams.shape == (1, 2, 2)
+
+
+def test_default_cam_layer_real_forward_fallback():
+    class DataDependent(nn.Module):  # cannot run on the meta device
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(inplace=True), nn.MaxPool2d(2))
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            x = self.features(x)
+            if x.sum() < 0:
+                x = -x
+            return self.fc(x.mean(dim=(2, 3)))
+
+    model = DataDependent().eval()
+    assert default_cam_layer(model, (16, 16)) == "features.1"
+    assert no_hooks_left(model)
