@@ -129,7 +129,7 @@ def test_resize_keeps_aspect_and_224_is_untouched(tmp_path):
     square = Image.fromarray(np.random.default_rng(1).integers(0, 255, (224, 224, 3), dtype=np.uint8))
     path = _save(square, tmp_path / "sq.png")
     tensor = load_image(path, 224)
-    assert torch.equal((tensor * 255).round().to(torch.uint8).permute(1, 2, 0), torch.from_numpy(np.asarray(square)))
+    assert torch.equal((tensor * 255).round().to(torch.uint8).permute(1, 2, 0), torch.from_numpy(np.array(square)))
 
 
 def test_load_batches_groups_sizes_and_bounds_memory(tmp_path):

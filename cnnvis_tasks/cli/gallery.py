@@ -1,0 +1,131 @@
+"""The ``gallery`` command: the workflow's results as one HTML page (plus pages)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import CnnvisError
+from ..gallery import SECTION_TITLES, build_gallery
+from ..outputs import atomic_write, read_metadata
+from . import cli
+from .common import technique_command
+
+SPEC_HELP = """\b
+The spec (JSON) lists tables; paths are relative to the folder of --out:
+  {"tables": [
+    {"section": "saliency", "table": "vgg16", "per_image": true,
+     "columns": [{"key": "vanilla-color", "label": ["vanilla", "color"],
+                  "path": "vgg16/saliency/{image}/vanilla-color.png"}]},
+    {"section": "class-viz", "table": "vgg16", "per_image": false,
+     "rows": [{"key": "52", "label": "class 52",
+               "cells": [{"key": "none", "label": ["none"], "path": "vgg16/class-viz/class52-none.png"}]}]}]}
+Per-image tables get one row per image of --images (name, path, status, reason)."""
+
+
+def _load_json(value: str, what: str) -> Any:
+    text = value
+    if value.startswith("@"):
+        try:
+            text = Path(value[1:]).read_text(encoding="utf-8")
+        except OSError as error:
+            raise CnnvisError(f"cannot read {what} {value[1:]}: {error.strerror or error}") from None
+    try:
+        return json.loads(text)
+    except ValueError as error:
+        raise CnnvisError(f"{what} is not valid JSON: {error}") from None
+
+
+def _metadata(root: Path, src: str) -> tuple[str, dict[str, Any], str | None]:
+    path = root / src
+    if not path.is_file():
+        return "missing", {}, "not built"
+    try:
+        return "ok", read_metadata(path), None
+    except Exception as error:  # a damaged picture is shown as such, not fatal to the page
+        return "missing", {}, f"unreadable: {type(error).__name__}"
+
+
+def gallery_records(spec: dict[str, Any], images: list[dict[str, Any]], root: Path,
+                    log_template: str | None = None) -> list[dict[str, Any]]:
+    """Records for :func:`cnnvis_tasks.gallery.build_gallery` from a spec and image list."""
+    records: list[dict[str, Any]] = []
+    for table in spec.get("tables", []):
+        section = table.get("section")
+        if section not in SECTION_TITLES:
+            raise CnnvisError(f"unknown gallery section {section!r} in the spec (known: {', '.join(SECTION_TITLES)})")
+        name = str(table.get("table", ""))
+        if table.get("per_image"):
+            columns = table.get("columns", [])
+            for image in images:
+                original = os.path.relpath(os.path.abspath(image["path"]), os.path.abspath(root))
+                base = {"section": section, "table": name, "row": image["name"], "row_label": image["name"],
+                        "row_image": Path(original).as_posix()}
+                if image.get("status") != "ok":
+                    records.append(base | {"status": "failed", "reason": image.get("reason"), "row_image": None})
+                    continue
+                for column in columns:
+                    src = column["path"].replace("{image}", image["name"])
+                    status, meta, reason = _metadata(root, src)
+                    records.append(base | {"column": column["key"], "column_label": column.get("label"), "src": src,
+                                           "status": status, "reason": reason, "metadata": meta})
+        else:
+            for row in table.get("rows", []):
+                label = row.get("label", row.get("key", ""))
+                cells = []
+                for cell in row.get("cells", []):
+                    status, meta, reason = _metadata(root, cell["path"])
+                    cells.append({"section": section, "table": name, "row": str(row.get("key", label)),
+                                  "column": cell["key"], "column_label": cell.get("label"), "src": cell["path"],
+                                  "status": status, "reason": reason, "metadata": meta})
+                target = next((c["metadata"].get("target") for c in cells if isinstance(c["metadata"].get("target"), dict)), None)
+                if section == "class-viz" and target and "index" in target:
+                    label = f"{target.get('name', 'class')} ({target['index']})"
+                for cell in cells:
+                    records.append(cell | {"row_label": label})
+    return records
+
+
+@technique_command(cli, "gallery", epilog=SPEC_HELP)
+@click.option("--spec", required=True, metavar="JSON|@FILE", help="What to show: the tables (see below).")
+@click.option("--images", "images_file", default=None, type=click.Path(dir_okay=False, path_type=Path),
+              help="Image status JSON from check-images --out (rows of per-image tables, failures).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The page to write (index.html); longer tables also get pages in a 'gallery' folder beside it.")
+@click.option("--title", default="cnnvis gallery", help="Page title.")
+@click.option("--preview-rows", default=20, type=click.IntRange(min=1), help="Rows of each table on the main page.")
+@click.option("--rows-per-page", default=50, type=click.IntRange(min=1), help="Rows per page of the full tables.")
+@click.option("--log-template", default=None, metavar="PATH",
+              help="Log of a failed image, relative to --out's folder, with '{image}' for its name (linked).")
+@click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
+def gallery_command(spec, images_file, out, title, preview_rows, rows_per_page, log_template, debug) -> None:
+    """Write an HTML gallery of results: sections in the seed gallery's order, each
+    a table of the original image beside its variants, with the class, probability
+    and objective each picture recorded. Relative links only; opens from disk."""
+    spec_data = _load_json(spec, "--spec")
+    if not isinstance(spec_data, dict):
+        raise CnnvisError("--spec must be a JSON object with a 'tables' list")
+    images: list[dict[str, Any]] = []
+    if images_file:
+        data = _load_json("@" + str(images_file), "--images")
+        images = data.get("images", []) if isinstance(data, dict) else data
+    root = out.parent
+    records = gallery_records(spec_data, images, root)
+    for image in images:
+        if image.get("status") != "ok" and log_template:
+            image["log"] = log_template.replace("{image}", image["name"])
+    files = build_gallery(records, title=title, images=images, preview_rows=preview_rows,
+                          rows_per_page=rows_per_page, note=spec_data.get("note", ""))
+    pages = root / "gallery"
+    pages.mkdir(parents=True, exist_ok=True)  # always there: the workflow declares it as an output
+    for stale in pages.glob("*--*.html"):  # pages of an earlier, longer gallery
+        if f"gallery/{stale.name}" not in files:
+            stale.unlink()
+    for name, text in files.items():
+        target = out if name == "index.html" else root / name
+        atomic_write(target, lambda handle, text=text: handle.write(text.encode("utf-8")))
+    click.echo(f"gallery: {out} ({len(records)} cells, {len(files)} pages)", err=True)

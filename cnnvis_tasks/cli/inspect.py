@@ -1,0 +1,67 @@
+"""Commands that describe rather than compute: models, layers, fetch-weights."""
+
+from __future__ import annotations
+
+import click
+import torch
+
+from ..errors import CnnvisError
+from ..layers import layer_table
+from ..models import DEFAULT_MODEL, EMBEDDED_MODEL, build_on_meta, cached_weights_path, fetch_weights, known_models, load_model, weights_source
+from . import cli
+from .common import technique_command
+
+
+@technique_command(cli, "models")
+@click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
+def models_command(debug: bool) -> None:
+    """List model names, where their default weights come from, and whether they
+    are available offline right now."""
+    rows = []
+    for name in known_models():
+        available = name == EMBEDDED_MODEL or cached_weights_path(name).is_file()
+        rows.append((name, "yes" if available else "no", weights_source(name)))
+    width = max(len(name) for name, _, _ in rows)
+    click.echo(f"{'model':<{width}}  offline  default weights")
+    for name, available, source in rows:
+        click.echo(f"{name:<{width}}  {available:<7}  {source}")
+    click.echo(f"\nweights cache: {cached_weights_path('resnet18').parent} (set TORCH_HOME to move it)")
+
+
+@technique_command(cli, "layers")
+@click.option("--model", default=DEFAULT_MODEL, metavar="NAME", help="Model name (see: cnnvis-tasks models).")
+@click.option("--size", default=224, type=click.IntRange(min=1), help="Input size for the output shapes.")
+@click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
+def layers_command(model: str, size: int, debug: bool) -> None:
+    """Every addressable module path of a model with its type and output shape
+    (channels x height x width for a SIZE x SIZE input). Paths are what --layer takes.
+    Modules that do not run in the forward pass show '-'."""
+    module = build_on_meta(model)
+    try:
+        table = layer_table(module, size)
+    except (NotImplementedError, RuntimeError):  # an op without meta support: compute for real
+        module = load_model(model, "random").module
+        table = layer_table(module, size)
+    width = max(len(name) for name, _, _ in table)
+    type_width = max(len(kind) for _, kind, _ in table)
+    click.echo(f"{'layer':<{width}}  {'type':<{type_width}}  output")
+    for name, kind, shape in table:
+        shown = " x ".join(str(d) for d in shape) if shape is not None else "-"
+        click.echo(f"{name:<{width}}  {kind:<{type_width}}  {shown}")
+
+
+@technique_command(cli, "fetch-weights")
+@click.argument("model_names", nargs=-1, required=True, metavar="MODEL...")
+@click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
+def fetch_weights_command(model_names: tuple[str, ...], debug: bool) -> None:
+    """Download the standard pretrained weights of each MODEL into the torch hub
+    cache ($TORCH_HOME, default ~/.cache/torch). Run it once on a machine with
+    internet (a cluster's login node) before running on machines without."""
+    for name in model_names:
+        path, downloaded = fetch_weights(name)
+        if name == EMBEDDED_MODEL:
+            click.echo(f"{name}: embedded in the installed package ({path}), nothing to fetch")
+        elif downloaded:
+            click.echo(f"{name}: downloaded to {path}")
+        else:
+            click.echo(f"{name}: already cached at {path}")

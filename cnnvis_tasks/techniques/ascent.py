@@ -1,0 +1,443 @@
+"""Gradient ascent in image space: class and filter visualisation, deep dream.
+
+Plain mode reproduces the seed: Adam on the normalised pixels from a uniform random
+start in [140, 180] / 255 (class model visualisation, Simonyan et al. 2013).  Robust
+mode (the default for class and filter visualisation) optimises a decorrelated
+Fourier parameterisation and applies a random pad / jitter / zoom / rotation before
+every forward (Olah et al. 2017, "Feature Visualization", Distill).
+
+Every image of a batch has its own objective (target, penalty); the loss is their
+sum, and Adam updates each element independently, so a batch gives the same result
+as separate runs with the same seed: the random start and the random transforms are
+shared by the whole batch.  Gradients flow to the image only; the model's parameters
+have ``requires_grad`` switched off for the duration.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import CnnvisError
+from ..layers import get_module
+from .parameterization import FourierImage, PixelImage, _stats, random_transform
+
+ProgressFn = Callable[[int, int, float, str], None]  # (step, total, mean objective, stage)
+SnapshotFn = Callable[[int, torch.Tensor], None]  # (step, images in [0, 1])
+
+REGULARIZATIONS = ("none", "l1", "l2")
+PLAIN_STEPS, PLAIN_LR = 200, 0.1  # the seed's settings
+# Robust mode: the Fourier parameters move the image more per unit step, so a smaller
+# learning rate with a few more steps (as in Olah et al.) gives smoother pictures.
+ROBUST_STEPS, ROBUST_LR = 256, 0.05
+START_LOW, START_HIGH = 140 / 255, 180 / 255  # the seed's random start, pixel space
+
+
+@dataclass
+class AscentResult:
+    """Outcome of one ascent run over a batch of N images."""
+
+    images: torch.Tensor  # (N, 3, H, W) in [0, 1], pixel space, detached
+    objective_start: torch.Tensor  # (N,) objective before any update
+    objective_end: torch.Tensor  # (N,) objective on the final image, no transforms
+    probabilities: torch.Tensor | None  # (N,) softmax prob. of the target (class-viz)
+    steps: int  # total steps run (octaves: summed)
+    octaves: int | None = None  # octaves actually used (deep dream with octaves)
+
+
+# --- helpers ------------------------------------------------------------------------
+
+
+def _device(model: nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+@contextmanager
+def _frozen(model: nn.Module):
+    """Switch off ``requires_grad`` on the model's parameters, restoring it afterwards."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+class _StopForward(Exception):
+    pass
+
+
+class _LayerTap:
+    """Forward hook capturing one module's output (its last call, if called repeatedly).
+
+    The first forward runs the whole model and counts the module's calls; later
+    forwards stop right after the last of them, so an early layer does not pay for
+    the rest of the network.
+    """
+
+    def __init__(self, model: nn.Module, layer: str):
+        self.model, self.layer = model, layer
+        self.module = get_module(model, layer)
+        self.calls_per_forward: int | None = None
+
+    def __enter__(self):
+        self._handle = self.module.register_forward_hook(self._hook)
+        return self
+
+    def __exit__(self, *exc):
+        self._handle.remove()
+
+    def _hook(self, _module, _inputs, output):
+        self._calls += 1
+        self._output = output
+        if self._calls == self.calls_per_forward:
+            raise _StopForward
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self._calls, self._output = 0, None
+        try:
+            self.model(x)
+        except _StopForward:
+            pass
+        if self.calls_per_forward is None:
+            self.calls_per_forward = self._calls
+        if not isinstance(self._output, torch.Tensor):
+            raise CnnvisError(f"layer {self.layer!r} gives no tensor output in the forward pass")
+        return self._output
+
+
+def _select_channel(act: torch.Tensor, channels: torch.Tensor | None, layer: str) -> torch.Tensor:
+    """(N, ...) activations of one channel per image (or all channels), flattened."""
+    n = act.shape[0]
+    if channels is None:
+        return act.reshape(n, -1)
+    if act.dim() < 2:
+        raise CnnvisError(f"layer {layer!r} has no channel dimension (output shape {tuple(act.shape)})")
+    count = act.shape[1]
+    bad = [int(c) for c in channels.tolist() if not 0 <= c < count]
+    if bad:
+        raise CnnvisError(f"filter {bad[0]} out of range for layer {layer!r}: valid 0..{count - 1}")
+    return act[torch.arange(n, device=act.device), channels].reshape(n, -1)
+
+
+def _per_image(values: Sequence, n: int, name: str) -> list:
+    values = list(values)
+    if len(values) == 1:
+        return values * n
+    if len(values) != n:
+        raise ValueError(f"{name}: expected 1 or {n} values, got {len(values)}")
+    return values
+
+
+def _report(progress, snapshot, save_every, step, total, objective, stage, pixels):
+    if progress is not None:
+        progress(step, total, float(objective.mean()), stage)
+    if snapshot is not None and save_every and step % save_every == 0:
+        snapshot(step, pixels().detach())
+
+
+def _adam_ascent(
+    image, score, penalty, *, steps, lr, transform, progress, snapshot, save_every, stage
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Maximise ``score(transform(x)) - penalty(x)`` per image with Adam.
+
+    ``score`` and ``penalty`` map a normalised batch to (N,).  Returns the objective
+    (untransformed) before and after the run.
+    """
+
+    def evaluate():
+        with torch.no_grad():
+            x = image.normalized()
+            return score(x) - penalty(x)
+
+    start = evaluate()
+    optimizer = torch.optim.Adam(image.parameters(), lr=lr)
+    for step in range(1, steps + 1):
+        x = image.normalized()
+        objective = score(transform(x) if transform else x) - penalty(x)
+        optimizer.zero_grad(set_to_none=True)
+        (-objective.sum()).backward()
+        optimizer.step()
+        _report(progress, snapshot, save_every, step, steps, objective.detach(), stage, image.pixels)
+    return start, evaluate()
+
+
+def _start_image(n, height, width, *, mean, std, robust, seed, device):
+    generator = torch.Generator().manual_seed(seed)
+    if robust:
+        image = FourierImage(n, height, width, mean=mean, std=std, generator=generator, device=device)
+    else:
+        # One draw shared by the batch, so image i equals a separate run with this seed.
+        pixels = torch.rand(1, 3, height, width, generator=generator)
+        pixels = START_LOW + (START_HIGH - START_LOW) * pixels
+        normalized = (pixels.to(device) - _stats(mean, device)) / _stats(std, device)
+        image = PixelImage(normalized.expand(n, -1, -1, -1), mean=mean, std=std)
+
+    transform = (lambda x: random_transform(x, generator)) if robust else None
+    return image, transform
+
+
+def _defaults(steps, lr, robust):
+    return (
+        (ROBUST_STEPS if robust else PLAIN_STEPS) if steps is None else steps,
+        (ROBUST_LR if robust else PLAIN_LR) if lr is None else lr,
+    )
+
+
+# --- class and filter visualisation -------------------------------------------------
+
+
+def class_visualization(
+    model: nn.Module,
+    targets: Sequence[int],
+    regularizations: Sequence[str],
+    weights: Sequence[float],
+    *,
+    mean,
+    std,
+    height: int = 400,
+    width: int = 600,
+    steps: int | None = None,
+    lr: float | None = None,
+    robust: bool = True,
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+    snapshot: SnapshotFn | None = None,
+    save_every: int = 0,
+) -> AscentResult:
+    """Class model visualisation: maximise ``S_c(I) - lambda R(I)`` for each target c.
+
+    ``S_c`` is the pre-softmax logit; ``R`` is per image ``"none"``, ``"l1"``
+    (``lambda * sum |I|``) or ``"l2"`` (``lambda / 2 * ||I||^2``, whose gradient equals
+    Adam's ``weight_decay=lambda`` in the seed), on the normalised image I.
+    ``regularizations`` and ``weights`` give one value per target, or one for all
+    (the weight of ``"none"`` is ignored).
+    ``steps``/``lr`` default to 200 / 0.1 (plain) or 256 / 0.05 (robust).
+    The reported objective includes the penalty.
+    """
+    n = len(targets)
+    if n == 0:
+        raise ValueError("no targets given")
+    regs = [str(r).lower() for r in _per_image(regularizations, n, "regularizations")]
+    for reg in regs:
+        if reg not in REGULARIZATIONS:
+            raise ValueError(f"unknown regularization {reg!r}; choose from {', '.join(REGULARIZATIONS)}")
+    lams = [float(w) for w in _per_image(weights, n, "weights")]
+    steps, lr = _defaults(steps, lr, robust)
+    device = _device(model)
+    l1 = torch.tensor([w if r == "l1" else 0.0 for r, w in zip(regs, lams)], device=device)
+    l2 = torch.tensor([w if r == "l2" else 0.0 for r, w in zip(regs, lams)], device=device)
+    index = torch.tensor([int(t) for t in targets], device=device)
+    rows = torch.arange(n, device=device)
+
+    def penalty(x):
+        return l1 * x.abs().sum((1, 2, 3)) + 0.5 * l2 * x.pow(2).sum((1, 2, 3))
+
+    def score(x):
+        return model(x)[rows, index]
+
+    with _frozen(model):
+        image, transform = _start_image(
+            n, height, width, mean=mean, std=std, robust=robust, seed=seed, device=device
+        )
+        with torch.no_grad():
+            classes = model(image.normalized()[:1]).shape[1]
+        bad = [int(t) for t in targets if not 0 <= int(t) < classes]
+        if bad:
+            raise CnnvisError(f"class {bad[0]} out of range: valid 0..{classes - 1}")
+        start, end = _adam_ascent(
+            image, score, penalty, steps=steps, lr=lr, transform=transform,
+            progress=progress, snapshot=snapshot, save_every=save_every, stage="class viz",
+        )
+        with torch.no_grad():
+            probs = F.softmax(model(image.normalized()), dim=1)[rows, index]
+            pixels = image.pixels().detach()
+    return AscentResult(pixels, start, end, probs, steps)
+
+
+def filter_visualization(
+    model: nn.Module,
+    layer: str,
+    filters: Sequence[int],
+    *,
+    mean,
+    std,
+    height: int = 400,
+    width: int = 600,
+    steps: int | None = None,
+    lr: float | None = None,
+    weight_decay: float = 1e-6,
+    robust: bool = True,
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+    snapshot: SnapshotFn | None = None,
+    save_every: int = 0,
+) -> AscentResult:
+    """Maximise the mean activation of filter ``filters[i]`` of ``layer`` for image i.
+
+    A small L2 penalty ``weight_decay / 2 * ||I||^2`` (the seed's Adam weight decay)
+    is included in the objective.  Defaults as in :func:`class_visualization`.
+    """
+    n = len(filters)
+    if n == 0:
+        raise ValueError("no filters given")
+    steps, lr = _defaults(steps, lr, robust)
+    device = _device(model)
+    channels = torch.tensor([int(f) for f in filters], device=device)
+    tap = _LayerTap(model, layer)
+
+    def score(x):
+        return _select_channel(tap(x), channels, layer).mean(1)
+
+    def penalty(x):
+        return 0.5 * weight_decay * x.pow(2).sum((1, 2, 3))
+
+    with _frozen(model), tap:
+        image, transform = _start_image(
+            n, height, width, mean=mean, std=std, robust=robust, seed=seed, device=device
+        )
+        start, end = _adam_ascent(
+            image, score, penalty, steps=steps, lr=lr, transform=transform,
+            progress=progress, snapshot=snapshot, save_every=save_every, stage="filter viz",
+        )
+        pixels = image.pixels().detach()
+    return AscentResult(pixels, start, end, None, steps)
+
+
+# --- deep dream ----------------------------------------------------------------------
+
+
+def _normalize_images(images: torch.Tensor, mean, std, device) -> torch.Tensor:
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise CnnvisError(f"expected images of shape (N, 3, H, W), got {tuple(images.shape)}")
+    return (images.to(device, torch.float32) - _stats(mean, device)) / _stats(std, device)
+
+
+def deep_dream(
+    model: nn.Module,
+    images: torch.Tensor,
+    layer: str,
+    filter: int | None,
+    *,
+    mean,
+    std,
+    octaves: int = 10,
+    octave_scale: float = 1.4,
+    steps_per_octave: int = 20,
+    lr: float = 0.01,
+    min_size: int = 8,
+    progress: ProgressFn | None = None,
+    snapshot: SnapshotFn | None = None,
+    save_every: int = 0,
+) -> AscentResult:
+    """Deep dream with an octave pyramid (normalised-gradient ascent).
+
+    ``images`` are pixel-space (N, 3, H, W) in [0, 1].  The objective is the L2 norm
+    of ``layer``'s activation (channel ``filter``, or all channels for ``None``).
+    Octave k (0 = full size) has size ``round(H / octave_scale**k)``; octaves smaller
+    than ``min_size`` px or that the network cannot take are skipped
+    (``result.octaves`` says how many ran).  Each step is
+    ``x += lr / mean|g| * g`` (mean per image), then x is clipped to the valid
+    normalised range.  The detail an octave adds (result minus its base) is upsampled
+    and added to the next octave's base.  ``octaves=1`` is the plain version.
+    ``objective_start``/``objective_end`` are measured on the full-size image.
+    See :func:`deep_dream_adam` for the seed's plain Adam variant.
+    """
+    if octaves < 1:
+        raise ValueError("octaves must be >= 1")
+    device = _device(model)
+    x0 = _normalize_images(images, mean, std, device)
+    low = (0 - _stats(mean, device)) / _stats(std, device)
+    high = (1 - _stats(mean, device)) / _stats(std, device)
+    channels = None if filter is None else torch.full((x0.shape[0],), int(filter), device=device)
+    tap = _LayerTap(model, layer)
+    height, width = x0.shape[-2:]
+
+    def score(x):
+        return _select_channel(tap(x), channels, layer).norm(dim=1)
+
+    def resize(x, size):
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+    with _frozen(model), tap:
+        with torch.no_grad():
+            start = score(x0)
+        sizes = []
+        for k in range(octaves - 1, -1, -1):
+            size = (round(height / octave_scale**k), round(width / octave_scale**k))
+            if k == 0 or min(size) >= min_size:
+                sizes.append(size)
+        bases = [resize(x0, size) if size != (height, width) else x0 for size in sizes]
+        while len(bases) > 1:  # drop the smallest octaves while the network rejects them
+            try:
+                with torch.no_grad():
+                    score(bases[0])
+                break
+            except RuntimeError:
+                bases.pop(0)
+        total = len(bases) * steps_per_octave
+        step = 0
+        detail = torch.zeros_like(bases[0])
+        for i, base in enumerate(bases):
+            if detail.shape != base.shape:
+                detail = F.interpolate(detail, size=base.shape[-2:], mode="bilinear", align_corners=False)
+            x = base + detail
+            stage = f"octave {i + 1}/{len(bases)}"
+            for _ in range(steps_per_octave):
+                x = x.detach().requires_grad_(True)
+                objective = score(x)
+                (grad,) = torch.autograd.grad(objective.sum(), x)
+                grad_scale = grad.abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
+                x = torch.clamp(x.detach() + lr / grad_scale * grad, low, high)
+                step += 1
+                _report(
+                    progress, snapshot, save_every, step, total, objective.detach(), stage,
+                    lambda: (x * _stats(std, device) + _stats(mean, device)).clamp(0, 1),
+                )
+            detail = x - base
+        with torch.no_grad():
+            end = score(x)
+    pixels = (x * _stats(std, device) + _stats(mean, device)).clamp(0, 1).detach()
+    return AscentResult(pixels, start, end, None, total, len(bases))
+
+
+def deep_dream_adam(
+    model: nn.Module,
+    images: torch.Tensor,
+    layer: str,
+    filter: int | None,
+    *,
+    mean,
+    std,
+    steps: int = 200,
+    lr: float = 0.1,
+    progress: ProgressFn | None = None,
+    snapshot: SnapshotFn | None = None,
+    save_every: int = 0,
+) -> AscentResult:
+    """The seed's plain deep dream: Adam on the normalised photo, no pyramid, no clipping
+    during the run, maximising the mean activation of ``filter`` (or all channels)."""
+    device = _device(model)
+    x0 = _normalize_images(images, mean, std, device)
+    channels = None if filter is None else torch.full((x0.shape[0],), int(filter), device=device)
+    tap = _LayerTap(model, layer)
+
+    def score(x):
+        return _select_channel(tap(x), channels, layer).mean(1)
+
+    with _frozen(model), tap:
+        image = PixelImage(x0, mean=mean, std=std)
+        start, end = _adam_ascent(
+            image, score, lambda x: 0.0, steps=steps, lr=lr, transform=None,
+            progress=progress, snapshot=snapshot, save_every=save_every, stage="deep dream",
+        )
+        pixels = image.pixels().detach()
+    return AscentResult(pixels, start, end, None, steps)

@@ -1,0 +1,231 @@
+"""The command line as a user meets it: help, exit codes, one-line errors."""
+
+import subprocess
+from pathlib import Path
+import sys
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from cnnvis_tasks.cli import cli
+from cnnvis_tasks.outputs import read_metadata
+
+from conftest import CAT
+
+COMMANDS = ["models", "layers", "fetch-weights", "feature-maps", "kernels", "saliency", "grad-cam",
+            "class-viz", "filter-viz", "deep-dream"]
+
+
+def run(*args, expect=0):
+    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    assert result.exit_code == expect, result.output
+    return result
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_explains_its_options(command):
+    text = run(command, "--help").output
+    assert "Usage:" in text
+    for option in ("--help",):
+        assert option in text
+    if command not in ("models", "layers", "fetch-weights"):
+        for option in ("--model", "--weights", "--device", "--seed", "--threads"):
+            assert option in text, f"{command} lacks {option}"
+        assert "[default: efficientnet_lite0]" in text
+
+
+def test_models_lists_offline_availability():
+    text = run("models").output
+    lines = {line.split()[0]: line for line in text.splitlines() if line.strip()}
+    assert "yes" in lines["efficientnet_lite0"].split()
+    assert "no" in lines["vgg16"].split() and "vgg16-397923af.pth" in lines["vgg16"]
+
+
+def test_layers_shows_paths_types_and_shapes():
+    text = run("layers", "--model", "resnet50").output
+    rows = {line.split()[0]: line.split(None, 2)[1:] for line in text.splitlines()[1:]}
+    assert rows["layer4.2.relu"][0] == "ReLU"
+    assert rows["layer4"][1] == "2048 x 7 x 7"
+    assert rows["fc"][1] == "1000"
+    lite = run("layers").output
+    assert "_blocks.15" in lite and "_conv_head" in lite
+
+
+def test_fetch_weights_offline_and_embedded():
+    result = run("fetch-weights", "resnet18", expect=1)
+    assert "resnet18-f37072fd.pth" in result.output and "Traceback" not in result.output
+    assert "nothing to fetch" in run("fetch-weights", "efficientnet_lite0").output
+
+
+@pytest.fixture
+def small_image(tmp_path):
+    path = tmp_path / "img.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def _one_line_error(result, *fragments):
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.strip().splitlines() if line.startswith("Error")]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(
+    "args,fragments",
+    [
+        (["--image", "missing.png"], ["image not found", "missing.png"]),
+        (["--model", "vgg61"], ["unknown model 'vgg61'", "vgg16"]),
+        (["--target", "1000"], ["class index 1000 out of range", "0..999"]),
+        (["--weights", "nope.pth"], ["nope.pth"]),
+        (["--device", "cuda:7"], ["cuda:7"]),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, small_image, args, fragments):
+    out = tmp_path / "out" / "s.png"
+    base = {"--image": str(small_image), "--model": "resnet18", "--weights": "random", "--size": "32"}
+    for key, value in zip(args[::2], args[1::2]):
+        base[key] = value
+    argv = ["saliency", "--out-gray", str(out)] + [item for pair in base.items() for item in pair]
+    result = CliRunner().invoke(cli, argv)
+    assert result.exit_code == 1
+    _one_line_error(result, *fragments)
+    assert not out.exists() and not out.parent.exists()
+
+
+def test_unreadable_image_and_unknown_layer(tmp_path, small_image):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8 not really a jpeg")
+    out = tmp_path / "o.png"
+    result = CliRunner().invoke(cli, ["grad-cam", "--image", str(bad), "--out-gray", str(out)])
+    assert result.exit_code == 1
+    _one_line_error(result, "bad.jpg")
+    result = CliRunner().invoke(cli, ["feature-maps", "--image", str(small_image), "--layer", "_blocks.155", "--out", str(out)])
+    assert result.exit_code == 1
+    _one_line_error(result, "unknown layer '_blocks.155'", "_blocks.15")
+    assert not out.exists()
+
+
+def test_weights_that_do_not_match_are_one_line(tmp_path, small_image):
+    path = tmp_path / "alex.pth"
+    torch.save({"features.0.weight": torch.zeros(64, 3, 11, 11)}, path)
+    result = CliRunner().invoke(cli, ["kernels", "--model", "resnet18", "--weights", str(path), "--layer", "conv1",
+                                      "--out", str(tmp_path / "k.png")])
+    assert result.exit_code == 1
+    _one_line_error(result, "does not match the resnet18 architecture")
+
+
+def test_mismatched_counts_are_usage_errors(tmp_path, small_image):
+    result = CliRunner().invoke(cli, ["saliency", "--image", str(small_image), "--image", str(small_image),
+                                      "--out-gray", str(tmp_path / "a.png")])
+    assert result.exit_code == 2
+    assert "got 2 images but 1 --out-gray" in result.output
+    result = CliRunner().invoke(cli, ["saliency", "--image", str(small_image)])
+    assert result.exit_code == 2 and "nothing to write" in result.output
+
+
+def test_debug_shows_the_traceback(small_image, tmp_path):
+    result = CliRunner().invoke(cli, ["saliency", "--debug", "--image", str(small_image), "--model", "vgg61",
+                                      "--out-gray", str(tmp_path / "x.png")])
+    assert result.exit_code != 0 and result.exception is not None
+    assert type(result.exception).__name__ == "CnnvisError"
+
+
+def test_saliency_writes_pictures_raw_and_facts(tmp_path):
+    outs = {name: tmp_path / f"{name}.png" for name in ("color", "gray")}
+    raw = tmp_path / "raw.npy"
+    run("saliency", "--image", CAT, "--method", "guided", "--out-color", outs["color"], "--out-gray", outs["gray"],
+        "--raw", raw, "--quiet")
+    with Image.open(outs["color"]) as picture:
+        assert picture.size == (337, 224) and picture.mode == "RGB"
+    gradient = np.load(raw)
+    assert gradient.shape == (3, 224, 337) and gradient.dtype == np.float32 and np.abs(gradient).max() > 0
+    facts = read_metadata(outs["gray"])
+    assert facts["technique"] == "saliency" and facts["method"] == "guided" and facts["model"] == "efficientnet_lite0"
+    assert facts["target"]["name"] in {"tabby", "tiger cat", "Egyptian cat"} and 0 < facts["probability"] <= 1
+
+
+def test_console_script_and_module_entry_points():
+    for argv in ([str(Path(sys.executable).parent / "cnnvis-tasks")], [sys.executable, "-m", "cnnvis_tasks"]):
+        result = subprocess.run(argv + ["--help"], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0 and "grad-cam" in result.stdout
+
+
+def test_grad_cam_writes_each_rendering_and_reports_the_layer(tmp_path):
+    outs = {kind: tmp_path / f"{kind}.png" for kind in ("gray", "heatmap", "overlay")}
+    result = run("grad-cam", "--image", CAT, "--target", "281", "--out-gray", outs["gray"], "--out-heatmap",
+                 outs["heatmap"], "--out-overlay", outs["overlay"], "--raw", tmp_path / "cam.npy", "--colormap", "viridis")
+    assert "layer _swish (chosen automatically)" in result.output
+    for path in outs.values():
+        with Image.open(path) as picture:
+            assert picture.size == (337, 224)
+    facts = read_metadata(outs["overlay"])
+    assert facts["layer"] == "_swish" and facts["target"] == {"index": 281, "name": "tabby"} and facts["alpha"] == 0.5
+    # The head at 1/32 of 224 x 337; Lite0 pads for 224 px inputs, so the width rounds down.
+    assert np.load(tmp_path / "cam.npy").shape == (7, 10)
+    gray = np.asarray(Image.open(outs["gray"]))
+    assert gray.min() == 0 and gray.max() == 255
+
+
+def test_feature_maps_several_layers_share_one_call(tmp_path):
+    run("feature-maps", "--image", CAT, "--layer", "_blocks.0", "--layer", "_conv_head", "--channels", "16",
+        "--out", tmp_path / "{layer}.png", "--raw", tmp_path / "{layer}.npy", "--size", "64")
+    assert np.load(tmp_path / "_blocks.0.npy").shape == (16, 32, 48)
+    assert np.load(tmp_path / "_conv_head.npy").shape == (1280, 2, 3)
+    assert read_metadata(tmp_path / "_conv_head.png")["channels_shown"] == 16
+    result = CliRunner().invoke(cli, ["feature-maps", "--image", str(CAT), "--layer", "_blocks.0", "--layer", "_bn1",
+                                      "--out", str(tmp_path / "fixed.png")])
+    assert result.exit_code == 2 and "{layer}" in result.output
+
+
+def test_kernels_by_parameter_index(tmp_path):
+    run("kernels", "--model", "alexnet", "--weights", "random", "--parameter", "0", "--out", tmp_path / "k.png",
+        "--raw", tmp_path / "k.npy")
+    assert np.load(tmp_path / "k.npy").shape == (64, 3, 11, 11)
+    assert read_metadata(tmp_path / "k.png")["parameter"] == "features.0.weight"
+
+
+def _class_viz(path, *extra):
+    return run("class-viz", "--target", "1", "--target", "963", "--regularization", "none", "--regularization", "l2",
+               "--width", "48", "--height", "32", "--steps", "4", "--out", path / "a.png", "--out", path / "b.png",
+               "--threads", "1", *extra)
+
+
+def test_class_viz_is_reproducible_and_records_its_figures(tmp_path):
+    first, second = tmp_path / "1", tmp_path / "2"
+    _class_viz(first, "--save-every", "2")
+    _class_viz(second, "--save-every", "2")
+    for name in ("a.png", "b.png", "a.step0002.png", "b.step0004.png"):
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+    facts = read_metadata(first / "b.png")
+    assert facts["target"] == {"index": 963, "name": "pizza"} and facts["regularization"] == "l2"
+    assert facts["weight"] == 0.01 and facts["steps"] == 4 and facts["lr"] == 0.05 and facts["robust"] is True
+    assert facts["objective_end"] > facts["objective_start"] and 0 < facts["probability"] <= 1
+    with Image.open(first / "a.png") as picture:
+        assert picture.size == (48, 32)
+
+
+def test_progress_lines_when_not_a_terminal(tmp_path):
+    result = _class_viz(tmp_path)
+    assert "class-viz [" in result.output and "4/4" in result.output and "objective" in result.output
+    assert "class-viz [" not in _class_viz(tmp_path, "--quiet").output
+
+
+def test_filter_viz_and_deep_dream(tmp_path):
+    run("filter-viz", "--layer", "_blocks.3", "--filter", "2", "--filter", "5", "--plain", "--width", "32",
+        "--height", "32", "--steps", "3", "--out", tmp_path / "f2.png", "--out", tmp_path / "f5.png", "--quiet")
+    facts = read_metadata(tmp_path / "f5.png")
+    assert facts["filter"] == 5 and facts["lr"] == 0.1 and facts["objective_end"] > facts["objective_start"]
+    run("deep-dream", "--image", CAT, "--layer", "_blocks.5", "--filter", "all", "--octaves", "3", "--steps", "2",
+        "--size", "64", "--out", tmp_path / "dream.png", "--raw", tmp_path / "dream.npy", "--quiet")
+    facts = read_metadata(tmp_path / "dream.png")
+    assert facts["octaves_used"] == 3 and facts["steps"] == 6 and facts["filter"] == "all"
+    dream = np.load(tmp_path / "dream.npy")
+    assert dream.shape == (3, 64, 96) and 0 <= dream.min() and dream.max() <= 1
+    result = CliRunner().invoke(cli, ["deep-dream", "--image", str(CAT), "--layer", "_blocks.5", "--filter", "x",
+                                      "--out", str(tmp_path / "x.png")])
+    assert result.exit_code == 2 and "'x' is neither 'all' nor a channel index" in result.output
