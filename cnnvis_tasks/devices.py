@@ -31,6 +31,18 @@ def resolve_device(spec: str) -> torch.device:
     raise CnnvisError(f"--device {spec!r}: expected auto, cpu, cuda or cuda:N")
 
 
+def use_full_precision(device: torch.device) -> None:
+    """Switch off TF32 for CUDA convolutions and matrix products.
+
+    TF32 is PyTorch's default for cuDNN convolutions; it perturbs input gradients
+    by about 1 % (saliency correlated only 0.993 with the CPU's on an H200), and
+    gradients are what this tool shows.
+    """
+    if device.type == "cuda":
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+
+
 def default_threads() -> int:
     """What the scheduler gave this job, else every core this process may use."""
     for name in _SCHEDULER_THREAD_VARIABLES:

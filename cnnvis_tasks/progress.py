@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 
 import click
 
@@ -16,29 +17,37 @@ class Progress:
     and at the end.  ``quiet`` silences both.
     """
 
-    def __init__(self, total: int, label: str, quiet: bool = False, log_every: float = 10.0):
+    def __init__(self, total: int, label: str, quiet: bool = False, log_every: float = 10.0, redraw_every: float = 0.2):
         self.total = max(total, 1)
         self.label = label
         self.quiet = quiet
         self.log_every = log_every
+        self.redraw_every = redraw_every
         self.interactive = sys.stderr.isatty()
         self.started = time.monotonic()
         self.last_log = self.started
         self.done = 0
 
-    def update(self, done: int, status: str = "") -> None:
-        """Record that ``done`` units are finished; ``status`` describes the state."""
+    def update(self, done: int, status: str | Callable[[], str] = "") -> None:
+        """Record that ``done`` units are finished; ``status`` describes the state.
+
+        ``status`` may be a function, called only when a line is actually written
+        (so reading a value off the GPU happens rarely, not at every step).
+        """
         self.done = done
         if self.quiet:
             return
         now = time.monotonic()
         finished = done >= self.total
-        text = self._line(status, now)
+        interval = self.redraw_every if self.interactive else self.log_every
+        if not finished and now - self.last_log < interval:
+            return
+        self.last_log = now
+        text = self._line(status() if callable(status) else status, now)
         if self.interactive:
             click.echo("\r\033[K" + text, err=True, nl=finished)
-        elif finished or now - self.last_log >= self.log_every:
+        else:
             click.echo(text, err=True)
-            self.last_log = now
 
     def _line(self, status: str, now: float) -> str:
         elapsed = now - self.started

@@ -210,7 +210,7 @@ def test_progress_and_snapshot_callbacks():
         save_every=5,
     )
     assert [c[0] for c in calls] == list(range(1, 13))
-    assert {c[1] for c in calls} == {12} and all(isinstance(c[2], float) for c in calls)
+    assert {c[1] for c in calls} == {12} and all(isinstance(c[2], torch.Tensor) and c[2].dim() == 0 for c in calls)
     assert [s for s, _ in snaps] == [5, 10]
     assert all(im.shape == r.images.shape and im.min() >= 0 and im.max() <= 1 for _, im in snaps)
 

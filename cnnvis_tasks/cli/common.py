@@ -13,7 +13,7 @@ from typing import Any
 import click
 import torch
 
-from ..devices import configure_threads, resolve_device
+from ..devices import configure_threads, resolve_device, use_full_precision
 from ..errors import CnnvisError
 from ..images import DEFAULT_SIZE
 from ..models import DEFAULT_MODEL, LoadedModel, load_model
@@ -93,6 +93,7 @@ def open_session(model: str, weights: str, device: str, seed: int, threads: int 
     configure_threads(threads)
     torch.manual_seed(seed)
     torch_device = resolve_device(device)
+    use_full_precision(torch_device)
     loaded = load_model(model, weights, torch_device, seed)
     return Session(model=loaded, device=torch_device, quiet=quiet)
 

@@ -70,11 +70,11 @@ def _reporters(session: Session, label: str, outs: Sequence[Path], save_every: i
     """Progress and snapshot callbacks for one ascent batch."""
     meter = None
 
-    def progress(step: int, total: int, objective: float, stage: str) -> None:
+    def progress(step: int, total: int, objective: torch.Tensor, stage: str) -> None:
         nonlocal meter
         if meter is None:
             meter = session.progress(total, label)
-        meter.update(step, f"{stage + ' ' if stage else ''}objective {objective:.4g}")
+        meter.update(step, lambda: f"{stage + ' ' if stage else ''}objective {float(objective):.4g}")
 
     def snapshot(step: int, images: torch.Tensor) -> None:
         for out, image in zip(outs, images):

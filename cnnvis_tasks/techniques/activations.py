@@ -17,6 +17,7 @@ requested module.
 from __future__ import annotations
 
 import copy
+import weakref
 from collections import Counter
 from contextlib import contextmanager
 from functools import partial
@@ -137,22 +138,33 @@ def _model_device(model: nn.Module) -> torch.device:
     return param.device if param is not None else torch.device("cpu")
 
 
+# Per model: (input shape, paths) -> call counts, so batches after the first
+# skip the dry run (it copies the whole model to the meta device).
+_CALL_COUNTS: weakref.WeakKeyDictionary[nn.Module, dict] = weakref.WeakKeyDictionary()
+
+
 def count_calls(
     model: nn.Module, input_shape: tuple[int, ...], paths: list[str]
 ) -> dict[str, int] | None:
     """How often each module at ``paths`` is called in one forward of ``input_shape``.
 
-    Found with a meta-device dry run; None when the model cannot run there.
+    Found with a meta-device dry run (remembered per model, shape and paths);
+    None when the model cannot run there.
     """
     paths = list(dict.fromkeys(paths))
+    key = (tuple(input_shape), tuple(paths))
+    known = _CALL_COUNTS.setdefault(model, {})
+    if key in known:
+        return known[key]
     for path in paths:
         get_module(model, path)  # unknown paths: CnnvisError with close matches
     calls = _meta_calls(model, tuple(input_shape), paths)
-    if calls is None:
-        return None
-    counts = dict.fromkeys(paths, 0)
-    for call in calls:
-        counts[call.path] += 1
+    counts = None
+    if calls is not None:
+        counts = dict.fromkeys(paths, 0)
+        for call in calls:
+            counts[call.path] += 1
+    known[key] = counts
     return counts
 
 

@@ -27,7 +27,7 @@ from ..errors import CnnvisError
 from ..layers import get_module
 from .parameterization import FourierImage, PixelImage, _stats, random_transform
 
-ProgressFn = Callable[[int, int, float, str], None]  # (step, total, mean objective, stage)
+ProgressFn = Callable[[int, int, torch.Tensor, str], None]  # (step, total, mean objective (0-d), stage)
 SnapshotFn = Callable[[int, torch.Tensor], None]  # (step, images in [0, 1])
 
 REGULARIZATIONS = ("none", "l1", "l2")
@@ -83,8 +83,8 @@ class _LayerTap:
     the rest of the network.
     """
 
-    def __init__(self, model: nn.Module, layer: str):
-        self.model, self.layer = model, layer
+    def __init__(self, model: nn.Module, layer: str, channels: torch.Tensor | None = None):
+        self.model, self.layer, self.channels = model, layer, channels
         self.module = get_module(model, layer)
         self.calls_per_forward: int | None = None
 
@@ -108,23 +108,30 @@ class _LayerTap:
         except _StopForward:
             pass
         if self.calls_per_forward is None:
+            if not isinstance(self._output, torch.Tensor):
+                raise CnnvisError(f"layer {self.layer!r} gives no tensor output in the forward pass")
+            _check_channels(self._output, self.channels, self.layer)
             self.calls_per_forward = self._calls
-        if not isinstance(self._output, torch.Tensor):
-            raise CnnvisError(f"layer {self.layer!r} gives no tensor output in the forward pass")
         return self._output
 
 
-def _select_channel(act: torch.Tensor, channels: torch.Tensor | None, layer: str) -> torch.Tensor:
-    """(N, ...) activations of one channel per image (or all channels), flattened."""
-    n = act.shape[0]
+def _check_channels(act: torch.Tensor, channels: torch.Tensor | None, layer: str) -> None:
+    """Validate filter indices against the layer's channel count (once, off the hot loop)."""
     if channels is None:
-        return act.reshape(n, -1)
+        return
     if act.dim() < 2:
         raise CnnvisError(f"layer {layer!r} has no channel dimension (output shape {tuple(act.shape)})")
     count = act.shape[1]
     bad = [int(c) for c in channels.tolist() if not 0 <= c < count]
     if bad:
         raise CnnvisError(f"filter {bad[0]} out of range for layer {layer!r}: valid 0..{count - 1}")
+
+
+def _select_channel(act: torch.Tensor, channels: torch.Tensor | None) -> torch.Tensor:
+    """(N, ...) activations of one channel per image (or all channels), flattened."""
+    n = act.shape[0]
+    if channels is None:
+        return act.reshape(n, -1)
     return act[torch.arange(n, device=act.device), channels].reshape(n, -1)
 
 
@@ -139,7 +146,9 @@ def _per_image(values: Sequence, n: int, name: str) -> list:
 
 def _report(progress, snapshot, save_every, step, total, objective, stage, pixels):
     if progress is not None:
-        progress(step, total, float(objective.mean()), stage)
+        # A 0-d tensor: reading its value would wait for the GPU, so the caller
+        # does that only when it actually prints.
+        progress(step, total, objective.mean(), stage)
     if snapshot is not None and save_every and step % save_every == 0:
         snapshot(step, pixels().detach())
 
@@ -292,10 +301,10 @@ def filter_visualization(
     steps, lr = _defaults(steps, lr, robust)
     device = _device(model)
     channels = torch.tensor([int(f) for f in filters], device=device)
-    tap = _LayerTap(model, layer)
+    tap = _LayerTap(model, layer, channels)
 
     def score(x):
-        return _select_channel(tap(x), channels, layer).mean(1)
+        return _select_channel(tap(x), channels).mean(1)
 
     def penalty(x):
         return 0.5 * weight_decay * x.pow(2).sum((1, 2, 3))
@@ -358,11 +367,11 @@ def deep_dream(
     low = (0 - _stats(mean, device)) / _stats(std, device)
     high = (1 - _stats(mean, device)) / _stats(std, device)
     channels = None if filter is None else torch.full((x0.shape[0],), int(filter), device=device)
-    tap = _LayerTap(model, layer)
+    tap = _LayerTap(model, layer, channels)
     height, width = x0.shape[-2:]
 
     def score(x):
-        return _select_channel(tap(x), channels, layer).norm(dim=1)
+        return _select_channel(tap(x), channels).norm(dim=1)
 
     def resize(x, size):
         return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
@@ -428,10 +437,10 @@ def deep_dream_adam(
     device = _device(model)
     x0 = _normalize_images(images, mean, std, device)
     channels = None if filter is None else torch.full((x0.shape[0],), int(filter), device=device)
-    tap = _LayerTap(model, layer)
+    tap = _LayerTap(model, layer, channels)
 
     def score(x):
-        return _select_channel(tap(x), channels, layer).mean(1)
+        return _select_channel(tap(x), channels).mean(1)
 
     with _frozen(model), tap:
         image = PixelImage(x0, mean=mean, std=std)

@@ -1,0 +1,87 @@
+"""Every technique on CUDA agrees with the CPU.  Skipped where there is no GPU.
+
+Run on a GPU machine with ``scripts/gpu-check``.  TF32 is off (as the CLI sets
+it); other convolution algorithms still round differently, so maps are compared
+by correlation (> 0.999) and by the largest difference relative to the map's
+range (< 2 %).
+"""
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from cnnvis_tasks.cli import cli
+from cnnvis_tasks.devices import use_full_precision
+from cnnvis_tasks.images import load_image
+from cnnvis_tasks.models import load_model
+from cnnvis_tasks.outputs import read_metadata
+from cnnvis_tasks.techniques import ascent
+from cnnvis_tasks.techniques.activations import feature_maps
+from cnnvis_tasks.techniques.backprop import saliency
+from cnnvis_tasks.techniques.cam import grad_cam
+
+from conftest import CAT, IMAGES
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine"),
+]
+
+
+def _agree(cpu: torch.Tensor, gpu: torch.Tensor) -> None:
+    cpu, gpu = cpu.double().flatten(), gpu.double().cpu().flatten()
+    correlation = torch.corrcoef(torch.stack([cpu, gpu]))[0, 1]
+    spread = float(cpu.max() - cpu.min()) or 1.0
+    assert correlation > 0.999, f"correlation {float(correlation):.5f}"
+    assert float((cpu - gpu).abs().max()) / spread < 0.02
+
+
+@pytest.fixture(scope="module")
+def models():
+    use_full_precision(torch.device("cuda"))  # as the CLI does
+    return load_model("efficientnet_lite0", device="cpu"), load_model("efficientnet_lite0", device="cuda")
+
+
+@pytest.fixture(scope="module")
+def images():
+    return torch.stack([load_image(CAT, 224)[..., :224], load_image(IMAGES / "coffee.png", 224)[..., :224]])
+
+
+@pytest.mark.parametrize("method", ["vanilla", "guided", "deconv"])
+def test_saliency_agrees(models, images, method):
+    cpu, gpu = models
+    a = saliency(cpu.module, cpu.normalize(images), method=method)
+    b = saliency(gpu.module, gpu.normalize(images.cuda()), method=method)
+    assert b.gradients.is_cuda and torch.equal(a.targets, b.targets.cpu())
+    _agree(a.gradients, b.gradients)
+
+
+def test_grad_cam_and_feature_maps_agree(models, images):
+    cpu, gpu = models
+    a = grad_cam(cpu.module, cpu.normalize(images), "_swish")
+    b = grad_cam(gpu.module, gpu.normalize(images.cuda()), "_swish")
+    assert b.cams.is_cuda
+    _agree(a.cams, b.cams)
+    fa = feature_maps(cpu.module, cpu.normalize(images), ["_blocks.3", "_conv_head"])
+    fb = feature_maps(gpu.module, gpu.normalize(images.cuda()), ["_blocks.3", "_conv_head"])
+    for layer in fa:
+        _agree(fa[layer], fb[layer])
+
+
+def test_ascent_runs_on_the_gpu(models):
+    _, gpu = models
+    result = ascent.class_visualization(gpu.module, [963], ["l2"], [0.01], mean=gpu.mean, std=gpu.std,
+                                        height=128, width=128, steps=30)
+    assert result.images.is_cuda and float(result.probabilities[0]) > 0.5
+    dream = ascent.deep_dream(gpu.module, load_image(CAT, 128)[None].cuda(), "_blocks.8", None,
+                              mean=gpu.mean, std=gpu.std, octaves=3, steps_per_octave=5)
+    assert dream.images.is_cuda and float(dream.objective_end[0]) > float(dream.objective_start[0])
+
+
+def test_cli_on_cuda(tmp_path):
+    result = CliRunner().invoke(cli, ["grad-cam", "--device", "cuda", "--image", str(CAT), "--out-overlay",
+                                      str(tmp_path / "o.png"), "--raw", str(tmp_path / "o.npy"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert read_metadata(tmp_path / "o.png")["technique"] == "grad-cam"
+    assert np.load(tmp_path / "o.npy").max() > 0
