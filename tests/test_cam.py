@@ -234,3 +234,26 @@ def test_default_cam_layer_real_forward_fallback():
     model = DataDependent().eval()
     assert default_cam_layer(model, (16, 16)) == "features.1"
     assert no_hooks_left(model)
+
+
+def _live_tensors() -> int:
+    import gc
+    import warnings
+
+    gc.collect()
+    with warnings.catch_warnings():  # isinstance() touches deprecated torch aliases
+        warnings.simplefilter("ignore")
+        return sum(1 for obj in gc.get_objects() if isinstance(obj, torch.Tensor))
+
+
+def test_memory_stays_flat_over_many_batches():
+    model = tiny_net(inplace=True)
+    batch = images(4, size=16)
+    kept = [grad_cam(model, batch, "2") for _ in range(3)]  # warm up, keep results alive
+    before = _live_tensors()
+    for _ in range(30):
+        result = grad_cam(model, batch, "2")
+        assert result.cams.grad_fn is None and result.logits.grad_fn is None
+    del result
+    assert _live_tensors() <= before
+    assert no_hooks_left(model) and len(kept) == 3

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from cnnvis_tasks.cli import cli
+from cnnvis_tasks.models import load_model
 from cnnvis_tasks.outputs import read_metadata
 
 from conftest import CAT
@@ -229,3 +230,18 @@ def test_filter_viz_and_deep_dream(tmp_path):
     result = CliRunner().invoke(cli, ["deep-dream", "--image", str(CAT), "--layer", "_blocks.5", "--filter", "x",
                                       "--out", str(tmp_path / "x.png")])
     assert result.exit_code == 2 and "'x' is neither 'all' nor a channel index" in result.output
+
+
+def test_all_zero_maps_render_black_with_a_warning_naming_the_image(tmp_path, small_image):
+    state = load_model("resnet18", "random").module.state_dict()
+    state["fc.weight"].zero_()  # every logit is now the bias: no gradient reaches the image
+    weights = tmp_path / "flat.pth"
+    torch.save(state, weights)
+    common = ["--model", "resnet18", "--weights", str(weights), "--image", str(small_image), "--size", "32"]
+    result = run("saliency", *common, "--out-gray", tmp_path / "s.png", "--out-color", tmp_path / "c.png")
+    assert f"warning: {small_image}: the vanilla gradient is all zero; rendered black" in result.output
+    result = run("grad-cam", *common, "--out-overlay", tmp_path / "o.png", "--out-gray", tmp_path / "g.png")
+    assert f"warning: {small_image}: the Grad-CAM map at layer4.1 is all zero; rendered black" in result.output
+    for name in ("s.png", "c.png", "g.png"):
+        assert np.asarray(Image.open(tmp_path / name)).max() == 0, name
+    assert not np.isnan(np.asarray(Image.open(tmp_path / "o.png"), dtype=float)).any()
