@@ -1,0 +1,128 @@
+# Gradient ascent (seed rows 4 to 7): class model visualisation and filter
+# visualisation (no images involved), and deep dream without and with octaves
+# (one job per model, layer, filter and chunk of images).
+
+CLASS_VIZ = technique("class_viz")
+
+if CLASS_VIZ:
+    for _model in CLASS_VIZ["models"]:
+        _rows = []
+        for _class in CLASS_VIZ["classes"]:
+            _cells = []
+            for _reg in CLASS_VIZ["regularizations"]:
+                _png = f"{RESULTS}/{_model}/class-viz/class{_class}-{_reg}.png"
+                ALL_TARGETS.append(_png)
+                if CLASS_VIZ["raw"]:
+                    ALL_TARGETS.append(f"{RESULTS}/{_model}/class-viz/class{_class}-{_reg}.npy")
+                _cells.append((_reg, [_model, REGULARIZATION_LABELS[_reg]], _png))
+            _rows.append((str(_class), f"class {_class}", _cells))
+        grid_table("class-viz", _model, _rows)
+
+    rule class_viz:
+        """One job per model and regularization; the classes are optimised together."""
+        input:
+            weights=weights_input,
+        output:
+            class_viz_outputs(),
+        log:
+            f"{RESULTS}/logs/{{model}}/class-viz/{{regularization}}.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/{{model}}/class-viz/{{regularization}}.tsv"
+        wildcard_constraints:
+            model=one_of(CLASS_VIZ["models"]),
+            regularization=one_of(CLASS_VIZ["regularizations"]),
+        threads: THREADS
+        resources:
+            gpu=GPU,
+        params:
+            device=DEVICE,
+            command="class-viz",
+            args=class_viz_args,
+        shell:
+            COMPUTE
+
+
+FILTER_VIZ = technique("filter_viz")
+
+if FILTER_VIZ:
+    for _model, _settings in FILTER_VIZ["models"].items():
+        _cells = []
+        for _pair in _settings["filters"]:
+            _png = f"{RESULTS}/{_model}/filter-viz/{_pair['layer']}-filter{_pair['filter']}.png"
+            ALL_TARGETS.append(_png)
+            if FILTER_VIZ["raw"]:
+                ALL_TARGETS.append(f"{RESULTS}/{_model}/filter-viz/{_pair['layer']}-filter{_pair['filter']}.npy")
+            _cells.append((f"{_pair['layer']}-{_pair['filter']}",
+                           [_model, f"layer {_pair['layer']}", f"filter {_pair['filter']}"], _png))
+        grid_table("filter-viz", _model, [("filters", _model, _cells)])
+
+    rule filter_viz:
+        """One job per model, layer and filter."""
+        input:
+            weights=weights_input,
+        output:
+            filter_viz_outputs(),
+        log:
+            f"{RESULTS}/logs/{{model}}/filter-viz/{{layer}}-filter{{filter}}.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/{{model}}/filter-viz/{{layer}}-filter{{filter}}.tsv"
+        wildcard_constraints:
+            model=one_of(FILTER_VIZ["models"]),
+            layer=one_of({p["layer"] for m in FILTER_VIZ["models"].values() for p in m["filters"]}),
+            filter=r"\d+",
+        threads: THREADS
+        resources:
+            gpu=GPU,
+        params:
+            device=DEVICE,
+            command="filter-viz",
+            args=filter_viz_args,
+        shell:
+            COMPUTE
+
+
+# Deep dream, plain (seed row 6) and with octaves (seed row 7): the same rules for both.
+for _key in ("deep_dream", "deep_dream_octaves"):
+    _dream = technique(_key)
+    if not _dream:
+        continue
+    _folder = TECHNIQUES[_key]
+
+    for _model, _settings in _dream["models"].items():
+        _columns = []
+        for _layer in _settings["layers"]:
+            for _token in map(filter_token, _settings["filters"]):
+                _png = f"{RESULTS}/{_model}/{_folder}/{{image}}/{_layer}-{_token}.png"
+                ALL_TARGETS.extend(per_image_targets(_png))
+                if _dream["raw"]:
+                    ALL_TARGETS.extend(per_image_targets(f"{RESULTS}/{_model}/{_folder}/{{image}}/{_layer}-{_token}.npy"))
+                _columns.append((f"{_layer}-{_token}", [_model, f"layer {_layer}", filter_label(_token)], _png))
+        per_image_table(_folder, _model, _columns)
+
+    for _chunk, _names in CHUNKS.items():
+
+        rule:
+            name:
+                f"{_key}_{_chunk}"
+            input:
+                images=[IMAGES[name] for name in _names],
+                weights=weights_input,
+            output:
+                deep_dream_outputs(_key, _names),
+            log:
+                f"{RESULTS}/logs/{{model}}/{_folder}/{{layer}}-{{filter}}/{_chunk}.log",
+            benchmark:
+                f"{RESULTS}/benchmarks/{{model}}/{_folder}/{{layer}}-{{filter}}/{_chunk}.tsv"
+            wildcard_constraints:
+                model=one_of(_dream["models"]),
+                layer=one_of(layers_of(_dream)),
+                filter=r"filter\d+|all",
+            threads: THREADS
+            resources:
+                gpu=GPU,
+            params:
+                device=DEVICE,
+                command="deep-dream",
+                args=deep_dream_args(_key, _names),
+            shell:
+                COMPUTE

@@ -1,0 +1,204 @@
+"""The HTML gallery: layout from records, the gallery command, and the page in a real browser."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cnnvis_tasks.cli import cli
+from cnnvis_tasks.gallery import SECTIONS, build_gallery, caption
+from cnnvis_tasks.outputs import save_png
+
+REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = Path(os.environ.get("CNNVIS_TEST_ARTIFACTS", REPO / "results" / "test-artifacts"))
+
+
+def load_checker():
+    """scripts/check_gallery.py, the headless-Chromium page check."""
+    spec = importlib.util.spec_from_file_location("check_gallery", REPO / "scripts" / "check_gallery.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def record(section, table="m", row="r", column="c", **extra):
+    base = {"section": section, "table": table, "row": row, "row_label": row, "column": column,
+            "column_label": [table, column], "src": f"{table}/{section}/{row}/{column}.png", "status": "ok",
+            "metadata": {}}
+    return base | extra
+
+
+def test_sections_follow_the_seed_order_whatever_the_record_order():
+    keys = [key for key, _, _ in SECTIONS]
+    assert keys == ["feature-maps", "kernels", "saliency", "class-viz", "filter-viz", "deep-dream",
+                    "deep-dream-octaves", "grad-cam"]
+    page = build_gallery([record(key) for key in reversed(keys)])["index.html"]
+    positions = [page.index(f'<h2 id="{key}">') for key in keys]
+    assert positions == sorted(positions)
+
+
+def test_captions_show_the_recorded_figures():
+    saliency = record("saliency", metadata={"target": {"index": 285, "name": "Egyptian cat"}, "probability": 0.9876})
+    assert caption(saliency) == ["Egyptian cat (285)", "p = 0.988"]
+    cam = record("grad-cam", metadata={"layer": "features.35", "target": {"index": 1, "name": "goldfish"}, "probability": 0.5})
+    assert caption(cam)[0] == "layer features.35"
+    dream = record("deep-dream", metadata={"objective_start": 1.5, "objective_end": 12.25})
+    assert caption(dream) == ["objective 1.5 \u2192 12.2"]
+    page = build_gallery([saliency, cam, dream])["index.html"]
+    for text in ("Egyptian cat (285)", "p = 0.988", "layer features.35", "objective 1.5"):
+        assert text in page
+
+
+def test_a_failed_image_is_a_row_with_its_reason():
+    records = [
+        record("saliency", row="cat", row_image="../images/cat.png"),
+        {"section": "saliency", "table": "m", "row": "broken", "row_label": "broken", "status": "failed",
+         "reason": "cannot read image images/broken.png: not a recognised image file"},
+    ]
+    images = [{"name": "cat", "status": "ok"},
+              {"name": "broken", "status": "failed", "reason": "cannot read image images/broken.png: not a recognised image file",
+               "log": "logs/check-images/broken.log"}]
+    page = build_gallery(records, images=images)["index.html"]
+    assert "failed: cannot read image images/broken.png: not a recognised image file" in page
+    assert 'href="logs/check-images/broken.log"' in page
+    assert "2 input images, 1 usable, 1 failed" in page
+
+
+def test_long_tables_are_paginated_and_the_index_stays_light():
+    records = [record("saliency", row=f"image{i:04d}", row_image=f"../images/image{i:04d}.png", column=column)
+               for i in range(2500) for column in ("vanilla-color", "vanilla-gray")]
+    files = build_gallery(records, preview_rows=10, rows_per_page=100)
+    index = files["index.html"]
+    assert index.count("<img ") == 10 * 3  # 10 rows: the original and two variants
+    pages = sorted(name for name in files if name.startswith("gallery/"))
+    assert len(pages) == 25
+    assert 'href="gallery/saliency--m--25.html"' in index
+    last = files["gallery/saliency--m--25.html"]
+    assert "image2499" in last and 'src="../m/saliency/image2499/vanilla-gray.png"' in last
+    assert 'href="../index.html#saliency--m"' in last
+    assert len(index) < 50_000
+
+
+def test_links_are_relative_and_text_is_escaped():
+    evil = record("kernels", table="<script>alert(1)</script>", row="r", column='"c"')
+    page = build_gallery([evil], title="a & b")["index.html"]
+    assert "<script>alert" not in page
+    assert "a &amp; b" in page
+    for link in re.findall(r'(?:src|href)="([^"]*)"', page):
+        assert not re.match(r"^[a-z]+://", link) and not link.startswith("/"), link
+    assert "<script" not in page.lower()
+
+
+def test_unknown_section_is_refused():
+    with pytest.raises(ValueError, match="unknown gallery section"):
+        build_gallery([record("heatmaps")])
+
+
+def make_results(root: Path) -> tuple[Path, Path, dict]:
+    """A small results folder: pictures with metadata, an image list with one failure."""
+    images = root / "images"
+    images.mkdir(parents=True)
+    cat = np.zeros((40, 60, 3), np.uint8)
+    cat[..., 0] = 200
+    save_png(images / "cat.png", cat)
+    (images / "broken.png").write_text("not an image")
+    results = root / "results"
+    picture = (np.random.default_rng(0).random((32, 48, 3)) * 255).astype(np.uint8)
+    save_png(results / "m/saliency/cat/vanilla-color.png", picture,
+             {"technique": "saliency", "target": {"index": 281, "name": "tabby"}, "probability": 0.75})
+    save_png(results / "m/grad-cam/cat/auto-overlay.png", picture,
+             {"technique": "grad-cam", "layer": "_swish", "target": {"index": 281, "name": "tabby"}, "probability": 0.75})
+    save_png(results / "m/class-viz/class52-none.png", picture,
+             {"technique": "class-viz", "target": {"index": 52, "name": "thunder snake"}, "objective_start": 1.0,
+              "objective_end": 9.0})
+    status = results / "images.json"
+    status.write_text(json.dumps({"images": [
+        {"name": "broken", "path": str(images / "broken.png"), "status": "failed",
+         "reason": f"cannot read image {images / 'broken.png'}: not a recognised image file"},
+        {"name": "cat", "path": str(images / "cat.png"), "status": "ok", "reason": None},
+    ]}))
+    spec = {"tables": [
+        {"section": "grad-cam", "table": "m", "per_image": True,
+         "columns": [{"key": "auto-overlay", "label": ["m", "layer auto", "overlay"], "path": "m/grad-cam/{image}/auto-overlay.png"}]},
+        {"section": "saliency", "table": "m", "per_image": True,
+         "columns": [{"key": "vanilla-color", "label": ["m", "vanilla", "color"], "path": "m/saliency/{image}/vanilla-color.png"},
+                     {"key": "guided-color", "label": ["m", "guided", "color"], "path": "m/saliency/{image}/guided-color.png"}]},
+        {"section": "class-viz", "table": "m", "per_image": False,
+         "rows": [{"key": "52", "label": "class 52",
+                   "cells": [{"key": "none", "label": ["m", "no regularization"], "path": "m/class-viz/class52-none.png"}]}]},
+    ]}
+    return results, status, spec
+
+
+def run_gallery(results: Path, status: Path, spec: dict, *extra: str) -> Path:
+    out = results / "index.html"
+    result = CliRunner().invoke(cli, ["gallery", "--spec", json.dumps(spec), "--images", str(status), "--out", str(out),
+                                      "--log-template", "logs/check-images/{image}.log", *extra],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_gallery_command_reads_metadata_and_marks_missing_and_failed(tmp_path):
+    results, status, spec = make_results(tmp_path)
+    page = run_gallery(results, status, spec).read_text()
+    assert page.index('id="saliency"') < page.index('id="class-viz"') < page.index('id="grad-cam"')
+    assert "tabby (281)" in page and "p = 0.750" in page and "layer _swish" in page
+    assert "thunder snake (52)" in page  # the row label of class-viz comes from the picture's metadata
+    assert "not built" in page  # guided-color was never written
+    assert "failed: cannot read image" in page
+    assert 'src="../images/cat.png"' in page
+    assert (results / "gallery").is_dir()
+
+
+@pytest.fixture(scope="module")
+def checker():
+    module = load_checker()
+    if module.find_browser() is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install chromium); the page check needs a real browser")
+    return module
+
+
+def test_gallery_opens_in_headless_chromium(tmp_path, checker):
+    results, status, spec = make_results(tmp_path)
+    # a paginated table too: 30 more images, 25 rows per page
+    images = json.loads(status.read_text())["images"]
+    picture = np.full((20, 20, 3), 128, np.uint8)
+    for i in range(30):
+        name = f"extra{i:02d}"
+        save_png(tmp_path / "images" / f"{name}.png", picture)
+        save_png(results / f"m/saliency/{name}/vanilla-color.png", picture, {"technique": "saliency"})
+        save_png(results / f"m/saliency/{name}/guided-color.png", picture, {"technique": "saliency"})
+        save_png(results / f"m/grad-cam/{name}/auto-overlay.png", picture, {"technique": "grad-cam"})
+        images.append({"name": name, "path": str(tmp_path / "images" / f"{name}.png"), "status": "ok", "reason": None})
+    save_png(results / "m/saliency/cat/guided-color.png", picture, {"technique": "saliency"})
+    status.write_text(json.dumps({"images": images}))
+    page = run_gallery(results, status, spec, "--preview-rows", "25", "--rows-per-page", "25")
+    screenshot = ARTIFACTS / "gallery-chromium.png"
+    result = checker.check_page(page, screenshot=screenshot)
+    assert result["title"] == "cnnvis gallery"
+    assert len(result["images"]) > 50
+    assert [image["src"] for image in result["images"] if not image["naturalWidth"]] == []
+    assert result["errors"] == []
+    assert screenshot.stat().st_size > 10_000
+    subpage = results / "gallery" / "saliency--m--2.html"
+    sub = checker.check_page(subpage, screenshot=ARTIFACTS / "gallery-chromium-page2.png")
+    assert sub["images"] and all(image["naturalWidth"] > 0 for image in sub["images"]), sub["images"]
+    assert sub["errors"] == []
+
+
+def test_the_page_check_sees_a_broken_image(tmp_path, checker):
+    page = tmp_path / "broken.html"
+    page.write_text('<!DOCTYPE html><html><head><title>t</title><link rel="icon" href="data:,"></head>'
+                    '<body><img src="missing.png"></body></html>')
+    result = checker.check_page(page)
+    assert result["images"][0]["naturalWidth"] == 0
+    assert any("missing.png" in error or "ERR_FILE_NOT_FOUND" in error for error in result["errors"]), result["errors"]

@@ -1,0 +1,487 @@
+"""The Snakemake workflow: configuration checks, dry runs of both configs, lint,
+and real runs of a tiny config in a temporary copy (incremental re-runs, a killed
+run, a bad image, the seed config on random weights)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = Path(os.environ.get("CNNVIS_TEST_ARTIFACTS", REPO / "results" / "test-artifacts"))
+WORKFLOW = ["Snakefile", "rules", "config", "config.yaml", "profiles"]
+TECHNIQUE_RULES = ["feature_maps", "kernels", "saliency", "class_viz", "filter_viz", "deep_dream",
+                   "deep_dream_octaves", "grad_cam"]
+
+# Every technique, tiny: two images at 64 pixels, two chunks (chelsea in chunk 0,
+# astronaut in chunk 1: see chunk_of), a few steps for the ascent techniques.
+TINY = {
+    "images": {"folder": "images"},
+    "chunk_size": 1,
+    "chunk_count": 2,
+    "threads": 1,
+    "device": "cpu",
+    "models": {"efficientnet_lite0": {"weights": "default"}},
+    "techniques": {
+        "feature_maps": {"size": 64, "channels": 16, "models": {"efficientnet_lite0": {"layers": ["_blocks.1"]}}},
+        "kernels": {"count": 9, "raw": True, "models": {"efficientnet_lite0": {"layers": ["_conv_stem"]}}},
+        "saliency": {"size": 64, "methods": ["vanilla", "guided"], "raw": True,
+                     "models": {"efficientnet_lite0": {}}},
+        "class_viz": {"classes": [1], "regularizations": ["none", "l2"], "width": 32, "height": 32, "steps": 2,
+                      "models": {"efficientnet_lite0": {}}},
+        "filter_viz": {"width": 32, "height": 32, "steps": 2,
+                       "models": {"efficientnet_lite0": {"filters": [{"layer": "_blocks.2", "filter": 1}]}}},
+        "deep_dream": {"size": 64, "steps": 2, "models": {"efficientnet_lite0": {"layers": ["_blocks.2"], "filters": [3]}}},
+        "deep_dream_octaves": {"size": 64, "steps": 2, "octaves": 2,
+                               "models": {"efficientnet_lite0": {"layers": ["_blocks.2"], "filters": ["all"]}}},
+        "grad_cam": {"size": 64, "renderings": ["gray", "overlay"], "models": {"efficientnet_lite0": {"layers": ["auto"]}}},
+    },
+}
+
+
+def chunk_of(name: str, count: int) -> int:
+    """The workflow's chunk assignment (rules/common.smk)."""
+    return int(hashlib.sha1(name.encode("utf-8")).hexdigest(), 16) % count
+
+
+def make_copy(root: Path, images=("chelsea.png", "astronaut.png"), config: dict | None = None) -> Path:
+    """The workflow files, some sample images and a config in a fresh folder."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name in WORKFLOW:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, root / name)
+        elif source.exists():
+            shutil.copy2(source, root / name)
+    (root / "images").mkdir(exist_ok=True)
+    for image in images:
+        shutil.copy2(REPO / "images" / image, root / "images" / image)
+    if config is not None:
+        (root / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return root
+
+
+def environment(tmp_path: Path) -> dict:
+    env = dict(os.environ)
+    env["CNNVIS_OFFLINE"] = "1"
+    env["TORCH_HOME"] = str(tmp_path / "torch-home")
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def snakemake(workdir: Path, *args: str, expect: int | None = 0, timeout: float = 900) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "snakemake", "--cores", "2", *args]
+    result = subprocess.run(command, cwd=workdir, env=environment(workdir), capture_output=True, text=True,
+                            timeout=timeout)
+    if expect is not None and result.returncode != expect:
+        raise AssertionError(f"{' '.join(command)} exited {result.returncode}\n{result.stdout[-6000:]}\n{result.stderr[-6000:]}")
+    return result
+
+
+def planned(workdir: Path, *args: str) -> dict[str, int]:
+    """The jobs a dry run would run: ``{rule: count}`` (empty when nothing to do)."""
+    result = snakemake(workdir, "--dry-run", *args)
+    text = result.stdout + result.stderr
+    if "Nothing to be done" in text:
+        return {}
+    match = re.search(r"Job stats:\n.*?\n-+\s+-+\n(.*?)\ntotal", text, re.S)
+    assert match, text[-4000:]
+    jobs = {}
+    for line in match.group(1).splitlines():
+        name, count = line.split()
+        jobs[name] = int(count)
+    return jobs
+
+
+def pictures(results: Path) -> list[Path]:
+    return sorted(p for p in results.rglob("*.png") if "test-artifacts" not in p.parts)
+
+
+def assert_complete_pictures(results: Path) -> None:
+    """Every PNG decodes in full (no truncated or half-written file)."""
+    for path in pictures(results):
+        with Image.open(path) as image:
+            image.load()
+
+
+# --- configuration ----------------------------------------------------------------
+
+
+def test_schema_accepts_both_configs_and_fills_defaults():
+    import jsonschema
+
+    schema = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    for name in ("config.yaml", "config/seed.yaml"):
+        config = yaml.safe_load((REPO / name).read_text())
+        errors = list(jsonschema.Draft202012Validator(schema).iter_errors(config))
+        assert errors == [], f"{name}: {[e.message for e in errors]}"
+        assert list(config["techniques"]) == TECHNIQUE_RULES, f"{name}: every technique, in the seed's order"
+    from snakemake.utils import validate
+
+    config = {"models": {"vgg16": {}}, "techniques": {
+        "saliency": {"models": {"vgg16": {}}},
+        "grad_cam": {"models": {"vgg16": {}}},
+        "deep_dream_octaves": {"models": {"vgg16": {"layers": ["features.34"]}}},
+    }}
+    validate(config, str(REPO / "config" / "schema.yaml"))
+    assert config["images"] == {"folder": "images", "extensions": config["images"]["extensions"]}
+    assert config["results"] == "results" and config["weights"] is None and config["device"] == "auto"
+    assert config["models"]["vgg16"] == {"weights": "default"}
+    assert config["gallery"] == {"title": "cnnvis gallery", "preview_rows": 20, "rows_per_page": 50}
+    saliency = config["techniques"]["saliency"]
+    assert saliency["methods"] == ["vanilla", "guided", "deconv"] and saliency["renderings"] == ["color", "gray"]
+    assert saliency["target"] == "top1" and saliency["size"] == 224 and saliency["raw"] is False
+    assert config["techniques"]["grad_cam"]["models"]["vgg16"]["layers"] == ["auto"]
+    octaves = config["techniques"]["deep_dream_octaves"]
+    assert octaves["octaves"] == 10 and octaves["octave_scale"] == 1.4 and octaves["steps"] is None
+    assert octaves["models"]["vgg16"]["filters"] == ["all"]
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"chunksize": 4}, ["chunksize", "allowed under (top level)", "chunk_size"]),
+    ({"techniques": {"salency": {"models": {"efficientnet_lite0": {}}}}},
+     ["techniques.salency", "allowed under techniques", "feature_maps", "grad_cam"]),
+    ({"techniques": {"saliency": {"methods": ["vanilla", "smoothgrad"], "models": {"efficientnet_lite0": {}}}}},
+     ["techniques.saliency.methods[1]", "smoothgrad", "vanilla, guided, deconv"]),
+    ({"models": {"vgg1": {}}}, ["unknown model 'vgg1'", "did you mean vgg19", "resnet50"]),
+    ({"techniques": {"grad_cam": {"colormap": "jett", "models": {"efficientnet_lite0": {}}}}},
+     ["techniques.grad_cam.colormap", "jett", "viridis"]),
+])
+def test_a_wrong_config_stops_at_once_naming_the_key_and_allowed_values(tmp_path, change, expected):
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    if "techniques" in change:
+        config["techniques"] = change["techniques"]
+    elif "models" in change:
+        config["models"] = change["models"]
+        config["techniques"] = {"kernels": {"models": {"vgg1": {"layers": ["features.0"]}}}}
+    else:
+        config.update(change)
+    workdir = make_copy(tmp_path / "wf", config=config)
+    result = snakemake(workdir, "--dry-run", expect=1)
+    text = result.stdout + result.stderr
+    assert "config error" in text, text[-3000:]
+    for part in expected:
+        assert part in text, f"{part!r} not in:\n{text[-3000:]}"
+    assert not (workdir / "results" / "index.html").exists()
+
+
+# --- image sources and checks (shared by the workflow and check-images) ----------
+
+
+def test_image_sources_folder_glob_and_manifest(tmp_path):
+    from cnnvis_tasks.cli.dataset import list_images, name_images
+    from cnnvis_tasks.errors import CnnvisError
+
+    folder = tmp_path / "images"
+    (folder / "sub").mkdir(parents=True)
+    for name in ("b.png", "a photo (1).JPG", "sub/c.jpg", "README.md", ".hidden.png"):
+        (folder / name).write_bytes(b"x")
+    assert [p.name for p in list_images(folder=folder)] == ["a photo (1).JPG", "b.png"]
+    assert [p.name for p in list_images(pattern=str(folder / "**" / "*.jpg"))] == ["c.jpg"]
+    manifest = tmp_path / "lists" / "images.txt"
+    manifest.parent.mkdir()
+    manifest.write_text("# two images\n../images/b.png\n\n" + str(folder / "sub" / "c.jpg") + "\n")
+    assert list_images(manifest=manifest) == [folder / "b.png", folder / "sub" / "c.jpg"]
+    assert list(name_images(list_images(folder=folder))) == ["a_photo_1", "b"]
+    with pytest.raises(CnnvisError, match="share the result name 'b'"):
+        name_images([folder / "b.png", folder / "sub" / "b.jpg"])
+    with pytest.raises(CnnvisError, match="exactly one image source"):
+        list_images(folder=folder, manifest=manifest)
+
+
+def test_check_images_gives_one_line_reasons_and_caches(tmp_path, monkeypatch):
+    from cnnvis_tasks.cli import dataset
+
+    good = tmp_path / "good.png"
+    shutil.copy2(REPO / "images" / "chelsea.png", good)
+    broken = tmp_path / "broken.png"
+    broken.write_text("not an image")
+    truncated = tmp_path / "truncated.jpg"
+    data = (REPO / "images" / "rocket.jpg").read_bytes()
+    truncated.write_bytes(data[: len(data) // 3])
+    cache = tmp_path / "cache.json"
+    records = {r["name"]: r for r in dataset.check_images([good, broken, truncated], cache=cache)}
+    assert records["good"]["status"] == "ok" and records["good"]["reason"] is None
+    assert records["broken"]["status"] == "failed"
+    assert records["broken"]["reason"] == f"cannot read image {broken}: not a recognised image file"
+    assert records["truncated"]["status"] == "failed" and "\n" not in records["truncated"]["reason"]
+    calls = []
+    monkeypatch.setattr(dataset, "check_image", lambda path: calls.append(path))
+    again = dataset.check_images([good, broken, truncated], cache=cache)
+    assert calls == [] and again == list(records.values())  # unchanged files are not decoded again
+    os.utime(good, ns=(time.time_ns(), time.time_ns() + 10**9))
+    dataset.check_images([good, broken, truncated], cache=cache)
+    assert calls == [good]
+
+
+def test_check_images_command_fails_naming_the_image(tmp_path):
+    from click.testing import CliRunner
+
+    from cnnvis_tasks.cli import cli
+
+    broken = tmp_path / "broken.png"
+    broken.write_text("not an image")
+    result = CliRunner().invoke(cli, ["check-images", "--image", str(broken), "--out", str(tmp_path / "s.json")])
+    assert result.exit_code == 1
+    assert f"bad image broken: cannot read image {broken}: not a recognised image file" in result.output
+    status = json.loads((tmp_path / "s.json").read_text())["images"]
+    assert status == [{"name": "broken", "path": str(broken), "status": "failed",
+                       "reason": f"cannot read image {broken}: not a recognised image file"}]
+    result = CliRunner().invoke(cli, ["check-images", "--folder", str(REPO / "images"), "--no-fail"])
+    assert result.exit_code == 0 and "4 of 4 images ok" in result.output
+
+
+# --- dry runs and lint ----------------------------------------------------------------
+
+
+def test_dry_run_of_the_default_config_resolves_every_rule(tmp_path):
+    workdir = make_copy(tmp_path / "wf", images=("chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg"))
+    jobs = planned(workdir)
+    for rule in TECHNIQUE_RULES:
+        assert any(name == rule or name.startswith(rule + "_chunk") for name in jobs), f"no {rule} job in {jobs}"
+    assert jobs["gallery"] == 1 and jobs["image_status"] == 1 and jobs["all"] == 1
+    # four images in one chunk: one job per model and layer/method/filter, not per image
+    assert jobs["saliency_chunk000of001"] == 3 and jobs["feature_maps_chunk000of001"] == 4
+
+
+def test_dry_run_of_the_seed_config_resolves_every_rule(tmp_path):
+    # as shipped (pretrained weights are not needed to plan); the slow test below
+    # runs every one of these jobs with the weights overridden to random
+    workdir = make_copy(tmp_path / "wf")
+    jobs = planned(workdir, "--configfile", "config/seed.yaml")
+    expected = {"feature_maps_chunk000of001": 4, "kernels": 6, "saliency_chunk000of001": 3, "class_viz": 3,
+                "filter_viz": 2, "deep_dream_chunk000of001": 2, "deep_dream_octaves_chunk000of001": 2,
+                "grad_cam_chunk000of001": 1, "image_status": 1, "gallery": 1, "all": 1}
+    assert jobs == expected
+
+
+def test_lint_passes_apart_from_conda(tmp_path):
+    workdir = make_copy(tmp_path / "wf")
+    result = snakemake(workdir, "--lint", expect=None)
+    text = result.stdout + result.stderr
+    assert "Lints for rule" in text, text[-3000:]  # the linter ran (it always asks for conda)
+    titles = re.findall(r"^    \* (.+)$", text, re.M)
+    problems = [title for title in titles if "conda environment or container" not in title]
+    assert problems == [], text[-6000:]
+
+
+# --- real runs -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """The tiny config built once; tests below change it and bring it back."""
+    workdir = make_copy(tmp_path_factory.mktemp("built") / "wf", config=TINY)
+    started = time.monotonic()
+    snakemake(workdir)
+    print(f"tiny build: {time.monotonic() - started:.0f}s")
+    return workdir
+
+
+@pytest.mark.slow
+def test_a_real_run_builds_every_output_and_the_gallery(built):
+    results = built / "results"
+    model = results / "efficientnet_lite0"
+    for name in ("chelsea", "astronaut"):
+        for path in (f"feature-maps/{name}/_blocks.1.png", f"saliency/{name}/vanilla-color.png",
+                     f"saliency/{name}/guided-gray.png", f"saliency/{name}/guided.npy", f"grad-cam/{name}/auto-overlay.png",
+                     f"deep-dream/{name}/_blocks.2-filter3.png", f"deep-dream-octaves/{name}/_blocks.2-all.png"):
+            assert (model / path).is_file(), path
+    for path in ("kernels/_conv_stem.png", "kernels/_conv_stem.npy", "class-viz/class1-none.png",
+                 "class-viz/class1-l2.png", "filter-viz/_blocks.2-filter1.png"):
+        assert (model / path).is_file(), path
+    assert (results / "logs" / "efficientnet_lite0" / "saliency" / "vanilla" / "chunk000of002.log").is_file()
+    assert (results / "benchmarks" / "efficientnet_lite0" / "saliency" / "vanilla" / "chunk000of002.tsv").is_file()
+    from cnnvis_tasks.outputs import read_metadata
+
+    cam = read_metadata(model / "grad-cam/chelsea/auto-overlay.png")
+    page = (results / "index.html").read_text()
+    assert f"layer {cam['layer']}" in page  # the layer Grad-CAM chose, read from the picture
+    assert "objective" in page and "p = " in page
+    assert page.index('id="feature-maps"') < page.index('id="kernels"') < page.index('id="grad-cam"')
+    assert_complete_pictures(results)
+
+
+@pytest.mark.slow
+def test_a_second_run_does_nothing(built):
+    assert planned(built) == {}
+
+
+@pytest.mark.slow
+def test_touching_one_image_reruns_exactly_its_jobs(built):
+    assert chunk_of("chelsea", 2) == 0 and chunk_of("astronaut", 2) == 1
+    chunk0 = {"feature_maps_chunk000of002": 1, "saliency_chunk000of002": 2, "grad_cam_chunk000of002": 1,
+              "deep_dream_chunk000of002": 1, "deep_dream_octaves_chunk000of002": 1,
+              "image_status": 1, "gallery": 1, "all": 1}
+    image = built / "images" / "chelsea.png"
+    later = time.time_ns() + 10**9
+    os.utime(image, ns=(later, later))
+    # Snakemake 9 compares checksums of inputs under 1 MB: a touch alone changes nothing ...
+    assert planned(built) == {}
+    # ... unless only times count: then exactly the jobs of the image's chunk re-run
+    assert planned(built, "--max-checksum-file-size", "0") == chunk0
+    # and so they do when the picture itself changes
+    with Image.open(image) as picture:
+        picture = picture.convert("RGB")
+    picture.putpixel((0, 0), (0, 0, 0) if picture.getpixel((0, 0)) != (0, 0, 0) else (255, 255, 255))
+    picture.save(image)
+    assert planned(built) == chunk0
+    snakemake(built)
+    assert planned(built) == {}
+
+
+@pytest.mark.slow
+def test_changing_one_techniques_settings_reruns_exactly_that_technique(built):
+    config_file = built / "config.yaml"
+    original = config_file.read_text()
+    config = yaml.safe_load(original)
+    try:
+        config["techniques"]["saliency"]["size"] = 48
+        config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+        assert planned(built) == {"saliency_chunk000of002": 2, "saliency_chunk001of002": 2, "gallery": 1, "all": 1}
+        config["techniques"]["class_viz"]["steps"] = 3
+        config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+        assert planned(built) == {"saliency_chunk000of002": 2, "saliency_chunk001of002": 2, "class_viz": 2,
+                                  "gallery": 1, "all": 1}
+    finally:
+        config_file.write_text(original)
+    assert planned(built) == {}
+
+
+@pytest.mark.slow
+def test_adding_an_image_reruns_only_its_chunk(built):
+    assert chunk_of("rocket", 2) == 1  # shares chunk 1 with astronaut; chunk 0 (chelsea) stays as it is
+    shutil.copy2(REPO / "images" / "rocket.jpg", built / "images" / "rocket.jpg")
+    try:
+        jobs = planned(built)
+        assert jobs == {"feature_maps_chunk001of002": 1, "saliency_chunk001of002": 2, "grad_cam_chunk001of002": 1,
+                        "deep_dream_chunk001of002": 1, "deep_dream_octaves_chunk001of002": 1,
+                        "image_status": 1, "gallery": 1, "all": 1}
+    finally:
+        (built / "images" / "rocket.jpg").unlink()
+    assert planned(built) == {}
+
+
+@pytest.mark.slow
+def test_the_built_gallery_opens_in_headless_chromium(built):
+    from test_gallery import load_checker
+
+    checker = load_checker()
+    if checker.find_browser() is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install chromium); the page check needs a real browser")
+    result = checker.check_page(built / "results" / "index.html", screenshot=ARTIFACTS / "workflow-gallery.png")
+    assert len(result["images"]) >= 20
+    assert [image["src"] for image in result["images"] if not image["naturalWidth"]] == []
+    assert result["errors"] == []
+
+
+@pytest.mark.slow
+def test_the_report_includes_the_marked_outputs(built, tmp_path):
+    report = built / "report.zip"
+    snakemake(built, "--report", str(report))
+    import zipfile
+
+    with zipfile.ZipFile(report) as archive:
+        names = archive.namelist()
+    assert any(name.endswith("vanilla-color.png") for name in names), names[:20]
+    assert any(name.endswith("class1-l2.png") for name in names)
+    report.unlink()
+
+
+@pytest.mark.slow
+def test_a_killed_run_restarts_and_completes_with_no_corrupt_file(tmp_path):
+    workdir = make_copy(tmp_path / "wf", config=TINY)
+    command = [sys.executable, "-m", "snakemake", "--cores", "2"]
+    process = subprocess.Popen(command, cwd=workdir, env=environment(workdir), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    results = workdir / "results" / "efficientnet_lite0"
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            if results.exists() and len(pictures(results)) >= 3:
+                break
+            time.sleep(0.2)
+        assert process.poll() is None, "the run finished before it could be killed"
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # snakemake and every job it started, at once
+        process.wait()
+    assert not (workdir / "results" / "index.html").exists()
+    # The lock of the killed run stays behind: unlock, then run again (the default
+    # profile re-runs the jobs that were cut off).
+    snakemake(workdir, "--unlock")
+    snakemake(workdir)
+    assert planned(workdir) == {}
+    assert_complete_pictures(workdir / "results")
+    assert (workdir / "results" / "index.html").is_file()
+
+
+@pytest.mark.slow
+def test_a_bad_image_fails_only_its_job_and_the_gallery_lists_it(tmp_path):
+    workdir = make_copy(tmp_path / "wf", config=TINY)
+    (workdir / "images" / "broken.png").write_text("this is not a picture\n")
+    data = (REPO / "images" / "rocket.jpg").read_bytes()
+    (workdir / "images" / "truncated.jpg").write_bytes(data[: len(data) // 3])
+    result = snakemake(workdir, "--keep-going", expect=1)
+    text = result.stdout + result.stderr
+    assert "bad_image" in text and "broken" in text and "truncated" in text
+    for name in ("broken", "truncated"):
+        log = (workdir / "results" / "logs" / "check-images" / f"{name}.log").read_text()
+        assert f"bad image {name}:" in log, log
+        assert not (workdir / "results" / "efficientnet_lite0" / "saliency" / name).exists()
+    for name in ("chelsea", "astronaut"):
+        assert (workdir / "results" / "efficientnet_lite0" / "saliency" / name / "guided-gray.png").is_file()
+        assert (workdir / "results" / "efficientnet_lite0" / "grad-cam" / name / "auto-gray.png").is_file()
+    assert (workdir / "results" / "efficientnet_lite0" / "class-viz" / "class1-l2.png").is_file()
+    status = {image["name"]: image for image in json.loads((workdir / "results" / "images.json").read_text())["images"]}
+    assert status["broken"]["status"] == "failed" and "not a recognised image file" in status["broken"]["reason"]
+    assert status["truncated"]["status"] == "failed"
+    page = (workdir / "results" / "index.html").read_text()
+    assert "2 failed" in page
+    assert f"failed: {status['broken']['reason']}" in page
+    assert_complete_pictures(workdir / "results")
+
+
+@pytest.mark.slow
+def test_the_seed_config_runs_every_rule_on_random_weights(tmp_path):
+    workdir = make_copy(tmp_path / "wf", images=("chelsea.png",))
+    tiny = {
+        "threads": 1, "device": "cpu",
+        "techniques": {
+            "feature_maps": {"size": 32},
+            "saliency": {"size": 32},
+            "class_viz": {"width": 32, "height": 32, "steps": 1},
+            "filter_viz": {"width": 32, "height": 32, "steps": 1},
+            "deep_dream": {"size": 32, "steps": 1},
+            "deep_dream_octaves": {"size": 32, "steps": 1, "octaves": 2},
+            "grad_cam": {"size": 32},
+        },
+    }
+    (workdir / "tiny.yaml").write_text(yaml.safe_dump(tiny))
+    snakemake(workdir, "--configfile", "config/seed.yaml", "tiny.yaml", "--config", "weights=random")
+    results = workdir / "results" / "seed"
+    from cnnvis_tasks.outputs import read_metadata
+
+    expected = ["vgg16/feature-maps/chelsea/features.29.png", "alexnet/kernels/param6.png",
+                "resnet50/kernels/param18.png", "densenet121/kernels/param26.png",
+                "vgg16/saliency/chelsea/deconv-gray.png", "vgg16/class-viz/class231-l1.png",
+                "vgg16/filter-viz/features.24-filter25.png", "vgg19/deep-dream/chelsea/features.34-filter45.png",
+                "vgg19/deep-dream-octaves/chelsea/features.34-all.png", "vgg19/grad-cam/chelsea/features.35-overlay.png"]
+    for path in expected:
+        assert (results / path).is_file(), path
+        assert read_metadata(results / path)["weights"].startswith("random")
+    assert read_metadata(results / "vgg16/class-viz/class231-l1.png")["robust"] is False
+    assert (results / "index.html").is_file()
+    assert_complete_pictures(results)
