@@ -8,10 +8,10 @@ respect to the recorded tensor stay correct.
 
 A module called several times in one forward (ResNet reuses one ``nn.ReLU`` per
 block, EfficientNet-Lite reuses ``_swish`` for stem and head) is recorded at
-its LAST call.  To stop a forward early without breaking that rule, the number
-of calls of each module is first counted in a free dry run on the meta device
-(``count_calls``); the forward is abandoned after the last call of every
-requested module.
+its LAST call.  To stop a forward early without breaking that rule, the first
+forward of each input shape runs to the end and counts the calls; later
+forwards of that shape are abandoned after the last call of every requested
+module.
 """
 
 from __future__ import annotations
@@ -56,30 +56,43 @@ def _forward_hooks(modules: Mapping[str, nn.Module], hook: Callable) -> Iterator
             handle.remove()
 
 
+class Captured(dict):
+    """path -> output of the module's last call; ``calls`` counts every call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: Counter[str] = Counter()
+
+
 @contextmanager
 def capture_outputs(
     model: nn.Module,
     paths: list[str],
     stop_after_calls: Mapping[str, int] | None = None,
-) -> Iterator[dict[str, Any]]:
+    as_leaf: bool = False,
+) -> Iterator[Captured]:
     """Record the outputs of the modules at ``paths`` while the block runs.
 
-    Yields a dict path -> output that fills during the forward pass; each entry
-    is the module's own output tensor of its last call (downstream modules get
-    a clone).  With ``stop_after_calls`` (path -> number of calls in one
-    forward, see ``count_calls``) the forward pass is abandoned once every path
-    has had that many calls: the rest of the with-block is then skipped and the
-    block exits normally.  Hooks are removed on exit, also on errors.
+    Yields a :class:`Captured` dict path -> output that fills during the forward
+    pass; each entry is the module's own output tensor of its last call
+    (downstream modules get a clone).  With ``stop_after_calls`` (path -> number
+    of calls in one forward) the forward pass is abandoned once every path has
+    had that many calls: the rest of the with-block is then skipped and the
+    block exits normally.  With ``as_leaf`` each recorded output is a detached
+    leaf that requires grad, so autograd records only what follows the layer
+    (gradients with respect to the layer need nothing before it).  Hooks are
+    removed on exit, also on errors.
     """
     modules = {path: get_module(model, path) for path in dict.fromkeys(paths)}
-    captured: dict[str, Any] = {}
-    calls: Counter[str] = Counter()
+    captured = Captured()
 
     def hook(path, _module, _inputs, output):
+        if as_leaf and isinstance(output, Tensor):
+            output = output.detach().requires_grad_(True)
         captured[path] = output
-        calls[path] += 1
+        captured.calls[path] += 1
         if stop_after_calls is not None and all(
-            calls[p] >= stop_after_calls.get(p, 1) for p in modules
+            captured.calls[p] >= stop_after_calls.get(p, 1) for p in modules
         ):
             raise _StopForward
         return output.clone() if isinstance(output, Tensor) else None
@@ -104,22 +117,16 @@ def _meta_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model, memo)
 
 
-def _meta_calls(
-    model: nn.Module, input_shape: tuple[int, ...], paths: list[str] | None = None
-) -> list[Call] | None:
-    """The calls of modules at ``paths`` (default all) in one shape-only forward.
+def _meta_calls(model: nn.Module, input_shape: tuple[int, ...]) -> list[Call] | None:
+    """Every module call in one shape-only forward.
 
-    Runs on a hook-free meta copy, so it costs almost nothing and the model is
+    Runs on a hook-free meta copy, so no arithmetic is done and the model is
     untouched.  None if the model cannot run there (an op without a meta
     kernel, data-dependent control flow, ...).
     """
     try:
         dry = _meta_copy(model)
-        modules = (
-            {name: m for name, m in dry.named_modules() if name}
-            if paths is None
-            else {path: dry.get_submodule(path) for path in paths}
-        )
+        modules = {name: m for name, m in dry.named_modules() if name}
         calls: list[Call] = []
         with _forward_hooks(modules, partial(_record, calls)), torch.no_grad():
             dry(torch.empty(input_shape, device="meta"))
@@ -138,34 +145,8 @@ def _model_device(model: nn.Module) -> torch.device:
     return param.device if param is not None else torch.device("cpu")
 
 
-# Per model: (input shape, paths) -> call counts, so batches after the first
-# skip the dry run (it copies the whole model to the meta device).
+# Per model: (input shape, paths) -> how often each path is called in a forward.
 _CALL_COUNTS: weakref.WeakKeyDictionary[nn.Module, dict] = weakref.WeakKeyDictionary()
-
-
-def count_calls(
-    model: nn.Module, input_shape: tuple[int, ...], paths: list[str]
-) -> dict[str, int] | None:
-    """How often each module at ``paths`` is called in one forward of ``input_shape``.
-
-    Found with a meta-device dry run (remembered per model, shape and paths);
-    None when the model cannot run there.
-    """
-    paths = list(dict.fromkeys(paths))
-    key = (tuple(input_shape), tuple(paths))
-    known = _CALL_COUNTS.setdefault(model, {})
-    if key in known:
-        return known[key]
-    for path in paths:
-        get_module(model, path)  # unknown paths: CnnvisError with close matches
-    calls = _meta_calls(model, tuple(input_shape), paths)
-    counts = None
-    if calls is not None:
-        counts = dict.fromkeys(paths, 0)
-        for call in calls:
-            counts[call.path] += 1
-    known[key] = counts
-    return counts
 
 
 def trace_calls(model: nn.Module, input_shape: tuple[int, ...]) -> list[Call]:
@@ -195,14 +176,18 @@ def _describe(output: Any) -> str:
 def feature_maps(model: nn.Module, images: Tensor, paths: list[str]) -> dict[str, Tensor]:
     """Each layer's activation (N, C, h, w) for ``images``, from one forward pass.
 
-    The forward stops as soon as the last call of every requested layer is done
-    (call counts from a meta-device pass; no early stop if that is impossible).
+    The first forward of each input shape runs to the end and counts how often
+    each layer is called; later ones stop right after the last call of every
+    requested layer, so early layers do not pay for the rest of the network.
     """
     paths = list(dict.fromkeys(paths))
-    stop_after = count_calls(model, tuple(images.shape), paths)
+    known = _CALL_COUNTS.setdefault(model, {})
+    key = (tuple(images.shape), tuple(paths))
     with torch.inference_mode():
-        with capture_outputs(model, paths, stop_after_calls=stop_after) as outputs:
+        with capture_outputs(model, paths, stop_after_calls=known.get(key)) as outputs:
             model(images)
+    if key not in known:
+        known[key] = {path: outputs.calls[path] for path in paths}
     maps = {}
     for path in paths:
         if path not in outputs:

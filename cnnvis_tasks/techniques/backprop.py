@@ -130,25 +130,29 @@ class _RuledActivation(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, func, args, kwargs, lo, hi, inplace, method):
-        # Only a boolean mask is kept for backward, computed before any in-place write.
-        mask = (x > lo) & (x < hi) if hi != _INF else x > lo
-        ctx.method = method
-        if method != "deconv":
-            ctx.save_for_backward(mask)
         out = func(x, *args, **kwargs)
         if inplace:
             ctx.mark_dirty(x)
-            return x
+            out = x
+        ctx.method, ctx.lo, ctx.hi = method, lo, hi
+        if method != "deconv":
+            # The output tells where the input was inside (lo, hi), as PyTorch's own
+            # ReLU backward uses it; cheaper than keeping a separate mask.
+            ctx.save_for_backward(out)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        # torch.where rather than clamp/relu, so a still-active mode does not catch these.
-        if ctx.method != "vanilla":
-            grad_out = torch.where(grad_out > 0, grad_out, 0.0)
-        if ctx.method != "deconv":
-            (mask,) = ctx.saved_tensors
-            grad_out = torch.where(mask, grad_out, 0.0)
+        # The mode may still be active: plain aten calls must not be intercepted.
+        with torch._C.DisableTorchFunction():
+            if ctx.method != "vanilla":
+                grad_out = grad_out.clamp_min(0)
+            if ctx.method != "deconv":
+                (out,) = ctx.saved_tensors
+                if ctx.hi == _INF:
+                    grad_out = torch.ops.aten.threshold_backward(grad_out, out, ctx.lo)
+                else:
+                    grad_out = torch.ops.aten.hardtanh_backward(grad_out, out, ctx.lo, ctx.hi)
         return grad_out, None, None, None, None, None, None, None
 
 
@@ -230,8 +234,10 @@ def saliency(
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
     x = images.detach().clone().requires_grad_(True)
+    # Vanilla is the ordinary gradient: plain autograd, without the mode's cost.
+    rule_context = contextlib.nullcontext() if method == "vanilla" else relu_backward_rule(method)
     with torch.enable_grad():
-        with relu_backward_rule(method) as rule:
+        with rule_context as rule:
             logits = model(x)
         if logits.ndim != 2 or logits.shape[0] != x.shape[0]:
             raise CnnvisError(f"model output must be (N, num_classes) logits, got shape {tuple(logits.shape)}")

@@ -50,11 +50,10 @@ def class_activation_map(
     pre-softmax logit.  The model must be in eval mode (images independent) and
     this must not run under ``torch.inference_mode``.
     """
-    # Input requiring grad makes the layer's output part of the graph even for
-    # a model whose parameters are frozen.
-    images = images.detach().requires_grad_(True)
+    # The activation is captured as a leaf: autograd records only the part of
+    # the network after the layer, which is all the gradient needs.
     with torch.enable_grad():
-        with capture_outputs(model, [layer]) as outputs:
+        with capture_outputs(model, [layer], as_leaf=True) as outputs:
             logits = model(images)
         if layer not in outputs:
             raise CnnvisError(f"layer {layer!r} is not run in the model's forward pass")
