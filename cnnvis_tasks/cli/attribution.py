@@ -9,7 +9,6 @@ import click
 import torch
 
 from .. import render
-from ..errors import CnnvisError
 from ..images import load_batches
 from ..outputs import save_npy, save_png
 from ..techniques.activations import feature_maps

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import click
-import torch
 
-from ..errors import CnnvisError
 from ..layers import layer_table
 from ..models import DEFAULT_MODEL, EMBEDDED_MODEL, build_on_meta, cached_weights_path, fetch_weights, known_models, load_model, weights_source
 from . import cli
