@@ -541,7 +541,7 @@ def render(results: list[dict], args, info: dict, command: str, started: str, lo
     )
     lines.append(
         "- feature maps: the forward hook keeps `output.detach()` and runs the whole model under `inference_mode`; "
-        "cnnvis stops the forward after the layer (a meta-device dry run counts the calls first). On VGG16 "
+        "cnnvis stops the forward after the layer (once a first forward of that shape has counted the calls). On VGG16 "
         "`features.2` the next `ReLU(inplace=True)` overwrites a plain hook's tensor, so it holds the ReLU's output."
     )
     for note in notes:
