@@ -173,6 +173,16 @@ def _describe(output: Any) -> str:
     return f"a {type(output).__name__}"
 
 
+def captured_feature_map(outputs: Mapping[str, Any], path: str) -> Tensor:
+    """The captured (N, C, h, w) output of ``path``; a clear error if there is none."""
+    if path not in outputs:
+        raise CnnvisError(f"layer {path!r} is not run in the model's forward pass")
+    output = outputs[path]
+    if not isinstance(output, Tensor) or output.dim() != 4:
+        raise CnnvisError(f"layer {path!r} outputs {_describe(output)}, not a feature map (N, C, h, w)")
+    return output
+
+
 def feature_maps(model: nn.Module, images: Tensor, paths: list[str]) -> dict[str, Tensor]:
     """Each layer's activation (N, C, h, w) for ``images``, from one forward pass.
 
@@ -188,14 +198,4 @@ def feature_maps(model: nn.Module, images: Tensor, paths: list[str]) -> dict[str
             model(images)
     if key not in known:
         known[key] = {path: outputs.calls[path] for path in paths}
-    maps = {}
-    for path in paths:
-        if path not in outputs:
-            raise CnnvisError(f"layer {path!r} is not run in the model's forward pass")
-        output = outputs[path]
-        if not isinstance(output, Tensor) or output.dim() != 4:
-            raise CnnvisError(
-                f"layer {path!r} outputs {_describe(output)}, not a feature map (N, C, h, w)"
-            )
-        maps[path] = output.detach()
-    return maps
+    return {path: captured_feature_map(outputs, path).detach() for path in paths}

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import CnnvisError
-from .activations import _describe, capture_outputs, trace_calls
+from .activations import capture_outputs, captured_feature_map, trace_calls
 
 Weighting = Callable[[Tensor, Tensor], Tensor]
 
@@ -55,13 +55,7 @@ def class_activation_map(
     with torch.enable_grad():
         with capture_outputs(model, [layer], as_leaf=True) as outputs:
             logits = model(images)
-        if layer not in outputs:
-            raise CnnvisError(f"layer {layer!r} is not run in the model's forward pass")
-        activations = outputs[layer]
-        if not isinstance(activations, Tensor) or activations.dim() != 4:
-            raise CnnvisError(
-                f"layer {layer!r} outputs {_describe(activations)}, not a feature map (N, C, h, w)"
-            )
+        activations = captured_feature_map(outputs, layer)
         targets = _check_targets(targets, logits)
         score = logits.gather(1, targets[:, None]).sum()  # images independent: per-image grads
         (gradients,) = torch.autograd.grad(score, activations, allow_unused=True)
