@@ -1,0 +1,859 @@
+#!/usr/bin/env python
+"""Dataset-wide runs of the Snakemake workflow: chunked jobs, one image per job,
+the in-process lower bound, dry-run time of a large DAG, and peak memory per job.
+
+Everything runs on synthetic images in a temporary folder, with a copy of the
+workflow (Snakefile, rules/, config/, profiles/) and a generated config.yaml,
+so the repository's results/ is never touched.
+
+1. Run: N images x 3 cheap techniques (saliency vanilla/gray, Grad-CAM overlay,
+   feature maps of one layer) on EfficientNet-Lite0 at size 64, built with
+   ``snakemake --cores C`` (a) in chunks of ``--chunk-size`` images, (b) one
+   image per job (a pinned chunk_count under which every image has a chunk of
+   its own), and (c) the in-process lower bound: one Python process that loads
+   the model once and runs the three ``cnnvis-tasks`` commands in-process over
+   all images, writing the same files (compared pixel by pixel).
+2. Dry run of M images x 5 per-image techniques: cold and warm image-check
+   cache, folder and manifest, default and greedy scheduler; optionally profiled.
+3. Peak memory (max_rss of Snakemake's benchmark files) of the chunk jobs
+   against the number of images in the chunk.
+
+The section ``## Dataset-wide runs`` of bench/RESULTS.md is replaced (after
+every part, so an interrupted run keeps what it measured).
+
+    .venv/bin/python bench/dataset.py                 # N=200, dry run of 10,000 images
+    .venv/bin/python bench/dataset.py --quick         # N=24, dry run of 1,000 images
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import platform
+import pstats
+import re
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+SECTION = "## Dataset-wide runs"
+DEFAULT_OUT = REPO / "bench" / "RESULTS.md"
+MODEL = "efficientnet_lite0"
+RUN_SIZE = 64
+FM_LAYER = "_blocks.4"
+WORKFLOW_FILES = ["Snakefile", "rules", "config", "profiles"]
+
+# Output of each run technique per image, relative to results/ (as the workflow lays it out).
+RUN_OUTPUTS = {
+    "saliency": f"{MODEL}/saliency/{{image}}/vanilla-gray.png",
+    "grad_cam": f"{MODEL}/grad-cam/{{image}}/auto-overlay.png",
+    "feature_maps": f"{MODEL}/feature-maps/{{image}}/{FM_LAYER}.png",
+}
+
+
+# --- small helpers ------------------------------------------------------------------
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def machine_info() -> dict:
+    import torch
+
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu": _cpu_model(), "cores": f"{usable} usable of {os.cpu_count()}", "python": platform.python_version(),
+            "torch": torch.__version__, "snakemake": _version("snakemake")}
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def _display_command() -> str:
+    exe = Path(sys.executable)
+    exe_text = str(exe.relative_to(REPO)) if exe.is_relative_to(REPO) else str(exe)
+    script = Path(sys.argv[0]).resolve()
+    script_text = str(script.relative_to(REPO)) if script.is_relative_to(REPO) else str(script)
+    return shlex.join([exe_text, script_text, *sys.argv[1:]])
+
+
+def write_section(path: Path, text: str) -> None:
+    """Replace the section ``text`` starts with in ``path`` (or append it), keeping the others."""
+    old = path.read_text() if path.is_file() else "# cnnvis benchmarks\n\nEach section is written by one script in `bench/`; see `bench/README.md`.\n"
+    title = text.split("\n", 1)[0]
+    pattern = re.compile(rf"^{re.escape(title)}\n.*?(?=^## |\Z)", re.M | re.S)
+    if pattern.search(old):
+        new = pattern.sub(lambda _m: text.rstrip("\n") + "\n\n", old, count=1)
+    else:
+        new = old.rstrip("\n") + "\n\n" + text
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(new.rstrip("\n") + "\n")
+
+
+def run_timed(cmd: list[str], cwd: Path, timeout: float, log: Path | None = None, env: dict | None = None) -> dict:
+    """Run ``cmd``; wall seconds, exit status, output tail.  On timeout the whole
+    process group (started here) is killed."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, env=env)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        timed_out = False
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        timed_out = True
+    wall = time.perf_counter() - start
+    if log:
+        log.write_text(out or "")
+    return {"wall": wall, "rc": proc.returncode, "timed_out": timed_out, "tail": (out or "")[-3000:]}
+
+
+def snakemake_cmd() -> list[str]:
+    exe = Path(sys.executable).with_name("snakemake")
+    return [str(exe)] if exe.is_file() else [sys.executable, "-m", "snakemake"]
+
+
+def env_for_jobs() -> dict:
+    env = dict(os.environ)
+    env.setdefault("CNNVIS_OFFLINE", "1")
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
+# --- images, workdirs and configs ---------------------------------------------------
+
+
+def make_images(folder: Path, count: int, height: int = 96, width: int = 128, fmt: str = "jpg", start: int = 0) -> list[Path]:
+    """Deterministic random-ish pictures: smooth colour blobs plus noise."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index in range(start, start + count):
+        rng = np.random.default_rng(index)
+        coarse = rng.integers(0, 256, size=(max(2, height // 24), max(2, width // 24), 3), dtype=np.uint8)
+        picture = np.asarray(Image.fromarray(coarse).resize((width, height), Image.BICUBIC), dtype=np.int16)
+        picture = np.clip(picture + rng.integers(-20, 21, size=picture.shape), 0, 255).astype(np.uint8)
+        path = folder / f"img{index:05d}.{fmt}"
+        if fmt == "jpg":
+            Image.fromarray(picture).save(path, quality=90)
+        else:
+            Image.fromarray(picture).save(path)
+        paths.append(path)
+    return paths
+
+
+def make_workdir(root: Path, config: dict) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for name in WORKFLOW_FILES:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, root / name)
+    import yaml
+
+    (root / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return root
+
+
+def image_names(paths) -> list[str]:
+    from cnnvis_tasks.cli.dataset import image_name
+
+    return [image_name(p) for p in paths]
+
+
+def chunk_index(name: str, count: int) -> int:
+    """The workflow's chunk of an image (rules/common.smk: sha1 of the name mod count)."""
+    return int(hashlib.sha1(name.encode("utf-8")).hexdigest(), 16) % count
+
+
+def auto_chunk_count(n: int, chunk_size: int) -> int:
+    import math
+
+    return 2 ** math.ceil(math.log2(max(1, math.ceil(n / chunk_size))))
+
+
+def one_per_job_count(names: list[str]) -> int:
+    """The smallest chunk_count >= len(names) under which no two images share a chunk."""
+    count = max(1, len(names))
+    while len({chunk_index(name, count) for name in names}) < len(names):
+        count += 1
+    return count
+
+
+def run_config(image_source: dict, *, chunk_size: int | None = None, chunk_count: int | None = None) -> dict:
+    config = {
+        "images": image_source,
+        "results": "results",
+        "device": "cpu",
+        "threads": 1,
+        "seed": 0,
+        "models": {MODEL: {"weights": "default"}},
+        "gallery": {"title": "cnnvis dataset benchmark"},
+        "techniques": {
+            "saliency": {"methods": ["vanilla"], "renderings": ["gray"], "size": RUN_SIZE, "models": {MODEL: {}}},
+            "grad_cam": {"renderings": ["overlay"], "size": RUN_SIZE, "models": {MODEL: {"layers": ["auto"]}}},
+            "feature_maps": {"size": RUN_SIZE, "models": {MODEL: {"layers": [FM_LAYER]}}},
+        },
+    }
+    if chunk_size:
+        config["chunk_size"] = chunk_size
+    if chunk_count:
+        config["chunk_count"] = chunk_count
+    return config
+
+
+def dry_config(image_source: dict, chunk_size: int) -> dict:
+    """Five per-image techniques, one setting each (one job per technique and chunk)."""
+    dream = {"size": RUN_SIZE, "models": {MODEL: {"layers": ["_blocks.10"], "filters": ["all"]}}}
+    return {
+        "images": image_source,
+        "results": "results",
+        "chunk_size": chunk_size,
+        "device": "cpu",
+        "threads": 1,
+        "models": {MODEL: {"weights": "default"}},
+        "techniques": {
+            "feature_maps": {"size": RUN_SIZE, "models": {MODEL: {"layers": [FM_LAYER]}}},
+            "saliency": {"methods": ["vanilla"], "renderings": ["gray"], "size": RUN_SIZE, "models": {MODEL: {}}},
+            "deep_dream": dict(dream),
+            "deep_dream_octaves": dict(dream),
+            "grad_cam": {"renderings": ["overlay"], "size": RUN_SIZE, "models": {MODEL: {"layers": ["auto"]}}},
+        },
+    }
+
+
+def run_targets(names: list[str], results: str = "results") -> list[str]:
+    return [f"{results}/{pattern.format(image=name)}" for name in names for pattern in RUN_OUTPUTS.values()]
+
+
+# --- part 2: the runs -----------------------------------------------------------------
+
+
+def benchmark_rows(workdir: Path) -> list[dict]:
+    """One row per compute job from results/benchmarks/**.tsv: technique, images in the chunk, s, max_rss."""
+    rows = []
+    for tsv in sorted((workdir / "results" / "benchmarks").rglob("*.tsv")):
+        match = re.fullmatch(r"chunk(\d+)of(\d+)", tsv.stem)
+        if not match:
+            continue
+        lines = tsv.read_text().splitlines()
+        if len(lines) < 2:
+            continue
+        record = dict(zip(lines[0].split("\t"), lines[1].split("\t")))
+        technique = tsv.relative_to(workdir / "results" / "benchmarks").parts[1]
+        try:
+            max_rss = float(record.get("max_rss", "nan"))
+        except ValueError:
+            max_rss = float("nan")
+        rows.append({"technique": technique, "chunk": int(match.group(1)), "count": int(match.group(2)),
+                     "s": float(record["s"]), "max_rss": max_rss})
+    return rows
+
+
+def annotate_sizes(rows: list[dict], names: list[str]) -> None:
+    for row in rows:
+        row["images"] = sum(1 for name in names if chunk_index(name, row["count"]) == row["chunk"])
+
+
+def snakemake_run(workdir: Path, cores: int, targets: list[str], timeout: float, label: str, logs: Path) -> dict:
+    cmd = snakemake_cmd() + ["--cores", str(cores), "--quiet", "all", "--"] + targets
+    # `--quiet all` keeps the log short; the targets are the technique outputs only
+    # (image_status and the gallery are timed separately).
+    print(f"[dataset] {label}: snakemake --cores {cores} ({len(targets)} targets) in {workdir}", flush=True)
+    result = run_timed(cmd, workdir, timeout, logs / f"{label}.log", env_for_jobs())
+    print(f"[dataset] {label}: {result['wall']:.1f} s, rc {result['rc']}{' TIMEOUT' if result['timed_out'] else ''}", flush=True)
+    if result["rc"] != 0 and not result["timed_out"]:
+        print(result["tail"], file=sys.stderr)
+    return result
+
+
+def lower_bound_main(spec_path: str) -> None:
+    """Hidden mode (--_lower-bound SPEC): one process, the model loaded once, the
+    three commands run in-process over every image, writing the workflow's files."""
+    spec = json.loads(Path(spec_path).read_text())
+    from cnnvis_tasks.cli import cli
+    import cnnvis_tasks.cli.common as common
+
+    loaded = {}
+    original = common.load_model
+
+    def load_once(*args, **kwargs):
+        key = repr((args, sorted(kwargs.items())))
+        if key not in loaded:
+            loaded[key] = original(*args, **kwargs)
+        return loaded[key]
+
+    common.load_model = load_once
+    images, names, out = spec["images"], spec["names"], Path(spec["out"])
+    base = ["--model", MODEL, "--weights", "default", "--seed", "0", "--device", "cpu", "--threads", str(spec["threads"]),
+            "--size", str(RUN_SIZE), "--batch-size", str(spec["batch_size"]), "-q"]
+    image_args = [arg for path in images for arg in ("--image", path)]
+    commands = {
+        "saliency": ["saliency", "--method", "vanilla", "--target", "top1"] + base + image_args
+        + [a for n in names for a in ("--out-gray", str(out / RUN_OUTPUTS["saliency"].format(image=n)))],
+        "grad_cam": ["grad-cam", "--target", "top1", "--colormap", "jet", "--alpha", "0.5"] + base + image_args
+        + [a for n in names for a in ("--out-overlay", str(out / RUN_OUTPUTS["grad_cam"].format(image=n)))],
+        "feature_maps": ["feature-maps", "--layer", FM_LAYER, "--channels", "64"] + base + image_args
+        + [a for n in names for a in ("--out", str(out / RUN_OUTPUTS["feature_maps"].format(image=n)))],
+    }
+    times = {}
+    for key, args in commands.items():
+        start = time.perf_counter()
+        cli.main(args, prog_name="cnnvis-tasks", standalone_mode=False)
+        times[key] = time.perf_counter() - start
+    import resource
+
+    times["max_rss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    Path(spec["report"]).write_text(json.dumps(times))
+
+
+def lower_bound(tmp: Path, images: list[Path], names: list[str], threads: int, timeout: float, logs: Path) -> dict:
+    out = tmp / "lower-bound" / "results"
+    spec = {"images": [str(p) for p in images], "names": names, "out": str(out), "threads": threads,
+            "batch_size": 16, "report": str(tmp / "lower-bound" / "report.json")}
+    (tmp / "lower-bound").mkdir(parents=True, exist_ok=True)
+    spec_path = tmp / "lower-bound" / "spec.json"
+    spec_path.write_text(json.dumps(spec))
+    print(f"[dataset] lower bound: one process, {len(images)} images, {threads} thread(s)", flush=True)
+    result = run_timed([sys.executable, str(Path(__file__).resolve()), "--_lower-bound", str(spec_path)], tmp,
+                       timeout, logs / "lower-bound.log", env_for_jobs())
+    print(f"[dataset] lower bound: {result['wall']:.1f} s, rc {result['rc']}", flush=True)
+    if result["rc"] != 0:
+        print(result["tail"], file=sys.stderr)
+    else:
+        result["inside"] = json.loads(Path(spec["report"]).read_text())
+    result["out"] = out
+    return result
+
+
+def compare_outputs(a: Path, b: Path, names: list[str]) -> dict:
+    """Pixel comparison of the run outputs under two results folders."""
+    import numpy as np
+    from PIL import Image
+
+    missing, worst, differing, total = 0, 0, 0, 0
+    for name in names:
+        for pattern in RUN_OUTPUTS.values():
+            rel = pattern.format(image=name)
+            if not (a / rel).is_file() or not (b / rel).is_file():
+                missing += 1
+                continue
+            x = np.asarray(Image.open(a / rel), dtype=np.int16)
+            y = np.asarray(Image.open(b / rel), dtype=np.int16)
+            total += 1
+            if x.shape != y.shape:
+                differing += 1
+                worst = 255
+                continue
+            diff = int(np.abs(x - y).max()) if x.size else 0
+            worst = max(worst, diff)
+            differing += diff > 0
+    return {"compared": total, "missing": missing, "differing": differing, "max_diff": worst}
+
+
+def part_run(args, tmp: Path, logs: Path, results: dict, flush) -> None:
+    n, k = args.images, min(args.per_image_images, args.images)
+    folder = tmp / "run-images"
+    print(f"[dataset] making {max(n, args.mem_images)} images in {folder}", flush=True)
+    paths = make_images(folder, max(n, args.mem_images))
+    all_names = image_names(paths)
+    run = results.setdefault("run", {"n": n, "k": k, "cores": args.cores, "chunk_size": args.chunk_size})
+    subsets = {}
+
+    def subset(count: int) -> Path:
+        """A folder with the first ``count`` images (hard links)."""
+        if count not in subsets:
+            sub = tmp / f"images-{count}"
+            sub.mkdir(exist_ok=True)
+            for path in paths[:count]:
+                target = sub / path.name
+                if not target.exists():
+                    os.link(path, target)
+            subsets[count] = sub
+        return subsets[count]
+
+    def chunked(label: str, count: int, chunk_size: int | None = None, chunk_count: int | None = None) -> dict:
+        names = all_names[:count]
+        workdir = make_workdir(tmp / label, run_config({"folder": str(subset(count))}, chunk_size=chunk_size,
+                                                       chunk_count=chunk_count))
+        result = snakemake_run(workdir, args.cores, run_targets(names), args.timeout, label, logs)
+        rows = benchmark_rows(workdir)
+        annotate_sizes(rows, names)
+        result.update(workdir=workdir, rows=rows, jobs=len(rows), images=count, chunk_size=chunk_size,
+                      chunk_count=chunk_count or auto_chunk_count(count, chunk_size))
+        return result
+
+    # (a) chunked at N
+    a = chunked("chunked", n, chunk_size=args.chunk_size)
+    run["a"] = a
+    flush()
+    # no-op rerun (Snakemake's own overhead: read the workflow, check the image cache, build the DAG)
+    noop = run_timed(snakemake_cmd() + ["--cores", str(args.cores), "--quiet", "all", "--"] + run_targets(all_names[:n]),
+                     a["workdir"], args.timeout, logs / "noop.log", env_for_jobs())
+    run["noop"] = noop
+    # the rest of the workflow (image_status, gallery)
+    rest = run_timed(snakemake_cmd() + ["--cores", str(args.cores), "--quiet", "all"], a["workdir"], args.timeout,
+                     logs / "rest.log", env_for_jobs())
+    run["rest"] = rest
+    print(f"[dataset] no-op rerun {noop['wall']:.1f} s; image_status + gallery {rest['wall']:.1f} s", flush=True)
+    flush()
+
+    # (c) lower bound at N
+    lb = lower_bound(tmp, paths[:n], all_names[:n], args.lb_threads or args.cores, args.timeout, logs)
+    run["lb"] = lb
+    if lb["rc"] == 0 and a["rc"] == 0:
+        run["same"] = compare_outputs(a["workdir"] / "results", lb["out"], all_names[:n])
+    flush()
+
+    # (b) one image per job at K (<= N), and chunked at K for a like-for-like ratio
+    count = one_per_job_count(all_names[:k])
+    run["b"] = chunked("per-image", k, chunk_count=count)
+    flush()
+    if k < n:
+        run["a_k"] = chunked("chunked-k", k, chunk_size=args.chunk_size)
+        flush()
+
+    # memory: another chunk size
+    if args.mem_chunk_size:
+        run["mem"] = chunked("chunked-mem", args.mem_images, chunk_size=args.mem_chunk_size)
+        flush()
+
+
+# --- part 3: dry runs ---------------------------------------------------------------
+
+
+def part_dry(args, tmp: Path, logs: Path, results: dict, flush) -> None:
+    from cnnvis_tasks.cli.dataset import check_images, list_images
+
+    dry = results.setdefault("dry", {"chunk_size": args.dry_chunk_size, "sizes": []})
+    made = 0
+    folder = tmp / "dry-images"
+    for m in args.dry_images:
+        if any(entry.get(case, {}).get("timed_out") for entry in dry["sizes"] for case in DRY_CASES):
+            print(f"[dataset] dry run {m} images: skipped (a smaller size timed out)", flush=True)
+            dry.setdefault("skipped", []).append(m)
+            continue
+        if m > made:
+            print(f"[dataset] making {m - made} tiny images for the dry run", flush=True)
+            make_images(folder, m - made, height=16, width=16, fmt="png", start=made)
+            made = m
+        # the first m images, as a folder (hard links) and as a manifest
+        sub = tmp / f"dry-{m}"
+        sub.mkdir(exist_ok=True)
+        files = sorted(folder.iterdir())[:m]
+        for path in files:
+            if not (sub / path.name).exists():
+                os.link(path, sub / path.name)
+        manifest = tmp / f"dry-{m}.txt"
+        manifest.write_text("".join(f"{sub.name}/{p.name}\n" for p in files))
+        entry = {"m": m}
+        dry["sizes"].append(entry)
+
+        # reading the source and checking the images, in-process
+        start = time.perf_counter()
+        listed = list_images(folder=sub)
+        entry["list_folder"] = time.perf_counter() - start
+        start = time.perf_counter()
+        list_images(manifest=manifest)
+        entry["list_manifest"] = time.perf_counter() - start
+        cache = tmp / f"dry-check-{m}.json"
+        start = time.perf_counter()
+        check_images(listed, cache=cache)
+        entry["check_cold"] = time.perf_counter() - start
+        start = time.perf_counter()
+        check_images(listed, cache=cache)
+        entry["check_warm"] = time.perf_counter() - start
+
+        workdir = make_workdir(tmp / f"dry-wf-{m}", dry_config({"folder": str(sub)}, args.dry_chunk_size))
+        manifest_wd = make_workdir(tmp / f"dry-wf-{m}-manifest", dry_config({"manifest": str(manifest)}, args.dry_chunk_size))
+        base = snakemake_cmd() + ["-n", "--cores", str(args.cores), "--quiet", "all"]
+        cases = [
+            ("folder_cold", workdir, base),
+            ("folder_warm", workdir, base),
+            ("folder_warm_greedy", workdir, base + ["--scheduler", "greedy"]),
+            ("manifest_cold", manifest_wd, base),
+            ("manifest_warm", manifest_wd, base),
+        ]
+        for label, wd, cmd in cases:
+            if label not in args.dry_cases:
+                continue
+            if label.endswith("cold"):
+                shutil.rmtree(wd / "results" / ".cache", ignore_errors=True)
+            print(f"[dataset] dry run {m} images: {label}", flush=True)
+            result = run_timed(cmd, wd, args.dry_timeout, logs / f"dry-{m}-{label}.log", env_for_jobs())
+            entry[label] = {"wall": result["wall"], "rc": result["rc"], "timed_out": result["timed_out"]}
+            print(f"[dataset]   {result['wall']:.1f} s rc {result['rc']}{' TIMEOUT' if result['timed_out'] else ''}", flush=True)
+            if result["rc"] != 0 and not result["timed_out"]:
+                print(result["tail"], file=sys.stderr)
+            flush()
+            if result["timed_out"]:
+                break
+        names = image_names(files)
+        chunks = auto_chunk_count(m, args.dry_chunk_size)
+        entry["chunks"] = len({chunk_index(n, chunks) for n in names})
+        entry["jobs"] = 5 * entry["chunks"] + 3
+        flush()
+
+    if args.profile_dry:
+        m = args.profile_dry
+        wd = tmp / f"dry-wf-{m}"
+        if not wd.is_dir():
+            print(f"[dataset] --profile-dry {m}: not among --dry-images, skipped", flush=True)
+            return
+        prof = tmp / f"dry-{m}.prof"
+        print(f"[dataset] profiling a warm dry run of {m} images", flush=True)
+        cmd = [sys.executable, "-m", "cProfile", "-o", str(prof), "-m", "snakemake", "-n", "--cores", str(args.cores),
+               "--quiet", "all"]
+        result = run_timed(cmd, wd, args.dry_timeout, logs / f"dry-{m}-profile.log", env_for_jobs())
+        dry["profile"] = {"m": m, "wall": result["wall"], "rc": result["rc"], "rows": profile_rows(prof) if prof.is_file() else []}
+        flush()
+
+
+DRY_CASES = ["folder_cold", "folder_warm", "folder_warm_greedy", "manifest_cold", "manifest_warm"]
+
+# Where the time of `snakemake -n` goes: functions to report by cumulative time
+# (the first match of each pattern).
+PROFILE_POINTS = [
+    ("read the workflow (Snakefile + rules/*.smk)", r"workflow\.py.*\(include\)"),
+    ("  of which: rule() decorator per chunk rule", r"workflow\.py.*\(decorate\)"),
+    ("  of which: check_images (image check, cache)", r"cli/dataset\.py.*\(check_images\)"),
+    ("  of which: list_images", r"cli/dataset\.py.*\(list_images\)"),
+    ("  of which: config check (schema, import torch/models)", r"\(check_config\)"),
+    ("build the DAG (DAG.init)", r"dag\.py.*\(init\)"),
+    ("  of which: update (match outputs to rules)", r"dag\.py.*\(update\)$"),
+    ("  of which: rule candidates for a file", r"dag\.py.*\(file2jobs\)"),
+    ("  of which: job creation (new_job)", r"dag\.py.*\(new_job\)"),
+    ("  of which: output existence / mtimes", r"dag\.py.*\(update_needrun\)"),
+    ("scheduler (dry-run execution)", r"scheduler\.py.*\(schedule\)"),
+    ("  of which: job selection", r"scheduler\.py.*\(job_selector"),
+    ("regex matching of rule outputs (Rule.is_producer / match)", r"rules\.py.*\(is_producer\)"),
+]
+
+
+def profile_rows(prof: Path) -> list[dict]:
+    stats = pstats.Stats(str(prof))
+    total = max((v[3] for v in stats.stats.values()), default=0.0)
+    labelled = {}
+    for (filename, line, func), (cc, nc, tt, ct, callers) in stats.stats.items():
+        key = f"{filename}:{line}({func})"
+        labelled[key] = (nc, tt, ct)
+    rows = [{"what": "total (cProfile, inflated by profiling)", "calls": 1, "cum": total}]
+    for what, pattern in PROFILE_POINTS:
+        hits = [(k, v) for k, v in labelled.items() if re.search(pattern, k)]
+        if hits:
+            key, (nc, tt, ct) = max(hits, key=lambda kv: kv[1][2])
+            rows.append({"what": what, "calls": nc, "cum": ct, "where": _short(key)})
+    top = sorted(labelled.items(), key=lambda kv: kv[1][1], reverse=True)[:12]
+    rows.append({"what": "--- top functions by own time ---", "calls": "", "cum": None})
+    for key, (nc, tt, ct) in top:
+        rows.append({"what": _short(key), "calls": nc, "cum": ct, "own": tt})
+    return rows
+
+
+def _short(key: str) -> str:
+    key = re.sub(r"^.*/site-packages/", "", key)
+    return re.sub(r"^.*/(rules/|Snakefile)", r"\1", key)
+
+
+# --- the section --------------------------------------------------------------------
+
+
+def _s(value) -> str:
+    return "-" if value is None else f"{value:.1f} s"
+
+
+def _wall(result: dict | None) -> str:
+    if not result:
+        return "-"
+    text = f"{result['wall']:.1f} s"
+    if result.get("timed_out"):
+        return f"> {text} (timed out)"
+    if result.get("rc"):
+        return f"{text} (failed, rc {result['rc']})"
+    return text
+
+
+def _ok(result: dict | None) -> bool:
+    return bool(result) and result.get("rc") == 0 and not result.get("timed_out")
+
+
+def render_section(results: dict, args, info: dict, command: str, started: str, loads: tuple) -> str:
+    lines = [SECTION, ""]
+    end_load = f"{loads[1]:.2f}" if loads[1] is not None else "(running)"
+    lines += [
+        f"Date: {started}. Command: `{command}`",
+        "",
+        f"Machine: {info['cpu']}, {info['cores']} cores; Python {info['python']}, torch {info['torch']}, "
+        f"snakemake {info['snakemake']}. Load average (1 min) at start {loads[0]:.2f}, at end {end_load}"
+        + (" (the machine was shared with other work: timings are noisy)." if loads[0] > 0.5 else "."),
+        "",
+    ]
+    run = results.get("run")
+    if run:
+        n, k, cores = run["n"], run["k"], run["cores"]
+        lines += [
+            f"### Run: {n} images x 3 techniques, `snakemake --cores {cores}`",
+            "",
+            f"Synthetic 96x128 JPEGs; EfficientNet-Lite0 (embedded weights), size {RUN_SIZE}, batch 16, "
+            f"device cpu, 1 thread per job: saliency vanilla (gray), Grad-CAM (auto layer, overlay), feature maps "
+            f"({FM_LAYER}). Targets: the {3 * n} technique pictures (image_status and the gallery are timed "
+            "separately below). Wall time includes Snakemake reading the workflow and every job's process start.",
+            "",
+            "| run | images | jobs | chunks | wall | per image |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for key, label in (("a", f"(a) chunked, chunk_size {run['chunk_size']}"),
+                           ("a_k", f"(a) chunked, chunk_size {run['chunk_size']}"),
+                           ("b", "(b) one image per job (chunk_count pinned, no two images share a chunk)")):
+            r = run.get(key)
+            if r:
+                per = f"{r['wall'] / r['images']:.2f} s" if _ok(r) else "-"
+                lines.append(f"| {label} | {r['images']} | {r['jobs']} | {r['chunk_count']} | {_wall(r)} | {per} |")
+        lb = run.get("lb")
+        if lb:
+            per = f"{lb['wall'] / n:.3f} s" if _ok(lb) else "-"
+            threads = args.lb_threads or args.cores
+            lines.append(f"| (c) in-process lower bound: one process, model loaded once, {threads} torch threads "
+                         f"| {n} | 1 | - | {_wall(lb)} | {per} |")
+        lines.append("")
+
+        a, b, a_k = run.get("a"), run.get("b"), run.get("a_k")
+        ratio_lines = []
+        if _ok(a) and _ok(lb):
+            ratio = a["wall"] / lb["wall"]
+            ratio_lines.append(f"| chunked / lower bound, N={n} | {ratio:.2f} | <= 1.3 | {'met' if ratio <= 1.3 else 'NOT met'} |")
+        if _ok(b) and (_ok(a_k) or (k == n and _ok(a))):
+            ref = a_k if _ok(a_k) else a
+            ratio = b["wall"] / ref["wall"]
+            ratio_lines.append(f"| one-image-per-job / chunked, measured at N={k} | {ratio:.2f} | >= 5 | "
+                               f"{'met' if ratio >= 5 else 'NOT met'} at N={k} |")
+        noop = run.get("noop")
+        if _ok(b) and _ok(a) and k < n and _ok(noop):
+            # per-image jobs: a fixed Snakemake cost plus a cost per job; scale the latter to N
+            fixed = noop["wall"]
+            estimate = fixed + (b["wall"] - fixed) * n / k
+            run["b_estimate"] = estimate
+            ratio = estimate / a["wall"]
+            ratio_lines.append(f"| one-image-per-job / chunked, N={n} **extrapolated** "
+                               f"(b at N={n} ~ {fixed:.1f} + ({b['wall']:.1f} - {fixed:.1f}) x {n}/{k} = {estimate:.0f} s) | "
+                               f"{ratio:.1f} | >= 5 | {'met' if ratio >= 5 else 'NOT met'} (estimate) |")
+        if ratio_lines:
+            lines += ["| ratio | value | target | |", "|---|---:|---:|---|"] + ratio_lines + [""]
+        extra = []
+        if noop:
+            extra.append(f"a second `snakemake` over the same targets (nothing to do: read the workflow, check the "
+                         f"cached images, build the DAG) took {_wall(noop)}")
+        rest = run.get("rest")
+        if rest:
+            extra.append(f"then building the rest of the workflow (image_status, gallery) took {_wall(rest)}")
+        if _ok(a) and a["rows"]:
+            job_s = [row["s"] for row in a["rows"]]
+            extra.append(f"the chunked jobs took {statistics.median(job_s):.1f} s each (median of {len(job_s)}; "
+                         f"{sum(job_s):.0f} job-seconds in all)")
+        if _ok(b) and b["rows"]:
+            job_s = [row["s"] for row in b["rows"]]
+            extra.append(f"a one-image job took {statistics.median(job_s):.1f} s (median of {len(job_s)}), nearly all "
+                         "of it the process start (Python, torch, model load)")
+        if lb and lb.get("inside"):
+            inside = lb["inside"]
+            extra.append("inside the lower-bound process: " + ", ".join(
+                f"{key} {inside[key]:.1f} s" for key in RUN_OUTPUTS if key in inside)
+                         + f" (the rest of its {lb['wall']:.1f} s is starting Python and importing torch)")
+        same = run.get("same")
+        if same:
+            extra.append(f"the lower bound's {same['compared']} pictures against the chunked run's: "
+                         f"{same['differing']} differ (max pixel difference {same['max_diff']}), {same['missing']} missing")
+        if extra:
+            lines += ["Also: " + "; ".join(extra) + ".", ""]
+
+        # memory
+        mem_runs = [(key, run.get(key)) for key in ("b", "a_k", "mem", "a") if _ok(run.get(key)) and run[key]["rows"]]
+        if mem_runs:
+            lines += [
+                "### Peak memory per job (max_rss of Snakemake's benchmark files)",
+                "",
+                "| run | technique | images per job | jobs | max_rss MiB median | max_rss MiB max |",
+                "|---|---|---|---:|---:|---:|",
+            ]
+            for key, r in mem_runs:
+                label = {"b": "one image per job", "a": f"chunk_size {run['chunk_size']}",
+                         "a_k": f"chunk_size {run['chunk_size']} (N={k})",
+                         "mem": f"chunk_size {args.mem_chunk_size} (N={args.mem_images})"}[key]
+                for technique in sorted({row["technique"] for row in r["rows"]}):
+                    rows = [row for row in r["rows"] if row["technique"] == technique]
+                    sizes = [row["images"] for row in rows]
+                    rss = [row["max_rss"] for row in rows]
+                    span = f"{min(sizes)}" if min(sizes) == max(sizes) else f"{min(sizes)}-{max(sizes)}"
+                    lines.append(f"| {label} | {technique} | {span} | {len(rows)} | {statistics.median(rss):.0f} | {max(rss):.0f} |")
+            # slope over all chunk jobs with at least a full batch
+            lines.append("")
+            for technique in sorted({row["technique"] for _, r in mem_runs for row in r["rows"]}):
+                pts = [(row["images"], row["max_rss"]) for _, r in mem_runs for row in r["rows"]
+                       if row["technique"] == technique and row["images"] >= 16]
+                if len({x for x, _ in pts}) >= 2:
+                    mx = statistics.mean(x for x, _ in pts)
+                    my = statistics.mean(y for _, y in pts)
+                    slope = sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
+                    lines.append(f"- {technique}: least-squares slope over jobs with >= 16 images "
+                                 f"({min(x for x, _ in pts)}-{max(x for x, _ in pts)} images): {slope:+.2f} MiB per image")
+            lines.append("")
+
+    dry = results.get("dry")
+    if dry and dry["sizes"]:
+        lines += [
+            f"### Dry run: M images x 5 techniques (`snakemake -n --cores {args.cores} --quiet all`)",
+            "",
+            f"Tiny 16x16 PNGs; feature maps, saliency, deep dream, deep dream with octaves, Grad-CAM (one setting "
+            f"each), chunk_size {dry['chunk_size']}: one job per technique and chunk. Cold: no "
+            "`results/.cache/image-check.json` (every image decoded while the workflow is read); warm: the second run. "
+            "In-process columns: `list_images` of the folder / manifest and `check_images` without / with the cache.",
+            "",
+            "| M | chunks | jobs | folder cold | folder warm | warm, `--scheduler greedy` | manifest cold | manifest warm "
+            "| list folder / manifest | check cold / warm |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        ]
+        for e in dry["sizes"]:
+            cells = [_wall(e.get(key)) for key in ("folder_cold", "folder_warm", "folder_warm_greedy", "manifest_cold", "manifest_warm")]
+            lines.append(f"| {e['m']} | {e.get('chunks', '-')} | {e.get('jobs', '-')} | " + " | ".join(cells)
+                         + f" | {e['list_folder']:.2f} / {e['list_manifest']:.2f} s | {e['check_cold']:.1f} / {e['check_warm']:.2f} s |")
+        lines.append("")
+        done = [(e["m"], e["folder_warm"]["wall"]) for e in dry["sizes"] if _ok(e.get("folder_warm"))]
+        if len(done) >= 2:
+            import math
+
+            (m1, t1), (m2, t2) = done[-2], done[-1]
+            exponent = math.log(t2 / t1) / math.log(m2 / m1)
+            goal = max(10000, max(args.dry_images))
+            lines.append(f"Scaling of the warm folder dry run from M={m1} to M={m2}: wall time ~ M^{exponent:.2f} "
+                         "(whole wall times, Snakemake's fixed start-up included, so the part that grows with M grows "
+                         "faster than this)"
+                         + (f"; extrapolated to M={goal}: at least about {t2 * (goal / m2) ** exponent / 60:.0f} minutes "
+                            "(an estimate, not a measurement)." if goal > m2 else "."))
+        if dry.get("skipped"):
+            lines.append(f"Not run (a smaller M timed out after {args.dry_timeout:.0f} s): M = "
+                         + ", ".join(str(m) for m in dry["skipped"]) + ".")
+        lines.append("")
+        prof = dry.get("profile")
+        if prof and prof["rows"]:
+            lines += [f"Where a warm dry run of {prof['m']} images spends its time (cProfile, cumulative seconds; "
+                      f"profiling inflates them, {prof['wall']:.0f} s wall under the profiler):", "",
+                      "| what | function | calls | cumulative s | own s |", "|---|---|---:|---:|---:|"]
+            for row in prof["rows"]:
+                cum = "" if row.get("cum") is None else f"{row['cum']:.1f}"
+                own = f"{row['own']:.1f}" if "own" in row else ""
+                where = row.get("where", "")
+                lines.append(f"| {row['what']} | {where} | {row['calls']} | {cum} | {own} |")
+            lines.append("")
+    notes = results.get("notes")
+    if notes:
+        lines += notes + [""]
+    return "\n".join(lines)
+
+
+# --- main ---------------------------------------------------------------------------
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=None, help="N: images of the run (default 200; --quick 24)")
+    parser.add_argument("--per-image-images", type=int, default=None,
+                        help="images of the one-image-per-job run (default N; smaller is extrapolated to N)")
+    parser.add_argument("--chunk-size", type=int, default=64, help="chunk_size of the chunked run (default 64)")
+    parser.add_argument("--mem-chunk-size", type=int, default=16,
+                        help="a second chunk size, for memory against images per job (default 16; 0: skip)")
+    parser.add_argument("--mem-images", type=int, default=None, help="images of that run (default 64; --quick 24)")
+    parser.add_argument("--dry-images", default=None,
+                        help="M, or a comma-separated list of M, for the dry run (default 10000; --quick 1000)")
+    parser.add_argument("--dry-cases", default=",".join(DRY_CASES),
+                        help=f"which dry runs, comma-separated (default all: {','.join(DRY_CASES)})")
+    parser.add_argument("--dry-chunk-size", type=int, default=16, help="chunk_size of the dry run (default 16, the config default)")
+    parser.add_argument("--profile-dry", type=int, default=None,
+                        help="profile a warm dry run of this many images (one of --dry-images; default: none)")
+    parser.add_argument("--cores", type=int, default=2, help="snakemake --cores (default 2)")
+    parser.add_argument("--lb-threads", type=int, default=None, help="torch threads of the lower bound (default: --cores)")
+    parser.add_argument("--skip-run", action="store_true", help="leave out the runs and the memory table")
+    parser.add_argument("--skip-dry", action="store_true", help="leave out the dry runs")
+    parser.add_argument("--quick", action="store_true", help="small sizes (sanity check)")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds per snakemake run (default 3600)")
+    parser.add_argument("--dry-timeout", type=float, default=900, help="seconds per dry run (default 900)")
+    parser.add_argument("--tmp", type=Path, default=None, help="work folder (default: a new temporary one, removed at the end)")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="markdown file to update (default bench/RESULTS.md)")
+    parser.add_argument("--_lower-bound", dest="lower_bound", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.lower_bound:
+        return args
+    args.images = args.images or (24 if args.quick else 200)
+    args.per_image_images = args.per_image_images or args.images
+    args.mem_images = args.mem_images or (24 if args.quick else 64)
+    dry = args.dry_images or ("1000" if args.quick else "10000")
+    args.dry_cases = [c.strip() for c in args.dry_cases.split(",") if c.strip()]
+    args.dry_images = sorted({int(x) for x in str(dry).split(",") if x.strip()})
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.lower_bound:
+        lower_bound_main(args.lower_bound)
+        return
+    command = _display_command()
+    started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    load_start = os.getloadavg()[0]
+    info = machine_info()
+    tmp = args.tmp or Path(tempfile.mkdtemp(prefix="cnnvis-dataset-"))
+    tmp.mkdir(parents=True, exist_ok=True)
+    logs = tmp / "logs"
+    logs.mkdir(exist_ok=True)
+    print(f"[dataset] work folder {tmp}", flush=True)
+    results: dict = {}
+
+    def flush(final: bool = False) -> None:
+        loads = (load_start, os.getloadavg()[0] if final else None)
+        write_section(args.out, render_section(results, args, info, command, started, loads))
+
+    try:
+        if not args.skip_run:
+            part_run(args, tmp, logs, results, flush)
+        if not args.skip_dry:
+            part_dry(args, tmp, logs, results, flush)
+    finally:
+        flush(final=True)
+        print(f"[dataset] wrote section {SECTION!r} of {args.out}", flush=True)
+        if args.keep or args.tmp:
+            print(f"[dataset] kept {tmp}", flush=True)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
