@@ -35,7 +35,6 @@ import os
 import platform
 import pstats
 import re
-import shlex
 import shutil
 import signal
 import statistics
@@ -44,6 +43,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_file import display_command, write_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -94,25 +96,8 @@ def _version(package: str) -> str:
         return "not installed"
 
 
-def _display_command() -> str:
-    exe = Path(sys.executable)
-    exe_text = str(exe.relative_to(REPO)) if exe.is_relative_to(REPO) else str(exe)
-    script = Path(sys.argv[0]).resolve()
-    script_text = str(script.relative_to(REPO)) if script.is_relative_to(REPO) else str(script)
-    return shlex.join([exe_text, script_text, *sys.argv[1:]])
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace the section ``text`` starts with in ``path`` (or append it), keeping the others."""
-    old = path.read_text() if path.is_file() else "# cnnvis benchmarks\n\nEach section is written by one script in `bench/`; see `bench/README.md`.\n"
-    title = text.split("\n", 1)[0]
-    pattern = re.compile(rf"^{re.escape(title)}\n.*?(?=^## |\Z)", re.M | re.S)
-    if pattern.search(old):
-        new = pattern.sub(lambda _m: text.rstrip("\n") + "\n\n", old, count=1)
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(new.rstrip("\n") + "\n")
 
 
 def run_timed(cmd: list[str], cwd: Path, timeout: float, log: Path | None = None, env: dict | None = None) -> dict:
@@ -826,7 +811,7 @@ def main(argv=None) -> None:
     if args.lower_bound:
         lower_bound_main(args.lower_bound)
         return
-    command = _display_command()
+    command = display_command()
     started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     load_start = os.getloadavg()[0]
     info = machine_info()

@@ -35,14 +35,15 @@ import gc
 import json
 import os
 import platform
-import re
 import resource
-import shlex
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_file import display_command, write_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -550,28 +551,8 @@ def render(results: list[dict], args, info: dict, command: str, started: str, lo
     return "\n".join(lines)
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace the section ``text`` starts with in ``path`` (or append it), keeping the others."""
-    old = path.read_text() if path.is_file() else "# cnnvis benchmarks\n\nEach section is written by one script in `bench/`; see `bench/README.md`.\n"
-    title = text.split("\n", 1)[0]
-    pattern = re.compile(rf"^{re.escape(title)}\n.*?(?=^## |\Z)", re.M | re.S)
-    if pattern.search(old):
-        new = pattern.sub(lambda _m: text.rstrip("\n") + "\n\n", old, count=1)
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(new.rstrip("\n") + "\n")
 
 
-def _display_command() -> str:
-    exe = Path(sys.executable)
-    try:
-        exe_text = str(exe.relative_to(REPO)) if exe.is_relative_to(REPO) else str(exe)
-    except ValueError:
-        exe_text = str(exe)
-    script = Path(sys.argv[0]).resolve()
-    script_text = str(script.relative_to(REPO)) if script.is_relative_to(REPO) else str(script)
-    return shlex.join([exe_text, script_text, *sys.argv[1:]])
 
 
 def parse_args(argv=None):
@@ -636,7 +617,7 @@ def main(argv=None) -> int:
         if not torch.cuda.is_available():
             print("--device cuda: CUDA is not available here", file=sys.stderr)
             return 2
-    command = _display_command()
+    command = display_command()
     started = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     load_start = os.getloadavg()[0]
     clock = time.perf_counter()
