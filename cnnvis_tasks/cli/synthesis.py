@@ -96,10 +96,12 @@ def _record_result(result: ascent.AscentResult, row: int) -> dict[str, Any]:
     return record
 
 
-def _write(out: Path, raw: Path | None, image: torch.Tensor, record: dict[str, Any]) -> None:
-    save_png(out, render.to_uint8(image), record)
-    if raw is not None:
-        save_npy(raw, image.float().cpu().numpy())
+def _write(outs: Sequence[Path], raws: Sequence[Path], index: int, image: torch.Tensor, record: dict[str, Any]) -> None:
+    """Write run ``index``'s picture and raw array, each where one was asked for."""
+    if outs:
+        save_png(outs[index], render.to_uint8(image), record)
+    if raws:
+        save_npy(raws[index], image.float().cpu().numpy())
 
 
 def _chunks(count: int, size: int) -> list[range]:
@@ -146,10 +148,7 @@ def class_viz_command(targets, regularizations, penalty_weights, outs, raws, wid
             record = base_metadata(session, "class-viz", target=class_record(model, targets[index]),
                                    regularization=regularizations[index], weight=penalty_weights[index], robust=robust,
                                    lr=lr, size=[height, width]) | _record_result(result, row)
-            if outs:
-                _write(outs[index], raws[index] if raws else None, result.images[row], record)
-            elif raws:
-                save_npy(raws[index], result.images[row].float().cpu().numpy())
+            _write(outs, raws, index, result.images[row], record)
 
 
 @technique_command(cli, "filter-viz")
@@ -182,10 +181,7 @@ def filter_viz_command(layer, filters, weight_decay, outs, raws, width, height, 
         for row, index in enumerate(chunk):
             record = base_metadata(session, "filter-viz", layer=layer, filter=filters[index], robust=robust,
                                    weight_decay=weight_decay, lr=lr, size=[height, width]) | _record_result(result, row)
-            if outs:
-                _write(outs[index], raws[index] if raws else None, result.images[row], record)
-            elif raws:
-                save_npy(raws[index], result.images[row].float().cpu().numpy())
+            _write(outs, raws, index, result.images[row], record)
 
 
 def _parse_filter(value: str) -> int | None:
@@ -247,7 +243,4 @@ def deep_dream_command(images, layer, filter_, octaves, octave_scale, steps, lr,
             record = base_metadata(session, "deep-dream", image=str(images[index]), layer=layer,
                                    filter="all" if channel is None else channel, optimizer=optimizer, lr=lr,
                                    octaves=octaves, octave_scale=octave_scale) | _record_result(result, row)
-            if outs:
-                _write(outs[index], raws[index] if raws else None, result.images[row], record)
-            elif raws:
-                save_npy(raws[index], result.images[row].float().cpu().numpy())
+            _write(outs, raws, index, result.images[row], record)
