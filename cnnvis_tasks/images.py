@@ -1,16 +1,23 @@
-"""Image input: decoding any common file to RGB, resizing, batching."""
+"""Image input: decoding any common file to RGB, resizing, batching.
+
+Decoding needs only Pillow and numpy: torch is imported by the functions that
+make tensors, so that checking images (check-images) never loads it.
+"""
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import CnnvisError
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_SIZE = 224
 # Composited under transparent pixels: a neutral background rather than black.
@@ -77,6 +84,8 @@ def resize_shorter_side(image: Image.Image, size: int) -> Image.Image:
 
 def to_tensor(image: Image.Image) -> torch.Tensor:
     """RGB Pillow image to a (3, H, W) float32 tensor in [0, 1]."""
+    import torch
+
     array = np.array(image, dtype=np.float32) / 255.0
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
@@ -95,6 +104,8 @@ def load_batches(
     Images of different sizes never share a batch; at most ``batch_size`` images
     are held in memory at once, however long ``paths`` is.
     """
+    import torch
+
     if batch_size < 1:
         raise CnnvisError(f"--batch-size must be at least 1, got {batch_size}")
     for start in range(0, len(paths), batch_size):

@@ -2,6 +2,8 @@
 
 A model is built once per process, in eval mode, with its input normalisation
 and class names, and handed to techniques as a :class:`LoadedModel`.
+torchvision (whose import takes seconds: it loads torch._dynamo) is imported
+only where a torchvision model needs it, never for the embedded model.
 """
 
 from __future__ import annotations
@@ -13,13 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import nn
 
 from .errors import CnnvisError
+from .imagenet import IMAGENET_CATEGORIES
+from .names import (  # noqa: F401  (known_models and torchvision_model_names: re-exported)
+    DEFAULT_MODEL,
+    EMBEDDED_MODEL,
+    known_models,
+    model_name_problem,
+    torchvision_model_names,
+)
 
-EMBEDDED_MODEL = "efficientnet_lite0"
-DEFAULT_MODEL = EMBEDDED_MODEL
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # The original TF-Lite EfficientNet-Lite models take (x - 127) / 128 on 0..255 pixels.
@@ -72,25 +79,11 @@ class LoadedModel:
         return f"class {index}"
 
 
-def torchvision_model_names() -> list[str]:
-    """Every torchvision classification model name."""
-    return sorted(torchvision.models.list_models(module=torchvision.models))
-
-
-def known_models() -> list[str]:
-    """All names ``--model`` accepts, the embedded default first."""
-    return [EMBEDDED_MODEL] + torchvision_model_names()
-
-
 def check_model_name(name: str) -> None:
     """Raise a clear error for an unknown model name, with close matches."""
-    if name in known_models():
-        return
-    import difflib
-
-    close = difflib.get_close_matches(name, known_models(), n=3, cutoff=0.6)
-    hint = f"; did you mean {', '.join(close)}?" if close else ""
-    raise CnnvisError(f"unknown model {name!r}{hint} (list them with: cnnvis-tasks models)")
+    problem = model_name_problem(name)
+    if problem:
+        raise CnnvisError(problem)
 
 
 def embedded_weights_path() -> Path:
@@ -102,6 +95,8 @@ def embedded_weights_path() -> Path:
 
 def default_weights(name: str):
     """torchvision's DEFAULT weights enum entry for model ``name``."""
+    import torchvision
+
     return torchvision.models.get_model_weights(name).DEFAULT
 
 
@@ -153,6 +148,8 @@ def _build(name: str, pretrained: bool) -> nn.Module:
         from efficientnet_lite_pytorch import EfficientNet
 
         return EfficientNet.from_name("efficientnet-lite0")
+    import torchvision
+
     kwargs = {}
     if pretrained:
         kwargs = dict(_PRETRAINED_BUILDER_KWARGS.get(name, {}))
@@ -229,10 +226,9 @@ def _build_and_load(name: str, path: Path, pretrained: bool) -> nn.Module:
 
 
 def _categories_for(name: str, model: nn.Module) -> list[str] | None:
-    from torchvision.models import ResNet50_Weights
-
-    imagenet = list(ResNet50_Weights.DEFAULT.meta["categories"])
-    if name != EMBEDDED_MODEL:
+    if name == EMBEDDED_MODEL:
+        imagenet = list(IMAGENET_CATEGORIES)
+    else:
         imagenet = list(default_weights(name).meta["categories"])
     out_features = _output_size(model)
     if out_features is None or out_features == len(imagenet):

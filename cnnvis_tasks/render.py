@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import math
 
-import matplotlib
 import numpy as np
 import torch
-from torchvision.utils import make_grid
 
-DEFAULT_COLORMAP = "jet"
+from .names import DEFAULT_COLORMAP, colormap_names  # noqa: F401  (colormap_names: re-exported)
+
 MIN_TILE = 64  # grid tiles smaller than this are enlarged (nearest neighbour)
 
 
@@ -45,6 +44,23 @@ def _enlarge(tiles: torch.Tensor) -> torch.Tensor:
     if factor == 1:
         return tiles
     return tiles.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
+
+
+def make_grid(tiles: torch.Tensor, nrow: int, padding: int = 2, pad_value: float = 0.0) -> torch.Tensor:
+    """(N, C, h, w) tiles in rows of ``nrow``, ``padding`` pixels of ``pad_value``
+    around and between them: torchvision.utils.make_grid's layout (one tile alone
+    is returned unpadded, as there), without importing torchvision."""
+    count, channels, height, width = tiles.shape
+    if count == 1:
+        return tiles[0]
+    columns = min(nrow, count)
+    rows = math.ceil(count / columns)
+    step_y, step_x = height + padding, width + padding
+    grid = tiles.new_full((channels, step_y * rows + padding, step_x * columns + padding), pad_value)
+    for k, tile in enumerate(tiles):
+        y, x = divmod(k, columns)
+        grid[:, y * step_y + padding:(y + 1) * step_y, x * step_x + padding:(x + 1) * step_x] = tile
+    return grid
 
 
 def _grid(tiles01: torch.Tensor, nrow: int | None) -> np.ndarray:
@@ -95,13 +111,10 @@ def gradient_gray(gradient: torch.Tensor, percentile: float = 99.0) -> tuple[np.
     return to_uint8(scaled), degenerate
 
 
-def colormap_names() -> list[str]:
-    """Colormap names accepted by :func:`heatmap` (matplotlib's registry)."""
-    return sorted(matplotlib.colormaps)
-
-
 def heatmap(map01: torch.Tensor, colormap: str = DEFAULT_COLORMAP) -> np.ndarray:
     """A (H, W) map in [0, 1] coloured with a matplotlib colormap, as RGB uint8."""
+    import matplotlib  # only here: its import is half a second
+
     cmap = matplotlib.colormaps[colormap]
     rgba = cmap(map01.detach().float().cpu().clamp(0, 1).numpy())
     return (rgba[..., :3] * 255 + 0.5).astype(np.uint8)

@@ -245,3 +245,19 @@ def test_all_zero_maps_render_black_with_a_warning_naming_the_image(tmp_path, sm
     for name in ("s.png", "c.png", "g.png"):
         assert np.asarray(Image.open(tmp_path / name)).max() == 0, name
     assert not np.isnan(np.asarray(Image.open(tmp_path / "o.png"), dtype=float)).any()
+
+
+def test_lazy_group_knows_each_command_and_its_module():
+    from cnnvis_tasks import cli as package
+
+    package.load_all()
+    assert set(cli.commands) == set(package.COMMANDS) == set(COMMANDS) | {"check-images", "gallery"}
+    for name, command in cli.commands.items():
+        assert command.callback.__module__ == f"cnnvis_tasks.cli.{package.COMMANDS[name]}"
+
+
+def test_help_lists_every_command_and_unknown_commands_get_suggestions():
+    text = run("--help").output
+    assert all(f"  {name} " in text for name in COMMANDS + ["check-images", "gallery"])
+    result = run("salincy", expect=2)
+    assert "No such command 'salincy'" in result.output and "saliency" in result.output.split("No such command")[1]

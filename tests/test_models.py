@@ -137,3 +137,9 @@ def test_fetch_weights_offline_fails_clearly():
         fetch_weights("resnet18")
     path, downloaded = fetch_weights(EMBEDDED_MODEL)
     assert path.is_file() and not downloaded
+
+
+def test_imagenet_categories_are_torchvisions():
+    from cnnvis_tasks.imagenet import IMAGENET_CATEGORIES
+
+    assert list(IMAGENET_CATEGORIES) == torchvision.models.ResNet50_Weights.DEFAULT.meta["categories"]

@@ -203,7 +203,7 @@ def test_image_sources_folder_glob_and_manifest(tmp_path):
 
 
 def test_check_images_gives_one_line_reasons_and_caches(tmp_path, monkeypatch):
-    from cnnvis_tasks.cli import dataset
+    from cnnvis_tasks import image_list as dataset
 
     good = tmp_path / "good.png"
     shutil.copy2(REPO / "images" / "chelsea.png", good)

@@ -10,6 +10,7 @@ import torch
 
 from .. import render
 from ..images import load_batches
+from ..names import colormap_problem
 from ..outputs import save_npy, save_png
 from ..techniques.activations import feature_maps
 from ..techniques.backprop import METHODS, saliency
@@ -184,8 +185,9 @@ def grad_cam_command(images, out_grays, out_heatmaps, out_overlays, raws, target
     """Grad-CAM (Selvaraju et al.): the layer's channels weighted by the mean
     gradient of the target class's logit, ReLU'd (seed gallery row 8)."""
     check_paired(len(images), "images", out_gray=out_grays, out_heatmap=out_heatmaps, out_overlay=out_overlays, raw=raws)
-    if colormap not in render.colormap_names():
-        raise click.BadParameter(f"unknown colormap {colormap!r} (e.g. jet, viridis, inferno, turbo)", param_hint="--colormap")
+    problem = colormap_problem(colormap)
+    if problem:
+        raise click.BadParameter(problem, param_hint="--colormap")
     session = open_session(**common)
     wanted = parse_targets(targets, len(images), session.model)
     if layer is None:

@@ -1,4 +1,8 @@
-"""Options and plumbing shared by every ``cnnvis-tasks`` command."""
+"""Options and plumbing shared by every ``cnnvis-tasks`` command.
+
+Imports no torch: commands that need no model (check-images, gallery) start in
+a fraction of a second; :func:`open_session` imports it for those that do.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +12,19 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import torch
 
-from ..devices import configure_threads, resolve_device, use_full_precision
 from ..errors import CnnvisError
 from ..images import DEFAULT_SIZE
-from ..models import DEFAULT_MODEL, LoadedModel, load_model
+from ..names import DEFAULT_MODEL
 from ..progress import Progress
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..models import LoadedModel
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100, "show_default": True}
 
@@ -88,8 +95,20 @@ class Session:
         return Progress(total, label, quiet=self.quiet)
 
 
+def load_model(*args: Any, **kwargs: Any) -> LoadedModel:
+    """:func:`cnnvis_tasks.models.load_model`, imported on first use (it imports
+    torch); a name of this module, so that bench/dataset.py can replace it."""
+    from ..models import load_model
+
+    return load_model(*args, **kwargs)
+
+
 def open_session(model: str, weights: str, device: str, seed: int, threads: int | None, quiet: bool, **_ignored) -> Session:
     """Configure threads and seed, then load the model once for this process."""
+    import torch
+
+    from ..devices import configure_threads, resolve_device, use_full_precision
+
     configure_threads(threads)
     torch.manual_seed(seed)
     torch_device = resolve_device(device)

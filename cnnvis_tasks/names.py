@@ -1,0 +1,56 @@
+"""Names the configuration may use: models and colormaps.
+
+Imports neither torch nor torchvision (nor matplotlib) when loaded, so that the
+workflow can check its configuration cheaply: torchvision is imported only to
+answer for a name other than the embedded model, matplotlib only for colormaps.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+EMBEDDED_MODEL = "efficientnet_lite0"
+DEFAULT_MODEL = EMBEDDED_MODEL
+DEFAULT_COLORMAP = "jet"
+
+
+def torchvision_model_names() -> list[str]:
+    """Every torchvision classification model name (imports torchvision)."""
+    import torchvision
+
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def known_models() -> list[str]:
+    """All names ``--model`` accepts, the embedded default first."""
+    return [EMBEDDED_MODEL] + torchvision_model_names()
+
+
+def model_name_problem(name: str) -> str | None:
+    """None for a known model name, else a one-line error with close matches.
+
+    The embedded model is answered without importing torchvision.
+    """
+    if name == EMBEDDED_MODEL:
+        return None
+    known = known_models()
+    if name in known:
+        return None
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return f"unknown model {name!r}{hint} (list them with: cnnvis-tasks models)"
+
+
+def colormap_names() -> list[str]:
+    """Colormap names accepted by :func:`cnnvis_tasks.render.heatmap` (matplotlib's registry)."""
+    import matplotlib
+
+    return sorted(matplotlib.colormaps)
+
+
+def colormap_problem(name: str) -> str | None:
+    """None for a known colormap, else a one-line error; the default is answered
+    without importing matplotlib."""
+    if name == DEFAULT_COLORMAP or name in colormap_names():
+        return None
+    return f"unknown colormap {name!r} (e.g. jet, viridis, inferno, turbo)"
