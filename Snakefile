@@ -18,6 +18,6 @@ include: "rules/gallery.smk"
 rule all:
     default_target: True
     input:
-        ALL_TARGETS,
-        GALLERY,
+        GALLERY,  # which depends on every result
         BAD_IMAGE_TARGETS,
+        MISSING_OUTPUTS,

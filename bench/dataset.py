@@ -58,6 +58,14 @@ RUN_SIZE = 64
 FM_LAYER = "_blocks.4"
 WORKFLOW_FILES = ["Snakefile", "rules", "config", "profiles"]
 
+
+def default_chunk_size() -> int:
+    """chunk_size when a config leaves it out (config/schema.yaml)."""
+    import yaml
+
+    schema = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
+    return schema["properties"]["chunk_size"]["default"]
+
 # Output of each run technique per image, relative to results/ (as the workflow lays it out).
 RUN_OUTPUTS = {
     "saliency": f"{MODEL}/saliency/{{image}}/vanilla-gray.png",
@@ -170,7 +178,7 @@ def make_workdir(root: Path, config: dict) -> Path:
 
 
 def image_names(paths) -> list[str]:
-    from cnnvis_tasks.cli.dataset import image_name
+    from cnnvis_tasks.image_list import image_name
 
     return [image_name(p) for p in paths]
 
@@ -437,7 +445,7 @@ def part_run(args, tmp: Path, logs: Path, results: dict, flush) -> None:
 
 
 def part_dry(args, tmp: Path, logs: Path, results: dict, flush) -> None:
-    from cnnvis_tasks.cli.dataset import check_images, list_images
+    from cnnvis_tasks.image_list import check_images, list_images
 
     dry = results.setdefault("dry", {"chunk_size": args.dry_chunk_size, "sizes": []})
     made = 0
@@ -530,8 +538,8 @@ DRY_CASES = ["folder_cold", "folder_warm", "folder_warm_greedy", "manifest_cold"
 PROFILE_POINTS = [
     ("read the workflow (Snakefile + rules/*.smk)", r"workflow\.py.*\(include\)"),
     ("  of which: rule() decorator per chunk rule", r"workflow\.py.*\(decorate\)"),
-    ("  of which: check_images (image check, cache)", r"cli/dataset\.py.*\(check_images\)"),
-    ("  of which: list_images", r"cli/dataset\.py.*\(list_images\)"),
+    ("  of which: check_images (image check, cache)", r"image_list\.py.*\(check_images\)"),
+    ("  of which: list_images", r"image_list\.py.*\(list_images\)"),
     ("  of which: config check (schema, import torch/models)", r"\(check_config\)"),
     ("build the DAG (DAG.init)", r"dag\.py.*\(init\)"),
     ("  of which: update (match outputs to rules)", r"dag\.py.*\(update\)$"),
@@ -772,7 +780,8 @@ def parse_args(argv=None):
     parser.add_argument("--images", type=int, default=None, help="N: images of the run (default 200; --quick 24)")
     parser.add_argument("--per-image-images", type=int, default=None,
                         help="images of the one-image-per-job run (default N; smaller is extrapolated to N)")
-    parser.add_argument("--chunk-size", type=int, default=64, help="chunk_size of the chunked run (default 64)")
+    parser.add_argument("--chunk-size", type=int, default=None,
+                        help="chunk_size of the chunked run (default: the config default, config/schema.yaml)")
     parser.add_argument("--mem-chunk-size", type=int, default=16,
                         help="a second chunk size, for memory against images per job (default 16; 0: skip)")
     parser.add_argument("--mem-images", type=int, default=None, help="images of that run (default 64; --quick 24)")
@@ -780,7 +789,8 @@ def parse_args(argv=None):
                         help="M, or a comma-separated list of M, for the dry run (default 10000; --quick 1000)")
     parser.add_argument("--dry-cases", default=",".join(DRY_CASES),
                         help=f"which dry runs, comma-separated (default all: {','.join(DRY_CASES)})")
-    parser.add_argument("--dry-chunk-size", type=int, default=16, help="chunk_size of the dry run (default 16, the config default)")
+    parser.add_argument("--dry-chunk-size", type=int, default=None,
+                        help="chunk_size of the dry run (default: the config default, config/schema.yaml)")
     parser.add_argument("--profile-dry", type=int, default=None,
                         help="profile a warm dry run of this many images (one of --dry-images; default: none)")
     parser.add_argument("--cores", type=int, default=2, help="snakemake --cores (default 2)")
@@ -803,6 +813,8 @@ def parse_args(argv=None):
     dry = args.dry_images or ("1000" if args.quick else "10000")
     args.dry_cases = [c.strip() for c in args.dry_cases.split(",") if c.strip()]
     args.dry_images = sorted({int(x) for x in str(dry).split(",") if x.strip()})
+    args.chunk_size = args.chunk_size or default_chunk_size()
+    args.dry_chunk_size = args.dry_chunk_size or default_chunk_size()
     return args
 
 

@@ -5,38 +5,36 @@ FEATURE_MAPS = technique("feature_maps")
 
 if FEATURE_MAPS:
     for _model, _settings in FEATURE_MAPS["models"].items():
-        for _layer in _settings["layers"]:
-            ALL_TARGETS.extend(per_image_targets(f"{RESULTS}/{_model}/feature-maps/{{image}}/{_layer}.png"))
-            if FEATURE_MAPS["raw"]:
-                ALL_TARGETS.extend(per_image_targets(f"{RESULTS}/{_model}/feature-maps/{{image}}/{_layer}.npy"))
         per_image_table("feature-maps", _model, [
             (layer, [_model, f"layer {layer}"], f"{RESULTS}/{_model}/feature-maps/{{image}}/{layer}.png")
             for layer in _settings["layers"]
         ])
 
-    for _chunk, _names in CHUNKS.items():
+        for _layer in _settings["layers"]:
+            for _chunk, _names in CHUNKS.items():
+                _name = chunk_rule_name("feature_maps", _model, _layer, _chunk)
+                _args, _outputs = feature_maps_job(_model, _layer, _names)
 
-        rule:
-            name:
-                f"feature_maps_{_chunk}"
-            input:
-                images=[IMAGES[name] for name in _names],
-                weights=weights_input,
-            output:
-                feature_maps_outputs(_names),
-            log:
-                f"{RESULTS}/logs/{{model}}/feature-maps/{{layer}}/{_chunk}.log",
-            benchmark:
-                f"{RESULTS}/benchmarks/{{model}}/feature-maps/{{layer}}/{_chunk}.tsv"
-            wildcard_constraints:
-                model=one_of(FEATURE_MAPS["models"]),
-                layer=one_of(layers_of(FEATURE_MAPS)),
-            threads: THREADS
-            resources:
-                gpu=GPU,
-            params:
-                device=DEVICE,
-                command="feature-maps",
-                args=feature_maps_args(_names),
-            shell:
-                COMPUTE
+                rule:
+                    name:
+                        _name
+                    input:
+                        images=[IMAGES[name] for name in _names],
+                        weights=weights_of(_model),
+                    output:
+                        _outputs,
+                    log:
+                        f"{RESULTS}/logs/{_model}/feature-maps/{_layer}/{_chunk}.log",
+                    benchmark:
+                        f"{RESULTS}/benchmarks/{_model}/feature-maps/{_layer}/{_chunk}.tsv"
+                    threads: THREADS
+                    resources:
+                        gpu=GPU,
+                    params:
+                        device=DEVICE,
+                        command="feature-maps",
+                        args=_args,
+                    shell:
+                        COMPUTE
+
+                add_targets(_outputs)

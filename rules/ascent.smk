@@ -11,9 +11,9 @@ if CLASS_VIZ:
             _cells = []
             for _reg in CLASS_VIZ["regularizations"]:
                 _png = f"{RESULTS}/{_model}/class-viz/class{_class}-{_reg}.png"
-                ALL_TARGETS.append(_png)
+                TARGETS.append(_png)
                 if CLASS_VIZ["raw"]:
-                    ALL_TARGETS.append(f"{RESULTS}/{_model}/class-viz/class{_class}-{_reg}.npy")
+                    TARGETS.append(f"{RESULTS}/{_model}/class-viz/class{_class}-{_reg}.npy")
                 _cells.append((_reg, [_model, REGULARIZATION_LABELS[_reg]], _png))
             _rows.append((str(_class), f"class {_class}", _cells))
         grid_table("class-viz", _model, _rows)
@@ -49,9 +49,9 @@ if FILTER_VIZ:
         _cells = []
         for _pair in _settings["filters"]:
             _png = f"{RESULTS}/{_model}/filter-viz/{_pair['layer']}-filter{_pair['filter']}.png"
-            ALL_TARGETS.append(_png)
+            TARGETS.append(_png)
             if FILTER_VIZ["raw"]:
-                ALL_TARGETS.append(f"{RESULTS}/{_model}/filter-viz/{_pair['layer']}-filter{_pair['filter']}.npy")
+                TARGETS.append(f"{RESULTS}/{_model}/filter-viz/{_pair['layer']}-filter{_pair['filter']}.npy")
             _cells.append((f"{_pair['layer']}-{_pair['filter']}",
                            [_model, f"layer {_pair['layer']}", f"filter {_pair['filter']}"], _png))
         grid_table("filter-viz", _model, [("filters", _model, _cells)])
@@ -89,40 +89,38 @@ for _key in ("deep_dream", "deep_dream_octaves"):
     _folder = TECHNIQUES[_key]
 
     for _model, _settings in _dream["models"].items():
-        _columns = []
+        _tokens = [filter_token(value) for value in _settings["filters"]]
+        per_image_table(_folder, _model, [
+            (f"{layer}-{token}", [_model, f"layer {layer}", filter_label(token)], f"{RESULTS}/{_model}/{_folder}/{{image}}/{layer}-{token}.png")
+            for layer in _settings["layers"] for token in _tokens
+        ])
+
         for _layer in _settings["layers"]:
-            for _token in map(filter_token, _settings["filters"]):
-                _png = f"{RESULTS}/{_model}/{_folder}/{{image}}/{_layer}-{_token}.png"
-                ALL_TARGETS.extend(per_image_targets(_png))
-                if _dream["raw"]:
-                    ALL_TARGETS.extend(per_image_targets(f"{RESULTS}/{_model}/{_folder}/{{image}}/{_layer}-{_token}.npy"))
-                _columns.append((f"{_layer}-{_token}", [_model, f"layer {_layer}", filter_label(_token)], _png))
-        per_image_table(_folder, _model, _columns)
+            for _token in _tokens:
+                for _chunk, _names in CHUNKS.items():
+                    _name = chunk_rule_name(_key, _model, f"{_layer}-{_token}", _chunk)
+                    _args, _outputs = deep_dream_job(_key, _model, _layer, _token, _names)
 
-    for _chunk, _names in CHUNKS.items():
+                    rule:
+                        name:
+                            _name
+                        input:
+                            images=[IMAGES[name] for name in _names],
+                            weights=weights_of(_model),
+                        output:
+                            _outputs,
+                        log:
+                            f"{RESULTS}/logs/{_model}/{_folder}/{_layer}-{_token}/{_chunk}.log",
+                        benchmark:
+                            f"{RESULTS}/benchmarks/{_model}/{_folder}/{_layer}-{_token}/{_chunk}.tsv"
+                        threads: THREADS
+                        resources:
+                            gpu=GPU,
+                        params:
+                            device=DEVICE,
+                            command="deep-dream",
+                            args=_args,
+                        shell:
+                            COMPUTE
 
-        rule:
-            name:
-                f"{_key}_{_chunk}"
-            input:
-                images=[IMAGES[name] for name in _names],
-                weights=weights_input,
-            output:
-                deep_dream_outputs(_key, _names),
-            log:
-                f"{RESULTS}/logs/{{model}}/{_folder}/{{layer}}-{{filter}}/{_chunk}.log",
-            benchmark:
-                f"{RESULTS}/benchmarks/{{model}}/{_folder}/{{layer}}-{{filter}}/{_chunk}.tsv"
-            wildcard_constraints:
-                model=one_of(_dream["models"]),
-                layer=one_of(layers_of(_dream)),
-                filter=r"filter\d+|all",
-            threads: THREADS
-            resources:
-                gpu=GPU,
-            params:
-                device=DEVICE,
-                command="deep-dream",
-                args=deep_dream_args(_key, _names),
-            shell:
-                COMPUTE
+                    add_targets(_outputs)

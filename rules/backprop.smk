@@ -5,39 +5,36 @@ SALIENCY = technique("saliency")
 
 if SALIENCY:
     for _model in SALIENCY["models"]:
-        _columns = []
+        per_image_table("saliency", _model, [
+            (f"{method}-{rendering}", [_model, method, rendering], f"{RESULTS}/{_model}/saliency/{{image}}/{method}-{rendering}.png")
+            for method in SALIENCY["methods"] for rendering in SALIENCY["renderings"]
+        ])
+
         for _method in SALIENCY["methods"]:
-            for _rendering in SALIENCY["renderings"]:
-                _png = f"{RESULTS}/{_model}/saliency/{{image}}/{_method}-{_rendering}.png"
-                ALL_TARGETS.extend(per_image_targets(_png))
-                _columns.append((f"{_method}-{_rendering}", [_model, _method, _rendering], _png))
-            if SALIENCY["raw"]:
-                ALL_TARGETS.extend(per_image_targets(f"{RESULTS}/{_model}/saliency/{{image}}/{_method}.npy"))
-        per_image_table("saliency", _model, _columns)
+            for _chunk, _names in CHUNKS.items():
+                _name = chunk_rule_name("saliency", _model, _method, _chunk)
+                _args, _outputs = saliency_job(_model, _method, _names)
 
-    for _chunk, _names in CHUNKS.items():
+                rule:
+                    name:
+                        _name
+                    input:
+                        images=[IMAGES[name] for name in _names],
+                        weights=weights_of(_model),
+                    output:
+                        _outputs,
+                    log:
+                        f"{RESULTS}/logs/{_model}/saliency/{_method}/{_chunk}.log",
+                    benchmark:
+                        f"{RESULTS}/benchmarks/{_model}/saliency/{_method}/{_chunk}.tsv"
+                    threads: THREADS
+                    resources:
+                        gpu=GPU,
+                    params:
+                        device=DEVICE,
+                        command="saliency",
+                        args=_args,
+                    shell:
+                        COMPUTE
 
-        rule:
-            name:
-                f"saliency_{_chunk}"
-            input:
-                images=[IMAGES[name] for name in _names],
-                weights=weights_input,
-            output:
-                saliency_outputs(_names),
-            log:
-                f"{RESULTS}/logs/{{model}}/saliency/{{method}}/{_chunk}.log",
-            benchmark:
-                f"{RESULTS}/benchmarks/{{model}}/saliency/{{method}}/{_chunk}.tsv"
-            wildcard_constraints:
-                model=one_of(SALIENCY["models"]),
-                method=one_of(SALIENCY["methods"]),
-            threads: THREADS
-            resources:
-                gpu=GPU,
-            params:
-                device=DEVICE,
-                command="saliency",
-                args=saliency_args(_names),
-            shell:
-                COMPUTE
+                add_targets(_outputs)

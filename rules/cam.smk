@@ -6,39 +6,36 @@ GRAD_CAM = technique("grad_cam")
 
 if GRAD_CAM:
     for _model, _settings in GRAD_CAM["models"].items():
-        _columns = []
+        per_image_table("grad-cam", _model, [
+            (f"{layer}-{rendering}", [_model, f"layer {layer}", rendering], f"{RESULTS}/{_model}/grad-cam/{{image}}/{layer}-{rendering}.png")
+            for layer in _settings["layers"] for rendering in GRAD_CAM["renderings"]
+        ])
+
         for _layer in _settings["layers"]:
-            for _rendering in GRAD_CAM["renderings"]:
-                _png = f"{RESULTS}/{_model}/grad-cam/{{image}}/{_layer}-{_rendering}.png"
-                ALL_TARGETS.extend(per_image_targets(_png))
-                _columns.append((f"{_layer}-{_rendering}", [_model, f"layer {_layer}", _rendering], _png))
-            if GRAD_CAM["raw"]:
-                ALL_TARGETS.extend(per_image_targets(f"{RESULTS}/{_model}/grad-cam/{{image}}/{_layer}.npy"))
-        per_image_table("grad-cam", _model, _columns)
+            for _chunk, _names in CHUNKS.items():
+                _name = chunk_rule_name("grad_cam", _model, _layer, _chunk)
+                _args, _outputs = grad_cam_job(_model, _layer, _names)
 
-    for _chunk, _names in CHUNKS.items():
+                rule:
+                    name:
+                        _name
+                    input:
+                        images=[IMAGES[name] for name in _names],
+                        weights=weights_of(_model),
+                    output:
+                        _outputs,
+                    log:
+                        f"{RESULTS}/logs/{_model}/grad-cam/{_layer}/{_chunk}.log",
+                    benchmark:
+                        f"{RESULTS}/benchmarks/{_model}/grad-cam/{_layer}/{_chunk}.tsv"
+                    threads: THREADS
+                    resources:
+                        gpu=GPU,
+                    params:
+                        device=DEVICE,
+                        command="grad-cam",
+                        args=_args,
+                    shell:
+                        COMPUTE
 
-        rule:
-            name:
-                f"grad_cam_{_chunk}"
-            input:
-                images=[IMAGES[name] for name in _names],
-                weights=weights_input,
-            output:
-                grad_cam_outputs(_names),
-            log:
-                f"{RESULTS}/logs/{{model}}/grad-cam/{{layer}}/{_chunk}.log",
-            benchmark:
-                f"{RESULTS}/benchmarks/{{model}}/grad-cam/{{layer}}/{_chunk}.tsv"
-            wildcard_constraints:
-                model=one_of(GRAD_CAM["models"]),
-                layer=one_of(layers_of(GRAD_CAM)),
-            threads: THREADS
-            resources:
-                gpu=GPU,
-            params:
-                device=DEVICE,
-                command="grad-cam",
-                args=grad_cam_args(_names),
-            shell:
-                COMPUTE
+                add_targets(_outputs)

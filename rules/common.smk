@@ -2,6 +2,7 @@
 # list and its chunks, paths, command lines, and what the gallery and the final
 # target collect.  Only functions and settings here; the rules are elsewhere.
 
+import glob
 import hashlib
 import json
 import math
@@ -87,13 +88,14 @@ def check_config(config):
         raise WorkflowError(f"config error: {_describe(best)}")
     validate(config, SCHEMA)  # fills in the defaults
 
-    from cnnvis_tasks.models import known_models
-    from cnnvis_tasks.render import colormap_names
+    from cnnvis_tasks.names import colormap_names, colormap_problem, known_models, model_name_problem
     import difflib
 
-    known = known_models()
-    for name in config["models"]:
-        if name not in known:
+    # Names of torchvision's models need torchvision (seconds to import): checked by
+    # the Snakemake process the user started, not again in every job it starts.
+    for name in config["models"] if workflow.is_main_process else []:
+        if model_name_problem(name):
+            known = known_models()
             close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
             hint = f"did you mean {', '.join(close)}? " if close else ""
             raise WorkflowError(f"config error: unknown model {name!r} under models; {hint}allowed: {', '.join(known)}")
@@ -105,7 +107,7 @@ def check_config(config):
                     f"declared: {', '.join(config['models'])}"
                 )
     cam = config["techniques"].get("grad_cam")
-    if cam and cam["colormap"] not in colormap_names():
+    if cam and colormap_problem(cam["colormap"]):
         raise WorkflowError(
             f"config error: techniques.grad_cam.colormap: unknown colormap {cam['colormap']!r}; "
             f"allowed: {', '.join(colormap_names())}"
@@ -139,11 +141,15 @@ if os.path.isfile(os.path.join(_bin, "cnnvis-tasks")) and _bin not in _path.spli
 def _uses_gpu(device):
     if device.startswith("cuda"):
         return True
-    if device == "auto":
-        import torch
+    if device != "auto":
+        return False
+    # Importing torch takes seconds, on every Snakemake start (and every SLURM job):
+    # ask it only where the machine shows an NVIDIA device at all.
+    if os.environ.get("CUDA_VISIBLE_DEVICES") in ("", "-1") or not glob.glob(os.path.join(os.sep, "dev", "nvidia[0-9]*")):
+        return False
+    import torch
 
-        return torch.cuda.is_available()
-    return False
+    return torch.cuda.is_available()
 
 
 GPU = 1 if _uses_gpu(DEVICE) else 0
@@ -159,10 +165,14 @@ def model_weights(model):
     return config["weights"] or config["models"][model]["weights"]
 
 
-def weights_input(wildcards):
+def weights_of(model):
     """A weights file is an input of every job that uses it (a new file re-runs them)."""
-    weights = model_weights(wildcards.model)
+    weights = model_weights(model)
     return [weights] if weights not in ("default", "random") else []
+
+
+def weights_input(wildcards):
+    return weights_of(wildcards.model)
 
 
 def model_args(model):
@@ -194,7 +204,7 @@ COMPUTE = "cnnvis-tasks {params.command} {params.args} --device {params.device} 
 
 # --- images and chunks --------------------------------------------------------------
 
-from cnnvis_tasks.cli.dataset import check_images, list_images
+from cnnvis_tasks.image_list import check_images, list_images
 from cnnvis_tasks.errors import CnnvisError
 
 try:
@@ -240,7 +250,10 @@ def image_args(names):
 
 # --- what the final target and the gallery collect -----------------------------------
 
-ALL_TARGETS = []
+# What the gallery (and so `all`) depends on: the outputs of the image-independent
+# rules, and per-image jobs through add_targets.
+TARGETS = []
+MISSING_OUTPUTS = []
 GALLERY_TABLES = []
 
 
@@ -267,44 +280,122 @@ def grid_table(section, model, rows):
     })
 
 
-def per_image_targets(pattern, **wildcards):
-    """``pattern`` (with {image}) for every usable image."""
-    return [pattern.format(image=name, **wildcards) for name in GOOD_IMAGES]
+def chunk_rule_name(key, model, setting, chunk):
+    """Each per-image job (a technique, model, setting and chunk of images) is a rule of
+    its own, so that its outputs are plain paths without wildcards, which Snakemake
+    matches at once."""
+    return re.sub(r"\W+", "_", f"{key}_{model}_{setting}_{chunk}")
+
+
+def add_targets(outputs):
+    """The gallery depends on a per-image job through its first output (the job writes
+    the rest); naming every picture of tens of thousands of images would cost
+    Snakemake seconds per thousand pictures.  Snakemake re-runs a job only for
+    missing outputs that are asked for, so `all` also asks for the first missing one
+    of the others, if any (not the gallery: its set of inputs must stay the same)."""
+    TARGETS.append(str(outputs[0]))
+    if workflow.is_main_process:  # a job started by Snakemake (on a cluster) builds no gallery
+        missing = next((path for path in outputs[1:] if not os.path.exists(path)), None)
+        if missing:
+            MISSING_OUTPUTS.append(str(missing))
 
 
 # --- command lines and outputs of each technique -------------------------------------
-# Each *_args(names) returns a params function: the whole argument list of one job
-# (model, images of its chunk, settings, one output option per image), so that a
-# change to any of it re-runs that job.  Each *_outputs(names) lists a chunk job's
-# outputs, one per image and rendering, marked for `snakemake --report`.
+# A per-image job's command line names the model, the images of its chunk, the
+# settings and one output option per file, so that a change to any of it re-runs that
+# job; its outputs are the same files, pictures marked for `snakemake --report`.
 
 REGULARIZATION_LABELS = {"none": "no regularization", "l1": "L1 regularization", "l2": "L2 regularization"}
 
 
-def feature_maps_args(names):
+def chunk_job(model, names, options, files_of):
+    """(command-line arguments, outputs) of one per-image job.  files_of(name) lists
+    (option, path, report labels or None) for every file written for that image."""
+    line = model_args(model) + image_args(names) + options
+    outputs = []
+    for name in names:
+        for option, path, labels in files_of(name):
+            line += [option, path]
+            outputs.append(path if labels is None else report(path, **labels))
+    return quote(line), outputs
+
+
+def feature_maps_job(model, layer, names):
     settings = technique("feature_maps")
+    options = ["--layer", layer, "--channels", settings["channels"], "--size", settings["size"],
+               "--batch-size", settings["batch_size"]]
 
-    def args(wildcards):
-        folder = f"{RESULTS}/{wildcards.model}/feature-maps"
-        line = model_args(wildcards.model) + image_args(names) + [
-            "--layer", wildcards.layer, "--channels", settings["channels"],
-            "--size", settings["size"], "--batch-size", settings["batch_size"],
-        ]
-        for name in names:
-            line += ["--out", f"{folder}/{name}/{wildcards.layer}.png"]
-            if settings["raw"]:
-                line += ["--raw", f"{folder}/{name}/{wildcards.layer}.npy"]
-        return quote(line)
+    def files_of(name):
+        stem = f"{RESULTS}/{model}/feature-maps/{name}/{layer}"
+        labels = {"category": "1. Feature maps", "subcategory": model, "labels": {"image": name, "layer": layer}}
+        return [("--out", f"{stem}.png", labels)] + ([("--raw", f"{stem}.npy", None)] if settings["raw"] else [])
 
-    return args
+    return chunk_job(model, names, options, files_of)
 
 
-def feature_maps_outputs(names):
-    outputs = [report(f"{RESULTS}/{{model}}/feature-maps/{name}/{{layer}}.png", category="1. Feature maps",
-                      subcategory="{model}", labels={"image": name, "layer": "{layer}"}) for name in names]
-    if technique("feature_maps")["raw"]:
-        outputs += [f"{RESULTS}/{{model}}/feature-maps/{name}/{{layer}}.npy" for name in names]
-    return outputs
+def saliency_job(model, method, names):
+    settings = technique("saliency")
+    options = ["--method", method, "--target", settings["target"], "--size", settings["size"],
+               "--batch-size", settings["batch_size"]]
+
+    def files_of(name):
+        stem = f"{RESULTS}/{model}/saliency/{name}/{method}"
+        files = [(f"--out-{rendering}", f"{stem}-{rendering}.png",
+                  {"category": "3. Saliency maps", "subcategory": model,
+                   "labels": {"image": name, "method": method, "rendering": rendering}})
+                 for rendering in settings["renderings"]]
+        return files + ([("--raw", f"{stem}.npy", None)] if settings["raw"] else [])
+
+    return chunk_job(model, names, options, files_of)
+
+
+def filter_token(value):
+    """A deep-dream filter as it appears in file names: 'filter45' or 'all'."""
+    return "all" if str(value) == "all" else f"filter{int(value)}"
+
+
+def filter_label(token):
+    return "all channels" if token == "all" else f"filter {token.removeprefix('filter')}"
+
+
+def deep_dream_job(key, model, layer, token, names):
+    """deep_dream: the seed's Adam version (no pyramid); deep_dream_octaves: normalised steps over octaves."""
+    settings = technique(key)
+    options = ["--layer", layer, "--filter", "all" if token == "all" else token.removeprefix("filter"),
+               "--size", settings["size"], "--batch-size", settings["batch_size"]]
+    options += optional("--steps", settings["steps"]) + optional("--lr", settings["lr"])
+    if key == "deep_dream_octaves":
+        options += ["--optimizer", "normalized", "--octaves", settings["octaves"], "--octave-scale", settings["octave_scale"]]
+    else:
+        options += ["--optimizer", "adam", "--octaves", 1]
+    category = "7. Deep dream with octaves" if key == "deep_dream_octaves" else "6. Deep dream"
+
+    def files_of(name):
+        stem = f"{RESULTS}/{model}/{TECHNIQUES[key]}/{name}/{layer}-{token}"
+        labels = {"category": category, "subcategory": model, "labels": {"image": name, "layer": layer, "filter": token}}
+        return [("--out", f"{stem}.png", labels)] + ([("--raw", f"{stem}.npy", None)] if settings["raw"] else [])
+
+    return chunk_job(model, names, options, files_of)
+
+
+def grad_cam_job(model, layer, names):
+    settings = technique("grad_cam")
+    options = ([] if layer == "auto" else ["--layer", layer]) + [
+        "--target", settings["target"], "--colormap", settings["colormap"], "--alpha", settings["alpha"],
+        "--size", settings["size"], "--batch-size", settings["batch_size"]]
+
+    def files_of(name):
+        stem = f"{RESULTS}/{model}/grad-cam/{name}/{layer}"
+        files = [(f"--out-{rendering}", f"{stem}-{rendering}.png",
+                  {"category": "8. Grad-CAM", "subcategory": model,
+                   "labels": {"image": name, "layer": layer, "rendering": rendering}})
+                 for rendering in settings["renderings"]]
+        return files + ([("--raw", f"{stem}.npy", None)] if settings["raw"] else [])
+
+    return chunk_job(model, names, options, files_of)
+
+
+# Image-independent techniques (one job per model and kernel, regularization or filter).
 
 
 def kernel_names(model_settings):
@@ -324,35 +415,6 @@ def kernels_args(wildcards):
     if settings["raw"]:
         line += ["--raw", f"{stem}.npy"]
     return quote(line)
-
-
-def saliency_args(names):
-    settings = technique("saliency")
-
-    def args(wildcards):
-        folder = f"{RESULTS}/{wildcards.model}/saliency"
-        line = model_args(wildcards.model) + image_args(names) + [
-            "--method", wildcards.method, "--target", settings["target"],
-            "--size", settings["size"], "--batch-size", settings["batch_size"],
-        ]
-        for name in names:
-            for rendering in settings["renderings"]:
-                line += [f"--out-{rendering}", f"{folder}/{name}/{wildcards.method}-{rendering}.png"]
-            if settings["raw"]:
-                line += ["--raw", f"{folder}/{name}/{wildcards.method}.npy"]
-        return quote(line)
-
-    return args
-
-
-def saliency_outputs(names):
-    settings = technique("saliency")
-    outputs = [report(f"{RESULTS}/{{model}}/saliency/{name}/{{method}}-{rendering}.png", category="3. Saliency maps",
-                      subcategory="{model}", labels={"image": name, "method": "{method}", "rendering": rendering})
-               for name in names for rendering in settings["renderings"]]
-    if settings["raw"]:
-        outputs += [f"{RESULTS}/{{model}}/saliency/{name}/{{method}}.npy" for name in names]
-    return outputs
 
 
 def ascent_args(settings):
@@ -401,84 +463,6 @@ def filter_viz_outputs():
     if technique("filter_viz")["raw"]:
         outputs.append(f"{RESULTS}/{{model}}/filter-viz/{{layer}}-filter{{filter}}.npy")
     return outputs
-
-
-def filter_token(value):
-    """A deep-dream filter as it appears in file names: 'filter45' or 'all'."""
-    return "all" if str(value) == "all" else f"filter{int(value)}"
-
-
-def filter_label(token):
-    return "all channels" if token == "all" else f"filter {token.removeprefix('filter')}"
-
-
-def deep_dream_args(key, names):
-    """deep_dream: the seed's Adam version (no pyramid); deep_dream_octaves: normalised steps over octaves."""
-    settings = technique(key)
-
-    def args(wildcards):
-        folder = f"{RESULTS}/{wildcards.model}/{TECHNIQUES[key]}"
-        token = wildcards.filter
-        line = model_args(wildcards.model) + image_args(names) + [
-            "--layer", wildcards.layer, "--filter", "all" if token == "all" else token.removeprefix("filter"),
-            "--size", settings["size"], "--batch-size", settings["batch_size"],
-        ] + optional("--steps", settings["steps"]) + optional("--lr", settings["lr"])
-        if key == "deep_dream_octaves":
-            line += ["--optimizer", "normalized", "--octaves", settings["octaves"], "--octave-scale", settings["octave_scale"]]
-        else:
-            line += ["--optimizer", "adam", "--octaves", 1]
-        for name in names:
-            line += ["--out", f"{folder}/{name}/{wildcards.layer}-{token}.png"]
-            if settings["raw"]:
-                line += ["--raw", f"{folder}/{name}/{wildcards.layer}-{token}.npy"]
-        return quote(line)
-
-    return args
-
-
-def deep_dream_outputs(key, names):
-    folder = f"{RESULTS}/{{model}}/{TECHNIQUES[key]}"
-    category = "7. Deep dream with octaves" if key == "deep_dream_octaves" else "6. Deep dream"
-    outputs = [report(f"{folder}/{name}/{{layer}}-{{filter}}.png", category=category, subcategory="{model}",
-                      labels={"image": name, "layer": "{layer}", "filter": "{filter}"}) for name in names]
-    if technique(key)["raw"]:
-        outputs += [f"{folder}/{name}/{{layer}}-{{filter}}.npy" for name in names]
-    return outputs
-
-
-def grad_cam_args(names):
-    settings = technique("grad_cam")
-
-    def args(wildcards):
-        folder = f"{RESULTS}/{wildcards.model}/grad-cam"
-        layer = [] if wildcards.layer == "auto" else ["--layer", wildcards.layer]
-        line = model_args(wildcards.model) + image_args(names) + layer + [
-            "--target", settings["target"], "--colormap", settings["colormap"], "--alpha", settings["alpha"],
-            "--size", settings["size"], "--batch-size", settings["batch_size"],
-        ]
-        for name in names:
-            for rendering in settings["renderings"]:
-                line += [f"--out-{rendering}", f"{folder}/{name}/{wildcards.layer}-{rendering}.png"]
-            if settings["raw"]:
-                line += ["--raw", f"{folder}/{name}/{wildcards.layer}.npy"]
-        return quote(line)
-
-    return args
-
-
-def grad_cam_outputs(names):
-    settings = technique("grad_cam")
-    outputs = [report(f"{RESULTS}/{{model}}/grad-cam/{name}/{{layer}}-{rendering}.png", category="8. Grad-CAM",
-                      subcategory="{model}", labels={"image": name, "layer": "{layer}", "rendering": rendering})
-               for name in names for rendering in settings["renderings"]]
-    if settings["raw"]:
-        outputs += [f"{RESULTS}/{{model}}/grad-cam/{name}/{{layer}}.npy" for name in names]
-    return outputs
-
-
-def layers_of(settings, key="layers"):
-    """Every layer a technique uses, across its models (for wildcard constraints)."""
-    return sorted({layer for model in settings["models"].values() for layer in model[key]})
 
 
 def image_source_args():

@@ -42,7 +42,7 @@ rule bad_image:
 rule gallery:
     """One HTML page of every result, in the seed gallery's order."""
     input:
-        ALL_TARGETS,
+        TARGETS,
         status=IMAGE_STATUS_FILE,
     output:
         page=GALLERY,

@@ -7,9 +7,9 @@ if KERNELS:
     for _model, _settings in KERNELS["models"].items():
         _cells = []
         for _kernel in kernel_names(_settings):
-            ALL_TARGETS.append(f"{RESULTS}/{_model}/kernels/{_kernel}.png")
+            TARGETS.append(f"{RESULTS}/{_model}/kernels/{_kernel}.png")
             if KERNELS["raw"]:
-                ALL_TARGETS.append(f"{RESULTS}/{_model}/kernels/{_kernel}.npy")
+                TARGETS.append(f"{RESULTS}/{_model}/kernels/{_kernel}.npy")
             _label = f"layer {_kernel}" if _kernel in _settings["layers"] else f"parameter {_kernel.removeprefix('param')}"
             _cells.append((_kernel, [_model, _label], f"{RESULTS}/{_model}/kernels/{_kernel}.png"))
         grid_table("kernels", _model, [("kernels", _model, _cells)])

@@ -90,8 +90,15 @@ def snakemake(workdir: Path, *args: str, expect: int | None = 0, timeout: float 
     return result
 
 
-def planned(workdir: Path, *args: str) -> dict[str, int]:
-    """The jobs a dry run would run: ``{rule: count}`` (empty when nothing to do)."""
+# Per-image rules are generated per technique, model, setting and chunk
+# (rules/common.smk, chunk_rule_name): "saliency_efficientnet_lite0_vanilla_chunk000of002".
+PER_IMAGE_RULE = re.compile(r"^(feature_maps|saliency|deep_dream_octaves|deep_dream|grad_cam)_.+_(chunk\d+of\d+)$")
+
+
+def planned(workdir: Path, *args: str, by_rule: bool = False) -> dict[str, int]:
+    """The jobs a dry run would run: ``{rule: count}`` (empty when nothing to do), with
+    per-image rules counted per technique and chunk ("saliency_chunk000of002": 2 for
+    two methods) unless by_rule."""
     result = snakemake(workdir, "--dry-run", *args)
     text = result.stdout + result.stderr
     if "Nothing to be done" in text:
@@ -101,7 +108,11 @@ def planned(workdir: Path, *args: str) -> dict[str, int]:
     jobs = {}
     for line in match.group(1).splitlines():
         name, count = line.split()
-        jobs[name] = int(count)
+        per_image = None if by_rule else PER_IMAGE_RULE.match(name)
+        if per_image:
+            assert int(count) == 1, f"a per-image rule has one job: {line}"
+            name = f"{per_image.group(1)}_{per_image.group(2)}"
+        jobs[name] = jobs.get(name, 0) + int(count)
     return jobs
 
 
@@ -268,6 +279,31 @@ def test_dry_run_of_the_seed_config_resolves_every_rule(tmp_path):
     assert jobs == expected
 
 
+def test_per_image_jobs_are_rules_without_wildcards_and_the_gallery_names_one_file_each(tmp_path):
+    # What keeps the DAG of a large data set quick to build (bench/dataset.py, dry
+    # run): every per-image output is a plain path, and the gallery depends on each
+    # per-image job through one file, not one per picture.
+    config = {**TINY, "chunk_size": 1}
+    config.pop("chunk_count")
+    workdir = make_copy(tmp_path / "wf", images=("chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg"), config=config)
+    jobs = planned(workdir, by_rule=True)
+    per_image = [name for name in jobs if PER_IMAGE_RULE.match(name)]
+    chunks = {PER_IMAGE_RULE.match(name).group(2) for name in per_image}
+    assert chunks == {f"chunk{chunk_of(n, 4):03d}of004" for n in ("chelsea", "coffee", "astronaut", "rocket")}
+    # per chunk: feature maps 1 layer, saliency 2 methods, deep dream 1 + 1, Grad-CAM 1
+    assert len(per_image) == 6 * len(chunks) and all(jobs[name] == 1 for name in per_image)
+    text = snakemake(workdir, "--dry-run").stdout
+    gallery = re.search(r"^rule gallery:\n\s+input: (.*)$", text, re.M)
+    assert gallery, text[-3000:]
+    inputs = gallery.group(1).split(", ")
+    # one per per-image job, plus kernels (png, npy), class_viz (2), filter_viz and images.json
+    assert len(inputs) == len(per_image) + 6, inputs
+    blocks = re.findall(r"^rule (\w+):\n((?:    .*\n)+)", text, re.M)
+    assert {name for name, _ in blocks} >= set(per_image)
+    assert [name for name, block in blocks if name in per_image and "wildcards:" in block] == []
+    assert any("wildcards:" in block for name, block in blocks if name == "class_viz")  # the check can fail
+
+
 def test_lint_passes_apart_from_conda(tmp_path):
     workdir = make_copy(tmp_path / "wf")
     result = snakemake(workdir, "--lint", expect=None)
@@ -318,6 +354,16 @@ def test_a_real_run_builds_every_output_and_the_gallery(built):
 @pytest.mark.slow
 def test_a_second_run_does_nothing(built):
     assert planned(built) == {}
+
+
+@pytest.mark.slow
+def test_a_deleted_picture_is_made_again_by_its_job_alone(built):
+    # not the job's first output (the one the gallery names): `all` asks for it
+    picture = built / "results" / "efficientnet_lite0" / "saliency" / "chelsea" / "guided-gray.png"
+    picture.unlink()
+    assert planned(built) == {"saliency_chunk000of002": 1, "gallery": 1, "all": 1}
+    snakemake(built)
+    assert picture.is_file() and planned(built) == {}
 
 
 @pytest.mark.slow
