@@ -144,6 +144,9 @@ def test_target_validation():
         grad_cam(model, x, "2", torch.tensor([0, 1, 2]))
     with pytest.raises(CnnvisError, match=r"'8'.*\(2, 5\)"):
         grad_cam(model, x, "8")
+    with pytest.raises(CnnvisError, match="integer class indices, got dtype torch.float32"):
+        grad_cam(model, x, "2", torch.tensor([0.0, 1.0]))
+    assert grad_cam(model, x, "2", [3, 1]).targets.tolist() == [3, 1]  # any integer sequence
     assert no_hooks_left(model)
 
 

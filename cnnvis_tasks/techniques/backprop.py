@@ -28,6 +28,8 @@ from torch.overrides import TorchFunctionMode
 
 from cnnvis_tasks.errors import CnnvisError
 
+from .targets import host_targets, target_indices
+
 METHODS = ("vanilla", "guided", "deconv")
 
 _INF = math.inf
@@ -201,24 +203,6 @@ class SaliencyResult:
     logits: torch.Tensor  # (N, num_classes) detached, from the same forward pass
 
 
-def _check_targets(targets, n: int, num_classes: int, device) -> torch.Tensor:
-    targets = torch.as_tensor(targets, device=device)
-    if targets.dtype.is_floating_point or targets.dtype == torch.bool or targets.shape != (n,):
-        raise CnnvisError(
-            f"targets must be {n} integer class indices (one per image), "
-            f"got dtype {targets.dtype} shape {tuple(targets.shape)}"
-        )
-    targets = targets.long()
-    bad = (targets < 0) | (targets >= num_classes)
-    if bad.any():
-        index = int(targets[bad][0])
-        raise CnnvisError(
-            f"target class index {index} is out of range: valid range is 0..{num_classes - 1} "
-            f"(the model has {num_classes} classes)"
-        )
-    return targets
-
-
 def saliency(
     model: nn.Module,
     images: torch.Tensor,
@@ -234,6 +218,7 @@ def saliency(
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
     x = images.detach().clone().requires_grad_(True)
+    wanted = host_targets(targets, x.shape[0])
     # Vanilla is the ordinary gradient: plain autograd, without the mode's cost.
     rule_context = contextlib.nullcontext() if method == "vanilla" else relu_backward_rule(method)
     with torch.enable_grad():
@@ -241,10 +226,7 @@ def saliency(
             logits = model(x)
         if logits.ndim != 2 or logits.shape[0] != x.shape[0]:
             raise CnnvisError(f"model output must be (N, num_classes) logits, got shape {tuple(logits.shape)}")
-        if targets is None:
-            targets = logits.detach().argmax(dim=1)
-        else:
-            targets = _check_targets(targets, x.shape[0], logits.shape[1], logits.device)
+        targets = target_indices(wanted, logits)
         if method != "vanilla" and rule.count == 0:
             warnings.warn(
                 f"the model ran no ReLU-family activation, so {method!r} saliency equals vanilla gradients",

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from ..errors import CnnvisError
 from .activations import capture_outputs, captured_feature_map, trace_calls
+from .targets import host_targets, target_indices
 
 Weighting = Callable[[Tensor, Tensor], Tensor]
 
@@ -52,11 +53,12 @@ def class_activation_map(
     """
     # The activation is captured as a leaf: autograd records only the part of
     # the network after the layer, which is all the gradient needs.
+    wanted = host_targets(targets, images.shape[0])
     with torch.enable_grad():
         with capture_outputs(model, [layer], as_leaf=True) as outputs:
             logits = model(images)
         activations = captured_feature_map(outputs, layer)
-        targets = _check_targets(targets, logits)
+        targets = target_indices(wanted, logits)
         score = logits.gather(1, targets[:, None]).sum()  # images independent: per-image grads
         (gradients,) = torch.autograd.grad(score, activations, allow_unused=True)
     if gradients is None:  # the score does not depend on this layer at all
@@ -72,25 +74,6 @@ def grad_cam(
 ) -> CamResult:
     """Grad-CAM (Selvaraju et al. 2017) of ``layer``; see ``class_activation_map``."""
     return class_activation_map(model, images, layer, targets, gradcam_weights)
-
-
-def _check_targets(targets: Tensor | None, logits: Tensor) -> Tensor:
-    if logits.dim() != 2:
-        raise CnnvisError(
-            f"the model outputs a tensor of shape {tuple(logits.shape)}, not class scores (N, classes)"
-        )
-    n, classes = logits.shape
-    if targets is None:
-        return logits.detach().argmax(dim=1)
-    targets = torch.as_tensor(targets, device=logits.device).long().reshape(-1)
-    if targets.numel() != n:
-        raise CnnvisError(f"got {targets.numel()} target classes for {n} images")
-    bad = (targets < 0) | (targets >= classes)
-    if bad.any():
-        raise CnnvisError(
-            f"target class {targets[bad][0].item()} is out of range: this model has classes 0..{classes - 1}"
-        )
-    return targets
 
 
 def upsample_cam(cams: Tensor, size: tuple[int, int]) -> Tensor:
