@@ -7,7 +7,7 @@ workflow (Snakefile, rules/, config/, profiles/) and a generated config.yaml,
 so the repository's results/ is never touched.
 
 1. Run: N images x 3 cheap techniques (saliency vanilla/gray, Grad-CAM overlay,
-   feature maps of one layer) on EfficientNet-Lite0 at size 64, built with
+   feature maps of one layer) on EfficientNet-Lite0 at ``--size`` (224), built with
    ``snakemake --cores C`` (a) in chunks of ``--chunk-size`` images, (b) one
    image per job (a pinned chunk_count under which every image has a chunk of
    its own), and (c) the in-process lower bound: one Python process that loads
@@ -54,7 +54,7 @@ if str(REPO) not in sys.path:
 SECTION = "## Dataset-wide runs"
 DEFAULT_OUT = REPO / "bench" / "RESULTS.md"
 MODEL = "efficientnet_lite0"
-RUN_SIZE = 64
+DRY_SIZE = 64  # the dry run computes nothing; any size does
 FM_LAYER = "_blocks.4"
 WORKFLOW_FILES = ["Snakefile", "rules", "config", "profiles"]
 
@@ -202,7 +202,7 @@ def one_per_job_count(names: list[str]) -> int:
     return count
 
 
-def run_config(image_source: dict, *, chunk_size: int | None = None, chunk_count: int | None = None) -> dict:
+def run_config(image_source: dict, *, size: int, chunk_size: int | None = None, chunk_count: int | None = None) -> dict:
     config = {
         "images": image_source,
         "results": "results",
@@ -212,9 +212,9 @@ def run_config(image_source: dict, *, chunk_size: int | None = None, chunk_count
         "models": {MODEL: {"weights": "default"}},
         "gallery": {"title": "cnnvis dataset benchmark"},
         "techniques": {
-            "saliency": {"methods": ["vanilla"], "renderings": ["gray"], "size": RUN_SIZE, "models": {MODEL: {}}},
-            "grad_cam": {"renderings": ["overlay"], "size": RUN_SIZE, "models": {MODEL: {"layers": ["auto"]}}},
-            "feature_maps": {"size": RUN_SIZE, "models": {MODEL: {"layers": [FM_LAYER]}}},
+            "saliency": {"methods": ["vanilla"], "renderings": ["gray"], "size": size, "models": {MODEL: {}}},
+            "grad_cam": {"renderings": ["overlay"], "size": size, "models": {MODEL: {"layers": ["auto"]}}},
+            "feature_maps": {"size": size, "models": {MODEL: {"layers": [FM_LAYER]}}},
         },
     }
     if chunk_size:
@@ -226,7 +226,7 @@ def run_config(image_source: dict, *, chunk_size: int | None = None, chunk_count
 
 def dry_config(image_source: dict, chunk_size: int) -> dict:
     """Five per-image techniques, one setting each (one job per technique and chunk)."""
-    dream = {"size": RUN_SIZE, "models": {MODEL: {"layers": ["_blocks.10"], "filters": ["all"]}}}
+    dream = {"size": DRY_SIZE, "models": {MODEL: {"layers": ["_blocks.10"], "filters": ["all"]}}}
     return {
         "images": image_source,
         "results": "results",
@@ -235,11 +235,11 @@ def dry_config(image_source: dict, chunk_size: int) -> dict:
         "threads": 1,
         "models": {MODEL: {"weights": "default"}},
         "techniques": {
-            "feature_maps": {"size": RUN_SIZE, "models": {MODEL: {"layers": [FM_LAYER]}}},
-            "saliency": {"methods": ["vanilla"], "renderings": ["gray"], "size": RUN_SIZE, "models": {MODEL: {}}},
+            "feature_maps": {"size": DRY_SIZE, "models": {MODEL: {"layers": [FM_LAYER]}}},
+            "saliency": {"methods": ["vanilla"], "renderings": ["gray"], "size": DRY_SIZE, "models": {MODEL: {}}},
             "deep_dream": dict(dream),
             "deep_dream_octaves": dict(dream),
-            "grad_cam": {"renderings": ["overlay"], "size": RUN_SIZE, "models": {MODEL: {"layers": ["auto"]}}},
+            "grad_cam": {"renderings": ["overlay"], "size": DRY_SIZE, "models": {MODEL: {"layers": ["auto"]}}},
         },
     }
 
@@ -278,8 +278,8 @@ def annotate_sizes(rows: list[dict], names: list[str]) -> None:
 
 
 def snakemake_run(workdir: Path, cores: int, targets: list[str], timeout: float, label: str, logs: Path) -> dict:
-    cmd = snakemake_cmd() + ["--cores", str(cores), "--quiet", "all", "--"] + targets
-    # `--quiet all` keeps the log short; the targets are the technique outputs only
+    cmd = snakemake_cmd() + ["--cores", str(cores), "--quiet", "progress", "rules", "host", "--"] + targets
+    # `--quiet` keeps the log short (errors still show); the targets are the technique outputs only
     # (image_status and the gallery are timed separately).
     print(f"[dataset] {label}: snakemake --cores {cores} ({len(targets)} targets) in {workdir}", flush=True)
     result = run_timed(cmd, workdir, timeout, logs / f"{label}.log", env_for_jobs())
@@ -308,7 +308,7 @@ def lower_bound_main(spec_path: str) -> None:
     common.load_model = load_once
     images, names, out = spec["images"], spec["names"], Path(spec["out"])
     base = ["--model", MODEL, "--weights", "default", "--seed", "0", "--device", "cpu", "--threads", str(spec["threads"]),
-            "--size", str(RUN_SIZE), "--batch-size", str(spec["batch_size"]), "-q"]
+            "--size", str(spec["size"]), "--batch-size", str(spec["batch_size"]), "-q"]
     image_args = [arg for path in images for arg in ("--image", path)]
     commands = {
         "saliency": ["saliency", "--method", "vanilla", "--target", "top1"] + base + image_args
@@ -329,9 +329,10 @@ def lower_bound_main(spec_path: str) -> None:
     Path(spec["report"]).write_text(json.dumps(times))
 
 
-def lower_bound(tmp: Path, images: list[Path], names: list[str], threads: int, timeout: float, logs: Path) -> dict:
+def lower_bound(tmp: Path, images: list[Path], names: list[str], threads: int, size: int, timeout: float,
+                logs: Path) -> dict:
     out = tmp / "lower-bound" / "results"
-    spec = {"images": [str(p) for p in images], "names": names, "out": str(out), "threads": threads,
+    spec = {"images": [str(p) for p in images], "names": names, "out": str(out), "threads": threads, "size": size,
             "batch_size": 16, "report": str(tmp / "lower-bound" / "report.json")}
     (tmp / "lower-bound").mkdir(parents=True, exist_ok=True)
     spec_path = tmp / "lower-bound" / "spec.json"
@@ -396,7 +397,7 @@ def part_run(args, tmp: Path, logs: Path, results: dict, flush) -> None:
 
     def chunked(label: str, count: int, chunk_size: int | None = None, chunk_count: int | None = None) -> dict:
         names = all_names[:count]
-        workdir = make_workdir(tmp / label, run_config({"folder": str(subset(count))}, chunk_size=chunk_size,
+        workdir = make_workdir(tmp / label, run_config({"folder": str(subset(count))}, size=args.size, chunk_size=chunk_size,
                                                        chunk_count=chunk_count))
         result = snakemake_run(workdir, args.cores, run_targets(names), args.timeout, label, logs)
         rows = benchmark_rows(workdir)
@@ -421,7 +422,7 @@ def part_run(args, tmp: Path, logs: Path, results: dict, flush) -> None:
     flush()
 
     # (c) lower bound at N
-    lb = lower_bound(tmp, paths[:n], all_names[:n], args.lb_threads or args.cores, args.timeout, logs)
+    lb = lower_bound(tmp, paths[:n], all_names[:n], args.lb_threads or args.cores, args.size, args.timeout, logs)
     run["lb"] = lb
     if lb["rc"] == 0 and a["rc"] == 0:
         run["same"] = compare_outputs(a["workdir"] / "results", lb["out"], all_names[:n])
@@ -616,7 +617,7 @@ def render_section(results: dict, args, info: dict, command: str, started: str, 
         lines += [
             f"### Run: {n} images x 3 techniques, `snakemake --cores {cores}`",
             "",
-            f"Synthetic 96x128 JPEGs; EfficientNet-Lite0 (embedded weights), size {RUN_SIZE}, batch 16, "
+            f"Synthetic 96x128 JPEGs; EfficientNet-Lite0 (embedded weights), size {args.size}, batch 16, "
             f"device cpu, 1 thread per job: saliency vanilla (gray), Grad-CAM (auto layer, overlay), feature maps "
             f"({FM_LAYER}). Targets: the {3 * n} technique pictures (image_status and the gallery are timed "
             "separately below). Wall time includes Snakemake reading the workflow and every job's process start.",
@@ -794,6 +795,8 @@ def parse_args(argv=None):
     parser.add_argument("--profile-dry", type=int, default=None,
                         help="profile a warm dry run of this many images (one of --dry-images; default: none)")
     parser.add_argument("--cores", type=int, default=2, help="snakemake --cores (default 2)")
+    parser.add_argument("--size", type=int, default=224,
+                        help="image size (shorter side) of the runs (default 224, the workflow's default)")
     parser.add_argument("--lb-threads", type=int, default=None, help="torch threads of the lower bound (default: --cores)")
     parser.add_argument("--skip-run", action="store_true", help="leave out the runs and the memory table")
     parser.add_argument("--skip-dry", action="store_true", help="leave out the dry runs")
