@@ -89,16 +89,13 @@ def check_config(config):
     validate(config, SCHEMA)  # fills in the defaults
 
     from cnnvis_tasks.names import colormap_names, colormap_problem, known_models, model_name_problem
-    import difflib
 
     # Names of torchvision's models need torchvision (seconds to import): checked by
     # the Snakemake process the user started, not again in every job it starts.
     for name in config["models"] if workflow.is_main_process else []:
-        if model_name_problem(name):
-            known = known_models()
-            close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
-            hint = f"did you mean {', '.join(close)}? " if close else ""
-            raise WorkflowError(f"config error: unknown model {name!r} under models; {hint}allowed: {', '.join(known)}")
+        problem = model_name_problem(name)
+        if problem:
+            raise WorkflowError(f"config error: models.{name}: {problem}; allowed: {', '.join(known_models())}")
     for technique, settings in config["techniques"].items():
         for name in settings["models"]:
             if name not in config["models"]:
