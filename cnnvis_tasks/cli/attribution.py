@@ -34,14 +34,15 @@ from .common import (
 
 
 def _batch_targets(session: Session, inputs: torch.Tensor, targets: list[int | None]) -> torch.Tensor | None:
-    """Per-image class indices for a batch; None entries mean the top-1 prediction."""
+    """Per-image class indices for a batch, on the host (the technique moves them to the
+    device before its forward pass); None entries mean the top-1 prediction."""
     if all(t is None for t in targets):
         return None
     if any(t is None for t in targets):
         with torch.inference_mode():
             top1 = session.model.module(inputs).argmax(dim=1).tolist()
         targets = [top if t is None else t for t, top in zip(targets, top1)]
-    return torch.tensor(targets, dtype=torch.long, device=inputs.device)
+    return torch.tensor(targets, dtype=torch.long)
 
 
 def _probability(logits: torch.Tensor, target: int) -> float:

@@ -83,8 +83,11 @@ class _LayerTap:
     the rest of the network.
     """
 
-    def __init__(self, model: nn.Module, layer: str, channels: torch.Tensor | None = None):
-        self.model, self.layer, self.channels = model, layer, channels
+    def __init__(self, model: nn.Module, layer: str, channels: Sequence[int] | None = None):
+        self.model, self.layer = model, layer
+        # Checked on the host copy: reading the device copy would wait for the GPU.
+        self.host_channels = None if channels is None else [int(c) for c in channels]
+        self.channels = None if channels is None else torch.tensor(self.host_channels, device=_device(model))
         self.module = get_module(model, layer)
         self.calls_per_forward: int | None = None
 
@@ -110,19 +113,19 @@ class _LayerTap:
         if self.calls_per_forward is None:
             if not isinstance(self._output, torch.Tensor):
                 raise CnnvisError(f"layer {self.layer!r} gives no tensor output in the forward pass")
-            _check_channels(self._output, self.channels, self.layer)
+            _check_channels(self._output, self.host_channels, self.layer)
             self.calls_per_forward = self._calls
         return self._output
 
 
-def _check_channels(act: torch.Tensor, channels: torch.Tensor | None, layer: str) -> None:
+def _check_channels(act: torch.Tensor, channels: list[int] | None, layer: str) -> None:
     """Validate filter indices against the layer's channel count (once, off the hot loop)."""
     if channels is None:
         return
     if act.dim() < 2:
         raise CnnvisError(f"layer {layer!r} has no channel dimension (output shape {tuple(act.shape)})")
     count = act.shape[1]
-    bad = [int(c) for c in channels.tolist() if not 0 <= c < count]
+    bad = [c for c in channels if not 0 <= c < count]
     if bad:
         raise CnnvisError(f"filter {bad[0]} out of range for layer {layer!r}: valid 0..{count - 1}")
 
@@ -300,11 +303,10 @@ def filter_visualization(
         raise ValueError("no filters given")
     steps, lr = _defaults(steps, lr, robust)
     device = _device(model)
-    channels = torch.tensor([int(f) for f in filters], device=device)
-    tap = _LayerTap(model, layer, channels)
+    tap = _LayerTap(model, layer, filters)
 
     def score(x):
-        return _select_channel(tap(x), channels).mean(1)
+        return _select_channel(tap(x), tap.channels).mean(1)
 
     def penalty(x):
         return 0.5 * weight_decay * x.pow(2).sum((1, 2, 3))
@@ -366,12 +368,11 @@ def deep_dream(
     x0 = _normalize_images(images, mean, std, device)
     low = (0 - _stats(mean, device)) / _stats(std, device)
     high = (1 - _stats(mean, device)) / _stats(std, device)
-    channels = None if filter is None else torch.full((x0.shape[0],), int(filter), device=device)
-    tap = _LayerTap(model, layer, channels)
+    tap = _LayerTap(model, layer, None if filter is None else [int(filter)] * x0.shape[0])
     height, width = x0.shape[-2:]
 
     def score(x):
-        return _select_channel(tap(x), channels).norm(dim=1)
+        return _select_channel(tap(x), tap.channels).norm(dim=1)
 
     def resize(x, size):
         return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
@@ -436,11 +437,10 @@ def deep_dream_adam(
     during the run, maximising the mean activation of ``filter`` (or all channels)."""
     device = _device(model)
     x0 = _normalize_images(images, mean, std, device)
-    channels = None if filter is None else torch.full((x0.shape[0],), int(filter), device=device)
-    tap = _LayerTap(model, layer, channels)
+    tap = _LayerTap(model, layer, None if filter is None else [int(filter)] * x0.shape[0])
 
     def score(x):
-        return _select_channel(tap(x), channels).mean(1)
+        return _select_channel(tap(x), tap.channels).mean(1)
 
     with _frozen(model), tap:
         image = PixelImage(x0, mean=mean, std=std)

@@ -28,7 +28,7 @@ from torch.overrides import TorchFunctionMode
 
 from cnnvis_tasks.errors import CnnvisError
 
-from .targets import host_targets, target_indices
+from .targets import request_targets, target_indices
 
 METHODS = ("vanilla", "guided", "deconv")
 
@@ -218,7 +218,7 @@ def saliency(
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
     x = images.detach().clone().requires_grad_(True)
-    wanted = host_targets(targets, x.shape[0])
+    wanted = request_targets(targets, x.shape[0], x.device)
     # Vanilla is the ordinary gradient: plain autograd, without the mode's cost.
     rule_context = contextlib.nullcontext() if method == "vanilla" else relu_backward_rule(method)
     with torch.enable_grad():

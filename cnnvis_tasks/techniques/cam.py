@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from ..errors import CnnvisError
 from .activations import capture_outputs, captured_feature_map, trace_calls
-from .targets import host_targets, target_indices
+from .targets import request_targets, target_indices
 
 Weighting = Callable[[Tensor, Tensor], Tensor]
 
@@ -53,7 +53,7 @@ def class_activation_map(
     """
     # The activation is captured as a leaf: autograd records only the part of
     # the network after the layer, which is all the gradient needs.
-    wanted = host_targets(targets, images.shape[0])
+    wanted = request_targets(targets, images.shape[0], images.device)
     with torch.enable_grad():
         with capture_outputs(model, [layer], as_leaf=True) as outputs:
             logits = model(images)

@@ -34,9 +34,13 @@ def color_matrix() -> torch.Tensor:
     return _COLOR_SQRT_COV / _COLOR_SQRT_COV.norm(dim=0).max()
 
 
-def decorrelated_to_rgb(x: torch.Tensor) -> torch.Tensor:
-    """Map (N, 3, H, W) decorrelated colour channels to RGB (before any squashing)."""
-    return torch.einsum("ck,nkhw->nchw", color_matrix().to(x), x)
+def decorrelated_to_rgb(x: torch.Tensor, matrix: torch.Tensor | None = None) -> torch.Tensor:
+    """Map (N, 3, H, W) decorrelated colour channels to RGB (before any squashing).
+
+    ``matrix`` is :func:`color_matrix` already on ``x``'s device (a loop passes it
+    to avoid a host-to-device copy per call)."""
+    matrix = color_matrix().to(x) if matrix is None else matrix
+    return torch.einsum("ck,nkhw->nchw", matrix, x)
 
 
 def rgb_to_decorrelated(x: torch.Tensor) -> torch.Tensor:
@@ -94,6 +98,7 @@ class FourierImage:
         fx = torch.fft.rfftfreq(width)[None, :]
         freq = torch.sqrt(fy**2 + fx**2).clamp_min(1.0 / max(height, width))
         self.scale = (1.0 / freq).to(device)
+        self.color = color_matrix().to(device)
         # One draw shared by every image of the batch: a batch equals separate runs.
         coeffs = torch.randn(1, 3, height, width // 2 + 1, 2, generator=generator) * sd
         self.param = coeffs.expand(n, -1, -1, -1, -1).contiguous().to(device).requires_grad_(True)
@@ -106,7 +111,7 @@ class FourierImage:
     def pixels(self) -> torch.Tensor:
         spectrum = torch.view_as_complex(self.param) * self.scale
         x = torch.fft.irfft2(spectrum, s=self.size, norm="ortho") / _SPATIAL_DAMPING
-        return torch.sigmoid(decorrelated_to_rgb(x))
+        return torch.sigmoid(decorrelated_to_rgb(x, self.color))
 
     def normalized(self) -> torch.Tensor:
         return (self.pixels() - self.mean) / self.std
@@ -140,10 +145,11 @@ def random_transform(
     # theta maps output to input positions in [-1, 1] units; rotating in pixel units
     # (the h/w factors) keeps non-square images from being sheared.
     cos, sin = math.cos(angle) / zoom, math.sin(angle) / zoom
-    theta = torch.tensor(
-        [[cos, -sin * h / w, 2 * tx / w], [sin * w / h, cos, 2 * ty / h]],
-        dtype=x.dtype,
-        device=x.device,
-    )
+    entries = (cos, -sin * h / w, 2 * tx / w, sin * w / h, cos, 2 * ty / h)
+    theta = x.new_empty(2, 3)
+    # Filled from Python floats, each a kernel argument: a tensor built on the host
+    # would be a copy to the GPU in every step, and such a copy waits for the GPU.
+    for entry, value in zip(theta.view(-1), entries):
+        entry.fill_(value)
     grid = F.affine_grid(theta.expand(n, 2, 3), [n, c, h, w], align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

@@ -1,10 +1,16 @@
 """The class each image is explained for, shared by the gradient techniques.
 
-Targets are checked on the CPU: a range check of a tensor on the GPU would make
-the host wait for the forward pass to finish before it could queue the backward.
+Nothing here makes the host wait for the device in the middle of a pass.  The
+caller's targets reach the model's device *before* the forward pass is queued:
+a copy from pageable host memory to a GPU waits for the stream to drain, so the
+same copy after the forward would stall the host until the forward finished
+and leave the GPU idle while the backward is queued.  The range check, which
+needs the number of classes, then runs on a host copy.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -12,30 +18,44 @@ from torch import Tensor
 from ..errors import CnnvisError
 
 
-def host_targets(targets, n: int) -> Tensor | None:
-    """``targets`` (any integer sequence or tensor) as (n,) int64 on the CPU; None
-    (each image's top-1 class) stays None.  Call it before the forward pass."""
+class RequestedTargets(NamedTuple):
+    """Target classes a caller asked for: on the host for checks, and on the model's device."""
+
+    host: Tensor  # (n,) int64 on the CPU
+    on_device: Tensor  # the same values, (n,) int64 on the images' device
+
+
+def request_targets(targets, n: int, device: torch.device | str) -> RequestedTargets | None:
+    """``targets`` (an integer sequence or tensor, anywhere) for ``n`` images on ``device``.
+
+    None (each image's top-1 class) stays None.  Call it before the forward pass.
+    Targets already on a GPU are read back to the host here, once, for the range
+    check: an index out of range would otherwise be a device-side assert.
+    """
     if targets is None:
         return None
-    targets = torch.as_tensor(targets).detach().to("cpu").reshape(-1)
-    if targets.dtype.is_floating_point or targets.dtype.is_complex or targets.dtype == torch.bool:
-        raise CnnvisError(f"target classes must be integer class indices, got dtype {targets.dtype}")
-    if targets.numel() != n:
-        raise CnnvisError(f"got {targets.numel()} target classes for {n} images")
-    return targets.long()
+    given = torch.as_tensor(targets).detach().reshape(-1)
+    if given.dtype.is_floating_point or given.dtype.is_complex or given.dtype == torch.bool:
+        raise CnnvisError(f"target classes must be integer class indices, got dtype {given.dtype}")
+    if given.numel() != n:
+        raise CnnvisError(f"got {given.numel()} target classes for {n} images")
+    device = torch.device(device)
+    host = given.to("cpu").long()
+    on_device = given.long() if given.device == device else host.to(device)
+    return RequestedTargets(host=host, on_device=on_device)
 
 
-def target_indices(host: Tensor | None, logits: Tensor) -> Tensor:
+def target_indices(requested: RequestedTargets | None, logits: Tensor) -> Tensor:
     """The (N,) target classes on the logits' device: each image's top-1 class where
-    ``host`` is None, else ``host`` once its range is checked against the logits."""
-    if logits.dim() != 2 or (host is not None and logits.shape[0] != host.numel()):
+    ``requested`` is None, else the requested classes once checked against the logits."""
+    if logits.dim() != 2 or (requested is not None and logits.shape[0] != requested.host.numel()):
         raise CnnvisError(f"the model outputs a tensor of shape {tuple(logits.shape)}, not class scores (N, classes)")
-    if host is None:
+    if requested is None:
         return logits.detach().argmax(dim=1)
     classes = logits.shape[1]
-    bad = (host < 0) | (host >= classes)
+    bad = (requested.host < 0) | (requested.host >= classes)
     if bad.any():
         raise CnnvisError(
-            f"target class {int(host[bad][0])} is out of range: this model has classes 0..{classes - 1}"
+            f"target class {int(requested.host[bad][0])} is out of range: this model has classes 0..{classes - 1}"
         )
-    return host.to(logits.device, non_blocking=True)  # from pageable memory: staged at once, no wait
+    return requested.on_device
