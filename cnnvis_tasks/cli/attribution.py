@@ -45,8 +45,10 @@ def _batch_targets(session: Session, inputs: torch.Tensor, targets: list[int | N
     return torch.tensor(targets, dtype=torch.long)
 
 
-def _probability(logits: torch.Tensor, target: int) -> float:
-    return float(torch.softmax(logits.float(), dim=-1)[target])
+def _targets_and_probabilities(logits: torch.Tensor, targets: torch.Tensor) -> tuple[list[int], list[float]]:
+    """Each image's target class and its softmax probability, read from the device at once."""
+    probabilities = torch.softmax(logits.float(), dim=1).gather(1, targets[:, None])[:, 0]
+    return targets.tolist(), probabilities.tolist()
 
 
 def _layer_path(template: Path, layer: str, several: bool) -> Path:
@@ -77,18 +79,21 @@ def feature_maps_command(images, outs, raws, layers, channels, size, batch_size,
     for indices, batch in load_batches(images, size, batch_size):
         inputs = session.model.normalize(batch.to(session.device))
         activations = feature_maps(session.model.module, inputs, list(layers))
+        shapes = {layer: list(maps.shape[1:]) for layer, maps in activations.items()}
+        # One copy to the host per layer and batch (only the shown channels unless raw is asked).
+        activations = {layer: (maps if raws else maps[:, :channels]).cpu() for layer, maps in activations.items()}
         for row, index in enumerate(indices):
             for layer in layers:
                 activation = activations[layer][row]
                 record = base_metadata(session, "feature-maps", image=str(images[index]), layer=layer,
-                                       channels_shown=min(channels, activation.shape[0]), shape=list(activation.shape))
+                                       channels_shown=min(channels, shapes[layer][0]), shape=shapes[layer])
                 if outs:
                     picture, constant = render.channel_grid(activation, channels)
                     if constant == min(channels, activation.shape[0]):
                         warn(f"{images[index]}: every shown channel of {layer} is constant; rendered black")
                     save_png(_layer_path(outs[index], layer, several), picture, record)
                 if raws:
-                    save_npy(_layer_path(raws[index], layer, several), activation.float().cpu().numpy())
+                    save_npy(_layer_path(raws[index], layer, several), activation.float().numpy())
         done += len(indices)
         progress.update(done)
 
@@ -143,12 +148,13 @@ def saliency_command(images, out_colors, out_grays, raws, targets, method, size,
     for indices, batch in load_batches(images, size, batch_size):
         inputs = session.model.normalize(batch.to(session.device))
         result = saliency(session.model.module, inputs, _batch_targets(session, inputs, [wanted[i] for i in indices]), method)
+        classes, probabilities = _targets_and_probabilities(result.logits, result.targets)
+        gradients = result.gradients.cpu()
         for row, index in enumerate(indices):
-            gradient = result.gradients[row]
-            target = int(result.targets[row])
+            gradient = gradients[row]
             record = base_metadata(session, "saliency", method=method, image=str(images[index]),
-                                   target=class_record(session.model, target),
-                                   probability=_probability(result.logits[row], target))
+                                   target=class_record(session.model, classes[row]),
+                                   probability=probabilities[row])
             degenerate = False
             if out_colors:
                 picture, degenerate = render.gradient_color(gradient)
@@ -157,7 +163,7 @@ def saliency_command(images, out_colors, out_grays, raws, targets, method, size,
                 picture, degenerate = render.gradient_gray(gradient)
                 save_png(out_grays[index], picture, record | {"rendering": "gray"})
             if raws:
-                save_npy(raws[index], gradient.float().cpu().numpy())
+                save_npy(raws[index], gradient.float().numpy())
             if degenerate or not bool(gradient.abs().amax() > 0):
                 warn(f"{images[index]}: the {method} gradient is all zero; rendered black")
         done += len(indices)
@@ -200,12 +206,13 @@ def grad_cam_command(images, out_grays, out_heatmaps, out_overlays, raws, target
     for indices, batch in load_batches(images, size, batch_size):
         inputs = session.model.normalize(batch.to(session.device))
         result = grad_cam(session.model.module, inputs, layer, _batch_targets(session, inputs, [wanted[i] for i in indices]))
-        upsampled = upsample_cam(result.cams, tuple(batch.shape[-2:]))
+        upsampled = upsample_cam(result.cams, tuple(batch.shape[-2:])).cpu()
+        cams = result.cams.cpu()
+        classes, probabilities = _targets_and_probabilities(result.logits, result.targets)
         for row, index in enumerate(indices):
-            target = int(result.targets[row])
             record = base_metadata(session, "grad-cam", image=str(images[index]), layer=layer,
-                                   target=class_record(session.model, target),
-                                   probability=_probability(result.logits[row], target))
+                                   target=class_record(session.model, classes[row]),
+                                   probability=probabilities[row])
             map01, degenerate = render.normalize01(upsampled[row])
             if degenerate:
                 warn(f"{images[index]}: the Grad-CAM map at {layer} is all zero; rendered black")
@@ -217,6 +224,6 @@ def grad_cam_command(images, out_grays, out_heatmaps, out_overlays, raws, target
                 save_png(out_overlays[index], render.overlay(batch[row], map01, alpha, colormap),
                          record | {"rendering": "overlay", "colormap": colormap, "alpha": alpha})
             if raws:
-                save_npy(raws[index], result.cams[row].float().cpu().numpy())
+                save_npy(raws[index], cams[row].float().numpy())
         done += len(indices)
         progress.update(done)
