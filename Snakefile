@@ -12,6 +12,7 @@ include: "rules/kernels.smk"
 include: "rules/backprop.smk"
 include: "rules/ascent.smk"
 include: "rules/cam.smk"
+include: "rules/per_image.smk"
 include: "rules/gallery.smk"
 
 

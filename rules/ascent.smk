@@ -81,7 +81,8 @@ if FILTER_VIZ:
             COMPUTE
 
 
-# Deep dream, plain (seed row 6) and with octaves (seed row 7): the same rules for both.
+# Deep dream, plain (seed row 6) and with octaves (seed row 7): one job per model,
+# layer, filter and chunk of images for both (rules/per_image.smk makes the rules).
 for _key in ("deep_dream", "deep_dream_octaves"):
     _dream = technique(_key)
     if not _dream:
@@ -97,30 +98,5 @@ for _key in ("deep_dream", "deep_dream_octaves"):
 
         for _layer in _settings["layers"]:
             for _token in _tokens:
-                for _chunk, _names in CHUNKS.items():
-                    _name = chunk_rule_name(_key, _model, f"{_layer}-{_token}", _chunk)
-                    _args, _outputs = deep_dream_job(_key, _model, _layer, _token, _names)
-
-                    rule:
-                        name:
-                            _name
-                        input:
-                            images=[IMAGES[name] for name in _names],
-                            weights=weights_of(_model),
-                        output:
-                            _outputs,
-                        log:
-                            f"{RESULTS}/logs/{_model}/{_folder}/{_layer}-{_token}/{_chunk}.log",
-                        benchmark:
-                            f"{RESULTS}/benchmarks/{_model}/{_folder}/{_layer}-{_token}/{_chunk}.tsv"
-                        threads: THREADS
-                        resources:
-                            gpu=GPU,
-                        params:
-                            device=DEVICE,
-                            command="deep-dream",
-                            args=_args,
-                        shell:
-                            COMPUTE
-
-                    add_targets(_outputs)
+                per_image_job(_key, _model, f"{_layer}-{_token}", "deep-dream",
+                              functools.partial(deep_dream_job, _key, _model, _layer, _token))

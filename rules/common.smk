@@ -2,6 +2,7 @@
 # list and its chunks, paths, command lines, and what the gallery and the final
 # target collect.  Only functions and settings here; the rules are elsewhere.
 
+import functools
 import glob
 import hashlib
 import json
@@ -282,6 +283,15 @@ def chunk_rule_name(key, model, setting, chunk):
     its own, so that its outputs are plain paths without wildcards, which Snakemake
     matches at once."""
     return re.sub(r"\W+", "_", f"{key}_{model}_{setting}_{chunk}")
+
+
+PER_IMAGE_JOBS = []
+
+
+def per_image_job(key, model, setting, command, make):
+    """Register one technique setting of one model for rules/per_image.smk, which makes
+    a rule per chunk of images; make(names) gives that job's (arguments, outputs)."""
+    PER_IMAGE_JOBS.append({"key": key, "model": model, "setting": setting, "command": command, "make": make})
 
 
 def add_targets(outputs):
