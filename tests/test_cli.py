@@ -253,7 +253,8 @@ def test_lazy_group_knows_each_command_and_its_module():
     package.load_all()
     assert set(cli.commands) == set(package.COMMANDS) == set(COMMANDS) | {"check-images", "gallery"}
     for name, command in cli.commands.items():
-        assert command.callback.__module__ == f"cnnvis_tasks.cli.{package.COMMANDS[name]}"
+        assert command.callback.__module__ == f"cnnvis_tasks.cli.{package.COMMANDS[name].module}"
+        assert command.get_short_help_str(limit=200) == package.COMMANDS[name].summary
 
 
 def test_help_lists_every_command_and_unknown_commands_get_suggestions():

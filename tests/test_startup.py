@@ -57,8 +57,9 @@ def test_names_answer_for_torchvision_models_and_colormaps():
     assert colormap_problem("nope") == "unknown colormap 'nope' (e.g. jet, viridis, inferno, turbo)"
 
 
-def test_version_check_images_and_gallery_import_no_torch(tmp_path):
+def test_version_help_check_images_and_gallery_import_no_torch(tmp_path):
     assert command_imports("--version") == set()
+    assert command_imports("--help") == set()
     status = tmp_path / "images.json"
     assert command_imports("check-images", "--image", str(CAT), "--out", str(status), "-q") == set()
     assert json.loads(status.read_text())["images"][0]["status"] == "ok"
