@@ -69,6 +69,27 @@ def test_grad_cam_and_feature_maps_agree(models, images):
         _agree(fa[layer], fb[layer])
 
 
+def test_no_synchronisation_once_the_forward_is_queued(models, images):
+    """PyTorch's sync debug mode, switched to 'error' when the forward starts, raises at
+    any call that makes the host wait for the GPU (tests/test_device_traffic.py checks
+    the same on the meta device, without a GPU)."""
+    _, gpu = models
+    x = gpu.normalize(images.cuda())
+    handle = gpu.module.register_forward_pre_hook(lambda *_: torch.cuda.set_sync_debug_mode("error"))
+    try:
+        for run in (
+            lambda: grad_cam(gpu.module, x, "_bn1", [281, 967]).cams,
+            lambda: saliency(gpu.module, x, [281, 967], "guided").gradients,
+            lambda: saliency(gpu.module, x, None, "vanilla").gradients,
+        ):
+            out = run()
+            torch.cuda.set_sync_debug_mode("default")
+            assert out.is_cuda
+    finally:
+        handle.remove()
+        torch.cuda.set_sync_debug_mode("default")
+
+
 def test_ascent_runs_on_the_gpu(models):
     _, gpu = models
     result = ascent.class_visualization(gpu.module, [963], ["l2"], [0.01], mean=gpu.mean, std=gpu.std,
