@@ -87,7 +87,9 @@ class _LayerTap:
         self.model, self.layer = model, layer
         # Checked on the host copy: reading the device copy would wait for the GPU.
         self.host_channels = None if channels is None else [int(c) for c in channels]
-        self.channels = None if channels is None else torch.tensor(self.host_channels, device=_device(model))
+        self.device_channels = (
+            None if channels is None else torch.tensor(self.host_channels, dtype=torch.long, device=_device(model))
+        )
         self.module = get_module(model, layer)
         self.calls_per_forward: int | None = None
 
@@ -306,7 +308,7 @@ def filter_visualization(
     tap = _LayerTap(model, layer, filters)
 
     def score(x):
-        return _select_channel(tap(x), tap.channels).mean(1)
+        return _select_channel(tap(x), tap.device_channels).mean(1)
 
     def penalty(x):
         return 0.5 * weight_decay * x.pow(2).sum((1, 2, 3))
@@ -372,7 +374,7 @@ def deep_dream(
     height, width = x0.shape[-2:]
 
     def score(x):
-        return _select_channel(tap(x), tap.channels).norm(dim=1)
+        return _select_channel(tap(x), tap.device_channels).norm(dim=1)
 
     def resize(x, size):
         return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
@@ -440,7 +442,7 @@ def deep_dream_adam(
     tap = _LayerTap(model, layer, None if filter is None else [int(filter)] * x0.shape[0])
 
     def score(x):
-        return _select_channel(tap(x), tap.channels).mean(1)
+        return _select_channel(tap(x), tap.device_channels).mean(1)
 
     with _frozen(model), tap:
         image = PixelImage(x0, mean=mean, std=std)
