@@ -46,9 +46,10 @@ def _batch_targets(session: Session, inputs: torch.Tensor, targets: list[int | N
 
 
 def _targets_and_probabilities(logits: torch.Tensor, targets: torch.Tensor) -> tuple[list[int], list[float]]:
-    """Each image's target class and its softmax probability, read from the device at once."""
+    """Each image's target class and its softmax probability, in one read from the device."""
     probabilities = torch.softmax(logits.float(), dim=1).gather(1, targets[:, None])[:, 0]
-    return targets.tolist(), probabilities.tolist()
+    pairs = torch.stack([targets.double(), probabilities.double()], dim=1).tolist()  # exact for both
+    return [int(target) for target, _ in pairs], [probability for _, probability in pairs]
 
 
 def _layer_path(template: Path, layer: str, several: bool) -> Path:
@@ -207,7 +208,7 @@ def grad_cam_command(images, out_grays, out_heatmaps, out_overlays, raws, target
         inputs = session.model.normalize(batch.to(session.device))
         result = grad_cam(session.model.module, inputs, layer, _batch_targets(session, inputs, [wanted[i] for i in indices]))
         upsampled = upsample_cam(result.cams, tuple(batch.shape[-2:])).cpu()
-        cams = result.cams.cpu()
+        cams = result.cams.cpu() if raws else None
         classes, probabilities = _targets_and_probabilities(result.logits, result.targets)
         for row, index in enumerate(indices):
             record = base_metadata(session, "grad-cam", image=str(images[index]), layer=layer,
