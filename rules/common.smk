@@ -11,6 +11,7 @@ import os
 import re
 import shlex
 import sys
+import typing
 
 import jsonschema
 import yaml
@@ -285,13 +286,26 @@ def chunk_rule_name(key, model, setting, chunk):
     return re.sub(r"\W+", "_", f"{key}_{model}_{setting}_{chunk}")
 
 
+class PerImageJob(typing.NamedTuple):
+    """A technique setting of one model; rules/per_image.smk runs it over each chunk."""
+
+    key: str  # the technique's config key
+    model: str
+    setting: str  # layer, method, ... as in rule names and log folders
+    command: str  # the cnnvis-tasks command
+    job_of_chunk: typing.Callable  # image names -> (command-line arguments, outputs)
+
+
 PER_IMAGE_JOBS = []
+PER_IMAGE_RULES_MADE = False  # rules/per_image.smk sets it once it has made the rules
 
 
-def per_image_job(key, model, setting, command, make):
-    """Register one technique setting of one model for rules/per_image.smk, which makes
-    a rule per chunk of images; make(names) gives that job's (arguments, outputs)."""
-    PER_IMAGE_JOBS.append({"key": key, "model": model, "setting": setting, "command": command, "make": make})
+def per_image_job(key, model, setting, command, job_of_chunk):
+    """Register one technique setting of one model; rules/per_image.smk makes a rule
+    for each chunk of images.  Must run before that file is included."""
+    if PER_IMAGE_RULES_MADE:
+        raise WorkflowError(f"per_image_job({key!r}, ...) after rules/per_image.smk: include the file earlier")
+    PER_IMAGE_JOBS.append(PerImageJob(key, model, setting, command, job_of_chunk))
 
 
 def add_targets(outputs):
