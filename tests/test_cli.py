@@ -255,6 +255,10 @@ def test_lazy_group_knows_each_command_and_its_module():
     for name, command in cli.commands.items():
         assert command.callback.__module__ == f"cnnvis_tasks.cli.{package.COMMANDS[name].module}"
         assert command.get_short_help_str(limit=200) == package.COMMANDS[name].summary
+    # The summary is only the line in the list: a command's own --help shows its docstring.
+    text = " ".join(run("saliency", "--help").output.split())
+    assert "with respect to the input image (seed gallery row 3)." in text
+    assert package.COMMANDS["saliency"].summary not in text
 
 
 def test_help_lists_every_command_and_unknown_commands_get_suggestions():
