@@ -59,12 +59,21 @@ FM_LAYER = "_blocks.4"
 WORKFLOW_FILES = ["Snakefile", "rules", "config", "profiles"]
 
 
-def default_chunk_size() -> int:
-    """chunk_size when a config leaves it out (config/schema.yaml)."""
+def _schema() -> dict:
     import yaml
 
-    schema = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
-    return schema["properties"]["chunk_size"]["default"]
+    return yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
+
+
+def default_chunk_size() -> int:
+    """chunk_size when a config leaves it out (config/schema.yaml)."""
+    return _schema()["properties"]["chunk_size"]["default"]
+
+
+def default_batch_size() -> int:
+    """batch_size of a technique when a config leaves it out (config/schema.yaml)."""
+    return _schema()["$defs"]["batch_size"]["default"]
+
 
 # Output of each run technique per image, relative to results/ (as the workflow lays it out).
 RUN_OUTPUTS = {
@@ -289,6 +298,26 @@ def snakemake_run(workdir: Path, cores: int, targets: list[str], timeout: float,
     return result
 
 
+def job_commands(images: list, names: list[str], out: Path, threads: int, size: int, batch_size: int) -> dict:
+    """technique key -> the cnnvis-tasks arguments of the run's job for these images (as
+    the workflow writes them), writing the workflow's files under ``out``."""
+    base = ["--model", MODEL, "--weights", "default", "--seed", "0", "--device", "cpu", "--threads", str(threads),
+            "--size", str(size), "--batch-size", str(batch_size), "-q"]
+    image_args = [arg for path in images for arg in ("--image", str(path))]
+
+    def outputs(key: str, option: str) -> list[str]:
+        return [a for n in names for a in (option, str(out / RUN_OUTPUTS[key].format(image=n)))]
+
+    return {
+        "saliency": ["saliency", "--method", "vanilla", "--target", "top1"] + base + image_args
+        + outputs("saliency", "--out-gray"),
+        "grad_cam": ["grad-cam", "--target", "top1", "--colormap", "jet", "--alpha", "0.5"] + base + image_args
+        + outputs("grad_cam", "--out-overlay"),
+        "feature_maps": ["feature-maps", "--layer", FM_LAYER, "--channels", "64"] + base + image_args
+        + outputs("feature_maps", "--out"),
+    }
+
+
 def lower_bound_main(spec_path: str) -> None:
     """Hidden mode (--_lower-bound SPEC): one process, the model loaded once, the
     three commands run in-process over every image, writing the workflow's files."""
@@ -306,18 +335,8 @@ def lower_bound_main(spec_path: str) -> None:
         return loaded[key]
 
     common.load_model = load_once
-    images, names, out = spec["images"], spec["names"], Path(spec["out"])
-    base = ["--model", MODEL, "--weights", "default", "--seed", "0", "--device", "cpu", "--threads", str(spec["threads"]),
-            "--size", str(spec["size"]), "--batch-size", str(spec["batch_size"]), "-q"]
-    image_args = [arg for path in images for arg in ("--image", path)]
-    commands = {
-        "saliency": ["saliency", "--method", "vanilla", "--target", "top1"] + base + image_args
-        + [a for n in names for a in ("--out-gray", str(out / RUN_OUTPUTS["saliency"].format(image=n)))],
-        "grad_cam": ["grad-cam", "--target", "top1", "--colormap", "jet", "--alpha", "0.5"] + base + image_args
-        + [a for n in names for a in ("--out-overlay", str(out / RUN_OUTPUTS["grad_cam"].format(image=n)))],
-        "feature_maps": ["feature-maps", "--layer", FM_LAYER, "--channels", "64"] + base + image_args
-        + [a for n in names for a in ("--out", str(out / RUN_OUTPUTS["feature_maps"].format(image=n)))],
-    }
+    commands = job_commands(spec["images"], spec["names"], Path(spec["out"]), spec["threads"], spec["size"],
+                            spec["batch_size"])
     times = {}
     for key, args in commands.items():
         start = time.perf_counter()
@@ -333,7 +352,7 @@ def lower_bound(tmp: Path, images: list[Path], names: list[str], threads: int, s
                 logs: Path) -> dict:
     out = tmp / "lower-bound" / "results"
     spec = {"images": [str(p) for p in images], "names": names, "out": str(out), "threads": threads, "size": size,
-            "batch_size": 16, "report": str(tmp / "lower-bound" / "report.json")}
+            "batch_size": default_batch_size(), "report": str(tmp / "lower-bound" / "report.json")}
     (tmp / "lower-bound").mkdir(parents=True, exist_ok=True)
     spec_path = tmp / "lower-bound" / "spec.json"
     spec_path.write_text(json.dumps(spec))
@@ -617,7 +636,7 @@ def render_section(results: dict, args, info: dict, command: str, started: str, 
         lines += [
             f"### Run: {n} images x 3 techniques, `snakemake --cores {cores}`",
             "",
-            f"Synthetic 96x128 JPEGs; EfficientNet-Lite0 (embedded weights), size {args.size}, batch 16, "
+            f"Synthetic 96x128 JPEGs; EfficientNet-Lite0 (embedded weights), size {args.size}, batch {default_batch_size()}, "
             f"device cpu, 1 thread per job: saliency vanilla (gray), Grad-CAM (auto layer, overlay), feature maps "
             f"({FM_LAYER}). Targets: the {3 * n} technique pictures (image_status and the gallery are timed "
             "separately below). Wall time includes Snakemake reading the workflow and every job's process start.",
@@ -712,12 +731,12 @@ def render_section(results: dict, args, info: dict, command: str, started: str, 
             lines.append("")
             for technique in sorted({row["technique"] for _, r in mem_runs for row in r["rows"]}):
                 pts = [(row["images"], row["max_rss"]) for _, r in mem_runs for row in r["rows"]
-                       if row["technique"] == technique and row["images"] >= 16]
+                       if row["technique"] == technique and row["images"] >= default_batch_size()]
                 if len({x for x, _ in pts}) >= 2:
                     mx = statistics.mean(x for x, _ in pts)
                     my = statistics.mean(y for _, y in pts)
                     slope = sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
-                    lines.append(f"- {technique}: least-squares slope over jobs with >= 16 images "
+                    lines.append(f"- {technique}: least-squares slope over jobs with >= {default_batch_size()} images "
                                  f"({min(x for x, _ in pts)}-{max(x for x, _ in pts)} images): {slope:+.2f} MiB per image")
             lines.append("")
 
