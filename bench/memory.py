@@ -51,13 +51,14 @@ def _rss_mib(pid: int) -> float | None:
     return None
 
 
-def run_job(args: list[str], timeout: float) -> dict:
+def run_job(args: list[str], timeout: float, env: dict[str, str] | None = None) -> dict:
     """Run ``cnnvis-tasks ARGS``: its peak RSS, the median of its RSS sampled every
     0.2 s over the second half of the run (MiB), and wall seconds.  Fails loudly."""
     command = [sys.executable, "-m", "cnnvis_tasks", *args]
     errors_file = tempfile.TemporaryFile()  # not a pipe: a full pipe would block the job
     start = time.perf_counter()
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=errors_file)
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=errors_file,
+                               env={**os.environ, **(env or {})})
     deadline = start + timeout
     samples = []
     while True:
@@ -95,7 +96,8 @@ def render(rows: dict, args, info: dict, command: str, started: str) -> str:
         f"`bench/dataset.py`'s jobs (`job_commands`): model {MODEL}, device cpu, {args.threads} thread(s), images "
         f"{args.size} px (shorter side), batch size {args.batch_size}. Each cell: peak resident set size of "
         f"the process (`ru_maxrss`) / median of its resident set size sampled every 0.2 s over the second half "
-        f"of the run, MiB; then wall time.", "",
+        f"of the run, MiB; then wall time."
+        + (f" Job environment: {', '.join(f'`{k}={v}`' for k, v in args.env.items())}." if args.env else ""), "",
         "| technique | " + " | ".join(f"{n} images" for n in counts) + " | peak, MiB per image, last two counts |",
         "|---|" + "---:|" * (len(counts) + 1),
     ]
@@ -126,10 +128,15 @@ def main(argv=None) -> None:
     parser.add_argument("--size", type=int, default=224, help="image size, shorter side (default 224)")
     parser.add_argument("--batch-size", type=int, default=None, help="default: the workflow's (config/schema.yaml)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per job (default 3600)")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="set in each job's environment, e.g. MALLOC_MMAP_THRESHOLD_=131072; repeatable")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="markdown file to update (default bench/RESULTS.md)")
     args = parser.parse_args(argv)
     args.counts = sorted({int(n) for n in args.counts.split(",") if n.strip()})
     args.batch_size = args.batch_size or default_batch_size()
+    if any("=" not in item for item in args.env):
+        parser.error("--env takes NAME=VALUE")
+    args.env = dict(item.split("=", 1) for item in args.env)
     techniques = [t.strip() for t in args.techniques.split(",") if t.strip()]
     unknown = set(techniques) - set(LABELS)
     if unknown:
@@ -148,7 +155,7 @@ def main(argv=None) -> None:
             for key in techniques:
                 out = tmp / "out" / f"{key}-{count}"
                 job = job_commands(paths[:count], names[:count], out, args.threads, args.size, args.batch_size)[key]
-                rows[key][count] = run_job(job, args.timeout)
+                rows[key][count] = run_job(job, args.timeout, args.env)
                 written = sum(1 for _ in out.rglob("*.png"))
                 if written != count:
                     raise RuntimeError(f"{key} with {count} images wrote {written} pictures")
