@@ -31,24 +31,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dataset import MODEL, default_batch_size, job_commands, machine_info, make_images  # noqa: E402
-from results_file import display_command, write_section  # noqa: E402
+from results_file import display_command, status_mib, write_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SECTION = "## Peak memory of one job"
 DEFAULT_OUT = REPO / "bench" / "RESULTS.md"
 LABELS = {"saliency": "saliency (vanilla, gray)", "grad_cam": "Grad-CAM (auto layer, overlay)",
           "feature_maps": "feature maps (one layer)"}
-
-
-def _rss_mib(pid: int) -> float | None:
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
 
 
 def run_job(args: list[str], timeout: float, env: dict[str, str] | None = None) -> dict:
@@ -69,7 +58,7 @@ def run_job(args: list[str], timeout: float, env: dict[str, str] | None = None) 
             process.kill()
             pid, status, usage = os.wait4(process.pid, 0)
             raise RuntimeError(f"timed out after {timeout:.0f} s: {' '.join(args[:3])} ...")
-        rss = _rss_mib(process.pid)
+        rss = status_mib("VmRSS", process.pid)
         if rss is not None:
             samples.append(rss)
         time.sleep(0.2)

@@ -1,4 +1,5 @@
-"""What every benchmark script shares: its command as typed, and its section of RESULTS.md."""
+"""What every benchmark script shares: its command as typed, its section of RESULTS.md,
+and reading a process's memory."""
 
 from __future__ import annotations
 
@@ -31,3 +32,16 @@ def write_section(path: Path, text: str) -> None:
         new = old.rstrip("\n") + "\n\n" + text
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(new.rstrip("\n") + "\n")
+
+
+def status_mib(key: str, pid: int | str = "self") -> float | None:
+    """A memory line of ``/proc/PID/status`` (``VmRSS``, ``VmHWM``, ...) in MiB; None
+    where there is no such file (not Linux, or the process has ended)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None

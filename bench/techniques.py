@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_file import display_command, write_section  # noqa: E402
+from results_file import display_command, status_mib, write_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -211,17 +211,6 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def _status_mib(key: str) -> float | None:
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
 def _reset_peak_rss() -> bool:
     """Return freed heap to the OS and reset VmHWM to the current RSS (Linux >= 4.0)."""
     try:
@@ -251,9 +240,9 @@ def _peak_memory(fn, x, t, device) -> tuple[dict, object]:
         return {"kind": "cuda allocated", "delta": (peak - base) / 2**20}, out
     if not _reset_peak_rss():
         return {"kind": "unavailable", "delta": None}, fn(x, t)
-    base = _status_mib("VmRSS")
+    base = status_mib("VmRSS")
     out = fn(x, t)
-    peak = _status_mib("VmHWM")
+    peak = status_mib("VmHWM")
     return {"kind": "RSS", "delta": None if base is None or peak is None else peak - base}, out
 
 
