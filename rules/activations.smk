@@ -6,7 +6,7 @@ FEATURE_MAPS = technique("feature_maps")
 if FEATURE_MAPS:
     for _model, _settings in FEATURE_MAPS["models"].items():
         per_image_table("feature-maps", _model, [
-            (layer, [_model, f"layer {layer}"], f"{RESULTS}/{_model}/feature-maps/{{image}}/{layer}.png")
+            (layer, [_model, f"layer {layer}"], per_image_stem("feature_maps", _model, layer, "{image}") + ".png")
             for layer in _settings["layers"]
         ])
         for _layer in _settings["layers"]:

@@ -92,7 +92,7 @@ for _key in ("deep_dream", "deep_dream_octaves"):
     for _model, _settings in _dream["models"].items():
         _tokens = [filter_token(value) for value in _settings["filters"]]
         per_image_table(_folder, _model, [
-            (f"{layer}-{token}", [_model, f"layer {layer}", filter_label(token)], f"{RESULTS}/{_model}/{_folder}/{{image}}/{layer}-{token}.png")
+            (f"{layer}-{token}", [_model, f"layer {layer}", filter_label(token)], per_image_stem(_key, _model, f"{layer}-{token}", "{image}") + ".png")
             for layer in _settings["layers"] for token in _tokens
         ])
 

@@ -7,7 +7,7 @@ SALIENCY = technique("saliency")
 if SALIENCY:
     for _model in SALIENCY["models"]:
         per_image_table("saliency", _model, [
-            (f"{method}-{rendering}", [_model, method, rendering], f"{RESULTS}/{_model}/saliency/{{image}}/{method}-{rendering}.png")
+            (f"{method}-{rendering}", [_model, method, rendering], per_image_stem("saliency", _model, method, "{image}") + f"-{rendering}.png")
             for method in SALIENCY["methods"] for rendering in SALIENCY["renderings"]
         ])
         for _method in SALIENCY["methods"]:

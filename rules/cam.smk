@@ -8,7 +8,7 @@ GRAD_CAM = technique("grad_cam")
 if GRAD_CAM:
     for _model, _settings in GRAD_CAM["models"].items():
         per_image_table("grad-cam", _model, [
-            (f"{layer}-{rendering}", [_model, f"layer {layer}", rendering], f"{RESULTS}/{_model}/grad-cam/{{image}}/{layer}-{rendering}.png")
+            (f"{layer}-{rendering}", [_model, f"layer {layer}", rendering], per_image_stem("grad_cam", _model, layer, "{image}") + f"-{rendering}.png")
             for layer in _settings["layers"] for rendering in GRAD_CAM["renderings"]
         ])
         for _layer in _settings["layers"]:

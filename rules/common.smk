@@ -329,6 +329,13 @@ def add_targets(outputs):
 REGULARIZATION_LABELS = {"none": "no regularization", "l1": "L1 regularization", "l2": "L2 regularization"}
 
 
+def per_image_stem(key, model, setting, image):
+    """Where a per-image job writes for one image, without the ending: the job's
+    setting names the file (results/MODEL/TECHNIQUE/IMAGE/SETTING...).  With image
+    "{image}" it is the pattern of a gallery column."""
+    return f"{RESULTS}/{model}/{TECHNIQUES[key]}/{image}/{setting}"
+
+
 def chunk_job(model, names, options, files_of):
     """(command-line arguments, outputs) of one per-image job.  files_of(name) lists
     (option, path, report labels or None) for every file written for that image."""
@@ -347,7 +354,7 @@ def feature_maps_job(model, layer, names):
                "--batch-size", settings["batch_size"]]
 
     def files_of(name):
-        stem = f"{RESULTS}/{model}/feature-maps/{name}/{layer}"
+        stem = per_image_stem("feature_maps", model, layer, name)
         labels = {"category": "1. Feature maps", "subcategory": model, "labels": {"image": name, "layer": layer}}
         return [("--out", f"{stem}.png", labels)] + ([("--raw", f"{stem}.npy", None)] if settings["raw"] else [])
 
@@ -360,7 +367,7 @@ def saliency_job(model, method, names):
                "--batch-size", settings["batch_size"]]
 
     def files_of(name):
-        stem = f"{RESULTS}/{model}/saliency/{name}/{method}"
+        stem = per_image_stem("saliency", model, method, name)
         files = [(f"--out-{rendering}", f"{stem}-{rendering}.png",
                   {"category": "3. Saliency maps", "subcategory": model,
                    "labels": {"image": name, "method": method, "rendering": rendering}})
@@ -392,7 +399,7 @@ def deep_dream_job(key, model, layer, token, names):
     category = "7. Deep dream with octaves" if key == "deep_dream_octaves" else "6. Deep dream"
 
     def files_of(name):
-        stem = f"{RESULTS}/{model}/{TECHNIQUES[key]}/{name}/{layer}-{token}"
+        stem = per_image_stem(key, model, f"{layer}-{token}", name)
         labels = {"category": category, "subcategory": model, "labels": {"image": name, "layer": layer, "filter": token}}
         return [("--out", f"{stem}.png", labels)] + ([("--raw", f"{stem}.npy", None)] if settings["raw"] else [])
 
@@ -406,7 +413,7 @@ def grad_cam_job(model, layer, names):
         "--size", settings["size"], "--batch-size", settings["batch_size"]]
 
     def files_of(name):
-        stem = f"{RESULTS}/{model}/grad-cam/{name}/{layer}"
+        stem = per_image_stem("grad_cam", model, layer, name)
         files = [(f"--out-{rendering}", f"{stem}-{rendering}.png",
                   {"category": "8. Grad-CAM", "subcategory": model,
                    "labels": {"image": name, "layer": layer, "rendering": rendering}})
