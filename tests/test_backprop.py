@@ -416,6 +416,8 @@ def test_default_target_is_top1_and_validation():
         saliency(net, images, torch.tensor([0, 1, 2, -1, 3]))
     with pytest.raises(CnnvisError):
         saliency(net, images, torch.tensor([0, 1]))  # wrong length
+    with pytest.raises(CnnvisError, match=r"shape \(5, 4, 1\), not class scores"):
+        saliency(nn.Sequential(net, nn.Unflatten(1, (4, 1))), images)
     with pytest.raises(ValueError, match="unknown method"):
         saliency(net, images, method="smoothgrad")
     with pytest.raises(ValueError):

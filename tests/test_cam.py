@@ -133,6 +133,11 @@ def test_batched_equals_single(resnet18):
     assert not torch.allclose(other.cams[0], batched.cams[0])
 
 
+class FirstRow(nn.Module):
+    def forward(self, logits):
+        return logits[:1]
+
+
 def test_target_validation():
     model = tiny_net(inplace=False)
     x = images(2, 16)
@@ -147,6 +152,8 @@ def test_target_validation():
     with pytest.raises(CnnvisError, match="integer class indices, got dtype torch.float32"):
         grad_cam(model, x, "2", torch.tensor([0.0, 1.0]))
     assert grad_cam(model, x, "2", [3, 1]).targets.tolist() == [3, 1]  # any integer sequence
+    with pytest.raises(CnnvisError, match=r"shape \(1, 5\), not class scores"):  # top-1, one row for 2 images
+        grad_cam(nn.Sequential(model, FirstRow()), x, "0.2")
     assert no_hooks_left(model)
 
 

@@ -26,8 +26,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from cnnvis_tasks.errors import CnnvisError
-
 from .targets import request_targets, target_indices
 
 METHODS = ("vanilla", "guided", "deconv")
@@ -224,9 +222,7 @@ def saliency(
     with torch.enable_grad():
         with rule_context as rule:
             logits = model(x)
-        if logits.ndim != 2 or logits.shape[0] != x.shape[0]:
-            raise CnnvisError(f"model output must be (N, num_classes) logits, got shape {tuple(logits.shape)}")
-        targets = target_indices(wanted, logits)
+        targets = target_indices(wanted, logits, x.shape[0])
         if method != "vanilla" and rule.count == 0:
             warnings.warn(
                 f"the model ran no ReLU-family activation, so {method!r} saliency equals vanilla gradients",

@@ -58,7 +58,7 @@ def class_activation_map(
         with capture_outputs(model, [layer], as_leaf=True) as outputs:
             logits = model(images)
         activations = captured_feature_map(outputs, layer)
-        targets = target_indices(wanted, logits)
+        targets = target_indices(wanted, logits, images.shape[0])
         score = logits.gather(1, targets[:, None]).sum()  # images independent: per-image grads
         (gradients,) = torch.autograd.grad(score, activations, allow_unused=True)
     if gradients is None:  # the score does not depend on this layer at all

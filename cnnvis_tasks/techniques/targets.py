@@ -57,10 +57,11 @@ def request_targets(targets, n: int, device: torch.device | str) -> RequestedTar
     return RequestedTargets(host=host, on_device=on_device)
 
 
-def target_indices(requested: RequestedTargets | None, logits: Tensor) -> Tensor:
-    """The (N,) target classes on the logits' device: each image's top-1 class where
-    ``requested`` is None, else the requested classes once checked against the logits."""
-    if logits.dim() != 2 or (requested is not None and logits.shape[0] != requested.host.numel()):
+def target_indices(requested: RequestedTargets | None, logits: Tensor, n: int) -> Tensor:
+    """The (n,) target classes of n images on the logits' device: each image's top-1
+    class where ``requested`` is None, else the requested classes once checked
+    against the logits, which must be (n, classes)."""
+    if logits.dim() != 2 or logits.shape[0] != n:
         raise CnnvisError(f"the model outputs a tensor of shape {tuple(logits.shape)}, not class scores (N, classes)")
     if requested is None:
         return logits.detach().argmax(dim=1)
