@@ -1,24 +1,27 @@
 # cnnvis: the gallery workflow.  `snakemake --cores 4` builds results/index.html
 # from the images and config.yaml (see README.md); a second run does nothing.
+# What each rule does is planned by the package (cnnvis_tasks.workflow): these
+# files only declare its rules.
 
 from snakemake.utils import min_version
 
 min_version("8.0")
 
 
+# With --configfile, use only the files given (config.yaml is not merged underneath).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
+
+
 include: "rules/common.smk"
-include: "rules/activations.smk"
-include: "rules/kernels.smk"
-include: "rules/backprop.smk"
-include: "rules/ascent.smk"
-include: "rules/cam.smk"
-include: "rules/per_image.smk"
+include: "rules/compute.smk"
 include: "rules/gallery.smk"
 
 
 rule all:
     default_target: True
     input:
-        GALLERY,  # which depends on every result
-        BAD_IMAGE_TARGETS,
-        MISSING_OUTPUTS,
+        PLAN.gallery_page,  # which depends on every job
+        PLAN.bad_image_targets,
+        PLAN.missing,

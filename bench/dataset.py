@@ -11,8 +11,8 @@ so the repository's results/ is never touched.
    ``snakemake --cores C`` (a) in chunks of ``--chunk-size`` images, (b) one
    image per job (a pinned chunk_count under which every image has a chunk of
    its own), and (c) the in-process lower bound: one Python process that loads
-   the model once and runs the three ``cnnvis-tasks`` commands in-process over
-   all images, writing the same files (compared pixel by pixel).
+   the model once and runs the workflow's three ``cnnvis-tasks`` job commands
+   in-process over all images, writing the same files (compared pixel by pixel).
 2. Dry run of M images x 5 per-image techniques: cold and warm image-check
    cache, folder and manifest, default and greedy scheduler; optionally profiled.
 3. Peak memory (max_rss of Snakemake's benchmark files) of the chunk jobs
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import json
 import os
 import platform
@@ -50,6 +49,10 @@ from results_file import display_command, write_section  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+# The workflow's logic imports neither torch nor snakemake.
+from cnnvis_tasks.workflow import full_schema  # noqa: E402
+from cnnvis_tasks.workflow.plan import chunk_count as auto_chunk_count  # noqa: E402
+from cnnvis_tasks.workflow.plan import chunk_of  # noqa: E402
 
 SECTION = "## Dataset-wide runs"
 DEFAULT_OUT = REPO / "bench" / "RESULTS.md"
@@ -59,23 +62,21 @@ FM_LAYER = "_blocks.4"
 WORKFLOW_FILES = ["Snakefile", "rules", "config", "profiles"]
 
 
-def _schema() -> dict:
-    import yaml
-
-    return yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
-
-
 def default_chunk_size() -> int:
-    """chunk_size when a config leaves it out (config/schema.yaml)."""
-    return _schema()["properties"]["chunk_size"]["default"]
+    """chunk_size when a config leaves it out (the workflow's schema)."""
+    return full_schema()["properties"]["chunk_size"]["default"]
 
 
 def default_batch_size() -> int:
-    """batch_size of a technique when a config leaves it out (config/schema.yaml)."""
-    return _schema()["$defs"]["batch_size"]["default"]
+    """batch_size of the run's techniques when a config leaves it out (the workflow's schema)."""
+    blocks = full_schema()["properties"]["techniques"]["properties"]
+    sizes = {blocks[key]["properties"]["batch_size"]["default"] for key in RUN_OUTPUTS}
+    if len(sizes) != 1:
+        raise RuntimeError(f"the run's techniques default to different batch sizes: {sorted(sizes)}")
+    return sizes.pop()
 
 
-# Output of each run technique per image, relative to results/ (as the workflow lays it out).
+# Output of each run technique (config key) per image, relative to results/ (as the workflow lays it out).
 RUN_OUTPUTS = {
     "saliency": f"{MODEL}/saliency/{{image}}/vanilla-gray.png",
     "grad_cam": f"{MODEL}/grad-cam/{{image}}/auto-overlay.png",
@@ -100,8 +101,13 @@ def machine_info() -> dict:
     import torch
 
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu": _cpu_model(), "cores": f"{usable} usable of {os.cpu_count()}", "python": platform.python_version(),
-            "torch": torch.__version__, "snakemake": _version("snakemake")}
+    return {
+        "cpu": _cpu_model(),
+        "cores": f"{usable} usable of {os.cpu_count()}",
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "snakemake": _version("snakemake"),
+    }
 
 
 def _version(package: str) -> str:
@@ -113,16 +119,13 @@ def _version(package: str) -> str:
         return "not installed"
 
 
-
-
-
-
 def run_timed(cmd: list[str], cwd: Path, timeout: float, log: Path | None = None, env: dict | None = None) -> dict:
     """Run ``cmd``; wall seconds, exit status, output tail.  On timeout the whole
     process group (started here) is killed."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True, env=env)
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, env=env
+    )
     try:
         out, _ = proc.communicate(timeout=timeout)
         timed_out = False
@@ -151,7 +154,9 @@ def env_for_jobs() -> dict:
 # --- images, workdirs and configs ---------------------------------------------------
 
 
-def make_images(folder: Path, count: int, height: int = 96, width: int = 128, fmt: str = "jpg", start: int = 0) -> list[Path]:
+def make_images(
+    folder: Path, count: int, height: int = 96, width: int = 128, fmt: str = "jpg", start: int = 0
+) -> list[Path]:
     """Deterministic random-ish pictures: smooth colour blobs plus noise."""
     import numpy as np
     from PIL import Image
@@ -192,21 +197,10 @@ def image_names(paths) -> list[str]:
     return [image_name(p) for p in paths]
 
 
-def chunk_index(name: str, count: int) -> int:
-    """The workflow's chunk of an image (rules/common.smk: sha1 of the name mod count)."""
-    return int(hashlib.sha1(name.encode("utf-8")).hexdigest(), 16) % count
-
-
-def auto_chunk_count(n: int, chunk_size: int) -> int:
-    import math
-
-    return 2 ** math.ceil(math.log2(max(1, math.ceil(n / chunk_size))))
-
-
 def one_per_job_count(names: list[str]) -> int:
     """The smallest chunk_count >= len(names) under which no two images share a chunk."""
     count = max(1, len(names))
-    while len({chunk_index(name, count) for name in names}) < len(names):
+    while len({chunk_of(name, count) for name in names}) < len(names):
         count += 1
     return count
 
@@ -276,14 +270,21 @@ def benchmark_rows(workdir: Path) -> list[dict]:
             max_rss = float(record.get("max_rss", "nan"))
         except ValueError:
             max_rss = float("nan")
-        rows.append({"technique": technique, "chunk": int(match.group(1)), "count": int(match.group(2)),
-                     "s": float(record["s"]), "max_rss": max_rss})
+        rows.append(
+            {
+                "technique": technique,
+                "chunk": int(match.group(1)),
+                "count": int(match.group(2)),
+                "s": float(record["s"]),
+                "max_rss": max_rss,
+            }
+        )
     return rows
 
 
 def annotate_sizes(rows: list[dict], names: list[str]) -> None:
     for row in rows:
-        row["images"] = sum(1 for name in names if chunk_index(name, row["count"]) == row["chunk"])
+        row["images"] = sum(1 for name in names if chunk_of(name, row["count"]) == row["chunk"])
 
 
 def snakemake_run(workdir: Path, cores: int, targets: list[str], timeout: float, label: str, logs: Path) -> dict:
@@ -292,41 +293,45 @@ def snakemake_run(workdir: Path, cores: int, targets: list[str], timeout: float,
     # (image_status and the gallery are timed separately).
     print(f"[dataset] {label}: snakemake --cores {cores} ({len(targets)} targets) in {workdir}", flush=True)
     result = run_timed(cmd, workdir, timeout, logs / f"{label}.log", env_for_jobs())
-    print(f"[dataset] {label}: {result['wall']:.1f} s, rc {result['rc']}{' TIMEOUT' if result['timed_out'] else ''}", flush=True)
+    print(
+        f"[dataset] {label}: {result['wall']:.1f} s, rc {result['rc']}{' TIMEOUT' if result['timed_out'] else ''}",
+        flush=True,
+    )
     if result["rc"] != 0 and not result["timed_out"]:
         print(result["tail"], file=sys.stderr)
     return result
 
 
-def job_commands(images: list, names: list[str], out: Path, threads: int, size: int, batch_size: int) -> dict:
-    """technique key -> the cnnvis-tasks arguments of the run's job for these images (as
-    the workflow writes them), writing the workflow's files under ``out``."""
-    base = ["--model", MODEL, "--weights", "default", "--seed", "0", "--device", "cpu", "--threads", str(threads),
-            "--size", str(size), "--batch-size", str(batch_size), "-q"]
-    image_args = [arg for path in images for arg in ("--image", str(path))]
+def job_commands(images: list, out: Path, threads: int, size: int, batch_size: int) -> dict:
+    """technique key -> the ``cnnvis-tasks`` arguments of the run's job over ``images`` (one chunk),
+    as the workflow plans and runs it (plus ``-q``), writing the workflow's files under ``out``."""
+    from cnnvis_tasks.image_list import check_images
+    from cnnvis_tasks.workflow import check_config, make_plan
 
-    def outputs(key: str, option: str) -> list[str]:
-        return [a for n in names for a in (option, str(out / RUN_OUTPUTS[key].format(image=n)))]
-
-    return {
-        "saliency": ["saliency", "--method", "vanilla", "--target", "top1"] + base + image_args
-        + outputs("saliency", "--out-gray"),
-        "grad_cam": ["grad-cam", "--target", "top1", "--colormap", "jet", "--alpha", "0.5"] + base + image_args
-        + outputs("grad_cam", "--out-overlay"),
-        "feature_maps": ["feature-maps", "--layer", FM_LAYER, "--channels", "64"] + base + image_args
-        + outputs("feature_maps", "--out"),
+    config = run_config({"folder": str(Path(images[0]).parent)}, size=size, chunk_count=1)
+    config.update(results=str(out), threads=threads)
+    for block in config["techniques"].values():
+        block["batch_size"] = batch_size
+    check_config(config, check_model_names=False)
+    jobs = make_plan(config, check_images(images), exists=None).jobs
+    commands = {
+        job.technique.replace("-", "_"): [*job.arguments, "--device", job.device, "--threads", str(job.threads), "-q"]
+        for job in jobs
     }
+    if len(jobs) != len(RUN_OUTPUTS) or set(commands) != set(RUN_OUTPUTS):
+        raise RuntimeError(f"expected one job per technique of {sorted(RUN_OUTPUTS)}, got {[j.rule for j in jobs]}")
+    return commands
 
 
 def lower_bound_main(spec_path: str) -> None:
     """Hidden mode (--_lower-bound SPEC): one process, the model loaded once, the
-    three commands run in-process over every image, writing the workflow's files."""
+    three job commands run in-process over every image, writing the workflow's files."""
     spec = json.loads(Path(spec_path).read_text())
+    import cnnvis_tasks.runner as runner
     from cnnvis_tasks.cli import cli
-    import cnnvis_tasks.cli.common as common
 
     loaded = {}
-    original = common.load_model
+    original = runner.load_model
 
     def load_once(*args, **kwargs):
         key = repr((args, sorted(kwargs.items())))
@@ -334,9 +339,8 @@ def lower_bound_main(spec_path: str) -> None:
             loaded[key] = original(*args, **kwargs)
         return loaded[key]
 
-    common.load_model = load_once
-    commands = job_commands(spec["images"], spec["names"], Path(spec["out"]), spec["threads"], spec["size"],
-                            spec["batch_size"])
+    runner.load_model = load_once
+    commands = job_commands(spec["images"], Path(spec["out"]), spec["threads"], spec["size"], spec["batch_size"])
     times = {}
     for key, args in commands.items():
         start = time.perf_counter()
@@ -348,17 +352,27 @@ def lower_bound_main(spec_path: str) -> None:
     Path(spec["report"]).write_text(json.dumps(times))
 
 
-def lower_bound(tmp: Path, images: list[Path], names: list[str], threads: int, size: int, timeout: float,
-                logs: Path) -> dict:
+def lower_bound(tmp: Path, images: list[Path], threads: int, size: int, timeout: float, logs: Path) -> dict:
     out = tmp / "lower-bound" / "results"
-    spec = {"images": [str(p) for p in images], "names": names, "out": str(out), "threads": threads, "size": size,
-            "batch_size": default_batch_size(), "report": str(tmp / "lower-bound" / "report.json")}
+    spec = {
+        "images": [str(p) for p in images],
+        "out": str(out),
+        "threads": threads,
+        "size": size,
+        "batch_size": default_batch_size(),
+        "report": str(tmp / "lower-bound" / "report.json"),
+    }
     (tmp / "lower-bound").mkdir(parents=True, exist_ok=True)
     spec_path = tmp / "lower-bound" / "spec.json"
     spec_path.write_text(json.dumps(spec))
     print(f"[dataset] lower bound: one process, {len(images)} images, {threads} thread(s)", flush=True)
-    result = run_timed([sys.executable, str(Path(__file__).resolve()), "--_lower-bound", str(spec_path)], tmp,
-                       timeout, logs / "lower-bound.log", env_for_jobs())
+    result = run_timed(
+        [sys.executable, str(Path(__file__).resolve()), "--_lower-bound", str(spec_path)],
+        tmp,
+        timeout,
+        logs / "lower-bound.log",
+        env_for_jobs(),
+    )
     print(f"[dataset] lower bound: {result['wall']:.1f} s, rc {result['rc']}", flush=True)
     if result["rc"] != 0:
         print(result["tail"], file=sys.stderr)
@@ -416,13 +430,21 @@ def part_run(args, tmp: Path, logs: Path, results: dict, flush) -> None:
 
     def chunked(label: str, count: int, chunk_size: int | None = None, chunk_count: int | None = None) -> dict:
         names = all_names[:count]
-        workdir = make_workdir(tmp / label, run_config({"folder": str(subset(count))}, size=args.size, chunk_size=chunk_size,
-                                                       chunk_count=chunk_count))
+        workdir = make_workdir(
+            tmp / label,
+            run_config({"folder": str(subset(count))}, size=args.size, chunk_size=chunk_size, chunk_count=chunk_count),
+        )
         result = snakemake_run(workdir, args.cores, run_targets(names), args.timeout, label, logs)
         rows = benchmark_rows(workdir)
         annotate_sizes(rows, names)
-        result.update(workdir=workdir, rows=rows, jobs=len(rows), images=count, chunk_size=chunk_size,
-                      chunk_count=chunk_count or auto_chunk_count(count, chunk_size))
+        result.update(
+            workdir=workdir,
+            rows=rows,
+            jobs=len(rows),
+            images=count,
+            chunk_size=chunk_size,
+            chunk_count=chunk_count or auto_chunk_count(count, chunk_size),
+        )
         return result
 
     # (a) chunked at N
@@ -430,18 +452,28 @@ def part_run(args, tmp: Path, logs: Path, results: dict, flush) -> None:
     run["a"] = a
     flush()
     # no-op rerun (Snakemake's own overhead: read the workflow, check the image cache, build the DAG)
-    noop = run_timed(snakemake_cmd() + ["--cores", str(args.cores), "--quiet", "all", "--"] + run_targets(all_names[:n]),
-                     a["workdir"], args.timeout, logs / "noop.log", env_for_jobs())
+    noop = run_timed(
+        snakemake_cmd() + ["--cores", str(args.cores), "--quiet", "all", "--"] + run_targets(all_names[:n]),
+        a["workdir"],
+        args.timeout,
+        logs / "noop.log",
+        env_for_jobs(),
+    )
     run["noop"] = noop
     # the rest of the workflow (image_status, gallery)
-    rest = run_timed(snakemake_cmd() + ["--cores", str(args.cores), "--quiet", "all"], a["workdir"], args.timeout,
-                     logs / "rest.log", env_for_jobs())
+    rest = run_timed(
+        snakemake_cmd() + ["--cores", str(args.cores), "--quiet", "all"],
+        a["workdir"],
+        args.timeout,
+        logs / "rest.log",
+        env_for_jobs(),
+    )
     run["rest"] = rest
     print(f"[dataset] no-op rerun {noop['wall']:.1f} s; image_status + gallery {rest['wall']:.1f} s", flush=True)
     flush()
 
     # (c) lower bound at N
-    lb = lower_bound(tmp, paths[:n], all_names[:n], args.lb_threads or args.cores, args.size, args.timeout, logs)
+    lb = lower_bound(tmp, paths[:n], args.lb_threads or args.cores, args.size, args.timeout, logs)
     run["lb"] = lb
     if lb["rc"] == 0 and a["rc"] == 0:
         run["same"] = compare_outputs(a["workdir"] / "results", lb["out"], all_names[:n])
@@ -507,7 +539,9 @@ def part_dry(args, tmp: Path, logs: Path, results: dict, flush) -> None:
         entry["check_warm"] = time.perf_counter() - start
 
         workdir = make_workdir(tmp / f"dry-wf-{m}", dry_config({"folder": str(sub)}, args.dry_chunk_size))
-        manifest_wd = make_workdir(tmp / f"dry-wf-{m}-manifest", dry_config({"manifest": str(manifest)}, args.dry_chunk_size))
+        manifest_wd = make_workdir(
+            tmp / f"dry-wf-{m}-manifest", dry_config({"manifest": str(manifest)}, args.dry_chunk_size)
+        )
         base = snakemake_cmd() + ["-n", "--cores", str(args.cores), "--quiet", "all"]
         cases = [
             ("folder_cold", workdir, base),
@@ -524,7 +558,10 @@ def part_dry(args, tmp: Path, logs: Path, results: dict, flush) -> None:
             print(f"[dataset] dry run {m} images: {label}", flush=True)
             result = run_timed(cmd, wd, args.dry_timeout, logs / f"dry-{m}-{label}.log", env_for_jobs())
             entry[label] = {"wall": result["wall"], "rc": result["rc"], "timed_out": result["timed_out"]}
-            print(f"[dataset]   {result['wall']:.1f} s rc {result['rc']}{' TIMEOUT' if result['timed_out'] else ''}", flush=True)
+            print(
+                f"[dataset]   {result['wall']:.1f} s rc {result['rc']}{' TIMEOUT' if result['timed_out'] else ''}",
+                flush=True,
+            )
             if result["rc"] != 0 and not result["timed_out"]:
                 print(result["tail"], file=sys.stderr)
             flush()
@@ -532,7 +569,7 @@ def part_dry(args, tmp: Path, logs: Path, results: dict, flush) -> None:
                 break
         names = image_names(files)
         chunks = auto_chunk_count(m, args.dry_chunk_size)
-        entry["chunks"] = len({chunk_index(n, chunks) for n in names})
+        entry["chunks"] = len({chunk_of(n, chunks) for n in names})
         entry["jobs"] = 5 * entry["chunks"] + 3
         flush()
 
@@ -544,10 +581,15 @@ def part_dry(args, tmp: Path, logs: Path, results: dict, flush) -> None:
             return
         prof = tmp / f"dry-{m}.prof"
         print(f"[dataset] profiling a warm dry run of {m} images", flush=True)
-        cmd = [sys.executable, "-m", "cProfile", "-o", str(prof), "-m", "snakemake", "-n", "--cores", str(args.cores),
-               "--quiet", "all"]
+        cmd = [sys.executable, "-m", "cProfile", "-o", str(prof), "-m", "snakemake"]
+        cmd += ["-n", "--cores", str(args.cores), "--quiet", "all"]
         result = run_timed(cmd, wd, args.dry_timeout, logs / f"dry-{m}-profile.log", env_for_jobs())
-        dry["profile"] = {"m": m, "wall": result["wall"], "rc": result["rc"], "rows": profile_rows(prof) if prof.is_file() else []}
+        dry["profile"] = {
+            "m": m,
+            "wall": result["wall"],
+            "rc": result["rc"],
+            "rows": profile_rows(prof) if prof.is_file() else [],
+        }
         flush()
 
 
@@ -557,10 +599,11 @@ DRY_CASES = ["folder_cold", "folder_warm", "folder_warm_greedy", "manifest_cold"
 # (the first match of each pattern).
 PROFILE_POINTS = [
     ("read the workflow (Snakefile + rules/*.smk)", r"workflow\.py.*\(include\)"),
-    ("  of which: rule() decorator per chunk rule", r"workflow\.py.*\(decorate\)"),
+    ("  of which: rule() decorator per job rule", r"workflow\.py.*\(decorate\)"),
     ("  of which: check_images (image check, cache)", r"image_list\.py.*\(check_images\)"),
     ("  of which: list_images", r"image_list\.py.*\(list_images\)"),
     ("  of which: config check (schema, import torch/models)", r"\(check_config\)"),
+    ("  of which: make_plan (chunks, jobs, outputs)", r"plan\.py.*\(make_plan\)"),
     ("build the DAG (DAG.init)", r"dag\.py.*\(init\)"),
     ("  of which: update (match outputs to rules)", r"dag\.py.*\(update\)$"),
     ("  of which: rule candidates for a file", r"dag\.py.*\(file2jobs\)"),
@@ -576,7 +619,7 @@ def profile_rows(prof: Path) -> list[dict]:
     stats = pstats.Stats(str(prof))
     total = max((v[3] for v in stats.stats.values()), default=0.0)
     labelled = {}
-    for (filename, line, func), (cc, nc, tt, ct, callers) in stats.stats.items():
+    for (filename, line, func), (_cc, nc, tt, ct, _callers) in stats.stats.items():
         key = f"{filename}:{line}({func})"
         labelled[key] = (nc, tt, ct)
     rows = [{"what": "total (cProfile, inflated by profiling)", "calls": 1, "cum": total}]
@@ -594,7 +637,7 @@ def profile_rows(prof: Path) -> list[dict]:
 
 def _short(key: str) -> str:
     key = re.sub(r"^.*/site-packages/", "", key)
-    return re.sub(r"^.*/(rules/|Snakefile)", r"\1", key)
+    return re.sub(r"^.*/(rules/|Snakefile|cnnvis_tasks/)", r"\1", key)
 
 
 # --- the section --------------------------------------------------------------------
@@ -636,7 +679,8 @@ def render_section(results: dict, args, info: dict, command: str, started: str, 
         lines += [
             f"### Run: {n} images x 3 techniques, `snakemake --cores {cores}`",
             "",
-            f"Synthetic 96x128 JPEGs; EfficientNet-Lite0 (embedded weights), size {args.size}, batch {default_batch_size()}, "
+            f"Synthetic 96x128 JPEGs; EfficientNet-Lite0 (embedded weights), size {args.size}, "
+            f"batch {default_batch_size()}, "
             f"device cpu, 1 thread per job: saliency vanilla (gray), Grad-CAM (auto layer, overlay), feature maps "
             f"({FM_LAYER}). Targets: the {3 * n} technique pictures (image_status and the gallery are timed "
             "separately below). Wall time includes Snakemake reading the workflow and every job's process start.",
@@ -644,9 +688,11 @@ def render_section(results: dict, args, info: dict, command: str, started: str, 
             "| run | images | jobs | chunks | wall | per image |",
             "|---|---:|---:|---:|---:|---:|",
         ]
-        for key, label in (("a", f"(a) chunked, chunk_size {run['chunk_size']}"),
-                           ("a_k", f"(a) chunked, chunk_size {run['chunk_size']}"),
-                           ("b", "(b) one image per job (chunk_count pinned, no two images share a chunk)")):
+        for key, label in (
+            ("a", f"(a) chunked, chunk_size {run['chunk_size']}"),
+            ("a_k", f"(a) chunked, chunk_size {run['chunk_size']}"),
+            ("b", "(b) one image per job (chunk_count pinned, no two images share a chunk)"),
+        ):
             r = run.get(key)
             if r:
                 per = f"{r['wall'] / r['images']:.2f} s" if _ok(r) else "-"
@@ -655,20 +701,26 @@ def render_section(results: dict, args, info: dict, command: str, started: str, 
         if lb:
             per = f"{lb['wall'] / n:.3f} s" if _ok(lb) else "-"
             threads = args.lb_threads or args.cores
-            lines.append(f"| (c) in-process lower bound: one process, model loaded once, {threads} torch threads "
-                         f"| {n} | 1 | - | {_wall(lb)} | {per} |")
+            lines.append(
+                f"| (c) in-process lower bound: one process, model loaded once, {threads} torch threads "
+                f"| {n} | 1 | - | {_wall(lb)} | {per} |"
+            )
         lines.append("")
 
         a, b, a_k = run.get("a"), run.get("b"), run.get("a_k")
         ratio_lines = []
         if _ok(a) and _ok(lb):
             ratio = a["wall"] / lb["wall"]
-            ratio_lines.append(f"| chunked / lower bound, N={n} | {ratio:.2f} | <= 1.3 | {'met' if ratio <= 1.3 else 'NOT met'} |")
+            ratio_lines.append(
+                f"| chunked / lower bound, N={n} | {ratio:.2f} | <= 1.3 | {'met' if ratio <= 1.3 else 'NOT met'} |"
+            )
         if _ok(b) and (_ok(a_k) or (k == n and _ok(a))):
             ref = a_k if _ok(a_k) else a
             ratio = b["wall"] / ref["wall"]
-            ratio_lines.append(f"| one-image-per-job / chunked, measured at N={k} | {ratio:.2f} | >= 5 | "
-                               f"{'met' if ratio >= 5 else 'NOT met'} at N={k} |")
+            ratio_lines.append(
+                f"| one-image-per-job / chunked, measured at N={k} | {ratio:.2f} | >= 5 | "
+                f"{'met' if ratio >= 5 else 'NOT met'} at N={k} |"
+            )
         noop = run.get("noop")
         if _ok(b) and _ok(a) and k < n and _ok(noop):
             # per-image jobs: a fixed Snakemake cost plus a cost per job; scale the latter to N
@@ -676,35 +728,47 @@ def render_section(results: dict, args, info: dict, command: str, started: str, 
             estimate = fixed + (b["wall"] - fixed) * n / k
             run["b_estimate"] = estimate
             ratio = estimate / a["wall"]
-            ratio_lines.append(f"| one-image-per-job / chunked, N={n} **extrapolated** "
-                               f"(b at N={n} ~ {fixed:.1f} + ({b['wall']:.1f} - {fixed:.1f}) x {n}/{k} = {estimate:.0f} s) | "
-                               f"{ratio:.1f} | >= 5 | {'met' if ratio >= 5 else 'NOT met'} (estimate) |")
+            ratio_lines.append(
+                f"| one-image-per-job / chunked, N={n} **extrapolated** "
+                f"(b at N={n} ~ {fixed:.1f} + ({b['wall']:.1f} - {fixed:.1f}) x {n}/{k} = {estimate:.0f} s) | "
+                f"{ratio:.1f} | >= 5 | {'met' if ratio >= 5 else 'NOT met'} (estimate) |"
+            )
         if ratio_lines:
             lines += ["| ratio | value | target | |", "|---|---:|---:|---|"] + ratio_lines + [""]
         extra = []
         if noop:
-            extra.append(f"a second `snakemake` over the same targets (nothing to do: read the workflow, check the "
-                         f"cached images, build the DAG) took {_wall(noop)}")
+            extra.append(
+                f"a second `snakemake` over the same targets (nothing to do: read the workflow, check the "
+                f"cached images, build the DAG) took {_wall(noop)}"
+            )
         rest = run.get("rest")
         if rest:
             extra.append(f"then building the rest of the workflow (image_status, gallery) took {_wall(rest)}")
         if _ok(a) and a["rows"]:
             job_s = [row["s"] for row in a["rows"]]
-            extra.append(f"the chunked jobs took {statistics.median(job_s):.1f} s each (median of {len(job_s)}; "
-                         f"{sum(job_s):.0f} job-seconds in all)")
+            extra.append(
+                f"the chunked jobs took {statistics.median(job_s):.1f} s each (median of {len(job_s)}; "
+                f"{sum(job_s):.0f} job-seconds in all)"
+            )
         if _ok(b) and b["rows"]:
             job_s = [row["s"] for row in b["rows"]]
-            extra.append(f"a one-image job took {statistics.median(job_s):.1f} s (median of {len(job_s)}), nearly all "
-                         "of it the process start (Python, torch, model load)")
+            extra.append(
+                f"a one-image job took {statistics.median(job_s):.1f} s (median of {len(job_s)}), nearly all "
+                "of it the process start (Python, torch, model load)"
+            )
         if lb and lb.get("inside"):
             inside = lb["inside"]
-            extra.append("inside the lower-bound process: " + ", ".join(
-                f"{key} {inside[key]:.1f} s" for key in RUN_OUTPUTS if key in inside)
-                         + f" (the rest of its {lb['wall']:.1f} s is starting Python and importing torch)")
+            extra.append(
+                "inside the lower-bound process: "
+                + ", ".join(f"{key} {inside[key]:.1f} s" for key in RUN_OUTPUTS if key in inside)
+                + f" (the rest of its {lb['wall']:.1f} s is starting Python and importing torch)"
+            )
         same = run.get("same")
         if same:
-            extra.append(f"the lower bound's {same['compared']} pictures against the chunked run's: "
-                         f"{same['differing']} differ (max pixel difference {same['max_diff']}), {same['missing']} missing")
+            extra.append(
+                f"the lower bound's {same['compared']} pictures against the chunked run's: "
+                f"{same['differing']} differ (max pixel difference {same['max_diff']}), {same['missing']} missing"
+            )
         if extra:
             lines += ["Also: " + "; ".join(extra) + ".", ""]
 
@@ -718,26 +782,38 @@ def render_section(results: dict, args, info: dict, command: str, started: str, 
                 "|---|---|---|---:|---:|---:|",
             ]
             for key, r in mem_runs:
-                label = {"b": "one image per job", "a": f"chunk_size {run['chunk_size']}",
-                         "a_k": f"chunk_size {run['chunk_size']} (N={k})",
-                         "mem": f"chunk_size {args.mem_chunk_size} (N={args.mem_images})"}[key]
+                label = {
+                    "b": "one image per job",
+                    "a": f"chunk_size {run['chunk_size']}",
+                    "a_k": f"chunk_size {run['chunk_size']} (N={k})",
+                    "mem": f"chunk_size {args.mem_chunk_size} (N={args.mem_images})",
+                }[key]
                 for technique in sorted({row["technique"] for row in r["rows"]}):
                     rows = [row for row in r["rows"] if row["technique"] == technique]
                     sizes = [row["images"] for row in rows]
                     rss = [row["max_rss"] for row in rows]
                     span = f"{min(sizes)}" if min(sizes) == max(sizes) else f"{min(sizes)}-{max(sizes)}"
-                    lines.append(f"| {label} | {technique} | {span} | {len(rows)} | {statistics.median(rss):.0f} | {max(rss):.0f} |")
+                    lines.append(
+                        f"| {label} | {technique} | {span} | {len(rows)} | {statistics.median(rss):.0f} "
+                        f"| {max(rss):.0f} |"
+                    )
             # slope over all chunk jobs with at least a full batch
             lines.append("")
             for technique in sorted({row["technique"] for _, r in mem_runs for row in r["rows"]}):
-                pts = [(row["images"], row["max_rss"]) for _, r in mem_runs for row in r["rows"]
-                       if row["technique"] == technique and row["images"] >= default_batch_size()]
+                pts = [
+                    (row["images"], row["max_rss"])
+                    for _, r in mem_runs
+                    for row in r["rows"]
+                    if row["technique"] == technique and row["images"] >= default_batch_size()
+                ]
                 if len({x for x, _ in pts}) >= 2:
                     mx = statistics.mean(x for x, _ in pts)
                     my = statistics.mean(y for _, y in pts)
                     slope = sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
-                    lines.append(f"- {technique}: least-squares slope over jobs with >= {default_batch_size()} images "
-                                 f"({min(x for x, _ in pts)}-{max(x for x, _ in pts)} images): {slope:+.2f} MiB per image")
+                    lines.append(
+                        f"- {technique}: least-squares slope over jobs with >= {default_batch_size()} images "
+                        f"({min(x for x, _ in pts)}-{max(x for x, _ in pts)} images): {slope:+.2f} MiB per image"
+                    )
             lines.append("")
 
     dry = results.get("dry")
@@ -750,14 +826,22 @@ def render_section(results: dict, args, info: dict, command: str, started: str, 
             "`results/.cache/image-check.json` (every image decoded while the workflow is read); warm: the second run. "
             "In-process columns: `list_images` of the folder / manifest and `check_images` without / with the cache.",
             "",
-            "| M | chunks | jobs | folder cold | folder warm | warm, `--scheduler greedy` | manifest cold | manifest warm "
+            "| M | chunks | jobs | folder cold | folder warm | warm, `--scheduler greedy` | manifest cold "
+            "| manifest warm "
             "| list folder / manifest | check cold / warm |",
             "|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
         ]
         for e in dry["sizes"]:
-            cells = [_wall(e.get(key)) for key in ("folder_cold", "folder_warm", "folder_warm_greedy", "manifest_cold", "manifest_warm")]
-            lines.append(f"| {e['m']} | {e.get('chunks', '-')} | {e.get('jobs', '-')} | " + " | ".join(cells)
-                         + f" | {e['list_folder']:.2f} / {e['list_manifest']:.2f} s | {e['check_cold']:.1f} / {e['check_warm']:.2f} s |")
+            cells = [
+                _wall(e.get(key))
+                for key in ("folder_cold", "folder_warm", "folder_warm_greedy", "manifest_cold", "manifest_warm")
+            ]
+            lines.append(
+                f"| {e['m']} | {e.get('chunks', '-')} | {e.get('jobs', '-')} | "
+                + " | ".join(cells)
+                + f" | {e['list_folder']:.2f} / {e['list_manifest']:.2f} s"
+                + f" | {e['check_cold']:.1f} / {e['check_warm']:.2f} s |"
+            )
         lines.append("")
         done = [(e["m"], e["folder_warm"]["wall"]) for e in dry["sizes"] if _ok(e.get("folder_warm"))]
         if len(done) >= 2:
@@ -766,20 +850,33 @@ def render_section(results: dict, args, info: dict, command: str, started: str, 
             (m1, t1), (m2, t2) = done[-2], done[-1]
             exponent = math.log(t2 / t1) / math.log(m2 / m1)
             goal = max(10000, max(args.dry_images))
-            lines.append(f"Scaling of the warm folder dry run from M={m1} to M={m2}: wall time ~ M^{exponent:.2f} "
-                         "(whole wall times, Snakemake's fixed start-up included, so the part that grows with M grows "
-                         "faster than this)"
-                         + (f"; extrapolated to M={goal}: at least about {t2 * (goal / m2) ** exponent / 60:.0f} minutes "
-                            "(an estimate, not a measurement)." if goal > m2 else "."))
+            lines.append(
+                f"Scaling of the warm folder dry run from M={m1} to M={m2}: wall time ~ M^{exponent:.2f} "
+                "(whole wall times, Snakemake's fixed start-up included, so the part that grows with M grows "
+                "faster than this)"
+                + (
+                    f"; extrapolated to M={goal}: at least about {t2 * (goal / m2) ** exponent / 60:.0f} minutes "
+                    "(an estimate, not a measurement)."
+                    if goal > m2
+                    else "."
+                )
+            )
         if dry.get("skipped"):
-            lines.append(f"Not run (a smaller M timed out after {args.dry_timeout:.0f} s): M = "
-                         + ", ".join(str(m) for m in dry["skipped"]) + ".")
+            lines.append(
+                f"Not run (a smaller M timed out after {args.dry_timeout:.0f} s): M = "
+                + ", ".join(str(m) for m in dry["skipped"])
+                + "."
+            )
         lines.append("")
         prof = dry.get("profile")
         if prof and prof["rows"]:
-            lines += [f"Where a warm dry run of {prof['m']} images spends its time (cProfile, cumulative seconds; "
-                      f"profiling inflates them, {prof['wall']:.0f} s wall under the profiler):", "",
-                      "| what | function | calls | cumulative s | own s |", "|---|---|---:|---:|---:|"]
+            lines += [
+                f"Where a warm dry run of {prof['m']} images spends its time (cProfile, cumulative seconds; "
+                f"profiling inflates them, {prof['wall']:.0f} s wall under the profiler):",
+                "",
+                "| what | function | calls | cumulative s | own s |",
+                "|---|---|---:|---:|---:|",
+            ]
             for row in prof["rows"]:
                 cum = "" if row.get("cum") is None else f"{row['cum']:.1f}"
                 own = f"{row['own']:.1f}" if "own" in row else ""
@@ -798,33 +895,63 @@ def render_section(results: dict, args, info: dict, command: str, started: str, 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=None, help="N: images of the run (default 200; --quick 24)")
-    parser.add_argument("--per-image-images", type=int, default=None,
-                        help="images of the one-image-per-job run (default N; smaller is extrapolated to N)")
-    parser.add_argument("--chunk-size", type=int, default=None,
-                        help="chunk_size of the chunked run (default: the config default, config/schema.yaml)")
-    parser.add_argument("--mem-chunk-size", type=int, default=16,
-                        help="a second chunk size, for memory against images per job (default 16; 0: skip)")
+    parser.add_argument(
+        "--per-image-images",
+        type=int,
+        default=None,
+        help="images of the one-image-per-job run (default N; smaller is extrapolated to N)",
+    )
+    parser.add_argument(
+        "--chunk-size", type=int, default=None, help="chunk_size of the chunked run (default: the config default)"
+    )
+    parser.add_argument(
+        "--mem-chunk-size",
+        type=int,
+        default=16,
+        help="a second chunk size, for memory against images per job (default 16; 0: skip)",
+    )
     parser.add_argument("--mem-images", type=int, default=None, help="images of that run (default 64; --quick 24)")
-    parser.add_argument("--dry-images", default=None,
-                        help="M, or a comma-separated list of M, for the dry run (default 10000; --quick 1000)")
-    parser.add_argument("--dry-cases", default=",".join(DRY_CASES),
-                        help=f"which dry runs, comma-separated (default all: {','.join(DRY_CASES)})")
-    parser.add_argument("--dry-chunk-size", type=int, default=None,
-                        help="chunk_size of the dry run (default: the config default, config/schema.yaml)")
-    parser.add_argument("--profile-dry", type=int, default=None,
-                        help="profile a warm dry run of this many images (one of --dry-images; default: none)")
+    parser.add_argument(
+        "--dry-images",
+        default=None,
+        help="M, or a comma-separated list of M, for the dry run (default 10000; --quick 1000)",
+    )
+    parser.add_argument(
+        "--dry-cases",
+        default=",".join(DRY_CASES),
+        help=f"which dry runs, comma-separated (default all: {','.join(DRY_CASES)})",
+    )
+    parser.add_argument(
+        "--dry-chunk-size", type=int, default=None, help="chunk_size of the dry run (default: the config default)"
+    )
+    parser.add_argument(
+        "--profile-dry",
+        type=int,
+        default=None,
+        help="profile a warm dry run of this many images (one of --dry-images; default: none)",
+    )
     parser.add_argument("--cores", type=int, default=2, help="snakemake --cores (default 2)")
-    parser.add_argument("--size", type=int, default=224,
-                        help="image size (shorter side) of the runs (default 224, the workflow's default)")
-    parser.add_argument("--lb-threads", type=int, default=None, help="torch threads of the lower bound (default: --cores)")
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=224,
+        help="image size (shorter side) of the runs (default 224, the workflow's default)",
+    )
+    parser.add_argument(
+        "--lb-threads", type=int, default=None, help="torch threads of the lower bound (default: --cores)"
+    )
     parser.add_argument("--skip-run", action="store_true", help="leave out the runs and the memory table")
     parser.add_argument("--skip-dry", action="store_true", help="leave out the dry runs")
     parser.add_argument("--quick", action="store_true", help="small sizes (sanity check)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per snakemake run (default 3600)")
     parser.add_argument("--dry-timeout", type=float, default=900, help="seconds per dry run (default 900)")
-    parser.add_argument("--tmp", type=Path, default=None, help="work folder (default: a new temporary one, removed at the end)")
+    parser.add_argument(
+        "--tmp", type=Path, default=None, help="work folder (default: a new temporary one, removed at the end)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="markdown file to update (default bench/RESULTS.md)")
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help="markdown file to update (default bench/RESULTS.md)"
+    )
     parser.add_argument("--_lower-bound", dest="lower_bound", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.lower_bound:

@@ -36,8 +36,11 @@ from results_file import display_command, status_mib, write_section  # noqa: E40
 REPO = Path(__file__).resolve().parents[1]
 SECTION = "## Peak memory of one job"
 DEFAULT_OUT = REPO / "bench" / "RESULTS.md"
-LABELS = {"saliency": "saliency (vanilla, gray)", "grad_cam": "Grad-CAM (auto layer, overlay)",
-          "feature_maps": "feature maps (one layer)"}
+LABELS = {
+    "saliency": "saliency (vanilla, gray)",
+    "grad_cam": "Grad-CAM (auto layer, overlay)",
+    "feature_maps": "feature maps (one layer)",
+}
 
 
 def run_job(args: list[str], timeout: float, env: dict[str, str] | None = None) -> dict:
@@ -46,8 +49,9 @@ def run_job(args: list[str], timeout: float, env: dict[str, str] | None = None) 
     command = [sys.executable, "-m", "cnnvis_tasks", *args]
     errors_file = tempfile.TemporaryFile()  # not a pipe: a full pipe would block the job
     start = time.perf_counter()
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=errors_file,
-                               env={**os.environ, **(env or {})})
+    process = subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=errors_file, env={**os.environ, **(env or {})}
+    )
     deadline = start + timeout
     samples = []
     while True:
@@ -69,16 +73,21 @@ def run_job(args: list[str], timeout: float, env: dict[str, str] | None = None) 
     errors_file.close()
     if process.returncode:
         raise RuntimeError(f"exit status {process.returncode}: {errors[-2000:]}")
-    late = samples[len(samples) // 2:]
-    return {"peak": usage.ru_maxrss / 1024,  # ru_maxrss is in KiB on Linux
-            "median": statistics.median(late) if late else None, "wall": wall}
+    late = samples[len(samples) // 2 :]
+    return {
+        "peak": usage.ru_maxrss / 1024,  # ru_maxrss is in KiB on Linux
+        "median": statistics.median(late) if late else None,
+        "wall": wall,
+    }
 
 
 def render(rows: dict, args, info: dict, command: str, started: str) -> str:
     counts = args.counts
     lines = [
-        SECTION, "",
-        f"Date: {started}. Command: `{command}`", "",
+        SECTION,
+        "",
+        f"Date: {started}. Command: `{command}`",
+        "",
         f"Machine: {info['cpu']}, {info['cores']} cores; Python {info['python']}, torch {info['torch']}.",
         "",
         f"Each cell is one fresh `cnnvis-tasks` process over that many images, with the command line of "
@@ -86,7 +95,8 @@ def render(rows: dict, args, info: dict, command: str, started: str) -> str:
         f"{args.size} px (shorter side), batch size {args.batch_size}. Each cell: peak resident set size of "
         f"the process (`ru_maxrss`) / median of its resident set size sampled every 0.2 s over the second half "
         f"of the run, MiB; then wall time."
-        + (f" Job environment: {', '.join(f'`{k}={v}`' for k, v in args.env.items())}." if args.env else ""), "",
+        + (f" Job environment: {', '.join(f'`{k}={v}`' for k, v in args.env.items())}." if args.env else ""),
+        "",
         "| technique | " + " | ".join(f"{n} images" for n in counts) + " | peak, MiB per image, last two counts |",
         "|---|" + "---:|" * (len(counts) + 1),
     ]
@@ -98,9 +108,13 @@ def render(rows: dict, args, info: dict, command: str, started: str) -> str:
             a, b = done[-2], done[-1]
             slope = f"{(cells[b]['peak'] - cells[a]['peak']) / (b - a):+.3f}"
         lines.append(f"| {LABELS[key]} | " + " | ".join(shown) + f" | {slope} |")
-    lines += ["", "The peak is the highest point reached in any one batch, so more batches give it more chances "
-              "to be high; the median is where the job usually sits. A job that kept something for every image "
-              "would raise both with the count.", ""]
+    lines += [
+        "",
+        "The peak is the highest point reached in any one batch, so more batches give it more chances "
+        "to be high; the median is where the job usually sits. A job that kept something for every image "
+        "would raise both with the count.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -111,15 +125,26 @@ def _cell(cell: dict) -> str:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--counts", default="16,64,256,1024", help="image counts, comma-separated (default 16,64,256,1024)")
+    parser.add_argument(
+        "--counts", default="16,64,256,1024", help="image counts, comma-separated (default 16,64,256,1024)"
+    )
     parser.add_argument("--techniques", default=",".join(LABELS), help=f"comma-separated (default {','.join(LABELS)})")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per job, as the workflow's jobs (default 1)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads per job, as the workflow's jobs (default 1)"
+    )
     parser.add_argument("--size", type=int, default=224, help="image size, shorter side (default 224)")
-    parser.add_argument("--batch-size", type=int, default=None, help="default: the workflow's (config/schema.yaml)")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the workflow's")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per job (default 3600)")
-    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
-                        help="set in each job's environment, e.g. MALLOC_MMAP_THRESHOLD_=131072; repeatable")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="markdown file to update (default bench/RESULTS.md)")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set in each job's environment, e.g. MALLOC_MMAP_THRESHOLD_=131072; repeatable",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help="markdown file to update (default bench/RESULTS.md)"
+    )
     args = parser.parse_args(argv)
     args.counts = sorted({int(n) for n in args.counts.split(",") if n.strip()})
     args.batch_size = args.batch_size or default_batch_size()
@@ -139,11 +164,10 @@ def main(argv=None) -> None:
     try:
         print(f"[memory] making {max(args.counts)} images in {tmp}", flush=True)
         paths = make_images(tmp / "images", max(args.counts))
-        names = [path.stem for path in paths]
         for count in args.counts:
             for key in techniques:
                 out = tmp / "out" / f"{key}-{count}"
-                job = job_commands(paths[:count], names[:count], out, args.threads, args.size, args.batch_size)[key]
+                job = job_commands(paths[:count], out, args.threads, args.size, args.batch_size)[key]
                 rows[key][count] = run_job(job, args.timeout, args.env)
                 written = sum(1 for _ in out.rglob("*.png"))
                 if written != count:

@@ -57,18 +57,18 @@ IMAGE_SIZE = 224
 # layer here is called exactly once per forward, so all libraries see the same
 # tensor (see EXTRA_CAM_LAYERS for layers where they do not).
 MODELS = {
-    "efficientnet_lite0": dict(
-        weights="default",
-        cam_layer="_bn1",  # head BN, 7x7x1280 (our default `_swish` is called twice)
-        early="_blocks.0",  # first MBConv block, 112x112
-        late="_bn1",
-    ),
-    "vgg16": dict(
-        weights="random",
-        cam_layer="features.29",  # our default_cam_layer: last ReLU, 14x14x512
-        early="features.2",  # conv1_2, 224x224x64, followed by an in-place ReLU
-        late="features.29",
-    ),
+    "efficientnet_lite0": {
+        "weights": "default",
+        "cam_layer": "_bn1",  # head BN, 7x7x1280 (our default `_swish` is called twice)
+        "early": "_blocks.0",  # first MBConv block, 112x112
+        "late": "_bn1",
+    },
+    "vgg16": {
+        "weights": "random",
+        "cam_layer": "features.29",  # our default_cam_layer: last ReLU, 14x14x512
+        "early": "features.2",  # conv1_2, 224x224x64, followed by an in-place ReLU
+        "late": "features.29",
+    },
 }
 # Layers checked for Grad-CAM agreement only (not timed): where libraries differ.
 # With what explains a disagreement of pytorch-grad-cam there.
@@ -85,6 +85,15 @@ EXTRA_CAM_LAYERS = {
     },
 }
 TECHNIQUES = ("saliency-vanilla", "saliency-guided", "grad-cam", "feature-maps-early", "feature-maps-late")
+# The reference libraries (import name: pip name) and the ones each technique needs.
+LIBRARIES = {"captum": "captum", "pytorch_grad_cam": "grad-cam"}
+NEEDS = {
+    "saliency-vanilla": ("captum",),
+    "saliency-guided": ("captum",),
+    "grad-cam": ("captum", "pytorch_grad_cam"),
+    "feature-maps-early": ("captum",),
+    "feature-maps-late": ("captum",),
+}
 
 # Agreement verdicts, on max |ours - ref| / max |ref| over the batch.
 EXACT = 1e-4
@@ -92,6 +101,22 @@ CLOSE = 1e-2
 
 
 # --------------------------------------------------------------------------- jobs
+
+
+def library_problem(module: str) -> str | None:
+    """Why the reference library ``module`` cannot be used here, or None."""
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except ImportError as error:
+        return f"{LIBRARIES[module]} not installed" if error.name == module else f"{LIBRARIES[module]}: {error}"
+    return None
+
+
+def missing_libraries(technique: str) -> list[str]:
+    """What keeps ``technique``'s reference libraries from being used (empty: nothing)."""
+    return [problem for problem in map(library_problem, NEEDS[technique]) if problem]
 
 
 def _minmax(maps):
@@ -108,7 +133,7 @@ def pgc_style_maps(cams, size):
     Normalising before upsampling matters where maps are tiny (random weights):
     the 1e-7 in the denominator is then not negligible.
     """
-    from cnnvis_tasks.techniques.cam import upsample_cam
+    from cnnvis_tasks.mechanisms.cam import upsample_cam
 
     return _minmax(upsample_cam(_minmax(cams), size))
 
@@ -123,7 +148,7 @@ def make_jobs(technique: str, loaded, cfg: dict, layer_override: str | None = No
     if technique in ("saliency-vanilla", "saliency-guided"):
         from captum.attr import GuidedBackprop, Saliency
 
-        from cnnvis_tasks.techniques.backprop import saliency
+        from cnnvis_tasks.mechanisms.relu_rules import saliency
 
         method = technique.split("-")[1]
 
@@ -147,7 +172,7 @@ def make_jobs(technique: str, loaded, cfg: dict, layer_override: str | None = No
         from pytorch_grad_cam import GradCAM
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-        from cnnvis_tasks.techniques.cam import grad_cam
+        from cnnvis_tasks.techniques.grad_cam import grad_cam
 
         layer = layer_override or cfg["cam_layer"]
         module = get_module(model, layer)
@@ -173,7 +198,7 @@ def make_jobs(technique: str, loaded, cfg: dict, layer_override: str | None = No
     if technique in ("feature-maps-early", "feature-maps-late"):
         from captum.attr import LayerActivation
 
-        from cnnvis_tasks.techniques.activations import feature_maps
+        from cnnvis_tasks.mechanisms.capture import feature_maps
 
         which = technique.rsplit("-", 1)[1]
         layer = layer_override or cfg[which]
@@ -337,7 +362,7 @@ def run_child(args) -> dict:
         entry["agreement"] = {name: agreement(outputs["ours"], outputs[name]) for name in refs}
         if args.technique == "saliency-guided":
             # Where captum's guided result differs from ours, is it the plain gradient?
-            from cnnvis_tasks.techniques.backprop import saliency
+            from cnnvis_tasks.mechanisms.relu_rules import saliency
 
             vanilla = saliency(loaded.module, x, t, method="vanilla").gradients
             entry["ref_vs_our_vanilla"] = {name: agreement(vanilla, outputs[name]) for name in refs}
@@ -465,7 +490,8 @@ def render(results: list[dict], args, info: dict, command: str, started: str, lo
     lines.append("")
     lines.append(
         f"Inputs {IMAGE_SIZE}x{IMAGE_SIZE}, the same images and target classes for every library. "
-        f"Time: median of {args.repeats} interleaved repeats after {args.warmup} warm-up call(s) (and one call measuring memory), per image. "
+        f"Time: median of {args.repeats} interleaved repeats after {args.warmup} warm-up call(s) "
+        "(and one call measuring memory), per image. "
         "ratio = reference / ours (> 1: cnnvis is faster); fastest: the same ratio over each side's fastest call, "
         "which other work on the machine disturbs least. "
         "Memory: extra peak "
@@ -473,12 +499,18 @@ def render(results: list[dict], args, info: dict, command: str, started: str, lo
         + " of one call over what the process held before it (model, inputs), MiB, ours / reference."
     )
     lines.append("")
-    lines.append("| model | technique | layer | batch | ours ms/img | reference | ref ms/img | ratio | fastest | agrees | peak MiB ours / ref |")
+    lines.append(
+        "| model | technique | layer | batch | ours ms/img | reference | ref ms/img | ratio | fastest | agrees "
+        "| peak MiB ours / ref |"
+    )
     lines.append("|---|---|---|---:|---:|---|---:|---:|---:|---|---|")
     notes: list[str] = []
     for res in results:
         if "error" in res:
             lines.append(f"| {res['model']} | {res['technique']} | | | | | | | | ERROR: {res['error']} | |")
+            continue
+        if "skipped" in res:
+            lines.append(f"| {res['model']} | {res['technique']} | | | | | | | | skipped: {res['skipped']} | |")
             continue
         for batch, entry in res["batches"].items():
             b = int(batch)
@@ -486,11 +518,7 @@ def render(results: list[dict], args, info: dict, command: str, started: str, lo
             for ref, agree in entry["agreement"].items():
                 ref_ms = _ms(entry["times"][ref], b)
                 memory = entry.get("memory", {})
-                mem = (
-                    f"{_fmt_mib(memory['ours']['delta'])} / {_fmt_mib(memory[ref]['delta'])}"
-                    if memory
-                    else "-"
-                )
+                mem = f"{_fmt_mib(memory['ours']['delta'])} / {_fmt_mib(memory[ref]['delta'])}" if memory else "-"
                 lines.append(
                     f"| {res['model']} | {res['label']} | {res['layer'] or '-'} | {b} | {_fmt_ms(ours_ms)} | {ref} | "
                     f"{_fmt_ms(ref_ms)} | {ref_ms / ours_ms:.2f} | "
@@ -516,12 +544,17 @@ def render(results: list[dict], args, info: dict, command: str, started: str, lo
                 found += f". Why: {why}"
             notes.append(f"{res['model']} Grad-CAM at `{layer}`, batch {min(args.batches)}, agreement only: {found}.")
     lines.append("")
-    lines.append("Peak resident memory of each (model, technique) subprocess (all its jobs, both libraries, model included):")
+    lines.append(
+        "Peak resident memory of each (model, technique) subprocess (all its jobs, both libraries, model included):"
+    )
     lines.append("")
-    lines.append("| model | technique | peak RSS MiB |" + (" peak CUDA allocated MiB |" if args.device.startswith("cuda") else ""))
+    lines.append(
+        "| model | technique | peak RSS MiB |"
+        + (" peak CUDA allocated MiB |" if args.device.startswith("cuda") else "")
+    )
     lines.append("|---|---|---:|" + ("---:|" if args.device.startswith("cuda") else ""))
     for res in results:
-        if "error" in res:
+        if "error" in res or "skipped" in res:
             continue
         cuda = f" {res['cuda_max_allocated_mib']:.0f} |" if "cuda_max_allocated_mib" in res else ""
         lines.append(f"| {res['model']} | {res['label']} | {res['ru_maxrss_mib']:.0f} |{cuda}")
@@ -530,7 +563,8 @@ def render(results: list[dict], args, info: dict, command: str, started: str, lo
     lines.append("")
     lines.append(
         "- agrees: max |ours - reference| / max |reference| over the batch (`yes` <= 1e-4, `close` <= 1e-2 or "
-        "correlation >= 0.999, else `NO`). Grad-CAM compares input-size maps normalised as pytorch-grad-cam does (per-image min-max at the layer's resolution, bilinear upsampling, min-max again)."
+        "correlation >= 0.999, else `NO`). Grad-CAM compares input-size maps normalised as pytorch-grad-cam does "
+        "(per-image min-max at the layer's resolution, bilinear upsampling, min-max again)."
     )
     lines.append(
         "- pytorch-grad-cam gets an input with `requires_grad=True` (the models' parameters are frozen, "
@@ -548,26 +582,28 @@ def render(results: list[dict], args, info: dict, command: str, started: str, lo
     return "\n".join(lines)
 
 
-
-
-
-
 def parse_args(argv=None):
     from cnnvis_tasks.devices import default_threads
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="sanity check: batch 1 and 4, few repeats")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="markdown file to update (default bench/RESULTS.md)")
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help="markdown file to update (default bench/RESULTS.md)"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: all usable cores)")
     parser.add_argument("--batches", type=lambda s: [int(v) for v in s.split(",")], default=None, help="e.g. 1,16")
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per side (median); default 7, quick 3")
     parser.add_argument("--warmup", type=int, default=None, help="untimed calls per side first; default 2, quick 1")
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of " + ", ".join(MODELS))
-    parser.add_argument("--techniques", default=",".join(TECHNIQUES), help="comma-separated subset of " + ", ".join(TECHNIQUES))
+    parser.add_argument(
+        "--techniques", default=",".join(TECHNIQUES), help="comma-separated subset of " + ", ".join(TECHNIQUES)
+    )
     parser.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory calls")
     parser.add_argument("--child", nargs=2, metavar=("MODEL", "TECHNIQUE"), help=argparse.SUPPRESS)
-    parser.add_argument("--memory-batches", type=lambda s: [int(v) for v in s.split(",")], default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--memory-batches", type=lambda s: [int(v) for v in s.split(",")], default=None, help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     args.threads = args.threads or default_threads()
     if args.batches is None:
@@ -588,12 +624,9 @@ def parse_args(argv=None):
 
 
 def _child_argv(args, model: str, technique: str) -> list[str]:
-    argv = [
-        sys.executable, str(Path(__file__).resolve()), "--child", model, technique,
-        "--device", args.device, "--threads", str(args.threads),
-        "--batches", ",".join(map(str, args.batches)),
-        "--repeats", str(args.repeats), "--warmup", str(args.warmup),
-    ]
+    argv = [sys.executable, str(Path(__file__).resolve()), "--child", model, technique]
+    argv += ["--device", args.device, "--threads", str(args.threads), "--batches", ",".join(map(str, args.batches))]
+    argv += ["--repeats", str(args.repeats), "--warmup", str(args.warmup)]
     if not args.memory:
         argv.append("--no-memory")
     if args.memory_batches:
@@ -614,6 +647,14 @@ def main(argv=None) -> int:
         if not torch.cuda.is_available():
             print("--device cuda: CUDA is not available here", file=sys.stderr)
             return 2
+    missing = {technique: missing_libraries(technique) for technique in args.techniques.split(",")}
+    if all(missing.values()):
+        problems = sorted({problem for found in missing.values() for problem in found})
+        print(
+            f"nothing to compare: {'; '.join(problems)} (pip install -e '.[bench]'); {args.out} left as it was",
+            file=sys.stderr,
+        )
+        return 2
     command = display_command()
     started = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     load_start = os.getloadavg()[0]
@@ -622,6 +663,11 @@ def main(argv=None) -> int:
     results = []
     for model in args.models.split(","):
         for technique in args.techniques.split(","):
+            if missing[technique]:
+                why = "; ".join(missing[technique])
+                print(f"{model} / {technique}: skipped ({why})", file=sys.stderr, flush=True)
+                results.append({"model": model, "technique": technique, "skipped": why})
+                continue
             print(f"{model} / {technique} ...", file=sys.stderr, flush=True)
             proc = subprocess.run(_child_argv(args, model, technique), stdout=subprocess.PIPE, text=True, cwd=REPO)
             if proc.returncode != 0:

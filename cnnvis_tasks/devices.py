@@ -24,9 +24,8 @@ def resolve_device(spec: str) -> torch.device:
             raise CnnvisError(f"--device {spec}: CUDA is not available on this machine (use --device cpu or auto)")
         device = torch.device(spec)
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise CnnvisError(
-                f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) here (cuda:0..cuda:{torch.cuda.device_count() - 1})"
-            )
+            count = torch.cuda.device_count()
+            raise CnnvisError(f"--device {spec}: only {count} CUDA device(s) here (cuda:0..cuda:{count - 1})")
         return device
     raise CnnvisError(f"--device {spec!r}: expected auto, cpu, cuda or cuda:N")
 

@@ -26,8 +26,12 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 
 
-def list_images(folder: str | Path | None = None, pattern: str | None = None, manifest: str | Path | None = None,
-                extensions: Sequence[str] = IMAGE_EXTENSIONS) -> list[Path]:
+def list_images(
+    folder: str | Path | None = None,
+    pattern: str | None = None,
+    manifest: str | Path | None = None,
+    extensions: Sequence[str] = IMAGE_EXTENSIONS,
+) -> list[Path]:
     """The image files of one source, sorted: exactly one of
 
     - ``folder``: the files directly in it whose extension is in ``extensions``;
@@ -43,7 +47,9 @@ def list_images(folder: str | Path | None = None, pattern: str | None = None, ma
         if not folder.is_dir():
             raise CnnvisError(f"image folder not found: {folder}")
         wanted = {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
-        paths = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in wanted]
+        paths = [
+            p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in wanted
+        ]
     elif pattern:
         paths = [Path(p) for p in globbing.glob(str(pattern), recursive=True) if os.path.isfile(p)]
     else:

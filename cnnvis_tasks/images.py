@@ -82,6 +82,13 @@ def resize_shorter_side(image: Image.Image, size: int) -> Image.Image:
     return image.resize(new_size, Image.Resampling.BICUBIC)
 
 
+def center_crop(image: Image.Image, size: int) -> Image.Image:
+    """The central ``size`` x ``size`` square (the shorter side must be at least ``size``)."""
+    width, height = image.size
+    left, top = (width - size) // 2, (height - size) // 2
+    return image.crop((left, top, left + size, top + size))
+
+
 def to_tensor(image: Image.Image) -> torch.Tensor:
     """RGB Pillow image to a (3, H, W) float32 tensor in [0, 1]."""
     import torch
@@ -95,9 +102,7 @@ def load_image(path: str | Path, size: int = DEFAULT_SIZE) -> torch.Tensor:
     return to_tensor(resize_shorter_side(open_rgb(path), size))
 
 
-def load_batches(
-    paths: Sequence[str | Path], size: int, batch_size: int
-) -> Iterator[tuple[list[int], torch.Tensor]]:
+def load_batches(paths: Sequence[str | Path], size: int, batch_size: int) -> Iterator[tuple[list[int], torch.Tensor]]:
     """Read images ``batch_size`` at a time and stack those of equal size.
 
     Yields ``(indices, batch)`` where ``indices`` are positions in ``paths``.

@@ -18,9 +18,16 @@ def get_module(model: nn.Module, path: str) -> nn.Module:
     candidates = [name for name in modules if name]
     close = difflib.get_close_matches(path, candidates, n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
-    raise CnnvisError(
-        f"unknown layer {path!r}{hint} (list layers with: cnnvis-tasks layers --model ...)"
-    )
+    raise CnnvisError(f"unknown layer {path!r}{hint} (list layers with: cnnvis-tasks layers --model ...)")
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (the CPU for a model without any)."""
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
 
 
 def layer_table(model: nn.Module, input_size: int = 224) -> list[tuple[str, str, tuple[int, ...] | None]]:
@@ -42,15 +49,9 @@ def layer_table(model: nn.Module, input_size: int = 224) -> list[tuple[str, str,
 
         handles.append(module.register_forward_hook(record))
     try:
-        param = next(model.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
         with torch.inference_mode():
-            model(torch.zeros(1, 3, input_size, input_size, device=device))
+            model(torch.zeros(1, 3, input_size, input_size, device=model_device(model)))
     finally:
         for handle in handles:
             handle.remove()
-    return [
-        (name, type(module).__name__, shapes.get(name))
-        for name, module in model.named_modules()
-        if name
-    ]
+    return [(name, type(module).__name__, shapes.get(name)) for name, module in model.named_modules() if name]

@@ -19,6 +19,7 @@ from torch import nn
 
 from .errors import CnnvisError
 from .imagenet import IMAGENET_CATEGORIES
+from .mechanisms.pixels import to_model_space
 from .names import (  # noqa: F401  (known_models and torchvision_model_names: re-exported)
     DEFAULT_MODEL,
     EMBEDDED_MODEL,
@@ -58,15 +59,7 @@ class LoadedModel:
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """Pixel images in [0, 1], (N, 3, H, W), to the model's input space."""
-        mean = torch.tensor(self.mean, device=images.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=images.device).view(1, 3, 1, 1)
-        return (images - mean) / std
-
-    def denormalize(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Inverse of :meth:`normalize` (no clipping)."""
-        mean = torch.tensor(self.mean, device=inputs.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=inputs.device).view(1, 3, 1, 1)
-        return inputs * std + mean
+        return to_model_space(images, self.mean, self.std)
 
     @property
     def num_classes(self) -> int:
@@ -244,7 +237,9 @@ def _output_size(model: nn.Module) -> int | None:
     return last_linear.out_features if last_linear is not None else None
 
 
-def load_model(name: str = DEFAULT_MODEL, weights: str = "default", device: str | torch.device = "cpu", seed: int = 0) -> LoadedModel:
+def load_model(
+    name: str = DEFAULT_MODEL, weights: str = "default", device: str | torch.device = "cpu", seed: int = 0
+) -> LoadedModel:
     """Build model ``name`` with ``weights`` (default | random | a state-dict path).
 
     ``default`` is the model's standard pretrained weights: the embedded file for
@@ -270,9 +265,7 @@ def load_model(name: str = DEFAULT_MODEL, weights: str = "default", device: str 
     else:
         path = Path(weights).expanduser()
         if not path.is_file():
-            raise CnnvisError(
-                f"weights {weights!r} is neither 'default', 'random' nor an existing file"
-            )
+            raise CnnvisError(f"weights {weights!r} is neither 'default', 'random' nor an existing file")
         model = _build_and_load(name, path, pretrained=False)
         source = str(path)
     model.eval().requires_grad_(False).to(device)

@@ -59,7 +59,7 @@ def make_grid(tiles: torch.Tensor, nrow: int, padding: int = 2, pad_value: float
     grid = tiles.new_full((channels, step_y * rows + padding, step_x * columns + padding), pad_value)
     for k, tile in enumerate(tiles):
         y, x = divmod(k, columns)
-        grid[:, y * step_y + padding:(y + 1) * step_y, x * step_x + padding:(x + 1) * step_x] = tile
+        grid[:, y * step_y + padding : (y + 1) * step_y, x * step_x + padding : (x + 1) * step_x] = tile
     return grid
 
 
@@ -106,7 +106,9 @@ def gradient_color(gradient: torch.Tensor) -> tuple[np.ndarray, bool]:
 def gradient_gray(gradient: torch.Tensor, percentile: float = 99.0) -> tuple[np.ndarray, bool]:
     """Max over channels of |gradient|, clipped at its ``percentile``, scaled to [0, 1]."""
     magnitude = gradient.detach().float().cpu().abs().amax(dim=0)
-    ceiling = torch.quantile(magnitude.flatten(), percentile / 100.0) if magnitude.numel() <= 16_000_000 else magnitude.max()
+    ceiling = (
+        torch.quantile(magnitude.flatten(), percentile / 100.0) if magnitude.numel() <= 16_000_000 else magnitude.max()
+    )
     scaled, degenerate = normalize01(magnitude.clamp(max=float(ceiling)))
     return to_uint8(scaled), degenerate
 
@@ -120,7 +122,9 @@ def heatmap(map01: torch.Tensor, colormap: str = DEFAULT_COLORMAP) -> np.ndarray
     return (rgba[..., :3] * 255 + 0.5).astype(np.uint8)
 
 
-def overlay(image01: torch.Tensor, map01: torch.Tensor, alpha: float = 0.5, colormap: str = DEFAULT_COLORMAP) -> np.ndarray:
+def overlay(
+    image01: torch.Tensor, map01: torch.Tensor, alpha: float = 0.5, colormap: str = DEFAULT_COLORMAP
+) -> np.ndarray:
     """Blend the coloured map over a (3, H, W) image: (1 - alpha) * image + alpha * heat."""
     heat = torch.from_numpy(heatmap(map01, colormap)).float().permute(2, 0, 1) / 255.0
     blended = (1 - alpha) * image01.detach().float().cpu() + alpha * heat

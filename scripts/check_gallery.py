@@ -71,13 +71,15 @@ class WebSocket:
 
     def __init__(self, url: str, timeout: float):
         assert url.startswith("ws://"), url
-        rest = url[len("ws://"):]
+        rest = url[len("ws://") :]
         hostport, _, path = rest.partition("/")
         host, _, port = hostport.partition(":")
         self.sock = socket.create_connection((host, int(port or 80)), timeout=timeout)
         key = base64.b64encode(os.urandom(16)).decode()
-        request = (f"GET /{path} HTTP/1.1\r\nHost: {hostport}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                   f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        request = (
+            f"GET /{path} HTTP/1.1\r\nHost: {hostport}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
         self.sock.sendall(request.encode())
         response = b""
         while b"\r\n\r\n" not in response:
@@ -196,8 +198,14 @@ def _errors(events: list[dict]) -> list[str]:
     return found
 
 
-def check_page(page: str | Path, screenshot: str | Path | None = None, timeout: float = 60.0,
-               browser: str | None = None, width: int = 1280, height: int = 1600) -> dict:
+def check_page(
+    page: str | Path,
+    screenshot: str | Path | None = None,
+    timeout: float = 60.0,
+    browser: str | None = None,
+    width: int = 1280,
+    height: int = 1600,
+) -> dict:
     """Load ``page`` in headless Chromium; ``{"images": [...], "errors": [...], "title": ...}``."""
     browser = browser or find_browser()
     if not browser:
@@ -205,11 +213,24 @@ def check_page(page: str | Path, screenshot: str | Path | None = None, timeout: 
     page = Path(page).resolve()
     profile = tempfile.mkdtemp(prefix="cnnvis-chromium-")
     command = [
-        browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--disable-default-apps", "--disable-extensions", "--mute-audio", "--hide-scrollbars",
-        f"--user-data-dir={profile}", "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
-        f"--window-size={width},{height}", "about:blank",
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-default-apps",
+        "--disable-extensions",
+        "--mute-audio",
+        "--hide-scrollbars",
+        f"--user-data-dir={profile}",
+        "--remote-debugging-address=127.0.0.1",
+        "--remote-debugging-port=0",
+        f"--window-size={width},{height}",
+        "about:blank",
     ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     tools = None
@@ -218,8 +239,10 @@ def check_page(page: str | Path, screenshot: str | Path | None = None, timeout: 
         deadline = time.monotonic() + timeout
         while not (port_file.is_file() and port_file.read_text().strip()):
             if process.poll() is not None:
-                raise RuntimeError(f"chromium exited with status {process.returncode}: "
-                                   f"{process.stderr.read().decode(errors='replace')[-2000:]}")
+                raise RuntimeError(
+                    f"chromium exited with status {process.returncode}: "
+                    f"{process.stderr.read().decode(errors='replace')[-2000:]}"
+                )
             if time.monotonic() > deadline:
                 raise TimeoutError("chromium did not open its DevTools port")
             time.sleep(0.1)
@@ -233,8 +256,9 @@ def check_page(page: str | Path, screenshot: str | Path | None = None, timeout: 
         tools.events.clear()
         tools.call("Page.navigate", url=page.as_uri())
         tools.wait_for("Page.loadEventFired", timeout)
-        images = tools.call("Runtime.evaluate", expression=WAIT_FOR_IMAGES % int(timeout * 500),
-                            awaitPromise=True, returnByValue=True)["result"]["value"]
+        images = tools.call(
+            "Runtime.evaluate", expression=WAIT_FOR_IMAGES % int(timeout * 500), awaitPromise=True, returnByValue=True
+        )["result"]["value"]
         title = tools.call("Runtime.evaluate", expression="document.title", returnByValue=True)["result"].get("value")
         time.sleep(0.2)  # let late console messages arrive
         tools.call("Runtime.evaluate", expression="0")

@@ -72,7 +72,9 @@ def install(timeout: float = 1200) -> str:
         if attempt is None:
             break
         subprocess.run(attempt, env=env, capture_output=True, text=True, timeout=timeout)
-    raise Unavailable(f"apt-get install {' '.join(PACKAGES)} failed (missing: {', '.join(missing_binaries())}):\n{output}")
+    raise Unavailable(
+        f"apt-get install {' '.join(PACKAGES)} failed (missing: {', '.join(missing_binaries())}):\n{output}"
+    )
 
 
 def running_daemons() -> dict[int, str]:
@@ -203,8 +205,9 @@ NodeName={NODE} Name=gpu File=/dev/null
     def environment(self, base: dict | None = None) -> dict:
         """An environment for SLURM commands and Snakemake: no variables of an
         enclosing SLURM job, the configuration in /etc/slurm."""
-        env = {k: v for k, v in (base or os.environ).items()
-               if not k.startswith(("SLURM_", "SBATCH_", "SRUN_", "SQUEUE_"))}
+        env = {
+            k: v for k, v in (base or os.environ).items() if not k.startswith(("SLURM_", "SBATCH_", "SRUN_", "SQUEUE_"))
+        }
         env["SLURM_CONF"] = str(CONF_DIR / "slurm.conf")
         env["PATH"] = os.pathsep.join([env.get("PATH", ""), "/usr/sbin", "/sbin"])
         return env
@@ -212,8 +215,14 @@ NodeName={NODE} Name=gpu File=/dev/null
     def _spawn(self, name: str, command: list[str]) -> subprocess.Popen:
         log = open(self.log_dir / f"{name}.out", "ab")
         try:
-            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                       cwd=self.root, env=self.environment())
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.root,
+                env=self.environment(),
+            )
         finally:
             log.close()
         self.processes[name] = process
@@ -239,7 +248,7 @@ NodeName={NODE} Name=gpu File=/dev/null
             raise ClusterError(f"{' '.join(args)} exited {result.returncode}: {result.stderr.strip()}")
         return result
 
-    def start(self, timeout: float = 90) -> "LocalSlurm":
+    def start(self, timeout: float = 90) -> LocalSlurm:
         missing = missing_binaries()
         if missing:
             raise Unavailable(f"slurm-wlm/munge not installed (no {', '.join(missing)})")
@@ -252,8 +261,10 @@ NodeName={NODE} Name=gpu File=/dev/null
         except OSError as error:
             raise Unavailable(f"cannot resolve this host's name: {error}") from None
         if not address.startswith("127."):
-            raise Unavailable(f"this host's name resolves to {address}, not a loopback address; "
-                              "the local cluster must stay on 127.0.0.0/8")
+            raise Unavailable(
+                f"this host's name resolves to {address}, not a loopback address; "
+                "the local cluster must stay on 127.0.0.0/8"
+            )
         running = running_daemons()
         if running:
             listing = ", ".join(f"{name} (pid {pid})" for pid, name in sorted(running.items()))
@@ -277,9 +288,19 @@ NodeName={NODE} Name=gpu File=/dev/null
         self._write_conf("gres.conf", self.gres_conf())
         atexit.register(self.stop)
 
-        self._spawn("munged", [which("munged"), "--foreground", "--force", f"--socket={self.munge_socket}",
-                               f"--key-file={key}", f"--pid-file={self.root / 'munge' / 'munged.pid'}",
-                               f"--seed-file={self.root / 'munge' / 'munged.seed'}", "--num-threads=2"])
+        self._spawn(
+            "munged",
+            [
+                which("munged"),
+                "--foreground",
+                "--force",
+                f"--socket={self.munge_socket}",
+                f"--key-file={key}",
+                f"--pid-file={self.root / 'munge' / 'munged.pid'}",
+                f"--seed-file={self.root / 'munge' / 'munged.seed'}",
+                "--num-threads=2",
+            ],
+        )
         self._wait("munged", self._munge_works, 20)
         self._spawn("slurmctld", [which("slurmctld"), "-D"])
         self._spawn("slurmd", [which("slurmd"), "-D", "-N", NODE])
@@ -295,8 +316,9 @@ NodeName={NODE} Name=gpu File=/dev/null
         encode = subprocess.run([which("munge"), "-S", str(self.munge_socket), "-n"], capture_output=True)
         if encode.returncode != 0:
             return False
-        decode = subprocess.run([which("unmunge") or "unmunge", "-S", str(self.munge_socket)], input=encode.stdout,
-                                capture_output=True)
+        decode = subprocess.run(
+            [which("unmunge") or "unmunge", "-S", str(self.munge_socket)], input=encode.stdout, capture_output=True
+        )
         return decode.returncode == 0
 
     def _node_idle(self) -> bool:
@@ -311,21 +333,27 @@ NodeName={NODE} Name=gpu File=/dev/null
                 return
             time.sleep(0.5)
         state = self.run("sinfo", "--Node", "--long", check=False)
-        raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what}\n{state.stdout}{state.stderr}\n"
-                           f"{self.log_tail()}")
+        raise ClusterError(
+            f"timed out after {timeout:.0f}s waiting for {what}\n{state.stdout}{state.stderr}\n{self.log_tail()}"
+        )
 
     def stop(self) -> None:
         """Cancel what is still queued, stop the daemons this object started (by
         process id: SIGTERM, then SIGKILL), put /etc/slurm back."""
         if "slurmctld" in self.processes and self.processes["slurmctld"].poll() is None:
             try:
-                jobs = self.run("squeue", "--noheader", "--format", "%A", "--states", "PENDING,RUNNING,SUSPENDED",
-                                check=False).stdout.split()
+                jobs = self.run(
+                    "squeue", "--noheader", "--format", "%A", "--states", "PENDING,RUNNING,SUSPENDED", check=False
+                ).stdout.split()
                 if jobs:
                     self.run("scancel", *sorted(set(jobs)), check=False)
                     deadline = time.monotonic() + 20
-                    while time.monotonic() < deadline and self.run(
-                            "squeue", "--noheader", "--states", "PENDING,RUNNING,COMPLETING", check=False).stdout.strip():
+                    while (
+                        time.monotonic() < deadline
+                        and self.run(
+                            "squeue", "--noheader", "--states", "PENDING,RUNNING,COMPLETING", check=False
+                        ).stdout.strip()
+                    ):
                         time.sleep(0.5)
             except (subprocess.SubprocessError, OSError, ClusterError):
                 pass
@@ -341,7 +369,7 @@ NodeName={NODE} Name=gpu File=/dev/null
                 process.wait(timeout=10)
         self._restore_conf()
 
-    def __enter__(self) -> "LocalSlurm":
+    def __enter__(self) -> LocalSlurm:
         try:
             return self.start()
         except BaseException:
@@ -353,8 +381,9 @@ NodeName={NODE} Name=gpu File=/dev/null
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--install", action="store_true", help="apt-get install slurm-wlm munge when missing")
     parser.add_argument("--dir", type=Path, help="state and logs folder (default: a new temporary folder)")
     args = parser.parse_args(argv)
@@ -367,9 +396,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with LocalSlurm(root) as cluster:
             print(cluster.run("sinfo").stdout)
-            print(f"SLURM is up (logs: {cluster.log_dir}).  In another shell, from the repository root:\n"
-                  "    snakemake --workflow-profile profiles/slurm --slurm-status-command squeue\n"
-                  "Ctrl-C stops the cluster.", flush=True)
+            print(
+                f"SLURM is up (logs: {cluster.log_dir}).  In another shell, from the repository root:\n"
+                "    snakemake --workflow-profile profiles/slurm --slurm-status-command squeue\n"
+                "Ctrl-C stops the cluster.",
+                flush=True,
+            )
             while not stop:
                 cluster._check_alive()
                 time.sleep(1)

@@ -6,14 +6,12 @@ import torchvision
 from torch import nn
 
 from cnnvis_tasks.errors import CnnvisError
-from cnnvis_tasks.techniques import activations
-from cnnvis_tasks.techniques.activations import capture_outputs, feature_maps
+from cnnvis_tasks.mechanisms import capture as activations
+from cnnvis_tasks.mechanisms.capture import capture_outputs, feature_maps
 
 
 def no_hooks_left(model):
-    return all(
-        not m._forward_hooks and not m._forward_pre_hooks for m in model.modules()
-    )
+    return all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
 
 
 @pytest.fixture(scope="module")

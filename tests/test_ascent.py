@@ -6,33 +6,68 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnvis_tasks.errors import CnnvisError
-from cnnvis_tasks.techniques.ascent import (
-    AscentResult,
-    class_visualization,
-    deep_dream,
-    deep_dream_adam,
-    filter_visualization,
-)
-from cnnvis_tasks.techniques.parameterization import (
+from cnnvis_tasks.mechanisms import ascent
+from cnnvis_tasks.mechanisms.ascent import AscentResult
+from cnnvis_tasks.mechanisms.parameterization import (
     FourierImage,
     color_matrix,
     decorrelated_to_rgb,
     random_transform,
     rgb_to_decorrelated,
 )
+from cnnvis_tasks.technique import Report
+from cnnvis_tasks.techniques.ascent_family import steps_and_lr
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
-SIZE = dict(height=32, width=40)
+SIZE = {"height": 32, "width": 40}
+
+
+# The mechanisms take every setting; the techniques' defaults fill in the rest here.
+def class_visualization(*args, steps=None, lr=None, robust=True, **kwargs):
+    steps, lr = steps_and_lr(steps, lr, robust)
+    return ascent.class_visualization(*args, steps=steps, lr=lr, robust=robust, **kwargs)
+
+
+def filter_visualization(*args, steps=None, lr=None, robust=True, weight_decay=1e-6, **kwargs):
+    steps, lr = steps_and_lr(steps, lr, robust)
+    return ascent.filter_visualization(*args, steps=steps, lr=lr, robust=robust, weight_decay=weight_decay, **kwargs)
+
+
+def deep_dream(*args, octaves=10, octave_scale=1.4, steps_per_octave=20, lr=0.01, **kwargs):
+    return ascent.deep_dream(
+        *args, octaves=octaves, octave_scale=octave_scale, steps_per_octave=steps_per_octave, lr=lr, **kwargs
+    )
+
+
+def deep_dream_adam(*args, steps=200, lr=0.1, **kwargs):
+    return ascent.deep_dream_adam(*args, steps=steps, lr=lr, **kwargs)
+
+
+class Recorder(Report):
+    """Records every step and snapshot a run reports."""
+
+    def __init__(self, save_every=0):
+        self.save_every, self.steps, self.snapshots = save_every, [], []
+
+    def step(self, step, total, objective, stage=""):
+        self.steps.append((step, total, objective, stage))
+
+    def snapshot(self, step, pixels):
+        self.snapshots.append((step, pixels))
 
 
 def small_net() -> nn.Module:
     with torch.random.fork_rng():
         torch.manual_seed(0)
         net = nn.Sequential(
-            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10),
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(8, 16, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(16, 10),
         )
         for layer in net:  # default init is too timid for visible gains in few steps
             if hasattr(layer, "weight"):
@@ -51,9 +86,7 @@ def photo(n=1, h=32, w=40, seed=0) -> torch.Tensor:
 @pytest.mark.parametrize("robust", [False, True])
 @pytest.mark.parametrize("reg,weight", [("none", 0.0), ("l1", 1e-4), ("l2", 1e-3)])
 def test_class_viz_objective_rises(robust, reg, weight):
-    r = class_visualization(
-        small_net(), [3], [reg], [weight], mean=MEAN, std=STD, steps=50, robust=robust, **SIZE
-    )
+    r = class_visualization(small_net(), [3], [reg], [weight], mean=MEAN, std=STD, steps=50, robust=robust, **SIZE)
     assert isinstance(r, AscentResult) and r.steps == 50
     assert r.images.shape == (1, 3, 32, 40)
     assert r.images.min() >= 0 and r.images.max() <= 1
@@ -63,9 +96,7 @@ def test_class_viz_objective_rises(robust, reg, weight):
 
 @pytest.mark.parametrize("robust", [False, True])
 def test_filter_viz_objective_rises(robust):
-    r = filter_visualization(
-        small_net(), "3", [0, 5], mean=MEAN, std=STD, steps=50, robust=robust, **SIZE
-    )
+    r = filter_visualization(small_net(), "3", [0, 5], mean=MEAN, std=STD, steps=50, robust=robust, **SIZE)
     assert r.probabilities is None and r.images.shape == (2, 3, 32, 40)
     assert torch.all(r.objective_end > r.objective_start + 1.0)  # mean ReLU output
 
@@ -74,8 +105,15 @@ def test_filter_viz_objective_rises(robust):
 @pytest.mark.parametrize("filter", [None, 2])
 def test_deep_dream_objective_rises(octaves, filter):
     r = deep_dream(
-        small_net(), photo(), "1", filter, mean=MEAN, std=STD,
-        octaves=octaves, steps_per_octave=10, lr=0.05,
+        small_net(),
+        photo(),
+        "1",
+        filter,
+        mean=MEAN,
+        std=STD,
+        octaves=octaves,
+        steps_per_octave=10,
+        lr=0.05,
     )
     assert r.octaves == octaves and r.steps == 10 * octaves
     assert r.images.shape == (1, 3, 32, 40)
@@ -98,9 +136,7 @@ def test_class_viz_efficientnet_reaches_high_probability():
     model.load_state_dict(torch.load(path, weights_only=True))
     model.eval()
     half = (0.5, 0.5, 0.5)
-    r = class_visualization(
-        model, [1, 963], ["none"], [0.0], mean=half, std=half, height=96, width=96, steps=12
-    )
+    r = class_visualization(model, [1, 963], ["none"], [0.0], mean=half, std=half, height=96, width=96, steps=12)
     assert torch.all(r.probabilities > 0.5), r.probabilities  # chance level is 0.001
 
 
@@ -109,9 +145,7 @@ def test_class_viz_efficientnet_reaches_high_probability():
 
 def test_one_octave_step_matches_hand_computation():
     net, images, lr = small_net(), photo(2), 0.5  # large enough for the clip to bind
-    r = deep_dream(
-        net, images, "3", 4, mean=MEAN, std=STD, octaves=1, steps_per_octave=1, lr=lr
-    )
+    r = deep_dream(net, images, "3", 4, mean=MEAN, std=STD, octaves=1, steps_per_octave=1, lr=lr)
     mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
     x = ((images - mean) / std).requires_grad_(True)
     act = net[:4](x)[:, 4]
@@ -151,9 +185,7 @@ def test_l1_and_l2_shrink_the_image():
     net = small_net()
 
     def final_norm(reg, weight):
-        r = class_visualization(
-            net, [3], [reg], [weight], mean=MEAN, std=STD, steps=40, robust=False, **SIZE
-        )
+        r = class_visualization(net, [3], [reg], [weight], mean=MEAN, std=STD, steps=40, robust=False, **SIZE)
         mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
         return ((r.images - mean) / std).norm().item()
 
@@ -166,8 +198,16 @@ def test_l1_and_l2_shrink_the_image():
 def test_same_seed_same_result_other_seed_differs(robust):
     def run(seed):
         return class_visualization(
-            small_net(), [1], ["l2"], [0.01], mean=MEAN, std=STD, steps=5, robust=robust,
-            seed=seed, **SIZE,
+            small_net(),
+            [1],
+            ["l2"],
+            [0.01],
+            mean=MEAN,
+            std=STD,
+            steps=5,
+            robust=robust,
+            seed=seed,
+            **SIZE,
         ).images
 
     a, b, c = run(0), run(0), run(1)
@@ -203,12 +243,9 @@ def test_robust_mode_transforms_inputs_during_steps_only():
 
 
 def test_progress_and_snapshot_callbacks():
-    calls, snaps = [], []
-    r = class_visualization(
-        small_net(), [0, 1], ["none"], [0.0], mean=MEAN, std=STD, steps=12, **SIZE,
-        progress=lambda *a: calls.append(a), snapshot=lambda s, im: snaps.append((s, im)),
-        save_every=5,
-    )
+    report = Recorder(save_every=5)
+    r = class_visualization(small_net(), [0, 1], ["none"], [0.0], mean=MEAN, std=STD, steps=12, **SIZE, report=report)
+    calls, snaps = report.steps, report.snapshots
     assert [c[0] for c in calls] == list(range(1, 13))
     assert {c[1] for c in calls} == {12} and all(isinstance(c[2], torch.Tensor) and c[2].dim() == 0 for c in calls)
     assert [s for s, _ in snaps] == [5, 10]
@@ -216,12 +253,9 @@ def test_progress_and_snapshot_callbacks():
 
 
 def test_deep_dream_progress_reports_octaves():
-    calls, snaps = [], []
-    deep_dream(
-        small_net(), photo(), "1", None, mean=MEAN, std=STD, octaves=2, steps_per_octave=3,
-        progress=lambda *a: calls.append(a), snapshot=lambda s, im: snaps.append((s, im.shape)),
-        save_every=2,
-    )
+    report = Recorder(save_every=2)
+    deep_dream(small_net(), photo(), "1", None, mean=MEAN, std=STD, octaves=2, steps_per_octave=3, report=report)
+    calls, snaps = report.steps, [(s, im.shape) for s, im in report.snapshots]
     assert [c[0] for c in calls] == [1, 2, 3, 4, 5, 6] and {c[1] for c in calls} == {6}
     assert [c[3] for c in calls] == ["octave 1/2"] * 3 + ["octave 2/2"] * 3
     assert [s for s, _ in snaps] == [2, 4, 6]
@@ -233,7 +267,7 @@ def test_deep_dream_progress_reports_octaves():
 
 def test_errors_name_the_value_and_range():
     net = small_net()
-    with pytest.raises(CnnvisError, match=r"class 10 .*0\.\.9"):
+    with pytest.raises(CnnvisError, match=r"class index 10 .*0\.\.9"):
         class_visualization(net, [10], ["none"], [0], mean=MEAN, std=STD, steps=1, **SIZE)
     with pytest.raises(CnnvisError, match=r"filter 16 .*0\.\.15"):
         filter_visualization(net, "2", [16], mean=MEAN, std=STD, steps=1, **SIZE)
@@ -346,9 +380,29 @@ def test_random_transform_rotates_without_shear():
 
     for seed in range(3):
         moved = [
-            centroid(random_transform(blob(dy, dx), torch.Generator().manual_seed(seed),
-                                      pad=0, jitter=0, scale=(1, 1), degrees=30))
+            centroid(
+                random_transform(
+                    blob(dy, dx), torch.Generator().manual_seed(seed), pad=0, jitter=0, scale=(1, 1), degrees=30
+                )
+            )
             for dy, dx in [(0, 30), (12, 0)]
         ]
         assert abs(moved[0].norm() - 30) < 0.5 and abs(moved[1].norm() - 12) < 0.5
         assert abs((moved[0] - moved[1]).norm() - (30**2 + 12**2) ** 0.5) < 0.5
+
+
+def test_the_start_objective_is_the_layers_own_output_before_an_in_place_relu():
+    """VGG's convs are followed by ReLU(inplace=True): the first (counting) forward of
+    a tap must not see the activation the ReLU overwrote (it used to: objective_start
+    was the mean of max(conv, 0))."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(inplace=True), nn.Flatten(), nn.LazyLinear(3)).eval()
+    net(torch.zeros(1, 3, 8, 8))  # materialise the lazy layer
+    result = filter_visualization(net, "0", [1], mean=MEAN, std=STD, steps=1, robust=False, height=8, width=8)
+    generator = torch.Generator().manual_seed(0)  # the plain start: the seed's uniform [140, 180] / 255
+    pixels = 140 / 255 + 40 / 255 * torch.rand(1, 3, 8, 8, generator=generator)
+    start = (pixels - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        expected = net[0](start)[0, 1].mean() - 0.5 * 1e-6 * start.pow(2).sum()
+    assert float(expected) < 0  # an in-place ReLU would have made the mean >= 0
+    torch.testing.assert_close(result.objective_start[0], expected, atol=1e-6, rtol=1e-5)

@@ -1,4 +1,4 @@
-"""Tests for cnnvis_tasks.techniques.backprop (vanilla / guided / deconv saliency)."""
+"""Tests for cnnvis_tasks.mechanisms.relu_rules (vanilla / guided / deconv saliency)."""
 
 import copy
 import gc
@@ -13,7 +13,7 @@ import torchvision
 from torch import nn
 
 from cnnvis_tasks.errors import CnnvisError
-from cnnvis_tasks.techniques.backprop import METHODS, SaliencyResult, _RuledActivation, relu_backward_rule, saliency
+from cnnvis_tasks.mechanisms.relu_rules import METHODS, SaliencyResult, _RuledActivation, relu_backward_rule, saliency
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -92,10 +92,18 @@ def test_vanilla_equals_plain_autograd_on_resnet18():
 
 def test_vanilla_matches_finite_differences():
     torch.manual_seed(1)
-    model = nn.Sequential(
-        nn.Conv2d(2, 3, 3), nn.ReLU(), nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.ReLU6(),
-        nn.Flatten(), nn.Linear(4 * 3 * 3, 3),
-    ).double().eval()
+    model = (
+        nn.Sequential(
+            nn.Conv2d(2, 3, 3),
+            nn.ReLU(),
+            nn.Conv2d(3, 4, 3, stride=2, padding=1),
+            nn.ReLU6(),
+            nn.Flatten(),
+            nn.Linear(4 * 3 * 3, 3),
+        )
+        .double()
+        .eval()
+    )
     with torch.no_grad():
         model[2].weight.mul_(8.0)  # push some ReLU6 inputs above 6
     images = torch.randn(1, 2, 8, 8, dtype=torch.float64)
@@ -252,7 +260,7 @@ _GS = torch.tensor([1.0, -1.0, 2.0, -3.0, 4.0, -5.0, 6.0, -7.0, 8.0])
 @pytest.mark.parametrize("form", CALL_FORMS)
 def test_every_call_form_is_caught(form):
     fn, hi = CALL_FORMS[form]
-    passes = ((_XS > 0) & (_XS < hi)).float()
+    passes = ((_XS > 0) & (hi > _XS)).float()
     expected = {"vanilla": _GS * passes, "guided": _GS.clamp(min=0) * passes, "deconv": _GS.clamp(min=0)}
     for method in METHODS:
         x = _XS.clone().requires_grad_(True)
@@ -330,7 +338,9 @@ def test_count_and_guided_differs_on_real_models(build, size, functional_calls):
 
 def _no_hooks(model):
     return all(
-        not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks
+        not m._forward_hooks
+        and not m._forward_pre_hooks
+        and not m._backward_hooks
         and not getattr(m, "_backward_pre_hooks", {})
         for m in model.modules()
     )
@@ -412,8 +422,15 @@ def test_default_target_is_top1_and_validation():
 
     with pytest.raises(CnnvisError, match=r"\b4\b.*0\.\.3"):
         saliency(net, images, torch.tensor([0, 1, 4, 2, 3]))
-    with pytest.raises(CnnvisError, match="-1"):
-        saliency(net, images, torch.tensor([0, 1, 2, -1, 3]))
+    with pytest.raises(CnnvisError, match="-2"):
+        saliency(net, images, torch.tensor([0, 1, 2, -2, 3]))
+    # None (in a list) or -1 (in a tensor) is the image's own top-1 class, resolved from
+    # the same forward pass: one call mixes requested and predicted classes
+    top1 = res.targets.tolist()
+    mixed = saliency(net, images, [0, None, 2, None, 3])
+    assert mixed.targets.tolist() == [0, top1[1], 2, top1[3], 3]
+    assert torch.equal(mixed.gradients, saliency(net, images, torch.tensor([0, top1[1], 2, top1[3], 3])).gradients)
+    assert saliency(net, images, torch.tensor([-1, 1, 2, 3, -1])).targets.tolist() == [top1[0], 1, 2, 3, top1[4]]
     with pytest.raises(CnnvisError):
         saliency(net, images, torch.tensor([0, 1]))  # wrong length
     with pytest.raises(CnnvisError, match=r"shape \(5, 4, 1\), not class scores"):

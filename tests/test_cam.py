@@ -9,8 +9,9 @@ from efficientnet_lite_pytorch import EfficientNet
 from torch import nn
 
 from cnnvis_tasks.errors import CnnvisError
-from cnnvis_tasks.techniques.activations import feature_maps
-from cnnvis_tasks.techniques.cam import default_cam_layer, grad_cam, upsample_cam
+from cnnvis_tasks.mechanisms.cam import default_cam_layer, upsample_cam
+from cnnvis_tasks.mechanisms.capture import feature_maps
+from cnnvis_tasks.techniques.grad_cam import grad_cam
 
 
 def hand_grad_cam(model, module, images, targets):
@@ -141,10 +142,12 @@ class FirstRow(nn.Module):
 def test_target_validation():
     model = tiny_net(inplace=False)
     x = images(2, 16)
-    with pytest.raises(CnnvisError, match=r"target class 7 .*0\.\.4"):
+    with pytest.raises(CnnvisError, match=r"class index 7 .*0\.\.4"):
         grad_cam(model, x, "2", torch.tensor([0, 7]))
-    with pytest.raises(CnnvisError, match=r"target class -1"):
-        grad_cam(model, x, "2", torch.tensor([-1, 0]))
+    with pytest.raises(CnnvisError, match=r"class index -2"):
+        grad_cam(model, x, "2", torch.tensor([-2, 0]))
+    top1 = grad_cam(model, x, "2").targets.tolist()
+    assert grad_cam(model, x, "2", [None, 0]).targets.tolist() == [top1[0], 0]  # None: the image's top-1
     with pytest.raises(CnnvisError, match="3 target classes for 2 images"):
         grad_cam(model, x, "2", torch.tensor([0, 1, 2]))
     with pytest.raises(CnnvisError, match=r"'8'.*\(2, 5\)"):

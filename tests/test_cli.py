@@ -1,23 +1,22 @@
 """The command line as a user meets it: help, exit codes, one-line errors."""
 
 import subprocess
-from pathlib import Path
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import CAT
 from PIL import Image
 
 from cnnvis_tasks.cli import cli
 from cnnvis_tasks.models import load_model
 from cnnvis_tasks.outputs import read_metadata
+from cnnvis_tasks.techniques import technique_names
 
-from conftest import CAT
-
-COMMANDS = ["models", "layers", "fetch-weights", "feature-maps", "kernels", "saliency", "grad-cam",
-            "class-viz", "filter-viz", "deep-dream"]
+COMMANDS = ["models", "layers", "fetch-weights", "config-schema", *technique_names()]
 
 
 def run(*args, expect=0):
@@ -32,7 +31,7 @@ def test_every_command_explains_its_options(command):
     assert "Usage:" in text
     for option in ("--help",):
         assert option in text
-    if command not in ("models", "layers", "fetch-weights"):
+    if command in technique_names():
         for option in ("--model", "--weights", "--device", "--seed", "--threads"):
             assert option in text, f"{command} lacks {option}"
         assert "[default: efficientnet_lite0]" in text
@@ -105,7 +104,9 @@ def test_unreadable_image_and_unknown_layer(tmp_path, small_image):
     result = CliRunner().invoke(cli, ["grad-cam", "--image", str(bad), "--out-gray", str(out)])
     assert result.exit_code == 1
     _one_line_error(result, "bad.jpg")
-    result = CliRunner().invoke(cli, ["feature-maps", "--image", str(small_image), "--layer", "_blocks.155", "--out", str(out)])
+    result = CliRunner().invoke(
+        cli, ["feature-maps", "--image", str(small_image), "--layer", "_blocks.155", "--out", str(out)]
+    )
     assert result.exit_code == 1
     _one_line_error(result, "unknown layer '_blocks.155'", "_blocks.15")
     assert not out.exists()
@@ -114,15 +115,29 @@ def test_unreadable_image_and_unknown_layer(tmp_path, small_image):
 def test_weights_that_do_not_match_are_one_line(tmp_path, small_image):
     path = tmp_path / "alex.pth"
     torch.save({"features.0.weight": torch.zeros(64, 3, 11, 11)}, path)
-    result = CliRunner().invoke(cli, ["kernels", "--model", "resnet18", "--weights", str(path), "--layer", "conv1",
-                                      "--out", str(tmp_path / "k.png")])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "kernels",
+            "--model",
+            "resnet18",
+            "--weights",
+            str(path),
+            "--layer",
+            "conv1",
+            "--out",
+            str(tmp_path / "k.png"),
+        ],
+    )
     assert result.exit_code == 1
     _one_line_error(result, "does not match the resnet18 architecture")
 
 
 def test_mismatched_counts_are_usage_errors(tmp_path, small_image):
-    result = CliRunner().invoke(cli, ["saliency", "--image", str(small_image), "--image", str(small_image),
-                                      "--out-gray", str(tmp_path / "a.png")])
+    result = CliRunner().invoke(
+        cli,
+        ["saliency", "--image", str(small_image), "--image", str(small_image), "--out-gray", str(tmp_path / "a.png")],
+    )
     assert result.exit_code == 2
     assert "got 2 images but 1 --out-gray" in result.output
     result = CliRunner().invoke(cli, ["saliency", "--image", str(small_image)])
@@ -130,8 +145,10 @@ def test_mismatched_counts_are_usage_errors(tmp_path, small_image):
 
 
 def test_debug_shows_the_traceback(small_image, tmp_path):
-    result = CliRunner().invoke(cli, ["saliency", "--debug", "--image", str(small_image), "--model", "vgg61",
-                                      "--out-gray", str(tmp_path / "x.png")])
+    result = CliRunner().invoke(
+        cli,
+        ["saliency", "--debug", "--image", str(small_image), "--model", "vgg61", "--out-gray", str(tmp_path / "x.png")],
+    )
     assert result.exit_code != 0 and result.exception is not None
     assert type(result.exception).__name__ == "CnnvisError"
 
@@ -139,8 +156,20 @@ def test_debug_shows_the_traceback(small_image, tmp_path):
 def test_saliency_writes_pictures_raw_and_facts(tmp_path):
     outs = {name: tmp_path / f"{name}.png" for name in ("color", "gray")}
     raw = tmp_path / "raw.npy"
-    run("saliency", "--image", CAT, "--method", "guided", "--out-color", outs["color"], "--out-gray", outs["gray"],
-        "--raw", raw, "--quiet")
+    run(
+        "saliency",
+        "--image",
+        CAT,
+        "--method",
+        "guided",
+        "--out-color",
+        outs["color"],
+        "--out-gray",
+        outs["gray"],
+        "--raw",
+        raw,
+        "--quiet",
+    )
     with Image.open(outs["color"]) as picture:
         assert picture.size == (337, 224) and picture.mode == "RGB"
     gradient = np.load(raw)
@@ -158,8 +187,23 @@ def test_console_script_and_module_entry_points():
 
 def test_grad_cam_writes_each_rendering_and_reports_the_layer(tmp_path):
     outs = {kind: tmp_path / f"{kind}.png" for kind in ("gray", "heatmap", "overlay")}
-    result = run("grad-cam", "--image", CAT, "--target", "281", "--out-gray", outs["gray"], "--out-heatmap",
-                 outs["heatmap"], "--out-overlay", outs["overlay"], "--raw", tmp_path / "cam.npy", "--colormap", "viridis")
+    result = run(
+        "grad-cam",
+        "--image",
+        CAT,
+        "--target",
+        "281",
+        "--out-gray",
+        outs["gray"],
+        "--out-heatmap",
+        outs["heatmap"],
+        "--out-overlay",
+        outs["overlay"],
+        "--raw",
+        tmp_path / "cam.npy",
+        "--colormap",
+        "viridis",
+    )
     assert "layer _swish (chosen automatically)" in result.output
     for path in outs.values():
         with Image.open(path) as picture:
@@ -173,40 +217,115 @@ def test_grad_cam_writes_each_rendering_and_reports_the_layer(tmp_path):
 
 
 def test_feature_maps_several_layers_share_one_call(tmp_path):
-    run("feature-maps", "--image", CAT, "--layer", "_blocks.0", "--layer", "_conv_head", "--channels", "16",
-        "--out", tmp_path / "{layer}.png", "--raw", tmp_path / "{layer}.npy", "--size", "64")
+    run(
+        "feature-maps",
+        "--image",
+        CAT,
+        "--layer",
+        "_blocks.0",
+        "--layer",
+        "_conv_head",
+        "--channels",
+        "16",
+        "--out",
+        tmp_path / "{layer}.png",
+        "--raw",
+        tmp_path / "{layer}.npy",
+        "--size",
+        "64",
+    )
     assert np.load(tmp_path / "_blocks.0.npy").shape == (16, 32, 48)
     assert np.load(tmp_path / "_conv_head.npy").shape == (1280, 2, 3)
     assert read_metadata(tmp_path / "_conv_head.png")["channels_shown"] == 16
-    result = CliRunner().invoke(cli, ["feature-maps", "--image", str(CAT), "--layer", "_blocks.0", "--layer", "_bn1",
-                                      "--out", str(tmp_path / "fixed.png")])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "feature-maps",
+            "--image",
+            str(CAT),
+            "--layer",
+            "_blocks.0",
+            "--layer",
+            "_bn1",
+            "--out",
+            str(tmp_path / "fixed.png"),
+        ],
+    )
     assert result.exit_code == 2 and "{layer}" in result.output
 
 
 def test_kernels_by_parameter_index(tmp_path):
-    run("kernels", "--model", "alexnet", "--weights", "random", "--parameter", "0", "--out", tmp_path / "k.png",
-        "--raw", tmp_path / "k.npy")
+    run(
+        "kernels",
+        "--model",
+        "alexnet",
+        "--weights",
+        "random",
+        "--parameter",
+        "0",
+        "--out",
+        tmp_path / "k.png",
+        "--raw",
+        tmp_path / "k.npy",
+    )
     assert np.load(tmp_path / "k.npy").shape == (64, 3, 11, 11)
     assert read_metadata(tmp_path / "k.png")["parameter"] == "features.0.weight"
 
 
 def _class_viz(path, *extra):
-    return run("class-viz", "--target", "1", "--target", "963", "--regularization", "none", "--regularization", "l2",
-               "--width", "48", "--height", "32", "--steps", "4", "--out", path / "a.png", "--out", path / "b.png",
-               "--threads", "1", *extra)
+    # two classes x two regularizations: four pictures, each --out names its class's two
+    return run(
+        "class-viz",
+        "--target",
+        "1",
+        "--target",
+        "963",
+        "--regularization",
+        "none",
+        "--regularization",
+        "l2",
+        "--width",
+        "48",
+        "--height",
+        "32",
+        "--steps",
+        "4",
+        "--out",
+        path / "a-{regularization}.png",
+        "--out",
+        path / "b-{regularization}.png",
+        "--threads",
+        "1",
+        *extra,
+    )
 
 
 def test_class_viz_is_reproducible_and_records_its_figures(tmp_path):
     first, second = tmp_path / "1", tmp_path / "2"
     _class_viz(first, "--save-every", "2")
     _class_viz(second, "--save-every", "2")
-    for name in ("a.png", "b.png", "a.step0002.png", "b.step0004.png"):
+    assert sorted(p.name for p in first.glob("?-*.png")) == [
+        "a-l2.png",
+        "a-l2.step0002.png",
+        "a-l2.step0004.png",
+        "a-none.png",
+        "a-none.step0002.png",
+        "a-none.step0004.png",
+        "b-l2.png",
+        "b-l2.step0002.png",
+        "b-l2.step0004.png",
+        "b-none.png",
+        "b-none.step0002.png",
+        "b-none.step0004.png",
+    ]
+    for name in ("a-none.png", "b-l2.png", "a-l2.step0002.png", "b-none.step0004.png"):
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
-    facts = read_metadata(first / "b.png")
+    assert read_metadata(first / "a-none.png")["regularization"] == "none"
+    facts = read_metadata(first / "b-l2.png")
     assert facts["target"] == {"index": 963, "name": "pizza"} and facts["regularization"] == "l2"
     assert facts["weight"] == 0.01 and facts["steps"] == 4 and facts["lr"] == 0.05 and facts["robust"] is True
     assert facts["objective_end"] > facts["objective_start"] and 0 < facts["probability"] <= 1
-    with Image.open(first / "a.png") as picture:
+    with Image.open(first / "a-l2.png") as picture:
         assert picture.size == (48, 32)
 
 
@@ -217,18 +336,57 @@ def test_progress_lines_when_not_a_terminal(tmp_path):
 
 
 def test_filter_viz_and_deep_dream(tmp_path):
-    run("filter-viz", "--layer", "_blocks.3", "--filter", "2", "--filter", "5", "--plain", "--width", "32",
-        "--height", "32", "--steps", "3", "--out", tmp_path / "f2.png", "--out", tmp_path / "f5.png", "--quiet")
+    run(
+        "filter-viz",
+        "--layer",
+        "_blocks.3",
+        "--filter",
+        "2",
+        "--filter",
+        "5",
+        "--plain",
+        "--width",
+        "32",
+        "--height",
+        "32",
+        "--steps",
+        "3",
+        "--out",
+        tmp_path / "f2.png",
+        "--out",
+        tmp_path / "f5.png",
+        "--quiet",
+    )
     facts = read_metadata(tmp_path / "f5.png")
     assert facts["filter"] == 5 and facts["lr"] == 0.1 and facts["objective_end"] > facts["objective_start"]
-    run("deep-dream", "--image", CAT, "--layer", "_blocks.5", "--filter", "all", "--octaves", "3", "--steps", "2",
-        "--size", "64", "--out", tmp_path / "dream.png", "--raw", tmp_path / "dream.npy", "--quiet")
+    run(
+        "deep-dream-octaves",
+        "--image",
+        CAT,
+        "--layer",
+        "_blocks.5",
+        "--filter",
+        "all",
+        "--octaves",
+        "3",
+        "--steps",
+        "2",
+        "--size",
+        "64",
+        "--out",
+        tmp_path / "dream.png",
+        "--raw",
+        tmp_path / "dream.npy",
+        "--quiet",
+    )
     facts = read_metadata(tmp_path / "dream.png")
     assert facts["octaves_used"] == 3 and facts["steps"] == 6 and facts["filter"] == "all"
     dream = np.load(tmp_path / "dream.npy")
-    assert dream.shape == (3, 64, 96) and 0 <= dream.min() and dream.max() <= 1
-    result = CliRunner().invoke(cli, ["deep-dream", "--image", str(CAT), "--layer", "_blocks.5", "--filter", "x",
-                                      "--out", str(tmp_path / "x.png")])
+    assert dream.shape == (3, 64, 96) and dream.min() >= 0 and dream.max() <= 1
+    result = CliRunner().invoke(
+        cli,
+        ["deep-dream", "--image", str(CAT), "--layer", "_blocks.5", "--filter", "x", "--out", str(tmp_path / "x.png")],
+    )
     assert result.exit_code == 2 and "'x' is neither 'all' nor a channel index" in result.output
 
 
@@ -247,18 +405,29 @@ def test_all_zero_maps_render_black_with_a_warning_naming_the_image(tmp_path, sm
     assert not np.isnan(np.asarray(Image.open(tmp_path / "o.png"), dtype=float)).any()
 
 
-def test_lazy_group_knows_each_command_and_its_module():
-    from cnnvis_tasks import cli as package
+def test_each_technique_command_is_made_from_its_description():
+    from cnnvis_tasks.techniques import all_techniques
 
-    package.load_all()
-    assert set(cli.commands) == set(package.COMMANDS) == set(COMMANDS) | {"check-images", "gallery"}
-    for name, command in cli.commands.items():
-        assert command.callback.__module__ == f"cnnvis_tasks.cli.{package.COMMANDS[name].module}"
-        assert command.get_short_help_str(limit=200) == package.COMMANDS[name].summary
-    # The summary is only the line in the list: a command's own --help shows its docstring.
+    for technique in all_techniques():
+        command = cli.commands[technique.name]
+        params = {param.name: param for param in command.params}
+        for option in technique.options:
+            param = params[option.name]
+            assert param.help.startswith(option.help), (technique.name, option.name)
+            if option.repeatable or option.per_image:
+                assert param.multiple and param.default == (() if option.default is None else (option.default,))
+            elif option.default is not None:
+                assert param.default == option.default, (technique.name, option.name)
+        flags = {flag for param in command.params for flag in getattr(param, "opts", [])}
+        for rendering in technique.renderings:
+            assert technique.output_flag(rendering) in flags
+        assert {"--raw", "--out-dir", "--name", "--rendering"} <= flags
+        assert ("--image" in flags) == technique.reads_images
+        assert command.get_short_help_str(limit=200) == technique.summary
+        assert technique.description.split()[0] in command.help
+    # A command's own --help shows its whole description, not only the summary line.
     text = " ".join(run("saliency", "--help").output.split())
-    assert "with respect to the input image (seed gallery row 3)." in text
-    assert package.COMMANDS["saliency"].summary not in text
+    assert "Gradient of the class score with respect to the input" in text
 
 
 def test_help_lists_every_command_and_unknown_commands_get_suggestions():
@@ -266,3 +435,113 @@ def test_help_lists_every_command_and_unknown_commands_get_suggestions():
     assert all(f"  {name} " in text for name in COMMANDS + ["check-images", "gallery"])
     result = run("salincy", expect=2)
     assert "No such command 'salincy'" in result.output and "saliency" in result.output.split("No such command")[1]
+
+
+def test_folders_globs_and_out_dir_name_every_file(tmp_path):
+    photos = tmp_path / "photos"
+    (photos / "more").mkdir(parents=True)
+    for name in ("b.png", "a cat.png"):
+        Image.open(CAT).resize((48, 32)).save(photos / name)
+    Image.open(CAT).resize((48, 32)).save(photos / "more" / "c.png")
+    out = tmp_path / "out"
+    run(
+        "saliency",
+        "--image",
+        photos,
+        "--image",
+        str(photos / "**" / "c.png"),
+        "--out-dir",
+        out,
+        "--size",
+        "32",
+        "--method",
+        "vanilla",
+        "--method",
+        "guided",
+        "-q",
+    )
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"{stem}-{method}-{rendering}.png"
+        for stem in ("a cat", "b", "c")
+        for method in ("vanilla", "guided")
+        for rendering in ("color", "gray")
+    )
+    assert read_metadata(out / "a cat-guided-gray.png")["image"] == str(photos / "a cat.png")
+    run(
+        "grad-cam",
+        "--image",
+        str(photos / "*.png"),
+        "--out-dir",
+        out / "cam",
+        "--name",
+        "{parent}/{index}-{stem}.{ext}",
+        "--rendering",
+        "overlay",
+        "--rendering",
+        "raw",
+        "--size",
+        "32",
+        "-q",
+    )
+    assert sorted(p.name for p in (out / "cam" / "photos").iterdir()) == [
+        "0-a cat.npy",
+        "0-a cat.png",
+        "1-b.npy",
+        "1-b.png",
+    ]
+    result = CliRunner().invoke(
+        cli, ["saliency", "--image", str(tmp_path / "nothing" / "*.png"), "--out-dir", str(out)]
+    )
+    assert result.exit_code == 2 and "no file matches" in result.output
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--out-gray", "same.png", "--out-color", "same.png"], "same.png would be written twice"),
+        (["--out-gray", "s.jpg"], "--out-gray writes a .png file; name it *.png"),
+        (["--raw", "s.png"], "--raw writes a .npy file; name it *.npy"),
+        (["--out-gray", "{input}"], "would be written twice, or over an input"),
+        (["--out-gray", "a.png", "--out-dir", "d"], "give either --out-dir or output options"),
+        (["--out-gray", "a.png", "--rendering", "gray"], "--name and --rendering go with --out-dir"),
+        (["--method", "vanilla", "--method", "guided", "--out-gray", "a.png"], "a.png would be written twice"),
+    ],
+)
+def test_output_mistakes_are_usage_errors_before_any_work(tmp_path, small_image, arguments, message):
+    paths = ("--out-gray", "--out-color", "--raw", "--out-dir")
+    arguments = [
+        str(small_image) if a == "{input}" else str(tmp_path / a) if before in paths else a
+        for before, a in zip([None, *arguments], arguments)
+    ]
+    result = CliRunner().invoke(cli, ["saliency", "--image", str(small_image), *arguments])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["img.png"]
+
+
+def test_kernels_of_several_layers_and_parameters_in_one_call(tmp_path):
+    run(
+        "kernels",
+        "--model",
+        "alexnet",
+        "--weights",
+        "random",
+        "--layer",
+        "features.0",
+        "--parameter",
+        "2",
+        "--out",
+        tmp_path / "k-{setting}.png",
+        "--raw",
+        tmp_path / "k-{setting}.npy",
+        "-q",
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "k-features.0.npy",
+        "k-features.0.png",
+        "k-param2.npy",
+        "k-param2.png",
+    ]
+    assert np.load(tmp_path / "k-param2.npy").shape == (192, 64, 5, 5)
+    result = CliRunner().invoke(cli, ["kernels", "--out", str(tmp_path / "x.png")])
+    assert result.exit_code == 2 and "nothing to compute: give --layer or --parameter" in result.output

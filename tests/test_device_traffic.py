@@ -12,12 +12,11 @@ import pytest
 import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
-from torch.utils._pytree import tree_flatten
 
-from cnnvis_tasks.techniques.activations import feature_maps
-from cnnvis_tasks.techniques.ascent import class_visualization, deep_dream, deep_dream_adam, filter_visualization
-from cnnvis_tasks.techniques.backprop import METHODS, saliency
-from cnnvis_tasks.techniques.cam import grad_cam
+from cnnvis_tasks.mechanisms.ascent import class_visualization, deep_dream, deep_dream_adam, filter_visualization
+from cnnvis_tasks.mechanisms.capture import feature_maps
+from cnnvis_tasks.mechanisms.relu_rules import METHODS, saliency
+from cnnvis_tasks.techniques.grad_cam import grad_cam
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -60,11 +59,19 @@ class HostToDevice(TorchFunctionMode):
 
 def meta_net() -> nn.Module:
     """A ReLU / ReLU6 CNN with 7 classes, on the meta device."""
-    return nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(4, 5, 3, stride=2, padding=1), nn.ReLU6(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 7),
-    ).eval().to("meta")
+    return (
+        nn.Sequential(
+            nn.Conv2d(3, 4, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(4, 5, 3, stride=2, padding=1),
+            nn.ReLU6(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(5, 7),
+        )
+        .eval()
+        .to("meta")
+    )
 
 
 # Targets already on the device are left out: they are read to the host once,
@@ -131,17 +138,42 @@ def test_the_traffic_check_catches_copies_after_the_forward():
 
 ASCENTS = {
     "class viz plain": lambda net, steps: class_visualization(
-        net, [1, 6], ["l1", "l2"], [0.1, 0.1], mean=MEAN, std=STD, height=16, width=20, steps=steps, robust=False),
+        net,
+        [1, 6],
+        ["l1", "l2"],
+        [0.1, 0.1],
+        mean=MEAN,
+        std=STD,
+        height=16,
+        width=20,
+        steps=steps,
+        lr=0.1,
+        robust=False,
+    ),
     "class viz robust": lambda net, steps: class_visualization(
-        net, [1, 6], ["none"], [0.0], mean=MEAN, std=STD, height=16, width=20, steps=steps, robust=True),
+        net, [1, 6], ["none"], [0.0], mean=MEAN, std=STD, height=16, width=20, steps=steps, lr=0.05, robust=True
+    ),
     "filter viz robust": lambda net, steps: filter_visualization(
-        net, "2", [0, 3], mean=MEAN, std=STD, height=16, width=20, steps=steps, robust=True),
+        net, "2", [0, 3], mean=MEAN, std=STD, height=16, width=20, steps=steps, lr=0.05, weight_decay=1e-6, robust=True
+    ),
     "filter viz plain": lambda net, steps: filter_visualization(
-        net, "2", [0, 3], mean=MEAN, std=STD, height=16, width=20, steps=steps, robust=False),
+        net, "2", [0, 3], mean=MEAN, std=STD, height=16, width=20, steps=steps, lr=0.1, weight_decay=1e-6, robust=False
+    ),
     "deep dream octaves": lambda net, steps: deep_dream(
-        net, torch.rand(2, 3, 24, 24), "2", 1, mean=MEAN, std=STD, octaves=2, steps_per_octave=steps),
+        net,
+        torch.rand(2, 3, 24, 24),
+        "2",
+        1,
+        mean=MEAN,
+        std=STD,
+        octaves=2,
+        octave_scale=1.4,
+        steps_per_octave=steps,
+        lr=0.01,
+    ),
     "deep dream adam": lambda net, steps: deep_dream_adam(
-        net, torch.rand(2, 3, 24, 24), "2", None, mean=MEAN, std=STD, steps=steps),
+        net, torch.rand(2, 3, 24, 24), "2", None, mean=MEAN, std=STD, steps=steps, lr=0.1
+    ),
 }
 
 

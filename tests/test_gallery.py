@@ -7,6 +7,7 @@ import json
 import os
 import re
 from pathlib import Path
+from urllib.parse import unquote
 
 import numpy as np
 import pytest
@@ -15,8 +16,10 @@ from click.testing import CliRunner
 from cnnvis_tasks.cli import cli
 from cnnvis_tasks.gallery import SECTIONS, build_gallery, caption
 from cnnvis_tasks.outputs import save_png
+from cnnvis_tasks.techniques import all_techniques
 
 REPO = Path(__file__).resolve().parent.parent
+ODD_NAME = "odd #1 %20 \u00fc.png"  # '#', '%' and a space would break a link that is only HTML-escaped
 ARTIFACTS = Path(os.environ.get("CNNVIS_TEST_ARTIFACTS", REPO / "results" / "test-artifacts"))
 
 
@@ -29,25 +32,52 @@ def load_checker():
 
 
 def record(section, table="m", row="r", column="c", **extra):
-    base = {"section": section, "table": table, "row": row, "row_label": row, "column": column,
-            "column_label": [table, column], "src": f"{table}/{section}/{row}/{column}.png", "status": "ok",
-            "metadata": {}}
+    base = {
+        "section": section,
+        "table": table,
+        "row": row,
+        "row_label": row,
+        "column": column,
+        "column_label": [table, column],
+        "src": f"{table}/{section}/{row}/{column}.png",
+        "status": "ok",
+        "metadata": {},
+    }
     return base | extra
 
 
 def test_sections_follow_the_seed_order_whatever_the_record_order():
     keys = [key for key, _, _ in SECTIONS]
-    assert keys == ["feature-maps", "kernels", "saliency", "class-viz", "filter-viz", "deep-dream",
-                    "deep-dream-octaves", "grad-cam"]
+    assert keys == [
+        "feature-maps",
+        "kernels",
+        "saliency",
+        "class-viz",
+        "filter-viz",
+        "deep-dream",
+        "deep-dream-octaves",
+        "grad-cam",
+    ]
     page = build_gallery([record(key) for key in reversed(keys)])["index.html"]
     positions = [page.index(f'<h2 id="{key}">') for key in keys]
     assert positions == sorted(positions)
 
 
+def test_sections_are_the_techniques_with_their_text_and_reference():
+    assert tuple((t.name, t.title, t.description) for t in all_techniques()) == SECTIONS
+    grad_cam = next(t for t in all_techniques() if t.name == "grad-cam")
+    page = build_gallery([record("grad-cam"), record("kernels")])["index.html"]
+    assert f"after {grad_cam.reference}".replace("'", "&#39;") in page
+    assert grad_cam.description.replace("'", "&#39;") in page
+    assert '<a href="#grad-cam">Grad-CAM</a>' in page
+
+
 def test_captions_show_the_recorded_figures():
     saliency = record("saliency", metadata={"target": {"index": 285, "name": "Egyptian cat"}, "probability": 0.9876})
     assert caption(saliency) == ["Egyptian cat (285)", "p = 0.988"]
-    cam = record("grad-cam", metadata={"layer": "features.35", "target": {"index": 1, "name": "goldfish"}, "probability": 0.5})
+    cam = record(
+        "grad-cam", metadata={"layer": "features.35", "target": {"index": 1, "name": "goldfish"}, "probability": 0.5}
+    )
     assert caption(cam)[0] == "layer features.35"
     dream = record("deep-dream", metadata={"objective_start": 1.5, "objective_end": 12.25})
     assert caption(dream) == ["objective 1.5 \u2192 12.2"]
@@ -56,15 +86,48 @@ def test_captions_show_the_recorded_figures():
         assert text in page
 
 
+def test_technique_caption_lines_go_before_or_after_the_standard_ones():
+    target = {"target": {"index": 1, "name": "goldfish"}, "probability": 0.5}
+    cam = record("grad-cam", metadata={"layer": "features.35"} | target)
+    assert caption(cam) == ["layer features.35", "goldfish (1)", "p = 0.500"]  # caption_first
+    kernels = record("kernels", metadata={"parameter": "conv.weight", "shape": [64, 3, 7, 7]} | target)
+    assert caption(kernels) == ["goldfish (1)", "p = 0.500", "conv.weight (64 x 3 x 7 x 7)"]
+    maps = record("feature-maps", metadata={"shape": [32, 8, 8], "channels_shown": 16})
+    assert caption(maps) == ["16 of 32 channels"]
+    classes = record(
+        "class-viz",
+        metadata={
+            "target": {"index": 52, "name": "thunder snake"},
+            "probability": 0.25,
+            "objective_start": 1.0,
+            "objective_end": 9.0,
+        },
+    )
+    assert caption(classes) == ["p = 0.250", "objective 1 \u2192 9"]  # its rows name the class
+    assert caption(record("saliency", metadata={"layer": "x", "parameter": "y", "shape": [3]})) == []
+
+
 def test_a_failed_image_is_a_row_with_its_reason():
     records = [
         record("saliency", row="cat", row_image="../images/cat.png"),
-        {"section": "saliency", "table": "m", "row": "broken", "row_label": "broken", "status": "failed",
-         "reason": "cannot read image images/broken.png: not a recognised image file"},
+        {
+            "section": "saliency",
+            "table": "m",
+            "row": "broken",
+            "row_label": "broken",
+            "status": "failed",
+            "reason": "cannot read image images/broken.png: not a recognised image file",
+        },
     ]
-    images = [{"name": "cat", "status": "ok"},
-              {"name": "broken", "status": "failed", "reason": "cannot read image images/broken.png: not a recognised image file",
-               "log": "logs/check-images/broken.log"}]
+    images = [
+        {"name": "cat", "status": "ok"},
+        {
+            "name": "broken",
+            "status": "failed",
+            "reason": "cannot read image images/broken.png: not a recognised image file",
+            "log": "logs/check-images/broken.log",
+        },
+    ]
     page = build_gallery(records, images=images)["index.html"]
     assert "failed: cannot read image images/broken.png: not a recognised image file" in page
     assert 'href="logs/check-images/broken.log"' in page
@@ -72,8 +135,11 @@ def test_a_failed_image_is_a_row_with_its_reason():
 
 
 def test_long_tables_are_paginated_and_the_index_stays_light():
-    records = [record("saliency", row=f"image{i:04d}", row_image=f"../images/image{i:04d}.png", column=column)
-               for i in range(2500) for column in ("vanilla-color", "vanilla-gray")]
+    records = [
+        record("saliency", row=f"image{i:04d}", row_image=f"../images/image{i:04d}.png", column=column)
+        for i in range(2500)
+        for column in ("vanilla-color", "vanilla-gray")
+    ]
     files = build_gallery(records, preview_rows=10, rows_per_page=100)
     index = files["index.html"]
     assert index.count("<img ") == 10 * 3  # 10 rows: the original and two variants
@@ -96,6 +162,26 @@ def test_links_are_relative_and_text_is_escaped():
     assert "<script" not in page.lower()
 
 
+def test_links_are_url_encoded_and_load_any_file_name():
+    files = build_gallery(
+        [
+            record("saliency", row="r 1", row_image="../images/caf\u00e9 1.png", src=f"m/{ODD_NAME}"),
+            record("saliency", row="r2", src='m/a"b<c>.png'),
+        ],
+        images=[{"name": "x y", "status": "failed", "reason": "bad", "log": "logs/x y#1.log"}],
+        preview_rows=1,
+        rows_per_page=1,
+    )
+    index, page = files["index.html"], files["gallery/saliency--m--1.html"]
+    assert 'src="m/odd%20%231%20%2520%20%C3%BC.png"' in index
+    assert 'src="../images/caf%C3%A9%201.png"' in index and 'href="logs/x%20y%231.log"' in index
+    assert 'src="../m/odd%20%231%20%2520%20%C3%BC.png"' in page
+    assert 'src="../m/a%22b%3Cc%3E.png"' in files["gallery/saliency--m--2.html"]
+    links = [unquote(link) for text in files.values() for link in re.findall(r'(?:src|href)="([^"]*)"', text)]
+    assert f"m/{ODD_NAME}" in links and f"../m/{ODD_NAME}" in links and "logs/x y#1.log" in links
+    assert '../m/a"b<c>.png' in links
+
+
 def test_unknown_section_is_refused():
     with pytest.raises(ValueError, match="unknown gallery section"):
         build_gallery([record("heatmaps")])
@@ -111,37 +197,123 @@ def make_results(root: Path) -> tuple[Path, Path, dict]:
     (images / "broken.png").write_text("not an image")
     results = root / "results"
     picture = (np.random.default_rng(0).random((32, 48, 3)) * 255).astype(np.uint8)
-    save_png(results / "m/saliency/cat/vanilla-color.png", picture,
-             {"technique": "saliency", "target": {"index": 281, "name": "tabby"}, "probability": 0.75})
-    save_png(results / "m/grad-cam/cat/auto-overlay.png", picture,
-             {"technique": "grad-cam", "layer": "_swish", "target": {"index": 281, "name": "tabby"}, "probability": 0.75})
-    save_png(results / "m/class-viz/class52-none.png", picture,
-             {"technique": "class-viz", "target": {"index": 52, "name": "thunder snake"}, "objective_start": 1.0,
-              "objective_end": 9.0})
+    save_png(
+        results / "m/saliency/cat/vanilla-color.png",
+        picture,
+        {"technique": "saliency", "target": {"index": 281, "name": "tabby"}, "probability": 0.75},
+    )
+    save_png(
+        results / "m/grad-cam/cat/auto-overlay.png",
+        picture,
+        {"technique": "grad-cam", "layer": "_swish", "target": {"index": 281, "name": "tabby"}, "probability": 0.75},
+    )
+    save_png(
+        results / "m/class-viz/class52-none.png",
+        picture,
+        {
+            "technique": "class-viz",
+            "target": {"index": 52, "name": "thunder snake"},
+            "objective_start": 1.0,
+            "objective_end": 9.0,
+        },
+    )
+    save_png(results / "m/kernels" / ODD_NAME, picture, {"technique": "kernels", "parameter": "conv.weight"})
     status = results / "images.json"
-    status.write_text(json.dumps({"images": [
-        {"name": "broken", "path": str(images / "broken.png"), "status": "failed",
-         "reason": f"cannot read image {images / 'broken.png'}: not a recognised image file"},
-        {"name": "cat", "path": str(images / "cat.png"), "status": "ok", "reason": None},
-    ]}))
-    spec = {"tables": [
-        {"section": "grad-cam", "table": "m", "per_image": True,
-         "columns": [{"key": "auto-overlay", "label": ["m", "layer auto", "overlay"], "path": "m/grad-cam/{image}/auto-overlay.png"}]},
-        {"section": "saliency", "table": "m", "per_image": True,
-         "columns": [{"key": "vanilla-color", "label": ["m", "vanilla", "color"], "path": "m/saliency/{image}/vanilla-color.png"},
-                     {"key": "guided-color", "label": ["m", "guided", "color"], "path": "m/saliency/{image}/guided-color.png"}]},
-        {"section": "class-viz", "table": "m", "per_image": False,
-         "rows": [{"key": "52", "label": "class 52",
-                   "cells": [{"key": "none", "label": ["m", "no regularization"], "path": "m/class-viz/class52-none.png"}]}]},
-    ]}
+    status.write_text(
+        json.dumps(
+            {
+                "images": [
+                    {
+                        "name": "broken",
+                        "path": str(images / "broken.png"),
+                        "status": "failed",
+                        "reason": f"cannot read image {images / 'broken.png'}: not a recognised image file",
+                    },
+                    {"name": "cat", "path": str(images / "cat.png"), "status": "ok", "reason": None},
+                ]
+            }
+        )
+    )
+    spec = {
+        "tables": [
+            {
+                "section": "kernels",
+                "table": "m",
+                "per_image": False,
+                "rows": [
+                    {
+                        "key": "stem",
+                        "label": "conv.weight",
+                        "cells": [{"key": "odd", "label": ["m", "odd name"], "path": f"m/kernels/{ODD_NAME}"}],
+                    }
+                ],
+            },
+            {
+                "section": "grad-cam",
+                "table": "m",
+                "per_image": True,
+                "columns": [
+                    {
+                        "key": "auto-overlay",
+                        "label": ["m", "layer auto", "overlay"],
+                        "path": "m/grad-cam/{image}/auto-overlay.png",
+                    }
+                ],
+            },
+            {
+                "section": "saliency",
+                "table": "m",
+                "per_image": True,
+                "columns": [
+                    {
+                        "key": "vanilla-color",
+                        "label": ["m", "vanilla", "color"],
+                        "path": "m/saliency/{image}/vanilla-color.png",
+                    },
+                    {
+                        "key": "guided-color",
+                        "label": ["m", "guided", "color"],
+                        "path": "m/saliency/{image}/guided-color.png",
+                    },
+                ],
+            },
+            {
+                "section": "class-viz",
+                "table": "m",
+                "per_image": False,
+                "rows": [
+                    {
+                        "key": "52",
+                        "label": "class 52",
+                        "cells": [
+                            {"key": "none", "label": ["m", "no regularization"], "path": "m/class-viz/class52-none.png"}
+                        ],
+                    }
+                ],
+            },
+        ]
+    }
     return results, status, spec
 
 
 def run_gallery(results: Path, status: Path, spec: dict, *extra: str) -> Path:
     out = results / "index.html"
-    result = CliRunner().invoke(cli, ["gallery", "--spec", json.dumps(spec), "--images", str(status), "--out", str(out),
-                                      "--log-template", "logs/check-images/{image}.log", *extra],
-                                catch_exceptions=False)
+    result = CliRunner().invoke(
+        cli,
+        [
+            "gallery",
+            "--spec",
+            json.dumps(spec),
+            "--images",
+            str(status),
+            "--out",
+            str(out),
+            "--log-template",
+            "logs/check-images/{image}.log",
+            *extra,
+        ],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     return out
 
@@ -155,6 +327,9 @@ def test_gallery_command_reads_metadata_and_marks_missing_and_failed(tmp_path):
     assert "not built" in page  # guided-color was never written
     assert "failed: cannot read image" in page
     assert 'src="../images/cat.png"' in page
+    assert 'src="m/kernels/odd%20%231%20%2520%20%C3%BC.png"' in page
+    for link in re.findall(r'<img src="([^"]*)"', page):
+        assert (results / unquote(link)).is_file(), link
     assert (results / "gallery").is_dir()
 
 
@@ -196,8 +371,10 @@ def test_gallery_opens_in_headless_chromium(tmp_path, checker):
 
 def test_the_page_check_sees_a_broken_image(tmp_path, checker):
     page = tmp_path / "broken.html"
-    page.write_text('<!DOCTYPE html><html><head><title>t</title><link rel="icon" href="data:,"></head>'
-                    '<body><img src="missing.png"></body></html>')
+    page.write_text(
+        '<!DOCTYPE html><html><head><title>t</title><link rel="icon" href="data:,"></head>'
+        '<body><img src="missing.png"></body></html>'
+    )
     result = checker.check_page(page)
     assert result["images"][0]["naturalWidth"] == 0
     assert any("missing.png" in error or "ERR_FILE_NOT_FOUND" in error for error in result["errors"]), result["errors"]

@@ -10,18 +10,17 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import CAT, IMAGES
 
 from cnnvis_tasks.cli import cli
 from cnnvis_tasks.devices import use_full_precision
 from cnnvis_tasks.images import load_image
+from cnnvis_tasks.mechanisms import ascent
+from cnnvis_tasks.mechanisms.capture import feature_maps
+from cnnvis_tasks.mechanisms.relu_rules import saliency
 from cnnvis_tasks.models import load_model
 from cnnvis_tasks.outputs import read_metadata
-from cnnvis_tasks.techniques import ascent
-from cnnvis_tasks.techniques.activations import feature_maps
-from cnnvis_tasks.techniques.backprop import saliency
-from cnnvis_tasks.techniques.cam import grad_cam
-
-from conftest import CAT, IMAGES
+from cnnvis_tasks.techniques.grad_cam import grad_cam
 
 pytestmark = [
     pytest.mark.gpu,
@@ -94,17 +93,41 @@ def test_no_synchronisation_in_a_pass(models, images):
 
 def test_ascent_runs_on_the_gpu(models):
     _, gpu = models
-    result = ascent.class_visualization(gpu.module, [963], ["l2"], [0.01], mean=gpu.mean, std=gpu.std,
-                                        height=128, width=128, steps=30)
+    result = ascent.class_visualization(
+        gpu.module, [963], ["l2"], [0.01], mean=gpu.mean, std=gpu.std, height=128, width=128, steps=30, lr=0.05
+    )
     assert result.images.is_cuda and float(result.probabilities[0]) > 0.5
-    dream = ascent.deep_dream(gpu.module, load_image(CAT, 128)[None].cuda(), "_blocks.8", None,
-                              mean=gpu.mean, std=gpu.std, octaves=3, steps_per_octave=5)
+    dream = ascent.deep_dream(
+        gpu.module,
+        load_image(CAT, 128)[None].cuda(),
+        "_blocks.8",
+        None,
+        mean=gpu.mean,
+        std=gpu.std,
+        octaves=3,
+        octave_scale=1.4,
+        steps_per_octave=5,
+        lr=0.01,
+    )
     assert dream.images.is_cuda and float(dream.objective_end[0]) > float(dream.objective_start[0])
 
 
 def test_cli_on_cuda(tmp_path):
-    result = CliRunner().invoke(cli, ["grad-cam", "--device", "cuda", "--image", str(CAT), "--out-overlay",
-                                      str(tmp_path / "o.png"), "--raw", str(tmp_path / "o.npy"), "--quiet"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "grad-cam",
+            "--device",
+            "cuda",
+            "--image",
+            str(CAT),
+            "--out-overlay",
+            str(tmp_path / "o.png"),
+            "--raw",
+            str(tmp_path / "o.npy"),
+            "--quiet",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert read_metadata(tmp_path / "o.png")["technique"] == "grad-cam"
     assert np.load(tmp_path / "o.npy").max() > 0

@@ -3,12 +3,11 @@ import io
 import numpy as np
 import pytest
 import torch
+from conftest import CAT
 from PIL import Image
 
 from cnnvis_tasks.errors import CnnvisError
 from cnnvis_tasks.images import load_batches, load_image, open_rgb, resize_shorter_side
-
-from conftest import CAT
 
 # A 4 x 6 RGB pattern with distinct, exactly representable colours.
 PATTERN = np.array(

@@ -6,7 +6,7 @@ import torchvision
 from torch import nn
 
 from cnnvis_tasks.errors import CnnvisError
-from cnnvis_tasks.techniques.kernels import kernel_weights
+from cnnvis_tasks.mechanisms.kernels import kernel_weights
 
 
 @pytest.mark.parametrize(

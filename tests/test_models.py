@@ -3,6 +3,7 @@ import time
 import pytest
 import torch
 import torchvision
+from conftest import CAT
 
 from cnnvis_tasks.errors import CnnvisError
 from cnnvis_tasks.images import load_image
@@ -13,8 +14,6 @@ from cnnvis_tasks.models import (
     known_models,
     load_model,
 )
-
-from conftest import CAT
 
 
 def test_embedded_model_sees_a_cat(embedded_model):

@@ -78,9 +78,18 @@ def test_kernel_grid_colour_and_gray():
     assert np.array_equal(gray[..., 0], gray[..., 1]) and np.array_equal(gray[..., 1], gray[..., 2])
 
 
-@pytest.mark.parametrize("count, nrow, padding, pad_value, size",
-                         [(1, 1, 2, 1.0, (5, 7)), (2, 1, 2, 1.0, (4, 4)), (5, 3, 2, 1.0, (6, 9)), (7, 3, 0, 0.0, (3, 2)),
-                          (9, 3, 2, 1.0, (64, 64)), (10, 4, 3, 0.5, (5, 5)), (3, 8, 1, -2.0, (2, 3))])
+@pytest.mark.parametrize(
+    "count, nrow, padding, pad_value, size",
+    [
+        (1, 1, 2, 1.0, (5, 7)),
+        (2, 1, 2, 1.0, (4, 4)),
+        (5, 3, 2, 1.0, (6, 9)),
+        (7, 3, 0, 0.0, (3, 2)),
+        (9, 3, 2, 1.0, (64, 64)),
+        (10, 4, 3, 0.5, (5, 5)),
+        (3, 8, 1, -2.0, (2, 3)),
+    ],
+)
 def test_make_grid_matches_torchvision(count, nrow, padding, pad_value, size):
     from torchvision.utils import make_grid
 

@@ -18,18 +18,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import slurm_cluster
 import yaml
 from PIL import Image
-
-import slurm_cluster
 from test_workflow import TINY, make_copy, planned
 
 REPO = Path(__file__).resolve().parent.parent
 PLUGIN = "snakemake-executor-plugin-slurm"
 # Fast status checks for a cluster on this machine; squeue since there is no
 # accounting database (sacct would only say "accounting storage is disabled").
-FAST = ["--slurm-status-command", "squeue", "--seconds-between-status-checks", "2",
-        "--slurm-init-seconds-before-status-checks", "2", "--max-status-checks-per-second", "1"]
+FAST = [
+    "--slurm-status-command",
+    "squeue",
+    "--seconds-between-status-checks",
+    "2",
+    "--slurm-init-seconds-before-status-checks",
+    "2",
+    "--max-status-checks-per-second",
+    "1",
+]
 GPU_TRES = re.compile(r"\bTresPerJob=\S*gres[:/]gpu[:=]1\b")
 
 
@@ -57,15 +64,21 @@ def cluster(tmp_path_factory):
     if not plugin_installed():
         if not install_wanted():
             pytest.skip(f"{PLUGIN} is not installed (pip install -e '.[slurm]'); set CNNVIS_SLURM_TEST=1 to install it")
-        result = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", plugin_requirement()],
-                                capture_output=True, text=True, timeout=900)
+        result = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", plugin_requirement()],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         if result.returncode != 0 or not plugin_installed():
             pytest.skip(f"could not install {PLUGIN}: {result.stderr[-2000:]}")
     missing = slurm_cluster.missing_binaries()
     if missing:
         if not install_wanted():
-            pytest.skip(f"slurm-wlm not installed (no {', '.join(missing)}); "
-                        "set CNNVIS_SLURM_TEST=1 to install it (Debian, as root)")
+            pytest.skip(
+                f"slurm-wlm not installed (no {', '.join(missing)}); "
+                "set CNNVIS_SLURM_TEST=1 to install it (Debian, as root)"
+            )
         try:
             slurm_cluster.install()
         except slurm_cluster.Unavailable as error:
@@ -91,8 +104,17 @@ def run_profile(cluster, workdir: Path, *args: str, timeout: float = 1800) -> tu
     """Snakemake with profiles/slurm (and fast status checks); returns (status, output)."""
     env = cluster.environment()
     env.update(CNNVIS_OFFLINE="1", TORCH_HOME=str(workdir / "torch-home"))
-    command = [sys.executable, "-m", "snakemake", "--workflow-profile", "profiles/slurm", *FAST,
-               "--slurm-keep-successful-logs", "--verbose", *args]
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--workflow-profile",
+        "profiles/slurm",
+        *FAST,
+        "--slurm-keep-successful-logs",
+        "--verbose",
+        *args,
+    ]
     with open(workdir / "snakemake.out", "w") as out:
         result = subprocess.run(command, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=timeout)
     return result.returncode, (workdir / "snakemake.out").read_text(errors="replace")
@@ -100,8 +122,14 @@ def run_profile(cluster, workdir: Path, *args: str, timeout: float = 1800) -> tu
 
 def planned_outputs(workdir: Path) -> list[str]:
     """Every output file or folder, and log, of the jobs a dry run would run."""
-    result = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "--dry-run"], cwd=workdir,
-                            env=dict(os.environ, CNNVIS_OFFLINE="1"), capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "1", "--dry-run"],
+        cwd=workdir,
+        env=dict(os.environ, CNNVIS_OFFLINE="1"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     outputs = []
     for line in (result.stdout + result.stderr).splitlines():
@@ -148,10 +176,9 @@ def test_the_slurm_profile_asks_for_what_the_issue_says_and_cannot_stall(tmp_pat
     assert {"runtime", "mem_mb"} <= set(profile["default-resources"])
     assert profile["slurm-logdir"] == "results/logs/slurm"
     assert profile["max-status-checks-per-second"] <= 1 and profile["seconds-between-status-checks"] >= 30
-    assert profile["slurm-array-jobs"] == "all"
-    # The plugin (2.8.0) never submits array jobs that reached it while it waited
-    # for the rest of their rule; any limit that makes Snakemake hand over only part
-    # of a rule's ready jobs hangs the run.  So no limit while arrays are on.
+    # Every job is a rule of its own: arrays would hold one job each, and the plugin's
+    # (2.8.0) arrays hang a run that hands them part of a rule's jobs.  So no arrays.
+    assert "slurm-array-jobs" not in profile
     assert profile["jobs"] == "unlimited"
     count, _ = profile["max-jobs-per-timespan"].split("/")
     assert int(count) >= 100000
@@ -163,9 +190,14 @@ def test_snakemake_and_the_plugin_accept_every_option_of_the_slurm_profile(tmp_p
     if not plugin_installed():
         pytest.skip(f"{PLUGIN} is not installed (pip install -e '.[slurm]')")
     workdir = make_copy(tmp_path / "wf", config=TINY)
-    result = subprocess.run([sys.executable, "-m", "snakemake", "--workflow-profile", "profiles/slurm", "--dry-run"],
-                            cwd=workdir, env=dict(os.environ, CNNVIS_OFFLINE="1"), capture_output=True, text=True,
-                            timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--workflow-profile", "profiles/slurm", "--dry-run"],
+        cwd=workdir,
+        env=dict(os.environ, CNNVIS_OFFLINE="1"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "profiles/slurm" in result.stderr and "Job stats" in result.stdout + result.stderr
 
@@ -207,12 +239,9 @@ def test_the_tiny_config_runs_through_the_slurm_profile(cluster, tmp_path):
     for job in ran:
         counted[job["rule"]] = counted.get(job["rule"], 0) + 1
     assert counted == expected, output[-6000:]
-    assert len(re.findall(r"sbatch call: sbatch ", output)) >= 1
-    # A rule with several jobs went as a job array (task ids 30_1, 30_2): class_viz,
-    # one job per regularization.  (Per-image rules have one job each.)
-    arrays = {job["rule"] for job in ran if "_" in job["id"]}
-    assert "class_viz" in arrays, ran
-    assert "Submitted array job" in output
+    # one sbatch call per job, no arrays
+    assert len(re.findall(r"sbatch call: sbatch ", output)) == sum(expected.values())
+    assert [job for job in ran if "_" in job["id"]] == [] and "Submitted array job" not in output
     # SLURM's logs under results/logs/slurm (kept for successful jobs here).
     for rule in expected:
         logs = list((workdir / "results" / "logs" / "slurm" / f"rule_{rule}").rglob("*.log"))
@@ -228,25 +257,26 @@ def test_a_gpu_rule_is_submitted_with_gpus_1(cluster, tmp_path):
     into sbatch --gpus=1 and SLURM gives the job the (fake) GPU.  The command then
     fails where torch has no CUDA, which is expected here."""
     workdir = make_copy(tmp_path / "wf", config=TINY)
-    kernels = "results/efficientnet_lite0/kernels/_conv_stem.png"
-    status, output = run_profile(cluster, workdir, "--config", "device=cuda", "--", kernels)
+    picture = "results/efficientnet_lite0/class-viz/class1-none.png"
+    rule = "class_viz_efficientnet_lite0_none"
+    status, output = run_profile(cluster, workdir, "--config", "device=cuda", "--", picture)
 
-    calls = [line for line in output.splitlines() if "sbatch call: sbatch " in line and "rule_kernels" in line]
+    calls = [line for line in output.splitlines() if "sbatch call: sbatch " in line and f"rule_{rule}" in line]
     assert len(calls) == 1, output[-6000:]
     assert " --gpus=1" in calls[0], calls[0]
     assert "SLURM sbatch failed" not in output
     match = re.search(r"Job \d+ has been submitted with SLURM jobid (\d+)", output)
     assert match, output[-6000:]
     record = show_job(cluster, match.group(1))
-    assert GPU_TRES.search(record), record           # what slurmctld received
+    assert GPU_TRES.search(record), record  # what slurmctld received
     state = re.search(r"\bJobState=(\S+)", record).group(1)
     assert state in ("COMPLETED", "FAILED"), record  # it ran on the node
     # Inside the job, SLURM exposed the GPU it allocated.
-    slurm_logs = list((workdir / "results" / "logs" / "slurm" / "rule_kernels").rglob("*.log"))
+    slurm_logs = list((workdir / "results" / "logs" / "slurm" / f"rule_{rule}").rglob("*.log"))
     assert len(slurm_logs) == 1, slurm_logs
     assert "'CUDA_VISIBLE_DEVICES': '0'" in slurm_logs[0].read_text(errors="replace")
     if status != 0:
-        log = (workdir / "results" / "logs" / "efficientnet_lite0" / "kernels" / "_conv_stem.log").read_text()
+        log = (workdir / "results" / "logs" / "efficientnet_lite0" / "class-viz" / "none.log").read_text()
         assert state == "FAILED" and "CUDA is not available" in log, log
     else:
-        check_picture(workdir / kernels)
+        check_picture(workdir / picture)

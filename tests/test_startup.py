@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import CAT, REPO
 
 HEAVY = ("torch", "torchvision", "matplotlib")
@@ -34,18 +33,49 @@ def command_imports(*args: str) -> set[str]:
 
 
 # Modules the Snakefile imports when the workflow is read, and what they rest on.
-@pytest.mark.parametrize("module", ["cnnvis_tasks.names", "cnnvis_tasks.image_list", "cnnvis_tasks.images",
-                                    "cnnvis_tasks.errors", "cnnvis_tasks.cli", "cnnvis_tasks.cli.dataset",
-                                    "cnnvis_tasks.cli.gallery"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "cnnvis_tasks",
+        "cnnvis_tasks.names",
+        "cnnvis_tasks.image_list",
+        "cnnvis_tasks.images",
+        "cnnvis_tasks.errors",
+        "cnnvis_tasks.cli",
+        "cnnvis_tasks.cli.dataset",
+        "cnnvis_tasks.cli.gallery",
+        "cnnvis_tasks.workflow",
+        "cnnvis_tasks.runner",
+        "cnnvis_tasks.api",
+    ],
+)
 def test_workflow_modules_import_no_torch(module):
     assert imported_after(f"import {module}") == set()
 
 
+def test_every_technique_description_and_the_whole_schema_load_without_torch():
+    """Technique modules import torch only when they compute: the workflow and the command
+    list read every description at each start."""
+    assert (
+        imported_after(
+            "from cnnvis_tasks.techniques import all_techniques\n"
+            "from cnnvis_tasks.workflow.config import full_schema\n"
+            "from cnnvis_tasks.cli.techniques import make_command\n"
+            "assert len(all_techniques()) >= 8 and full_schema()\n"
+            "[make_command(t) for t in all_techniques()]"
+        )
+        == set()
+    )
+
+
 def test_embedded_model_name_is_checked_without_torchvision():
-    assert imported_after(
-        "from cnnvis_tasks.names import DEFAULT_COLORMAP, EMBEDDED_MODEL, colormap_problem, model_name_problem\n"
-        "assert model_name_problem(EMBEDDED_MODEL) is None and colormap_problem(DEFAULT_COLORMAP) is None"
-    ) == set()
+    assert (
+        imported_after(
+            "from cnnvis_tasks.names import DEFAULT_COLORMAP, EMBEDDED_MODEL, colormap_problem, model_name_problem\n"
+            "assert model_name_problem(EMBEDDED_MODEL) is None and colormap_problem(DEFAULT_COLORMAP) is None"
+        )
+        == set()
+    )
 
 
 def test_names_answer_for_torchvision_models_and_colormaps():
@@ -70,6 +100,7 @@ def test_version_help_check_images_and_gallery_import_no_torch(tmp_path):
 
 def test_saliency_on_the_embedded_model_imports_neither_torchvision_nor_matplotlib(tmp_path):
     out = tmp_path / "saliency.png"
-    imported = command_imports("saliency", "--image", str(CAT), "--out-gray", str(out), "--device", "cpu",
-                               "--threads", "1", "-q")
+    imported = command_imports(
+        "saliency", "--image", str(CAT), "--out-gray", str(out), "--device", "cpu", "--threads", "1", "-q"
+    )
     assert imported == {"torch"} and out.is_file()

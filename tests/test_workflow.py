@@ -4,7 +4,6 @@ run, a bad image, the seed config on random weights)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -19,11 +18,22 @@ import pytest
 import yaml
 from PIL import Image
 
+from cnnvis_tasks.techniques import all_techniques
+from cnnvis_tasks.workflow.plan import chunk_of
+
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = Path(os.environ.get("CNNVIS_TEST_ARTIFACTS", REPO / "results" / "test-artifacts"))
 WORKFLOW = ["Snakefile", "rules", "config", "config.yaml", "profiles"]
-TECHNIQUE_RULES = ["feature_maps", "kernels", "saliency", "class_viz", "filter_viz", "deep_dream",
-                   "deep_dream_octaves", "grad_cam"]
+TECHNIQUE_RULES = [
+    "feature_maps",
+    "kernels",
+    "saliency",
+    "class_viz",
+    "filter_viz",
+    "deep_dream",
+    "deep_dream_octaves",
+    "grad_cam",
+]
 
 # Every technique, tiny: two images at 64 pixels, two chunks (chelsea in chunk 0,
 # astronaut in chunk 1: see chunk_of), a few steps for the ascent techniques.
@@ -37,23 +47,39 @@ TINY = {
     "techniques": {
         "feature_maps": {"size": 64, "channels": 16, "models": {"efficientnet_lite0": {"layers": ["_blocks.1"]}}},
         "kernels": {"count": 9, "raw": True, "models": {"efficientnet_lite0": {"layers": ["_conv_stem"]}}},
-        "saliency": {"size": 64, "methods": ["vanilla", "guided"], "raw": True,
-                     "models": {"efficientnet_lite0": {}}},
-        "class_viz": {"classes": [1], "regularizations": ["none", "l2"], "width": 32, "height": 32, "steps": 2,
-                      "models": {"efficientnet_lite0": {}}},
-        "filter_viz": {"width": 32, "height": 32, "steps": 2,
-                       "models": {"efficientnet_lite0": {"filters": [{"layer": "_blocks.2", "filter": 1}]}}},
-        "deep_dream": {"size": 64, "steps": 2, "models": {"efficientnet_lite0": {"layers": ["_blocks.2"], "filters": [3]}}},
-        "deep_dream_octaves": {"size": 64, "steps": 2, "octaves": 2,
-                               "models": {"efficientnet_lite0": {"layers": ["_blocks.2"], "filters": ["all"]}}},
-        "grad_cam": {"size": 64, "renderings": ["gray", "overlay"], "models": {"efficientnet_lite0": {"layers": ["auto"]}}},
+        "saliency": {"size": 64, "methods": ["vanilla", "guided"], "raw": True, "models": {"efficientnet_lite0": {}}},
+        "class_viz": {
+            "classes": [1],
+            "regularizations": ["none", "l2"],
+            "width": 32,
+            "height": 32,
+            "steps": 2,
+            "models": {"efficientnet_lite0": {}},
+        },
+        "filter_viz": {
+            "width": 32,
+            "height": 32,
+            "steps": 2,
+            "models": {"efficientnet_lite0": {"filters": [{"layer": "_blocks.2", "filter": 1}]}},
+        },
+        "deep_dream": {
+            "size": 64,
+            "steps": 2,
+            "models": {"efficientnet_lite0": {"layers": ["_blocks.2"], "filters": [3]}},
+        },
+        "deep_dream_octaves": {
+            "size": 64,
+            "steps": 2,
+            "octaves": 2,
+            "models": {"efficientnet_lite0": {"layers": ["_blocks.2"], "filters": ["all"]}},
+        },
+        "grad_cam": {
+            "size": 64,
+            "renderings": ["gray", "overlay"],
+            "models": {"efficientnet_lite0": {"layers": ["auto"]}},
+        },
     },
 }
-
-
-def chunk_of(name: str, count: int) -> int:
-    """The workflow's chunk assignment (rules/common.smk)."""
-    return int(hashlib.sha1(name.encode("utf-8")).hexdigest(), 16) % count
 
 
 def make_copy(root: Path, images=("chelsea.png", "astronaut.png"), config: dict | None = None) -> Path:
@@ -83,22 +109,28 @@ def environment(tmp_path: Path) -> dict:
 
 def snakemake(workdir: Path, *args: str, expect: int | None = 0, timeout: float = 900) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "snakemake", "--cores", "2", *args]
-    result = subprocess.run(command, cwd=workdir, env=environment(workdir), capture_output=True, text=True,
-                            timeout=timeout)
+    result = subprocess.run(
+        command, cwd=workdir, env=environment(workdir), capture_output=True, text=True, timeout=timeout
+    )
     if expect is not None and result.returncode != expect:
-        raise AssertionError(f"{' '.join(command)} exited {result.returncode}\n{result.stdout[-6000:]}\n{result.stderr[-6000:]}")
+        raise AssertionError(
+            f"{' '.join(command)} exited {result.returncode}\n{result.stdout[-6000:]}\n{result.stderr[-6000:]}"
+        )
     return result
 
 
-# Per-image rules are generated per technique, model, setting and chunk
-# (rules/common.smk, chunk_rule_name): "saliency_efficientnet_lite0_vanilla_chunk000of002".
-PER_IMAGE_RULE = re.compile(r"^(feature_maps|saliency|deep_dream_octaves|deep_dream|grad_cam)_.+_(chunk\d+of\d+)$")
+# Every job is a rule of its own (cnnvis_tasks.workflow.plan), named by technique,
+# model, setting and, for techniques that read images, chunk:
+# "saliency_efficientnet_lite0_vanilla_chunk000of002", "class_viz_efficientnet_lite0_l2".
+KEYS = "|".join(sorted((t.config_key for t in all_techniques()), key=len, reverse=True))
+PER_IMAGE_RULE = re.compile(rf"^({KEYS})_.+_(chunk\d+of\d+)$")
+TECHNIQUE_RULE = re.compile(rf"^({KEYS})_.+$")
 
 
 def planned(workdir: Path, *args: str, by_rule: bool = False) -> dict[str, int]:
     """The jobs a dry run would run: ``{rule: count}`` (empty when nothing to do), with
-    per-image rules counted per technique and chunk ("saliency_chunk000of002": 2 for
-    two methods) unless by_rule."""
+    per-image jobs counted per technique and chunk ("saliency_chunk000of002": 2 for
+    two methods) and other jobs per technique ("class_viz": 3), unless by_rule."""
     result = snakemake(workdir, "--dry-run", *args)
     text = result.stdout + result.stderr
     if "Nothing to be done" in text:
@@ -109,9 +141,13 @@ def planned(workdir: Path, *args: str, by_rule: bool = False) -> dict[str, int]:
     for line in match.group(1).splitlines():
         name, count = line.split()
         per_image = None if by_rule else PER_IMAGE_RULE.match(name)
+        technique = None if by_rule else TECHNIQUE_RULE.match(name)
         if per_image:
             assert int(count) == 1, f"a per-image rule has one job: {line}"
             name = f"{per_image.group(1)}_{per_image.group(2)}"
+        elif technique:
+            assert int(count) == 1, f"a rule has one job: {line}"
+            name = technique.group(1)
         jobs[name] = jobs.get(name, 0) + int(count)
     return jobs
 
@@ -133,21 +169,25 @@ def assert_complete_pictures(results: Path) -> None:
 def test_schema_accepts_both_configs_and_fills_defaults():
     import jsonschema
 
-    schema = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
+    from cnnvis_tasks.workflow.config import full_schema, validate
+
+    schema = full_schema()
     jsonschema.Draft202012Validator.check_schema(schema)
     for name in ("config.yaml", "config/seed.yaml"):
         config = yaml.safe_load((REPO / name).read_text())
         errors = list(jsonschema.Draft202012Validator(schema).iter_errors(config))
         assert errors == [], f"{name}: {[e.message for e in errors]}"
         assert list(config["techniques"]) == TECHNIQUE_RULES, f"{name}: every technique, in the seed's order"
-    from snakemake.utils import validate
 
-    config = {"models": {"vgg16": {}}, "techniques": {
-        "saliency": {"models": {"vgg16": {}}},
-        "grad_cam": {"models": {"vgg16": {}}},
-        "deep_dream_octaves": {"models": {"vgg16": {"layers": ["features.34"]}}},
-    }}
-    validate(config, str(REPO / "config" / "schema.yaml"))
+    config = {
+        "models": {"vgg16": {}},
+        "techniques": {
+            "saliency": {"models": {"vgg16": {}}},
+            "grad_cam": {"models": {"vgg16": {}}},
+            "deep_dream_octaves": {"models": {"vgg16": {"layers": ["features.34"]}}},
+        },
+    }
+    validate(config)
     assert config["images"] == {"folder": "images", "extensions": config["images"]["extensions"]}
     assert config["results"] == "results" and config["weights"] is None and config["device"] == "auto"
     assert config["models"]["vgg16"] == {"weights": "default"}
@@ -157,20 +197,29 @@ def test_schema_accepts_both_configs_and_fills_defaults():
     assert saliency["target"] == "top1" and saliency["size"] == 224 and saliency["raw"] is False
     assert config["techniques"]["grad_cam"]["models"]["vgg16"]["layers"] == ["auto"]
     octaves = config["techniques"]["deep_dream_octaves"]
-    assert octaves["octaves"] == 10 and octaves["octave_scale"] == 1.4 and octaves["steps"] is None
+    assert octaves["octaves"] == 10 and octaves["octave_scale"] == 1.4 and octaves["steps"] == 20
     assert octaves["models"]["vgg16"]["filters"] == ["all"]
 
 
-@pytest.mark.parametrize("change, expected", [
-    ({"chunksize": 4}, ["chunksize", "allowed under (top level)", "chunk_size"]),
-    ({"techniques": {"salency": {"models": {"efficientnet_lite0": {}}}}},
-     ["techniques.salency", "allowed under techniques", "feature_maps", "grad_cam"]),
-    ({"techniques": {"saliency": {"methods": ["vanilla", "smoothgrad"], "models": {"efficientnet_lite0": {}}}}},
-     ["techniques.saliency.methods[1]", "smoothgrad", "vanilla, guided, deconv"]),
-    ({"models": {"vgg1": {}}}, ["unknown model 'vgg1'", "did you mean vgg19", "resnet50"]),
-    ({"techniques": {"grad_cam": {"colormap": "jett", "models": {"efficientnet_lite0": {}}}}},
-     ["techniques.grad_cam.colormap", "jett", "viridis"]),
-])
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"chunksize": 4}, ["chunksize", "allowed under (top level)", "chunk_size"]),
+        (
+            {"techniques": {"salency": {"models": {"efficientnet_lite0": {}}}}},
+            ["techniques.salency", "allowed under techniques", "feature_maps", "grad_cam"],
+        ),
+        (
+            {"techniques": {"saliency": {"methods": ["vanilla", "smoothgrad"], "models": {"efficientnet_lite0": {}}}}},
+            ["techniques.saliency.methods[1]", "smoothgrad", "vanilla, guided, deconv"],
+        ),
+        ({"models": {"vgg1": {}}}, ["unknown model 'vgg1'", "did you mean vgg19", "resnet50"]),
+        (
+            {"techniques": {"grad_cam": {"colormap": "jett", "models": {"efficientnet_lite0": {}}}}},
+            ["techniques.grad_cam.colormap", "jett", "viridis"],
+        ),
+    ],
+)
 def test_a_wrong_config_stops_at_once_naming_the_key_and_allowed_values(tmp_path, change, expected):
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     if "techniques" in change:
@@ -249,8 +298,14 @@ def test_check_images_command_fails_naming_the_image(tmp_path):
     assert result.exit_code == 1
     assert f"bad image broken: cannot read image {broken}: not a recognised image file" in result.output
     status = json.loads((tmp_path / "s.json").read_text())["images"]
-    assert status == [{"name": "broken", "path": str(broken), "status": "failed",
-                       "reason": f"cannot read image {broken}: not a recognised image file"}]
+    assert status == [
+        {
+            "name": "broken",
+            "path": str(broken),
+            "status": "failed",
+            "reason": f"cannot read image {broken}: not a recognised image file",
+        }
+    ]
     result = CliRunner().invoke(cli, ["check-images", "--folder", str(REPO / "images"), "--no-fail"])
     assert result.exit_code == 0 and "4 of 4 images ok" in result.output
 
@@ -273,9 +328,19 @@ def test_dry_run_of_the_seed_config_resolves_every_rule(tmp_path):
     # runs every one of these jobs with the weights overridden to random
     workdir = make_copy(tmp_path / "wf")
     jobs = planned(workdir, "--configfile", "config/seed.yaml")
-    expected = {"feature_maps_chunk000of001": 4, "kernels": 6, "saliency_chunk000of001": 3, "class_viz": 3,
-                "filter_viz": 2, "deep_dream_chunk000of001": 2, "deep_dream_octaves_chunk000of001": 2,
-                "grad_cam_chunk000of001": 1, "image_status": 1, "gallery": 1, "all": 1}
+    expected = {
+        "feature_maps_chunk000of001": 4,
+        "kernels": 6,
+        "saliency_chunk000of001": 3,
+        "class_viz": 3,
+        "filter_viz": 2,
+        "deep_dream_chunk000of001": 2,
+        "deep_dream_octaves_chunk000of001": 2,
+        "grad_cam_chunk000of001": 1,
+        "image_status": 1,
+        "gallery": 1,
+        "all": 1,
+    }
     assert jobs == expected
 
 
@@ -285,23 +350,27 @@ def test_per_image_jobs_are_rules_without_wildcards_and_the_gallery_names_one_fi
     # per-image job through one file, not one per picture.
     config = {**TINY, "chunk_size": 1}
     config.pop("chunk_count")
-    workdir = make_copy(tmp_path / "wf", images=("chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg"), config=config)
+    workdir = make_copy(
+        tmp_path / "wf", images=("chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg"), config=config
+    )
+    (workdir / "images" / "broken.png").write_text("not an image")  # a bad image: its rule has a wildcard
     jobs = planned(workdir, by_rule=True)
     per_image = [name for name in jobs if PER_IMAGE_RULE.match(name)]
     chunks = {PER_IMAGE_RULE.match(name).group(2) for name in per_image}
-    assert chunks == {f"chunk{chunk_of(n, 4):03d}of004" for n in ("chelsea", "coffee", "astronaut", "rocket")}
+    assert chunks == {f"chunk{chunk_of(n, 8):03d}of008" for n in ("chelsea", "coffee", "astronaut", "rocket")}
     # per chunk: feature maps 1 layer, saliency 2 methods, deep dream 1 + 1, Grad-CAM 1
     assert len(per_image) == 6 * len(chunks) and all(jobs[name] == 1 for name in per_image)
     text = snakemake(workdir, "--dry-run").stdout
     gallery = re.search(r"^rule gallery:\n\s+input: (.*)$", text, re.M)
     assert gallery, text[-3000:]
     inputs = gallery.group(1).split(", ")
-    # one per per-image job, plus kernels (png, npy), class_viz (2), filter_viz and images.json
-    assert len(inputs) == len(per_image) + 6, inputs
+    # one per job: the per-image ones, kernels, class_viz (2), filter_viz; and images.json
+    assert len(inputs) == len(per_image) + 5, inputs
     blocks = re.findall(r"^rule (\w+):\n((?:    .*\n)+)", text, re.M)
-    assert {name for name, _ in blocks} >= set(per_image)
-    assert [name for name, block in blocks if name in per_image and "wildcards:" in block] == []
-    assert any("wildcards:" in block for name, block in blocks if name == "class_viz")  # the check can fail
+    compute = [name for name, _ in blocks if TECHNIQUE_RULE.match(name)]
+    assert set(compute) >= set(per_image) and len(compute) == len(per_image) + 4
+    assert [name for name, block in blocks if name in compute and "wildcards:" in block] == []
+    assert any("wildcards:" in block for name, block in blocks if name == "bad_image")  # the check can fail
 
 
 def test_lint_passes_apart_from_conda(tmp_path):
@@ -332,12 +401,23 @@ def test_a_real_run_builds_every_output_and_the_gallery(built):
     results = built / "results"
     model = results / "efficientnet_lite0"
     for name in ("chelsea", "astronaut"):
-        for path in (f"feature-maps/{name}/_blocks.1.png", f"saliency/{name}/vanilla-color.png",
-                     f"saliency/{name}/guided-gray.png", f"saliency/{name}/guided.npy", f"grad-cam/{name}/auto-overlay.png",
-                     f"deep-dream/{name}/_blocks.2-filter3.png", f"deep-dream-octaves/{name}/_blocks.2-all.png"):
+        for path in (
+            f"feature-maps/{name}/_blocks.1.png",
+            f"saliency/{name}/vanilla-color.png",
+            f"saliency/{name}/guided-gray.png",
+            f"saliency/{name}/guided.npy",
+            f"grad-cam/{name}/auto-overlay.png",
+            f"deep-dream/{name}/_blocks.2-filter3.png",
+            f"deep-dream-octaves/{name}/_blocks.2-all.png",
+        ):
             assert (model / path).is_file(), path
-    for path in ("kernels/_conv_stem.png", "kernels/_conv_stem.npy", "class-viz/class1-none.png",
-                 "class-viz/class1-l2.png", "filter-viz/_blocks.2-filter1.png"):
+    for path in (
+        "kernels/_conv_stem.png",
+        "kernels/_conv_stem.npy",
+        "class-viz/class1-none.png",
+        "class-viz/class1-l2.png",
+        "filter-viz/_blocks.2-filter1.png",
+    ):
         assert (model / path).is_file(), path
     assert (results / "logs" / "efficientnet_lite0" / "saliency" / "vanilla" / "chunk000of002.log").is_file()
     assert (results / "benchmarks" / "efficientnet_lite0" / "saliency" / "vanilla" / "chunk000of002.tsv").is_file()
@@ -369,9 +449,16 @@ def test_a_deleted_picture_is_made_again_by_its_job_alone(built):
 @pytest.mark.slow
 def test_touching_one_image_reruns_exactly_its_jobs(built):
     assert chunk_of("chelsea", 2) == 0 and chunk_of("astronaut", 2) == 1
-    chunk0 = {"feature_maps_chunk000of002": 1, "saliency_chunk000of002": 2, "grad_cam_chunk000of002": 1,
-              "deep_dream_chunk000of002": 1, "deep_dream_octaves_chunk000of002": 1,
-              "image_status": 1, "gallery": 1, "all": 1}
+    chunk0 = {
+        "feature_maps_chunk000of002": 1,
+        "saliency_chunk000of002": 2,
+        "grad_cam_chunk000of002": 1,
+        "deep_dream_chunk000of002": 1,
+        "deep_dream_octaves_chunk000of002": 1,
+        "image_status": 1,
+        "gallery": 1,
+        "all": 1,
+    }
     image = built / "images" / "chelsea.png"
     later = time.time_ns() + 10**9
     os.utime(image, ns=(later, later))
@@ -400,8 +487,13 @@ def test_changing_one_techniques_settings_reruns_exactly_that_technique(built):
         assert planned(built) == {"saliency_chunk000of002": 2, "saliency_chunk001of002": 2, "gallery": 1, "all": 1}
         config["techniques"]["class_viz"]["steps"] = 3
         config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-        assert planned(built) == {"saliency_chunk000of002": 2, "saliency_chunk001of002": 2, "class_viz": 2,
-                                  "gallery": 1, "all": 1}
+        assert planned(built) == {
+            "saliency_chunk000of002": 2,
+            "saliency_chunk001of002": 2,
+            "class_viz": 2,
+            "gallery": 1,
+            "all": 1,
+        }
     finally:
         config_file.write_text(original)
     assert planned(built) == {}
@@ -413,9 +505,16 @@ def test_adding_an_image_reruns_only_its_chunk(built):
     shutil.copy2(REPO / "images" / "rocket.jpg", built / "images" / "rocket.jpg")
     try:
         jobs = planned(built)
-        assert jobs == {"feature_maps_chunk001of002": 1, "saliency_chunk001of002": 2, "grad_cam_chunk001of002": 1,
-                        "deep_dream_chunk001of002": 1, "deep_dream_octaves_chunk001of002": 1,
-                        "image_status": 1, "gallery": 1, "all": 1}
+        assert jobs == {
+            "feature_maps_chunk001of002": 1,
+            "saliency_chunk001of002": 2,
+            "grad_cam_chunk001of002": 1,
+            "deep_dream_chunk001of002": 1,
+            "deep_dream_octaves_chunk001of002": 1,
+            "image_status": 1,
+            "gallery": 1,
+            "all": 1,
+        }
     finally:
         (built / "images" / "rocket.jpg").unlink()
     assert planned(built) == {}
@@ -451,8 +550,14 @@ def test_the_report_includes_the_marked_outputs(built, tmp_path):
 def test_a_killed_run_restarts_and_completes_with_no_corrupt_file(tmp_path):
     workdir = make_copy(tmp_path / "wf", config=TINY)
     command = [sys.executable, "-m", "snakemake", "--cores", "2"]
-    process = subprocess.Popen(command, cwd=workdir, env=environment(workdir), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        command,
+        cwd=workdir,
+        env=environment(workdir),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     results = workdir / "results" / "efficientnet_lite0"
     deadline = time.monotonic() + 300
     try:
@@ -504,7 +609,8 @@ def test_a_bad_image_fails_only_its_job_and_the_gallery_lists_it(tmp_path):
 def test_the_seed_config_runs_every_rule_on_random_weights(tmp_path):
     workdir = make_copy(tmp_path / "wf", images=("chelsea.png",))
     tiny = {
-        "threads": 1, "device": "cpu",
+        "threads": 1,
+        "device": "cpu",
         "techniques": {
             "feature_maps": {"size": 32},
             "saliency": {"size": 32},
@@ -520,11 +626,18 @@ def test_the_seed_config_runs_every_rule_on_random_weights(tmp_path):
     results = workdir / "results" / "seed"
     from cnnvis_tasks.outputs import read_metadata
 
-    expected = ["vgg16/feature-maps/chelsea/features.29.png", "alexnet/kernels/param6.png",
-                "resnet50/kernels/param18.png", "densenet121/kernels/param26.png",
-                "vgg16/saliency/chelsea/deconv-gray.png", "vgg16/class-viz/class231-l1.png",
-                "vgg16/filter-viz/features.24-filter25.png", "vgg19/deep-dream/chelsea/features.34-filter45.png",
-                "vgg19/deep-dream-octaves/chelsea/features.34-all.png", "vgg19/grad-cam/chelsea/features.35-overlay.png"]
+    expected = [
+        "vgg16/feature-maps/chelsea/features.29.png",
+        "alexnet/kernels/param6.png",
+        "resnet50/kernels/param18.png",
+        "densenet121/kernels/param26.png",
+        "vgg16/saliency/chelsea/deconv-gray.png",
+        "vgg16/class-viz/class231-l1.png",
+        "vgg16/filter-viz/features.24-filter25.png",
+        "vgg19/deep-dream/chelsea/features.34-filter45.png",
+        "vgg19/deep-dream-octaves/chelsea/features.34-all.png",
+        "vgg19/grad-cam/chelsea/features.35-overlay.png",
+    ]
     for path in expected:
         assert (results / path).is_file(), path
         assert read_metadata(results / path)["weights"].startswith("random")

@@ -22,23 +22,49 @@ from ..image_list import (  # noqa: F401  (re-exported)
 )
 from ..outputs import atomic_write
 from . import cli
-from .common import technique_command
+from .common import command
 
 
-@technique_command(cli, "check-images")
-@click.option("--image", "images", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="An image to check; repeat for many.")
-@click.option("--folder", default=None, type=click.Path(file_okay=False, path_type=Path),
-              help="Check the image files directly in this folder (by extension).")
-@click.option("--glob", "pattern", default=None, metavar="PATTERN", help="Check every file this glob matches (** recurses).")
-@click.option("--manifest", default=None, type=click.Path(dir_okay=False, path_type=Path),
-              help="Check the files a text file lists, one path per line.")
-@click.option("--out", default=None, type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the status of every image as JSON: name, path, status (ok|failed), reason.")
-@click.option("--cache", default=None, type=click.Path(dir_okay=False, path_type=Path),
-              help="JSON cache of earlier checks: unchanged files (size, mtime) are not decoded again.")
-@click.option("--fail/--no-fail", default=True,
-              help="Exit with status 1 when an image cannot be used (--no-fail: only report it).")
+@command(cli, "check-images")
+@click.option(
+    "--image",
+    "images",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="An image to check; repeat for many.",
+)
+@click.option(
+    "--folder",
+    default=None,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Check the image files directly in this folder (by extension).",
+)
+@click.option(
+    "--glob", "pattern", default=None, metavar="PATTERN", help="Check every file this glob matches (** recurses)."
+)
+@click.option(
+    "--manifest",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Check the files a text file lists, one path per line.",
+)
+@click.option(
+    "--out",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the status of every image as JSON: name, path, status (ok|failed), reason.",
+)
+@click.option(
+    "--cache",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="JSON cache of earlier checks: unchanged files (size, mtime) are not decoded again.",
+)
+@click.option(
+    "--fail/--no-fail",
+    default=True,
+    help="Exit with status 1 when an image cannot be used (--no-fail: only report it).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing on success.")
 @click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
 def check_images_command(images, folder, pattern, manifest, out, cache, fail, quiet, debug) -> None:
@@ -61,4 +87,6 @@ def check_images_command(images, folder, pattern, manifest, out, cache, fail, qu
     if failed and fail:
         if len(failed) == 1:
             raise CnnvisError(f"bad image {failed[0]['name']}: {failed[0]['reason']}")
-        raise CnnvisError(f"{len(failed)} of {len(records)} images cannot be used: {', '.join(r['name'] for r in failed)}")
+        raise CnnvisError(
+            f"{len(failed)} of {len(records)} images cannot be used: {', '.join(r['name'] for r in failed)}"
+        )

@@ -10,10 +10,10 @@ from typing import Any
 import click
 
 from ..errors import CnnvisError
-from ..gallery import SECTION_TITLES, build_gallery
+from ..gallery import SECTION_TECHNIQUES, build_gallery, target_label
 from ..outputs import atomic_write, read_metadata
 from . import cli
-from .common import technique_command
+from .common import command
 
 SPEC_HELP = """\b
 The spec (JSON) lists tables; paths are relative to the folder of --out:
@@ -50,60 +50,99 @@ def _metadata(root: Path, src: str) -> tuple[str, dict[str, Any], str | None]:
         return "missing", {}, f"unreadable: {type(error).__name__}"
 
 
-def gallery_records(spec: dict[str, Any], images: list[dict[str, Any]], root: Path,
-                    log_template: str | None = None) -> list[dict[str, Any]]:
+def gallery_records(
+    spec: dict[str, Any], images: list[dict[str, Any]], root: Path, log_template: str | None = None
+) -> list[dict[str, Any]]:
     """Records for :func:`cnnvis_tasks.gallery.build_gallery` from a spec and image list."""
     records: list[dict[str, Any]] = []
     for table in spec.get("tables", []):
         section = table.get("section")
-        if section not in SECTION_TITLES:
-            raise CnnvisError(f"unknown gallery section {section!r} in the spec (known: {', '.join(SECTION_TITLES)})")
+        technique = SECTION_TECHNIQUES.get(section)
+        if technique is None:
+            known = ", ".join(SECTION_TECHNIQUES)
+            raise CnnvisError(f"unknown gallery section {section!r} in the spec (known: {known})")
         name = str(table.get("table", ""))
         if table.get("per_image"):
             columns = table.get("columns", [])
             for image in images:
                 original = os.path.relpath(os.path.abspath(image["path"]), os.path.abspath(root))
-                base = {"section": section, "table": name, "row": image["name"], "row_label": image["name"],
-                        "row_image": Path(original).as_posix()}
+                base = {
+                    "section": section,
+                    "table": name,
+                    "row": image["name"],
+                    "row_label": image["name"],
+                    "row_image": Path(original).as_posix(),
+                }
                 if image.get("status") != "ok":
                     records.append(base | {"status": "failed", "reason": image.get("reason"), "row_image": None})
                     continue
                 for column in columns:
                     src = column["path"].replace("{image}", image["name"])
                     status, meta, reason = _metadata(root, src)
-                    records.append(base | {"column": column["key"], "column_label": column.get("label"), "src": src,
-                                           "status": status, "reason": reason, "metadata": meta})
+                    records.append(
+                        base
+                        | {
+                            "column": column["key"],
+                            "column_label": column.get("label"),
+                            "src": src,
+                            "status": status,
+                            "reason": reason,
+                            "metadata": meta,
+                        }
+                    )
         else:
             for row in table.get("rows", []):
                 label = row.get("label", row.get("key", ""))
                 cells = []
                 for cell in row.get("cells", []):
                     status, meta, reason = _metadata(root, cell["path"])
-                    cells.append({"section": section, "table": name, "row": str(row.get("key", label)),
-                                  "column": cell["key"], "column_label": cell.get("label"), "src": cell["path"],
-                                  "status": status, "reason": reason, "metadata": meta})
-                target = next((c["metadata"].get("target") for c in cells if isinstance(c["metadata"].get("target"), dict)), None)
-                if section == "class-viz" and target and "index" in target:
-                    label = f"{target.get('name', 'class')} ({target['index']})"
+                    cells.append(
+                        {
+                            "section": section,
+                            "table": name,
+                            "row": str(row.get("key", label)),
+                            "column": cell["key"],
+                            "column_label": cell.get("label"),
+                            "src": cell["path"],
+                            "status": status,
+                            "reason": reason,
+                            "metadata": meta,
+                        }
+                    )
+                if technique.item == "target":  # the rows are classes: named by what the pictures recorded
+                    label = next(filter(None, (target_label(c["metadata"].get("target")) for c in cells)), label)
                 for cell in cells:
                     records.append(cell | {"row_label": label})
     return records
 
 
-@technique_command(cli, "gallery", epilog=SPEC_HELP)
+@command(cli, "gallery", epilog=SPEC_HELP)
 @click.option("--spec", required=True, metavar="JSON|@FILE", help="What to show: the tables (see below).")
-@click.option("--images", "images_file", default=None, type=click.Path(dir_okay=False, path_type=Path),
-              help="Image status JSON from check-images --out (rows of per-image tables, failures).")
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="The page to write (index.html); longer tables also get pages in a 'gallery' folder beside it.")
+@click.option(
+    "--images",
+    "images_file",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Image status JSON from check-images --out (rows of per-image tables, failures).",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The page to write (index.html); longer tables also get pages in a 'gallery' folder beside it.",
+)
 @click.option("--title", default="cnnvis gallery", help="Page title.")
 @click.option("--preview-rows", default=20, type=click.IntRange(min=1), help="Rows of each table on the main page.")
 @click.option("--rows-per-page", default=50, type=click.IntRange(min=1), help="Rows per page of the full tables.")
-@click.option("--log-template", default=None, metavar="PATH",
-              help="Log of a failed image, relative to --out's folder, with '{image}' for its name (linked).")
+@click.option(
+    "--log-template",
+    default=None,
+    metavar="PATH",
+    help="Log of a failed image, relative to --out's folder, with '{image}' for its name (linked).",
+)
 @click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
 def gallery_command(spec, images_file, out, title, preview_rows, rows_per_page, log_template, debug) -> None:
-    """Write an HTML gallery of results: sections in the seed gallery's order, each
+    """Write an HTML gallery of results: a section per technique in gallery order, each
     a table of the original image beside its variants, with the class, probability
     and objective each picture recorded. Relative links only; opens from disk."""
     spec_data = _load_json(spec, "--spec")
@@ -118,8 +157,14 @@ def gallery_command(spec, images_file, out, title, preview_rows, rows_per_page, 
     for image in images:
         if image.get("status") != "ok" and log_template:
             image["log"] = log_template.replace("{image}", image["name"])
-    files = build_gallery(records, title=title, images=images, preview_rows=preview_rows,
-                          rows_per_page=rows_per_page, note=spec_data.get("note", ""))
+    files = build_gallery(
+        records,
+        title=title,
+        images=images,
+        preview_rows=preview_rows,
+        rows_per_page=rows_per_page,
+        note=spec_data.get("note", ""),
+    )
     pages = root / "gallery"
     pages.mkdir(parents=True, exist_ok=True)  # always there: the workflow declares it as an output
     for stale in pages.glob("*--*.html"):  # pages of an earlier, longer gallery

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import click
 
-from ..layers import layer_table
-from ..models import DEFAULT_MODEL, EMBEDDED_MODEL, build_on_meta, cached_weights_path, fetch_weights, known_models, load_model, weights_source
+from ..names import DEFAULT_MODEL, EMBEDDED_MODEL
 from . import cli
-from .common import technique_command
+from .common import command
 
 
-@technique_command(cli, "models")
+@command(cli, "models")
 @click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
 def models_command(debug: bool) -> None:
     """List model names, where their default weights come from, and whether they
     are available offline right now."""
+    from ..models import cached_weights_path, known_models, weights_source
+
     rows = []
     for name in known_models():
         available = name == EMBEDDED_MODEL or cached_weights_path(name).is_file()
@@ -26,7 +27,7 @@ def models_command(debug: bool) -> None:
     click.echo(f"\nweights cache: {cached_weights_path('resnet18').parent} (set TORCH_HOME to move it)")
 
 
-@technique_command(cli, "layers")
+@command(cli, "layers")
 @click.option("--model", default=DEFAULT_MODEL, metavar="NAME", help="Model name (see: cnnvis-tasks models).")
 @click.option("--size", default=224, type=click.IntRange(min=1), help="Input size for the output shapes.")
 @click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
@@ -34,6 +35,9 @@ def layers_command(model: str, size: int, debug: bool) -> None:
     """Every addressable module path of a model with its type and output shape
     (channels x height x width for a SIZE x SIZE input). Paths are what --layer takes.
     Modules that do not run in the forward pass show '-'."""
+    from ..layers import layer_table
+    from ..models import build_on_meta, load_model
+
     module = build_on_meta(model)
     try:
         table = layer_table(module, size)
@@ -48,13 +52,15 @@ def layers_command(model: str, size: int, debug: bool) -> None:
         click.echo(f"{name:<{width}}  {kind:<{type_width}}  {shown}")
 
 
-@technique_command(cli, "fetch-weights")
+@command(cli, "fetch-weights")
 @click.argument("model_names", nargs=-1, required=True, metavar="MODEL...")
 @click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
 def fetch_weights_command(model_names: tuple[str, ...], debug: bool) -> None:
     """Download the standard pretrained weights of each MODEL into the torch hub
     cache ($TORCH_HOME, default ~/.cache/torch). Run it once on a machine with
     internet (a cluster's login node) before running on machines without."""
+    from ..models import fetch_weights
+
     for name in model_names:
         path, downloaded = fetch_weights(name)
         if name == EMBEDDED_MODEL:
@@ -63,3 +69,25 @@ def fetch_weights_command(model_names: tuple[str, ...], debug: bool) -> None:
             click.echo(f"{name}: downloaded to {path}")
         else:
             click.echo(f"{name}: already cached at {path}")
+
+
+@command(cli, "config-schema")
+@click.option(
+    "--technique",
+    "technique_name",
+    default=None,
+    metavar="NAME",
+    help="Only this technique's block (under techniques:).",
+)
+@click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
+def config_schema_command(technique_name: str | None, debug: bool) -> None:
+    """Print the workflow's config schema as YAML: every key of config.yaml with its
+    description, default and allowed values; each technique's block is made from
+    its description in the package."""
+    import yaml
+
+    from ..techniques import get_technique
+    from ..workflow.config import full_schema, technique_schema
+
+    schema = technique_schema(get_technique(technique_name)) if technique_name else full_schema()
+    click.echo(yaml.safe_dump(schema, sort_keys=False, width=100), nl=False)

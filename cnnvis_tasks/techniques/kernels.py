@@ -1,47 +1,100 @@
-"""Raw convolution weights, addressed by layer path or by parameter index."""
+"""Kernels (reference gallery row 2): a layer's raw convolution weights as a
+grid, RGB when a filter has 3 input channels, else its first input channel in
+gray.  Reads the weights only: no image, no forward pass."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from typing import Any
 
-from torch import Tensor, nn
+from ..technique import (
+    INT,
+    LAYER,
+    MODEL_LEVEL,
+    ModelRows,
+    Option,
+    Rendered,
+    Rendering,
+    Result,
+    Technique,
+    layer_label,
+)
 
-from ..errors import CnnvisError
-from ..layers import get_module
+GRID = Rendering("grid", "PNG grid of the first filters, each scaled to its own range.")
 
 
-@dataclass
-class KernelResult:
-    weights: Tensor  # detached, (out, in, kh, kw) for a 2-D conv
-    name: str  # parameter name, e.g. "features.0.weight"
+def compute(
+    model,
+    images=None,
+    targets=None,
+    *,
+    layer: str | None = None,
+    parameter: int | None = None,
+    count: int = 25,
+    **_options: Any,
+) -> Result:
+    from ..mechanisms.kernels import kernel_weights
+
+    kernels = kernel_weights(model.module, layer=layer, parameter_index=parameter)
+    weights = kernels.weights
+    facts = {"parameter": kernels.name, "shape": list(weights.shape), "filters_shown": min(count, weights.shape[0])}
+    return Result("kernels", maps=weights[None], layer=layer, facts=facts)
 
 
-def kernel_weights(
-    model: nn.Module, layer: str | None = None, parameter_index: int | None = None
-) -> KernelResult:
-    """The conv weight of module ``layer``, or the ``parameter_index``-th entry of
-    ``model.named_parameters()`` (the seed's numbering); exactly one of the two.
-    """
-    if (layer is None) == (parameter_index is None):
-        raise CnnvisError("give exactly one of a layer or a parameter index for kernels")
-    if layer is not None:
-        weight = getattr(get_module(model, layer), "weight", None)
-        if not isinstance(weight, Tensor) or weight.dim() < 3:
-            shape = f"a weight of shape {tuple(weight.shape)}" if isinstance(weight, Tensor) else "no weight"
-            raise CnnvisError(f"layer {layer!r} has {shape}, not convolution kernels")
-        return KernelResult(weight.detach(), f"{layer}.weight")
+def render(result: Result, row: int, renderings: tuple[str, ...], options: dict[str, Any]) -> Rendered:
+    from .. import render as draw
 
-    params = list(model.named_parameters())
-    valid = [i for i, (_, p) in enumerate(params) if p.dim() >= 3]
-    hint = f"convolution weights are at indices {', '.join(map(str, valid[:5]))}{', ...' if len(valid) > 5 else ''}"
-    if not 0 <= parameter_index < len(params):
-        raise CnnvisError(
-            f"parameter index {parameter_index} out of range 0..{len(params) - 1}; {hint}"
-        )
-    name, weight = params[parameter_index]
-    if weight.dim() < 3:
-        raise CnnvisError(
-            f"parameter {parameter_index} is {name!r} of shape {tuple(weight.shape)}, "
-            f"not convolution kernels; {hint}"
-        )
-    return KernelResult(weight.detach(), name)
+    return Rendered({GRID.name: (draw.kernel_grid(result.maps[row], options["count"]), {})})
+
+
+def caption(meta: Mapping[str, Any]) -> list[str]:
+    if not meta.get("parameter"):
+        return []
+    shape = meta.get("shape")
+    return [str(meta["parameter"]) + (f" ({' x '.join(str(s) for s in shape)})" if shape else "")]
+
+
+TECHNIQUE = Technique(
+    name="kernels",
+    order=20,
+    title="Kernels",
+    summary="Convolution weights as a grid of filters (reference gallery row 2).",
+    description="Raw convolution weights of a layer; RGB for filters with 3 input channels.",
+    reference="",
+    options=(
+        Option(
+            "layer",
+            LAYER,
+            None,
+            "Module path of a conv layer (see: cnnvis-tasks layers); repeatable.",
+            repeatable=True,
+            where=MODEL_LEVEL,
+            metavar="PATH",
+            label=layer_label,
+            config_default=[],
+        ),
+        Option(
+            "parameter",
+            INT,
+            None,
+            "Alternatively, the K-th entry of model.named_parameters() (the reference "
+            "gallery's numbering); repeatable.",
+            minimum=0,
+            repeatable=True,
+            where=MODEL_LEVEL,
+            metavar="K",
+            config_default=[],
+            label=lambda k: f"parameter {k}",
+            token=lambda k: f"param{k}",
+        ),
+        Option("count", INT, 25, "How many filters (the first ones) to show.", minimum=1),
+    ),
+    renderings=(GRID,),
+    raw="Raw weights (.npy, out x in x kh x kw float32).",
+    compute=compute,
+    render=render,
+    reads_images=False,
+    runs_model=False,
+    model_rows=ModelRows("either"),
+    caption=caption,
+)

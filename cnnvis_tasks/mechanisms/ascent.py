@@ -15,26 +15,23 @@ have ``requires_grad`` switched off for the duration.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CnnvisError
-from ..layers import get_module
-from .parameterization import FourierImage, PixelImage, _stats, random_transform
+from ..layers import model_device
+from ..technique import SILENT, Report, broadcast
+from ..techniques.class_viz import REGULARIZATIONS
+from .capture import LayerTap, captured_tensor
+from .parameterization import FourierImage, PixelImage, random_transform
+from .pixels import to_model_space, to_pixels
+from .targets import check_class_indices
 
-ProgressFn = Callable[[int, int, torch.Tensor, str], None]  # (step, total, mean objective (0-d), stage)
-SnapshotFn = Callable[[int, torch.Tensor], None]  # (step, images in [0, 1])
-
-REGULARIZATIONS = ("none", "l1", "l2")
-PLAIN_STEPS, PLAIN_LR = 200, 0.1  # the seed's settings
-# Robust mode: the Fourier parameters move the image more per unit step, so a smaller
-# learning rate with a few more steps (as in Olah et al.) gives smoother pictures.
-ROBUST_STEPS, ROBUST_LR = 256, 0.05
 START_LOW, START_HIGH = 140 / 255, 180 / 255  # the seed's random start, pixel space
 
 
@@ -53,11 +50,6 @@ class AscentResult:
 # --- helpers ------------------------------------------------------------------------
 
 
-def _device(model: nn.Module) -> torch.device:
-    param = next(model.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
-
-
 @contextmanager
 def _frozen(model: nn.Module):
     """Switch off ``requires_grad`` on the model's parameters, restoring it afterwards."""
@@ -71,53 +63,30 @@ def _frozen(model: nn.Module):
             p.requires_grad_(flag)
 
 
-class _StopForward(Exception):
-    pass
+class _ChannelObjective:
+    """One layer's activation, of one channel per image or of all channels, flattened to (N, -1).
 
+    Channel indices are checked on the host against the layer's first output:
+    reading the device copy would wait for the GPU."""
 
-class _LayerTap:
-    """Forward hook capturing one module's output (its last call, if called repeatedly).
-
-    The first forward runs the whole model and counts the module's calls; later
-    forwards stop right after the last of them, so an early layer does not pay for
-    the rest of the network.
-    """
-
-    def __init__(self, model: nn.Module, layer: str, channels: Sequence[int] | None = None):
-        self.model, self.layer = model, layer
-        # Checked on the host copy: reading the device copy would wait for the GPU.
+    def __init__(self, model: nn.Module, layer: str, channels: Sequence[int] | None):
+        self.tap = LayerTap(model, [layer])
+        self.layer = layer
         self.host_channels = None if channels is None else [int(c) for c in channels]
-        self.device_channels = (
-            None if channels is None else torch.tensor(self.host_channels, dtype=torch.long, device=_device(model))
+        self.channels = (
+            None if channels is None else torch.tensor(self.host_channels, dtype=torch.long, device=model_device(model))
         )
-        self.module = get_module(model, layer)
-        self.calls_per_forward: int | None = None
-
-    def __enter__(self):
-        self._handle = self.module.register_forward_hook(self._hook)
-        return self
-
-    def __exit__(self, *exc):
-        self._handle.remove()
-
-    def _hook(self, _module, _inputs, output):
-        self._calls += 1
-        self._output = output
-        if self._calls == self.calls_per_forward:
-            raise _StopForward
+        self.checked = False
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        self._calls, self._output = 0, None
-        try:
-            self.model(x)
-        except _StopForward:
-            pass
-        if self.calls_per_forward is None:
-            if not isinstance(self._output, torch.Tensor):
-                raise CnnvisError(f"layer {self.layer!r} gives no tensor output in the forward pass")
-            _check_channels(self._output, self.host_channels, self.layer)
-            self.calls_per_forward = self._calls
-        return self._output
+        act = captured_tensor(self.tap(x), self.layer)
+        if not self.checked:
+            _check_channels(act, self.host_channels, self.layer)
+            self.checked = True
+        n = act.shape[0]
+        if self.channels is None:
+            return act.reshape(n, -1)
+        return act[torch.arange(n, device=act.device), self.channels].reshape(n, -1)
 
 
 def _check_channels(act: torch.Tensor, channels: list[int] | None, layer: str) -> None:
@@ -132,35 +101,15 @@ def _check_channels(act: torch.Tensor, channels: list[int] | None, layer: str) -
         raise CnnvisError(f"filter {bad[0]} out of range for layer {layer!r}: valid 0..{count - 1}")
 
 
-def _select_channel(act: torch.Tensor, channels: torch.Tensor | None) -> torch.Tensor:
-    """(N, ...) activations of one channel per image (or all channels), flattened."""
-    n = act.shape[0]
-    if channels is None:
-        return act.reshape(n, -1)
-    return act[torch.arange(n, device=act.device), channels].reshape(n, -1)
+def _report(report: Report, step, total, objective, stage, pixels):
+    # A 0-d tensor: reading its value would wait for the GPU, so the report does
+    # that only when it actually prints.
+    report.step(step, total, objective.mean(), stage)
+    if report.save_every and step % report.save_every == 0:
+        report.snapshot(step, pixels().detach())
 
 
-def _per_image(values: Sequence, n: int, name: str) -> list:
-    values = list(values)
-    if len(values) == 1:
-        return values * n
-    if len(values) != n:
-        raise ValueError(f"{name}: expected 1 or {n} values, got {len(values)}")
-    return values
-
-
-def _report(progress, snapshot, save_every, step, total, objective, stage, pixels):
-    if progress is not None:
-        # A 0-d tensor: reading its value would wait for the GPU, so the caller
-        # does that only when it actually prints.
-        progress(step, total, objective.mean(), stage)
-    if snapshot is not None and save_every and step % save_every == 0:
-        snapshot(step, pixels().detach())
-
-
-def _adam_ascent(
-    image, score, penalty, *, steps, lr, transform, progress, snapshot, save_every, stage
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _adam_ascent(image, score, penalty, *, steps, lr, transform, report, stage) -> tuple[torch.Tensor, torch.Tensor]:
     """Maximise ``score(transform(x)) - penalty(x)`` per image with Adam.
 
     ``score`` and ``penalty`` map a normalised batch to (N,).  Returns the objective
@@ -180,7 +129,7 @@ def _adam_ascent(
         optimizer.zero_grad(set_to_none=True)
         (-objective.sum()).backward()
         optimizer.step()
-        _report(progress, snapshot, save_every, step, steps, objective.detach(), stage, image.pixels)
+        _report(report, step, steps, objective.detach(), stage, image.pixels)
     return start, evaluate()
 
 
@@ -192,18 +141,11 @@ def _start_image(n, height, width, *, mean, std, robust, seed, device):
         # One draw shared by the batch, so image i equals a separate run with this seed.
         pixels = torch.rand(1, 3, height, width, generator=generator)
         pixels = START_LOW + (START_HIGH - START_LOW) * pixels
-        normalized = (pixels.to(device) - _stats(mean, device)) / _stats(std, device)
+        normalized = to_model_space(pixels.to(device), mean, std)
         image = PixelImage(normalized.expand(n, -1, -1, -1), mean=mean, std=std)
 
     transform = (lambda x: random_transform(x, generator)) if robust else None
     return image, transform
-
-
-def _defaults(steps, lr, robust):
-    return (
-        (ROBUST_STEPS if robust else PLAIN_STEPS) if steps is None else steps,
-        (ROBUST_LR if robust else PLAIN_LR) if lr is None else lr,
-    )
 
 
 # --- class and filter visualisation -------------------------------------------------
@@ -217,15 +159,13 @@ def class_visualization(
     *,
     mean,
     std,
-    height: int = 400,
-    width: int = 600,
-    steps: int | None = None,
-    lr: float | None = None,
+    height: int,
+    width: int,
+    steps: int,
+    lr: float,
     robust: bool = True,
     seed: int = 0,
-    progress: ProgressFn | None = None,
-    snapshot: SnapshotFn | None = None,
-    save_every: int = 0,
+    report: Report = SILENT,
 ) -> AscentResult:
     """Class model visualisation: maximise ``S_c(I) - lambda R(I)`` for each target c.
 
@@ -233,20 +173,17 @@ def class_visualization(
     (``lambda * sum |I|``) or ``"l2"`` (``lambda / 2 * ||I||^2``, whose gradient equals
     Adam's ``weight_decay=lambda`` in the seed), on the normalised image I.
     ``regularizations`` and ``weights`` give one value per target, or one for all
-    (the weight of ``"none"`` is ignored).
-    ``steps``/``lr`` default to 200 / 0.1 (plain) or 256 / 0.05 (robust).
-    The reported objective includes the penalty.
+    (the weight of ``"none"`` is ignored).  The reported objective includes the penalty.
     """
     n = len(targets)
     if n == 0:
         raise ValueError("no targets given")
-    regs = [str(r).lower() for r in _per_image(regularizations, n, "regularizations")]
+    regs = [str(r).lower() for r in broadcast(regularizations, n, "regularizations", "targets")]
     for reg in regs:
         if reg not in REGULARIZATIONS:
             raise ValueError(f"unknown regularization {reg!r}; choose from {', '.join(REGULARIZATIONS)}")
-    lams = [float(w) for w in _per_image(weights, n, "weights")]
-    steps, lr = _defaults(steps, lr, robust)
-    device = _device(model)
+    lams = [float(w) for w in broadcast(weights, n, "weights", "targets")]
+    device = model_device(model)
     l1 = torch.tensor([w if r == "l1" else 0.0 for r, w in zip(regs, lams)], device=device)
     l2 = torch.tensor([w if r == "l2" else 0.0 for r, w in zip(regs, lams)], device=device)
     index = torch.tensor([int(t) for t in targets], device=device)
@@ -259,17 +196,12 @@ def class_visualization(
         return model(x)[rows, index]
 
     with _frozen(model):
-        image, transform = _start_image(
-            n, height, width, mean=mean, std=std, robust=robust, seed=seed, device=device
-        )
+        image, transform = _start_image(n, height, width, mean=mean, std=std, robust=robust, seed=seed, device=device)
         with torch.no_grad():
             classes = model(image.normalized()[:1]).shape[1]
-        bad = [int(t) for t in targets if not 0 <= int(t) < classes]
-        if bad:
-            raise CnnvisError(f"class {bad[0]} out of range: valid 0..{classes - 1}")
+        check_class_indices([int(t) for t in targets], classes)
         start, end = _adam_ascent(
-            image, score, penalty, steps=steps, lr=lr, transform=transform,
-            progress=progress, snapshot=snapshot, save_every=save_every, stage="class viz",
+            image, score, penalty, steps=steps, lr=lr, transform=transform, report=report, stage="class viz"
         )
         with torch.no_grad():
             probs = F.softmax(model(image.normalized()), dim=1)[rows, index]
@@ -284,42 +216,36 @@ def filter_visualization(
     *,
     mean,
     std,
-    height: int = 400,
-    width: int = 600,
-    steps: int | None = None,
-    lr: float | None = None,
-    weight_decay: float = 1e-6,
+    height: int,
+    width: int,
+    steps: int,
+    lr: float,
+    weight_decay: float,
     robust: bool = True,
     seed: int = 0,
-    progress: ProgressFn | None = None,
-    snapshot: SnapshotFn | None = None,
-    save_every: int = 0,
+    report: Report = SILENT,
 ) -> AscentResult:
     """Maximise the mean activation of filter ``filters[i]`` of ``layer`` for image i.
 
     A small L2 penalty ``weight_decay / 2 * ||I||^2`` (the seed's Adam weight decay)
-    is included in the objective.  Defaults as in :func:`class_visualization`.
+    is included in the objective.
     """
     n = len(filters)
     if n == 0:
         raise ValueError("no filters given")
-    steps, lr = _defaults(steps, lr, robust)
-    device = _device(model)
-    tap = _LayerTap(model, layer, filters)
+    device = model_device(model)
+    activation = _ChannelObjective(model, layer, filters)
 
     def score(x):
-        return _select_channel(tap(x), tap.device_channels).mean(1)
+        return activation(x).mean(1)
 
     def penalty(x):
         return 0.5 * weight_decay * x.pow(2).sum((1, 2, 3))
 
-    with _frozen(model), tap:
-        image, transform = _start_image(
-            n, height, width, mean=mean, std=std, robust=robust, seed=seed, device=device
-        )
+    with _frozen(model):
+        image, transform = _start_image(n, height, width, mean=mean, std=std, robust=robust, seed=seed, device=device)
         start, end = _adam_ascent(
-            image, score, penalty, steps=steps, lr=lr, transform=transform,
-            progress=progress, snapshot=snapshot, save_every=save_every, stage="filter viz",
+            image, score, penalty, steps=steps, lr=lr, transform=transform, report=report, stage="filter viz"
         )
         pixels = image.pixels().detach()
     return AscentResult(pixels, start, end, None, steps)
@@ -328,10 +254,10 @@ def filter_visualization(
 # --- deep dream ----------------------------------------------------------------------
 
 
-def _normalize_images(images: torch.Tensor, mean, std, device) -> torch.Tensor:
+def _model_space_images(images: torch.Tensor, mean, std, device) -> torch.Tensor:
     if images.dim() != 4 or images.shape[1] != 3:
         raise CnnvisError(f"expected images of shape (N, 3, H, W), got {tuple(images.shape)}")
-    return (images.to(device, torch.float32) - _stats(mean, device)) / _stats(std, device)
+    return to_model_space(images.to(device, torch.float32), mean, std)
 
 
 def deep_dream(
@@ -342,14 +268,12 @@ def deep_dream(
     *,
     mean,
     std,
-    octaves: int = 10,
-    octave_scale: float = 1.4,
-    steps_per_octave: int = 20,
-    lr: float = 0.01,
+    octaves: int,
+    octave_scale: float,
+    steps_per_octave: int,
+    lr: float,
     min_size: int = 8,
-    progress: ProgressFn | None = None,
-    snapshot: SnapshotFn | None = None,
-    save_every: int = 0,
+    report: Report = SILENT,
 ) -> AscentResult:
     """Deep dream with an octave pyramid (normalised-gradient ascent).
 
@@ -366,20 +290,20 @@ def deep_dream(
     """
     if octaves < 1:
         raise ValueError("octaves must be >= 1")
-    device = _device(model)
-    x0 = _normalize_images(images, mean, std, device)
-    low = (0 - _stats(mean, device)) / _stats(std, device)
-    high = (1 - _stats(mean, device)) / _stats(std, device)
-    tap = _LayerTap(model, layer, None if filter is None else [int(filter)] * x0.shape[0])
+    device = model_device(model)
+    x0 = _model_space_images(images, mean, std, device)
+    low = to_model_space(torch.zeros((), device=device), mean, std)
+    high = to_model_space(torch.ones((), device=device), mean, std)
+    activation = _ChannelObjective(model, layer, None if filter is None else [int(filter)] * x0.shape[0])
     height, width = x0.shape[-2:]
 
     def score(x):
-        return _select_channel(tap(x), tap.device_channels).norm(dim=1)
+        return activation(x).norm(dim=1)
 
     def resize(x, size):
         return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
 
-    with _frozen(model), tap:
+    with _frozen(model):
         with torch.no_grad():
             start = score(x0)
         sizes = []
@@ -410,15 +334,11 @@ def deep_dream(
                 grad_scale = grad.abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
                 x = torch.clamp(x.detach() + lr / grad_scale * grad, low, high)
                 step += 1
-                _report(
-                    progress, snapshot, save_every, step, total, objective.detach(), stage,
-                    lambda: (x * _stats(std, device) + _stats(mean, device)).clamp(0, 1),
-                )
+                _report(report, step, total, objective.detach(), stage, lambda x=x: to_pixels(x, mean, std))
             detail = x - base
         with torch.no_grad():
             end = score(x)
-    pixels = (x * _stats(std, device) + _stats(mean, device)).clamp(0, 1).detach()
-    return AscentResult(pixels, start, end, None, total, len(bases))
+    return AscentResult(to_pixels(x, mean, std).detach(), start, end, None, total, len(bases))
 
 
 def deep_dream_adam(
@@ -429,26 +349,23 @@ def deep_dream_adam(
     *,
     mean,
     std,
-    steps: int = 200,
-    lr: float = 0.1,
-    progress: ProgressFn | None = None,
-    snapshot: SnapshotFn | None = None,
-    save_every: int = 0,
+    steps: int,
+    lr: float,
+    report: Report = SILENT,
 ) -> AscentResult:
     """The seed's plain deep dream: Adam on the normalised photo, no pyramid, no clipping
     during the run, maximising the mean activation of ``filter`` (or all channels)."""
-    device = _device(model)
-    x0 = _normalize_images(images, mean, std, device)
-    tap = _LayerTap(model, layer, None if filter is None else [int(filter)] * x0.shape[0])
+    device = model_device(model)
+    x0 = _model_space_images(images, mean, std, device)
+    activation = _ChannelObjective(model, layer, None if filter is None else [int(filter)] * x0.shape[0])
 
     def score(x):
-        return _select_channel(tap(x), tap.device_channels).mean(1)
+        return activation(x).mean(1)
 
-    with _frozen(model), tap:
+    with _frozen(model):
         image = PixelImage(x0, mean=mean, std=std)
         start, end = _adam_ascent(
-            image, score, lambda x: 0.0, steps=steps, lr=lr, transform=None,
-            progress=progress, snapshot=snapshot, save_every=save_every, stage="deep dream",
+            image, score, lambda x: 0.0, steps=steps, lr=lr, transform=None, report=report, stage="deep dream"
         )
         pixels = image.pixels().detach()
     return AscentResult(pixels, start, end, None, steps)

@@ -1,17 +1,18 @@
-"""Capturing module outputs during a forward pass, and feature maps built on it.
+"""Recording module outputs during a forward pass.
 
-``capture_outputs`` is the shared mechanism (feature maps, Grad-CAM, ...).  Its
-hooks keep each module's *original* output and hand a clone on to the rest of
-the network, so a later in-place op (VGG's ``ReLU(inplace=True)`` right after a
-conv) modifies the clone, never the recorded tensor, and gradients taken with
-respect to the recorded tensor stay correct.
+``capture_outputs`` is the one mechanism (feature maps, Grad-CAM, gradient
+ascent).  Its hooks keep each module's *original* output and hand a clone on to
+the rest of the network, so a later in-place op (VGG's ``ReLU(inplace=True)``
+right after a conv) modifies the clone, never the recorded tensor, and gradients
+taken with respect to the recorded tensor stay correct.
 
 A module called several times in one forward (ResNet reuses one ``nn.ReLU`` per
-block, EfficientNet-Lite reuses ``_swish`` for stem and head) is recorded at
-its LAST call.  To stop a forward early without breaking that rule, the first
-forward of each input shape runs to the end and counts the calls; later
-forwards of that shape are abandoned after the last call of every requested
-module.
+block, EfficientNet-Lite reuses ``_swish`` for stem and head) is recorded at its
+LAST call.  :class:`LayerTap` stops a forward early without breaking that rule:
+the first forward through a model's requested modules runs to the end and
+counts the calls; later forwards, whatever their input size, are abandoned after
+the last call of every requested module.  (So a small input that only the rest
+of the network would reject, as deep dream's smallest octaves, still works.)
 """
 
 from __future__ import annotations
@@ -19,19 +20,20 @@ from __future__ import annotations
 import copy
 import weakref
 from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import partial
 from itertools import chain
-from typing import Any, Callable, Iterator, Mapping, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from ..errors import CnnvisError
-from ..layers import get_module
+from ..layers import get_module, model_device
 
 
-class _StopForward(Exception):
+class StopForward(Exception):
     """Raised by a hook to abandon the rest of the forward pass."""
 
 
@@ -91,17 +93,44 @@ def capture_outputs(
             output = output.detach().requires_grad_(True)
         captured[path] = output
         captured.calls[path] += 1
-        if stop_after_calls is not None and all(
-            captured.calls[p] >= stop_after_calls.get(p, 1) for p in modules
-        ):
-            raise _StopForward
+        if stop_after_calls is not None and all(captured.calls[p] >= stop_after_calls.get(p, 1) for p in modules):
+            raise StopForward
         return output.clone() if isinstance(output, Tensor) else None
 
     with _forward_hooks(modules, hook):
         try:
             yield captured
-        except _StopForward:
+        except StopForward:
             pass
+
+
+# Per model: paths -> how often each path is called in a forward (the same at any input size).
+_CALL_COUNTS: weakref.WeakKeyDictionary[nn.Module, dict] = weakref.WeakKeyDictionary()
+
+
+class LayerTap:
+    """Forward passes that return the outputs of ``paths`` and stop once all are recorded.
+
+    ``tap(x)`` runs ``model(x)`` and returns a :class:`Captured` dict of the
+    layers' outputs (their last call); gradients flow through them as usual.
+    The first forward runs to the end and counts the calls (remembered per
+    model, so later taps of the same layers stop early at once).
+    """
+
+    def __init__(self, model: nn.Module, paths: list[str]):
+        self.model = model
+        self.paths = list(dict.fromkeys(paths))
+        for path in self.paths:
+            get_module(model, path)  # an unknown layer fails here, with close matches
+
+    def __call__(self, x: Tensor) -> Captured:
+        known = _CALL_COUNTS.setdefault(self.model, {})
+        key = tuple(self.paths)
+        with capture_outputs(self.model, self.paths, stop_after_calls=known.get(key)) as outputs:
+            self.model(x)
+        if key not in known:
+            known[key] = {path: outputs.calls[path] for path in self.paths}
+        return outputs
 
 
 def _meta_copy(model: nn.Module) -> nn.Module:
@@ -140,15 +169,6 @@ def _record(calls: list[Call], path: str, _module, _inputs, output) -> None:
     calls.append(Call(path, output, version))
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    param = next(chain(model.parameters(), model.buffers()), None)
-    return param.device if param is not None else torch.device("cpu")
-
-
-# Per model: (input shape, paths) -> how often each path is called in a forward.
-_CALL_COUNTS: weakref.WeakKeyDictionary[nn.Module, dict] = weakref.WeakKeyDictionary()
-
-
 def trace_calls(model: nn.Module, input_shape: tuple[int, ...]) -> list[Call]:
     """Every module call of one forward of zeros, in the order the calls finish.
 
@@ -163,7 +183,7 @@ def trace_calls(model: nn.Module, input_shape: tuple[int, ...]) -> list[Call]:
         calls = []
         modules = {name: m for name, m in model.named_modules() if name}
         with _forward_hooks(modules, partial(_record, calls)), torch.no_grad():
-            model(torch.zeros(input_shape, device=_model_device(model)))
+            model(torch.zeros(input_shape, device=model_device(model)))
     return calls
 
 
@@ -173,12 +193,20 @@ def _describe(output: Any) -> str:
     return f"a {type(output).__name__}"
 
 
-def captured_feature_map(outputs: Mapping[str, Any], path: str) -> Tensor:
-    """The captured (N, C, h, w) output of ``path``; a clear error if there is none."""
+def captured_tensor(outputs: Mapping[str, Any], path: str) -> Tensor:
+    """The captured output of ``path``; a clear error if the layer did not run or gave no tensor."""
     if path not in outputs:
         raise CnnvisError(f"layer {path!r} is not run in the model's forward pass")
     output = outputs[path]
-    if not isinstance(output, Tensor) or output.dim() != 4:
+    if not isinstance(output, Tensor):
+        raise CnnvisError(f"layer {path!r} outputs {_describe(output)}, not a tensor")
+    return output
+
+
+def captured_feature_map(outputs: Mapping[str, Any], path: str) -> Tensor:
+    """The captured (N, C, h, w) output of ``path``; a clear error if there is none."""
+    output = captured_tensor(outputs, path)
+    if output.dim() != 4:
         raise CnnvisError(f"layer {path!r} outputs {_describe(output)}, not a feature map (N, C, h, w)")
     return output
 
@@ -186,16 +214,11 @@ def captured_feature_map(outputs: Mapping[str, Any], path: str) -> Tensor:
 def feature_maps(model: nn.Module, images: Tensor, paths: list[str]) -> dict[str, Tensor]:
     """Each layer's activation (N, C, h, w) for ``images``, from one forward pass.
 
-    The first forward of each input shape runs to the end and counts how often
-    each layer is called; later ones stop right after the last call of every
-    requested layer, so early layers do not pay for the rest of the network.
+    The first forward runs to the end and counts how often each layer is called;
+    later ones stop right after the last call of every requested layer, so
+    early layers do not pay for the rest of the network.
     """
-    paths = list(dict.fromkeys(paths))
-    known = _CALL_COUNTS.setdefault(model, {})
-    key = (tuple(images.shape), tuple(paths))
+    tap = LayerTap(model, paths)
     with torch.inference_mode():
-        with capture_outputs(model, paths, stop_after_calls=known.get(key)) as outputs:
-            model(images)
-    if key not in known:
-        known[key] = {path: outputs.calls[path] for path in paths}
-    return {path: captured_feature_map(outputs, path).detach() for path in paths}
+        outputs = tap(images)
+    return {path: captured_feature_map(outputs, path).detach() for path in tap.paths}

@@ -1,25 +1,27 @@
-"""Grad-CAM, structured for the rest of the CAM family.
+"""Class activation maps: the mechanism of the CAM family.
 
 A class activation map is ``ReLU(sum_k alpha_k A_k)`` over the channels ``A_k``
-of one layer.  Methods differ only in the channel weights ``alpha``: Grad-CAM
-uses the spatial mean of the gradient (``gradcam_weights``).  Another method is
-another weighting function passed to ``class_activation_map`` (Grad-CAM++ from
-activations and gradients; Score-CAM, which re-runs the model, as a function
-that closes over model, images and targets with ``functools.partial``).
+of one layer.  Methods differ only in the channel weights ``alpha``, a function
+of the activations and of the gradient of the target's logit with respect to
+them: Grad-CAM's is the spatial mean of the gradient
+(:mod:`cnnvis_tasks.techniques.grad_cam`).  Another method is another weighting
+function passed to :func:`class_activation_map` (Grad-CAM++ from activations
+and gradients; Score-CAM, which re-runs the model, as a function that closes
+over model, images and targets with ``functools.partial``).
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import CnnvisError
-from .activations import capture_outputs, captured_feature_map, trace_calls
+from .capture import capture_outputs, captured_feature_map, trace_calls
 from .targets import request_targets, target_indices
 
 Weighting = Callable[[Tensor, Tensor], Tensor]
@@ -33,17 +35,12 @@ class CamResult:
     layer: str
 
 
-def gradcam_weights(activations: Tensor, gradients: Tensor) -> Tensor:
-    """Grad-CAM channel weights: spatial mean of d score / d A, (N, C, h, w) -> (N, C)."""
-    return gradients.mean(dim=(2, 3))
-
-
 def class_activation_map(
     model: nn.Module,
     images: Tensor,
     layer: str,
-    targets: Tensor | None = None,
-    weighting: Weighting = gradcam_weights,
+    targets: Tensor | None,
+    weighting: Weighting,
 ) -> CamResult:
     """CAM of ``layer`` for each image's target class, with channel weights from ``weighting``.
 
@@ -67,13 +64,6 @@ def class_activation_map(
     weights = weighting(activations, gradients)
     cams = F.relu((weights[:, :, None, None] * activations).sum(dim=1))
     return CamResult(cams=cams, targets=targets, logits=logits.detach(), layer=layer)
-
-
-def grad_cam(
-    model: nn.Module, images: Tensor, layer: str, targets: Tensor | None = None
-) -> CamResult:
-    """Grad-CAM (Selvaraju et al. 2017) of ``layer``; see ``class_activation_map``."""
-    return class_activation_map(model, images, layer, targets, gradcam_weights)
 
 
 def upsample_cam(cams: Tensor, size: tuple[int, int]) -> Tensor:

@@ -12,16 +12,15 @@ Two parameterisations share one small interface (``parameters()``, ``normalized(
 from __future__ import annotations
 
 import math
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
+from .pixels import stats, to_model_space, to_pixels
+
 # Square root of ImageNet's colour covariance, as published with Lucid (Olah et al. 2017).
 # Rows: R, G, B; columns: the decorrelated channels.
-_COLOR_SQRT_COV = torch.tensor(
-    [[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]]
-)
+_COLOR_SQRT_COV = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
 
 # Spatial values of the inverse FFT are divided by this before the sigmoid.  With
 # orthonormal FFT and 1/f scaling, unit steps in coefficient space would otherwise
@@ -48,17 +47,13 @@ def rgb_to_decorrelated(x: torch.Tensor) -> torch.Tensor:
     return torch.einsum("ck,nkhw->nchw", torch.linalg.inv(color_matrix()).to(x), x)
 
 
-def _stats(values: Sequence[float] | torch.Tensor, device) -> torch.Tensor:
-    return torch.as_tensor(values, dtype=torch.float32, device=device).reshape(1, -1, 1, 1)
-
-
 class PixelImage:
     """Plain parameterisation: the normalised image ``(x - mean) / std`` is the parameter."""
 
     def __init__(self, normalized: torch.Tensor, *, mean, std):
         self.param = normalized.detach().clone().requires_grad_(True)
-        self.mean = _stats(mean, normalized.device)
-        self.std = _stats(std, normalized.device)
+        self.mean = stats(mean, normalized.device)
+        self.std = stats(std, normalized.device)
 
     def parameters(self) -> list[torch.Tensor]:
         return [self.param]
@@ -68,7 +63,7 @@ class PixelImage:
 
     def pixels(self) -> torch.Tensor:
         """De-normalised and clipped to [0, 1]."""
-        return (self.param * self.std + self.mean).clamp(0, 1)
+        return to_pixels(self.param, self.mean, self.std)
 
 
 class FourierImage:
@@ -102,8 +97,8 @@ class FourierImage:
         # One draw shared by every image of the batch: a batch equals separate runs.
         coeffs = torch.randn(1, 3, height, width // 2 + 1, 2, generator=generator) * sd
         self.param = coeffs.expand(n, -1, -1, -1, -1).contiguous().to(device).requires_grad_(True)
-        self.mean = _stats(mean, device)
-        self.std = _stats(std, device)
+        self.mean = stats(mean, device)
+        self.std = stats(std, device)
 
     def parameters(self) -> list[torch.Tensor]:
         return [self.param]
@@ -114,7 +109,7 @@ class FourierImage:
         return torch.sigmoid(decorrelated_to_rgb(x, self.color))
 
     def normalized(self) -> torch.Tensor:
-        return (self.pixels() - self.mean) / self.std
+        return to_model_space(self.pixels(), self.mean, self.std)
 
 
 def random_transform(

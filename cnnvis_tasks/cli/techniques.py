@@ -1,0 +1,418 @@
+"""One ``cnnvis-tasks`` command per technique, made from its description.
+
+Each command takes the model options, the technique's options (repeatable ones
+may be given several times), its inputs (``--image`` files, folders or globs;
+or the item option of a technique without images) and where to write: either
+``--out-dir`` with a ``--name`` pattern, or one ``--out-RENDERING`` / ``--raw``
+per image (per item), as the workflow gives them.  The work itself is done by
+:func:`cnnvis_tasks.runner.run`.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob as globbing
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..names import DEFAULT_MODEL
+from ..technique import BOOL, CHOICE, FLOAT, INT, Option, Technique, broadcast, parse_target
+from .common import CONTEXT_SETTINGS, CnnvisCommand, capture_warnings, warn
+
+RAW = "raw"
+PLACEHOLDERS = ("{stem}", "{parent}", "{index}", "{setting}", "{rendering}", "{ext}")
+
+
+# --- options ------------------------------------------------------------------------
+
+
+def model_params() -> list[click.Parameter]:
+    """--model --weights --device --seed --threads --quiet --debug."""
+    return [
+        click.Option(
+            ["--model"],
+            default=DEFAULT_MODEL,
+            metavar="NAME",
+            help="Model name: the embedded efficientnet_lite0 or any torchvision classifier "
+            "(see: cnnvis-tasks models).",
+        ),
+        click.Option(
+            ["--weights"],
+            default="default",
+            metavar="default|random|PATH",
+            help="'default': the model's standard pretrained weights (torch hub cache for torchvision "
+            "models); 'random': seeded random initialisation; or a .pth/.pt state-dict file.",
+        ),
+        click.Option(
+            ["--device"],
+            default="auto",
+            metavar="auto|cpu|cuda|cuda:N",
+            help="Where to compute; 'auto' is CUDA when available, else CPU.",
+        ),
+        click.Option(["--seed"], default=0, type=int, help="Random seed (random weights, random starts, jitter)."),
+        click.Option(
+            ["--threads"],
+            default=None,
+            type=click.IntRange(min=1),
+            help="CPU threads for torch  [default: what the scheduler gave the job, else all cores]",
+        ),
+        click.Option(["--quiet", "-q"], is_flag=True, help="No progress output."),
+        click.Option(["--debug"], is_flag=True, help="Show Python tracebacks for errors."),
+    ]
+
+
+def _click_type(option: Option) -> Any:
+    if option.kind == INT:
+        return click.IntRange(min=option.minimum, max=option.maximum)
+    if option.kind == FLOAT:
+        low = option.above if option.above is not None else option.minimum
+        return click.FloatRange(min=low, max=option.maximum, min_open=option.above is not None)
+    if option.kind == CHOICE:
+        return click.Choice(option.choices)
+    return str
+
+
+def option_param(option: Option) -> click.Option:
+    """The click option of a technique option."""
+    show_default: Any = option.default_text or True
+    if option.kind == BOOL:
+        return click.Option(
+            [f"{option.flag}/--{option.negative or 'no-' + option.name.replace('_', '-')}"],
+            default=bool(option.default),
+            help=option.help,
+            show_default=show_default,
+        )
+    multiple = option.repeatable or option.per_image
+    if multiple:
+        default = () if option.default is None else (option.default,)
+    else:
+        default = option.default
+    if option.default is None and not option.default_text:
+        show_default = False
+    text = option.help if not option.repeatable or "repeat" in option.help else option.help + " Repeatable."
+    return click.Option(
+        [option.flag],
+        type=_click_type(option),
+        multiple=multiple,
+        default=default,
+        required=option.required,
+        metavar=option.metavar,
+        help=text,
+        show_default=show_default,
+    )
+
+
+def output_params(technique: Technique) -> list[click.Parameter]:
+    per = "image" if technique.reads_images else (technique.item or "call")
+    params: list[click.Parameter] = [
+        click.Option(
+            [technique.output_flag(rendering), f"out_{rendering.name}"],
+            multiple=True,
+            type=click.Path(path_type=Path),
+            help=f"PNG per {per}: {rendering.help}",
+        )
+        for rendering in technique.renderings
+    ]
+    params += [
+        click.Option(["--raw", "out_raw"], multiple=True, type=click.Path(path_type=Path), help=technique.raw),
+        click.Option(
+            ["--out-dir"],
+            type=click.Path(file_okay=False, path_type=Path),
+            default=None,
+            help="Write every file into this folder, named by --name (instead of the options above).",
+        ),
+        click.Option(
+            ["--name", "name_pattern"],
+            default=None,
+            metavar="PATTERN",
+            help=f"File names in --out-dir  [default: {default_pattern(technique)}]",
+        ),
+        click.Option(
+            ["--rendering", "chosen"],
+            multiple=True,
+            type=click.Choice([r.name for r in technique.renderings] + [RAW]),
+            help="With --out-dir: what to write; repeat for several  [default: every picture]",
+        ),
+    ]
+    return params
+
+
+def default_pattern(technique: Technique) -> str:
+    """File names under --out-dir: the workflow's setting name, after the image's stem."""
+    suffix = "-{rendering}" if technique.several_renderings else ""
+    return ("{stem}-{setting}" if technique.reads_images else "{setting}") + suffix + ".{ext}"
+
+
+def command_help(technique: Technique) -> str:
+    inputs = (
+        "each --image (a file, a folder of images, or a quoted glob)"
+        if technique.reads_images
+        else f"each --{technique.item}"
+        if technique.item
+        else "the call"
+    )
+    text = technique.description
+    if technique.reference:
+        text += f"\n\nAfter {technique.reference}."
+    text += (
+        f"\n\nWrite with --out-dir DIR (files named by --name), or give each output option once for {inputs}, "
+        "in order. Repeatable options make one result per value; paths may name them as placeholders "
+        f"({', '.join('{' + o.name + '}' for o in technique.repeatable)}), and {{stem}}, {{parent}}, {{index}}, "
+        "{setting}, {rendering}, {ext} in either form."
+    )
+    return text
+
+
+# --- inputs -------------------------------------------------------------------------
+
+
+def expand_images(values: Sequence[Path]) -> list[Path]:
+    """``--image`` values as files: a folder gives its image files, a pattern the files it matches."""
+    from ..image_list import list_images
+
+    paths: list[Path] = []
+    for value in values:
+        text = str(value)
+        if value.is_dir():
+            found = list_images(folder=value)
+            if not found:
+                raise click.BadParameter(f"folder {text} holds no image files", param_hint="--image")
+            paths += found
+        elif not value.exists() and any(char in text for char in "*?["):
+            found = sorted(Path(p) for p in globbing.glob(text, recursive=True) if os.path.isfile(p))
+            if not found:
+                raise click.BadParameter(f"no file matches {text}", param_hint="--image")
+            paths += found
+        else:
+            paths.append(value)
+    return paths
+
+
+def _parsed(option: Option, value: Any) -> Any:
+    try:
+        return option.parse(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint=option.flag) from None
+
+
+def _checked(option: Option, value: Any) -> Any:
+    problem = option.check(value) if option.check and value is not None else None
+    if problem:
+        raise click.BadParameter(problem, param_hint=option.flag)
+    return value
+
+
+# --- outputs ------------------------------------------------------------------------
+
+
+def _fill(template: str, fields: dict[str, str]) -> str:
+    for name, value in fields.items():
+        template = template.replace("{" + name + "}", value)
+    return template
+
+
+def output_templates(
+    technique: Technique,
+    count: int,
+    given: dict[str, Sequence[Path]],
+    out_dir: Path | None,
+    name_pattern: str | None,
+    chosen: Sequence[str],
+) -> dict[str, list[str]]:
+    """Per output (a rendering or ``raw``): one path template per item (image, or
+    value of the item option), from the paired options or from --out-dir and --name."""
+    if out_dir is not None:
+        if any(given.values()):
+            first = technique.output_flag(technique.renderings[0])
+            raise click.UsageError(f"give either --out-dir or output options such as {first}, not both")
+        wanted = list(dict.fromkeys(chosen)) or [r.name for r in technique.renderings]
+        return {name: [str(out_dir / (name_pattern or default_pattern(technique)))] * count for name in wanted}
+    if name_pattern or chosen:
+        raise click.UsageError("--name and --rendering go with --out-dir")
+    templates = {name: [str(p) for p in paths] for name, paths in given.items() if paths}
+    if not templates:
+        flags = ", ".join([technique.output_flag(r) for r in technique.renderings] + ["--raw"])
+        raise click.UsageError(f"nothing to write: give --out-dir or at least one of {flags}")
+    what = "images" if technique.reads_images else f"{technique.item}s"
+    for name, paths in templates.items():
+        if technique.item is None and not technique.reads_images:
+            if len(paths) != 1:
+                raise click.UsageError(
+                    f"got {len(paths)} {_flag(technique, name)}; give it once "
+                    "(with placeholders such as {setting} for several results)"
+                )
+        elif len(paths) != count:
+            raise click.UsageError(
+                f"got {count} {what} but {len(paths)} {_flag(technique, name)}; "
+                f"give one per {what.rstrip('s')} (or use --out-dir)"
+            )
+    return templates
+
+
+def plan_rows(
+    technique: Technique,
+    items: Sequence[Any],
+    item_fields: Sequence[dict[str, str]],
+    values: dict[str, list[Any]],
+    templates: dict[str, list[str]],
+    inputs: Sequence[Path],
+) -> list:
+    """The rows of a call, each item times every combination of the repeated
+    options, with their output paths filled in.  Every path is checked before
+    anything is computed: one file per row and output, a ``.png`` or ``.npy``
+    ending, no input overwritten."""
+    from ..runner import Row, combinations
+
+    item_name = technique.item
+    others = combinations(technique, {k: v for k, v in values.items() if k != item_name})
+    if not others:
+        flags = " or ".join(o.flag for o in technique.repeatable if o.name != item_name)
+        raise click.UsageError(f"nothing to compute: give {flags}")
+    rows, seen = [], {os.path.abspath(p) for p in inputs}
+    for index, (item, fields) in enumerate(zip(items, item_fields)):
+        for combo in others:
+            row_values = dict(combo) | ({item_name: item} if item_name is not None else {})
+            setting = technique.setting_name(row_values)
+            outputs = {}
+            for name, paths in templates.items():
+                ext = "npy" if name == RAW else "png"
+                names = {k: str(v) for k, v in row_values.items()}
+                path = Path(
+                    _fill(
+                        paths[index],
+                        fields | names | {"setting": setting, "rendering": name, "ext": ext, "index": str(index)},
+                    )
+                )
+                _check_output(path, ext, technique, name)
+                if os.path.abspath(path) in seen:
+                    raise click.UsageError(
+                        f"{path} would be written twice, or over an input; give each result "
+                        f"its own path (placeholders: {', '.join(_placeholders(technique))})"
+                    )
+                seen.add(os.path.abspath(path))
+                outputs[name] = path
+            rows.append(Row(image=index if technique.reads_images else None, values=row_values, outputs=outputs))
+    return rows
+
+
+def _flag(technique: Technique, name: str) -> str:
+    if name == RAW:
+        return "--raw"
+    return technique.output_flag(next(r for r in technique.renderings if r.name == name))
+
+
+def _placeholders(technique: Technique) -> list[str]:
+    return ["{" + o.name + "}" for o in technique.repeatable] + list(PLACEHOLDERS)
+
+
+def _check_output(path: Path, ext: str, technique: Technique, name: str) -> None:
+    if path.suffix.lower() != "." + ext:
+        raise click.UsageError(f"{path}: {_flag(technique, name)} writes a .{ext} file; name it *.{ext}")
+    if path.is_dir():
+        raise click.UsageError(f"{path} is a folder; {_flag(technique, name)} needs a file name")
+
+
+# --- the command ----------------------------------------------------------------------
+
+
+def run_command(technique: Technique, **params: Any) -> None:
+    """The body of every technique command: inputs and outputs checked, then the rows run."""
+    from ..runner import open_session, run
+
+    common = {name: params.pop(name) for name in ("model", "weights", "device", "seed", "threads", "quiet", "debug")}
+    given = {r.name: params.pop(f"out_{r.name}") for r in technique.renderings}
+    given[RAW] = params.pop("out_raw")
+    out_dir, name_pattern, chosen = params.pop("out_dir"), params.pop("name_pattern"), params.pop("chosen")
+    images = expand_images(params.pop("images")) if technique.reads_images else []
+
+    values: dict[str, list[Any]] = {}
+    options: dict[str, Any] = {}
+    target_values = None
+    for option in technique.options:
+        given_value = params.pop(option.name)
+        if option.repeatable:
+            values[option.name] = [_checked(option, _validated(option, v)) for v in given_value]
+        elif option.per_image:
+            target_values = list(given_value)
+        else:
+            options[option.name] = _parsed(option, _checked(option, given_value))
+
+    if technique.reads_images:
+        items: list[Any] = list(range(len(images)))
+        fields = [{"stem": p.stem, "parent": p.parent.name} for p in images]
+    elif technique.item is not None:
+        items = values.pop(technique.item)
+        fields = [{} for _ in items]
+    else:
+        items, fields = [None], [{}]
+    templates = output_templates(technique, len(items), given, out_dir, name_pattern, chosen)
+    rows = plan_rows(technique, items, fields, values, templates, images)
+    renderings = [r.name for r in technique.renderings if r.name in templates]
+    targets = None
+    if target_values is not None:
+        try:
+            targets = [parse_target(v) for v in broadcast(target_values, len(images), "--target", "images")]
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="--target") from None
+
+    session = open_session(**common)
+    if targets is not None or technique.item == "target":
+        from ..mechanisms.targets import check_class_indices
+
+        if session.model.num_classes:
+            wanted = targets if targets is not None else [int(r.values["target"]) for r in rows]
+            check_class_indices([t for t in wanted if t is not None], session.model.num_classes)
+    run(
+        technique,
+        session,
+        rows,
+        options,
+        images=images,
+        targets=targets,
+        renderings=renderings,
+        warn=warn,
+        note=lambda text: click.echo(text, err=True),
+    )
+
+
+def _validated(option: Option, value: Any) -> Any:
+    _parsed(option, value)  # a syntax error is a usage error, raised before anything loads
+    return value
+
+
+def make_command(technique: Technique) -> click.Command:
+    """The ``cnnvis-tasks NAME`` command of ``technique``."""
+    params: list[click.Parameter] = model_params()
+    if technique.reads_images:
+        params.append(
+            click.Option(
+                ["--image", "images"],
+                multiple=True,
+                required=True,
+                type=click.Path(path_type=Path),
+                help="Input image, a folder of images or a quoted glob ('photos/**/*.jpg'); repeat for many.",
+            )
+        )
+    params += [option_param(option) for option in technique.options]
+    params += output_params(technique)
+    callback = capture_warnings(functools.partial(run_command, technique))
+    return CnnvisCommand(
+        technique.name,
+        params=params,
+        callback=callback,
+        help=command_help(technique),
+        short_help=technique.summary,
+        context_settings=CONTEXT_SETTINGS,
+    )
+
+
+def register(group: click.Group) -> None:
+    """Add every technique's command to ``group``."""
+    from ..techniques import all_techniques
+
+    for technique in all_techniques():
+        group.add_command(make_command(technique))

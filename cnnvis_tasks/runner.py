@@ -1,0 +1,295 @@
+"""Running a technique over many rows: decode, batch, compute, render, write, progress.
+
+One driver serves every technique command.  The caller (the command line)
+says which rows to compute and where each row's pictures and raw array go
+(:class:`Row`); this module loads the images a batch at a time, calls the
+technique's ``compute`` once per batch and setting, reads the result from the
+device once, renders each row and writes its files atomically.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import CnnvisError
+from .outputs import save_npy, save_png
+from .progress import Progress
+from .technique import BATCH_SIZE, SIZE, Report, Result, Technique
+
+if TYPE_CHECKING:
+    import torch
+
+    from .models import LoadedModel
+
+RAW = "raw"  # the output name of a row's raw array, beside its renderings
+
+
+@dataclass
+class Session:
+    """What a technique runs with: the model (loaded once per process), its device, the random seed."""
+
+    model: LoadedModel
+    device: torch.device
+    seed: int = 0
+    quiet: bool = False
+
+
+def load_model(*args: Any, **kwargs: Any) -> LoadedModel:
+    """:func:`cnnvis_tasks.models.load_model`, imported on first use (it imports
+    torch); a name of this module, so that bench/dataset.py can replace it."""
+    from .models import load_model
+
+    return load_model(*args, **kwargs)
+
+
+def open_session(
+    model: str,
+    weights: str = "default",
+    device: str = "auto",
+    seed: int = 0,
+    threads: int | None = None,
+    quiet: bool = False,
+    **_ignored: Any,
+) -> Session:
+    """Configure threads and seed, then load the model once for this process."""
+    import torch
+
+    from .devices import configure_threads, resolve_device, use_full_precision
+
+    configure_threads(threads)
+    torch.manual_seed(seed)
+    torch_device = resolve_device(device)
+    use_full_precision(torch_device)
+    return Session(model=load_model(model, weights, torch_device, seed), device=torch_device, seed=seed, quiet=quiet)
+
+
+@dataclass
+class Row:
+    """One row of a call: an image (its index in the call's images) or none, the
+    values of the repeatable options, and where its files go (rendering or
+    ``raw`` -> path)."""
+
+    image: int | None
+    values: dict[str, Any]
+    outputs: dict[str, Path] = field(default_factory=dict)
+
+
+def combinations(technique: Technique, values: dict[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    """Every combination of the repeatable options' values, in the order given
+    (the last option varies fastest); kernels' layers and parameters are rows of
+    their own instead (``ModelRows("either")``)."""
+    names = [option.name for option in technique.repeatable if values.get(option.name)]
+    if technique.model_rows.mode == "either":
+        return [{name: value} for name in names for value in values[name]]
+    return [dict(zip(names, combo)) for combo in itertools.product(*(values[name] for name in names))]
+
+
+class _StepReport(Report):
+    """Step progress of one batch, folded into the call's progress in rows."""
+
+    def __init__(self, progress: Progress, done: float, rows: int, snapshot: Callable | None, save_every: int):
+        self.progress, self.done, self.rows = progress, done, rows
+        self._snapshot, self.save_every = snapshot, save_every if snapshot else 0
+
+    def step(self, step: int, total: int, objective: Any, stage: str = "") -> None:
+        def status() -> str:
+            return f"{stage + ' ' if stage else ''}objective {float(objective):.4g}"
+
+        self.progress.update(self.done + self.rows * step / max(total, 1), status)
+
+    def snapshot(self, step: int, pixels: Any) -> None:
+        if self._snapshot is not None:
+            self._snapshot(step, pixels)
+
+
+def _settings(rows: Sequence[Row], technique: Technique) -> list[tuple[dict[str, Any], list[int]]]:
+    """Rows grouped by the values of their options that cannot vary within a batch,
+    in order of first appearance: [(those values, row positions)]."""
+    fixed = [option.name for option in technique.repeatable if not option.per_row]
+    groups: dict[tuple, tuple[dict[str, Any], list[int]]] = {}
+    for position, row in enumerate(rows):
+        key = tuple((name, repr(row.values.get(name))) for name in fixed)
+        values = {name: row.values[name] for name in fixed if name in row.values}
+        groups.setdefault(key, (values, []))[1].append(position)
+    return list(groups.values())
+
+
+def run(
+    technique: Technique,
+    session: Session,
+    rows: Sequence[Row],
+    options: dict[str, Any],
+    *,
+    images: Sequence[Path] = (),
+    targets: Sequence[int | None] | None = None,
+    renderings: Sequence[str] = (),
+    warn: Callable[[str], None] = print,
+    note: Callable[[str], None] = print,
+) -> int:
+    """Compute ``rows`` with ``options`` (single values, parsed) and write their files.
+
+    ``renderings`` are the rendering names every row writes (plus ``raw`` when
+    its path is given).  Per-image techniques read ``images`` (the rows' image
+    indices point into it) with the target class of each image in ``targets``
+    (None: its top-1 prediction).  Returns the number of rows written.
+    """
+    writer = _Writer(technique, session, images, tuple(renderings), options, warn)
+    with Progress(len(rows), technique.name, quiet=session.quiet) as progress:
+        call = _Call(technique, session, rows, options, writer, progress, note)
+        if technique.reads_images:
+            call.per_image(images, targets)
+        else:
+            call.per_item()
+    return len(rows)
+
+
+class _Call:
+    """One call of a technique: its rows in batches, each computed once and written."""
+
+    def __init__(self, technique, session, rows, options, writer, progress, note):
+        self.technique, self.session, self.rows, self.options = technique, session, rows, options
+        self.writer, self.progress, self.note = writer, progress, note
+        self.done = 0.0
+        self.noted: set[str] = set()
+
+    def compute(self, positions: list[int], inputs: Any, targets: Any, values: dict[str, Any], **per_row: Any) -> None:
+        """Compute the rows at ``positions`` as one batch and write them."""
+        technique = self.technique
+        report = _StepReport(
+            self.progress,
+            self.done,
+            len(positions),
+            self.writer.snapshots(positions, self.rows),
+            self.options.get("save_every", 0),
+        )
+        fixed = {name: technique.option(name).parse(value) for name, value in values.items()}
+        result = technique.compute(
+            self.session.model,
+            inputs,
+            targets,
+            **self.options,
+            **fixed,
+            **per_row,
+            seed=self.session.seed,
+            report=report,
+        )
+        requested = values.get("layer", self.options.get("layer"))
+        if requested == "auto" and result.layer and result.layer not in self.noted:
+            self.noted.add(result.layer)
+            if not self.session.quiet:
+                self.note(f"{technique.name}: layer {result.layer} (chosen automatically)")
+        self.writer.write(result.to_host(), [self.rows[p] for p in positions])
+        self.done += len(positions)
+        self.progress.update(self.done)
+
+    def per_image(self, images: Sequence[Path], targets: Sequence[int | None] | None) -> None:
+        """Images are decoded a batch at a time (once for all settings); each setting is one compute."""
+        from .images import load_batches
+
+        by_image: dict[int, list[int]] = {}
+        for position, row in enumerate(self.rows):
+            by_image.setdefault(row.image, []).append(position)
+        order = list(by_image)
+        settings = [(values, set(members)) for values, members in _settings(self.rows, self.technique)]
+        size = self.options.get("size", SIZE.default)
+        batch_size = self.options.get("batch_size", BATCH_SIZE.default)
+        for indices, batch in load_batches([images[i] for i in order], size, batch_size):
+            batch_images = [order[i] for i in indices]
+            pixels = batch.to(self.session.device)
+            for values, members in settings:
+                wanted = [(k, p) for k, image in enumerate(batch_images) for p in by_image[image] if p in members]
+                if not wanted:
+                    continue
+                picked = [k for k, _ in wanted]
+                inputs = pixels if picked == list(range(len(batch_images))) else pixels[picked]
+                batch_targets = None if targets is None else [targets[batch_images[k]] for k in picked]
+                self.compute([p for _, p in wanted], inputs, batch_targets, values)
+
+    def per_item(self) -> None:
+        """Techniques without images: rows that differ only in per-row values share a batch."""
+        technique = self.technique
+        per_row = [option.name for option in technique.repeatable if option.per_row]
+        for values, members in _settings(self.rows, technique):
+            batch_size = self.options.get("batch_size") or len(members)
+            for start in range(0, len(members), batch_size):
+                chunk = members[start : start + batch_size]
+                row_values = {
+                    name: [technique.option(name).parse(self.rows[p].values[name]) for p in chunk]
+                    for name in per_row
+                    if name in self.rows[chunk[0]].values
+                }
+                targets = row_values.pop("target", None)
+                self.compute(chunk, None, targets, values, **row_values)
+
+
+class _Writer:
+    """Renders each row of a result and writes its files."""
+
+    def __init__(
+        self,
+        technique: Technique,
+        session: Session,
+        images: Sequence[Path],
+        renderings: tuple[str, ...],
+        options: dict[str, Any],
+        warn: Callable[[str], None],
+    ):
+        self.technique, self.session, self.images = technique, session, images
+        self.renderings, self.options, self.warn = renderings, options, warn
+
+    def base(self, row: Row) -> dict[str, Any]:
+        record = {
+            "technique": self.technique.name,
+            "model": self.session.model.name,
+            "weights": self.session.model.weights,
+        }
+        if row.image is not None:
+            record["image"] = str(self.images[row.image])
+        return record
+
+    def write(self, result: Result, rows: Sequence[Row]) -> None:
+        if len(result) != len(rows):
+            raise CnnvisError(f"{self.technique.name} computed {len(result)} results for {len(rows)} rows")
+        several = self.technique.several_renderings
+        for position, row in enumerate(rows):
+            record = self.base(row) | result.record(position, self.session.model.class_name)
+            if self.renderings:
+                rendered = self.technique.render(result, position, self.renderings, self.options)
+                for name in self.renderings:
+                    picture, facts = rendered.pictures[name]
+                    save_png(row.outputs[name], picture, record | facts | ({"rendering": name} if several else {}))
+                for message in rendered.warnings:
+                    self.warn(f"{self.label(row)}: {message}")
+            if RAW in row.outputs:
+                save_npy(row.outputs[RAW], result.maps[position].float().numpy())
+
+    def label(self, row: Row) -> str:
+        if row.image is not None:
+            return str(self.images[row.image])
+        return self.technique.setting_name(row.values) or self.technique.name
+
+    def snapshots(self, positions: Sequence[int], rows: Sequence[Row]) -> Callable[[int, Any], None] | None:
+        """Writes each row's intermediate picture beside its first picture."""
+        paths = [
+            next((rows[p].outputs[name] for name in self.renderings if name in rows[p].outputs), None)
+            for p in positions
+        ]
+        if not self.technique.reports_steps or not any(paths):
+            return None
+
+        def snapshot(step: int, pixels: Any) -> None:
+            from .render import to_uint8
+
+            for path, image in zip(paths, pixels):
+                if path is not None:
+                    save_png(
+                        path.with_name(f"{path.stem}.step{step:04d}.png"),
+                        to_uint8(image),
+                        {"technique": self.technique.name, "step": step},
+                    )
+
+        return snapshot

@@ -1,0 +1,71 @@
+"""Saliency maps (reference gallery row 3): the gradient of the target class's
+logit with respect to the input image, passed back through every ReLU by one
+of three rules (:mod:`cnnvis_tasks.mechanisms.relu_rules`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..technique import BATCH_SIZE, CHOICE, SIZE, TARGET_CLASS, Option, Rendered, Rendering, Result, Technique
+
+METHODS = ("vanilla", "guided", "deconv")
+
+
+def compute(model, images, targets=None, *, method: str = "vanilla", **_options: Any) -> Result:
+    from ..mechanisms.relu_rules import saliency
+    from ..mechanisms.targets import target_probabilities
+
+    outcome = saliency(model.module, model.normalize(images), targets, method)
+    return Result(
+        "saliency",
+        maps=outcome.gradients,
+        targets=outcome.targets,
+        probabilities=target_probabilities(outcome.logits, outcome.targets),
+        facts={"method": method},
+    )
+
+
+def render(result: Result, row: int, renderings: tuple[str, ...], options: dict[str, Any]) -> Rendered:
+    from .. import render as draw
+
+    gradient = result.maps[row]
+    pictures, degenerate = {}, False
+    for rendering in renderings:
+        draw_one = draw.gradient_color if rendering == "color" else draw.gradient_gray
+        picture, degenerate = draw_one(gradient)
+        pictures[rendering] = (picture, {})
+    warnings = []
+    if degenerate or not bool(gradient.abs().amax() > 0):
+        warnings.append(f"the {result.facts['method']} gradient is all zero; rendered black")
+    return Rendered(pictures, warnings)
+
+
+TECHNIQUE = Technique(
+    name="saliency",
+    order=30,
+    title="Saliency maps",
+    summary="Gradient of a class's logit w.r.t. the image (reference gallery row 3).",
+    description="Gradient of the class score with respect to the input: vanilla, guided backpropagation, deconvnet.",
+    reference="Simonyan et al. 2013; Springenberg et al. 2014 (guided); Zeiler and Fergus 2014 (deconvnet)",
+    options=(
+        Option(
+            "method",
+            CHOICE,
+            "vanilla",
+            "How gradients pass back through ReLUs: the plain gradient, guided backpropagation, or deconvnet.",
+            choices=METHODS,
+            repeatable=True,
+            config_default=list(METHODS),
+        ),
+        TARGET_CLASS,
+        SIZE,
+        BATCH_SIZE,
+    ),
+    renderings=(
+        Rendering("color", "the gradient min-max normalised over all channels, as RGB"),
+        Rendering("gray", "max |gradient| over channels, clipped at its 99th percentile"),
+    ),
+    raw="Raw gradient per image (.npy, 3 x H x W float32, w.r.t. the normalised input).",
+    compute=compute,
+    render=render,
+)
