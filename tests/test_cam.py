@@ -14,9 +14,10 @@ from cnnvis_tasks.mechanisms.capture import feature_maps
 from cnnvis_tasks.techniques.grad_cam import grad_cam
 
 
-def hand_grad_cam(model, module, images, targets):
-    """Grad-CAM by hand: a plain forward hook makes the layer's output a leaf tensor
-    (same values downstream) whose ``.grad`` the backward pass fills."""
+def hand_activations_and_gradients(model, module, images, targets):
+    """The layer's output and the gradient of each image's target logit with respect
+    to it, by hand: a plain forward hook makes the output a leaf tensor (same values
+    downstream) whose ``.grad`` the backward pass fills."""
     kept = {}
 
     def hook(_module, _inputs, output):
@@ -29,7 +30,11 @@ def hand_grad_cam(model, module, images, targets):
     finally:
         handle.remove()
     logits[torch.arange(len(targets)), targets].sum().backward()
-    A, dA = kept["A"].detach(), kept["A"].grad
+    return kept["A"].detach(), kept["A"].grad
+
+
+def hand_grad_cam(model, module, images, targets):
+    A, dA = hand_activations_and_gradients(model, module, images, targets)
     alpha = dA.mean(dim=(2, 3))
     return torch.relu((alpha[:, :, None, None] * A).sum(dim=1))
 
@@ -73,6 +78,19 @@ def test_tiny_net_equals_hand_formula():
     torch.testing.assert_close(result.targets, result.logits.argmax(dim=1))
     expected = hand_grad_cam(model, model[2], x, result.targets)
     assert expected.abs().sum() > 0
+    torch.testing.assert_close(result.cams, expected)
+
+
+def test_element_wise_weights_weigh_each_position():
+    from cnnvis_tasks.mechanisms.cam import class_activation_map
+
+    model = tiny_net(inplace=False)
+    x = images(2, 16)
+    targets = torch.tensor([1, 4])
+    A, dA = hand_activations_and_gradients(model, model[2], x, targets)
+    result = class_activation_map(model, x, "2", targets, lambda activations, gradients: gradients)
+    expected = torch.relu((dA * A).sum(dim=1))
+    assert expected.abs().sum() > 0 and not torch.allclose(expected, hand_grad_cam(model, model[2], x, targets))
     torch.testing.assert_close(result.cams, expected)
 
 

@@ -1,9 +1,10 @@
 """Class activation maps: the mechanism of the CAM family.
 
 A class activation map is ``ReLU(sum_k alpha_k A_k)`` over the channels ``A_k``
-of one layer.  Methods differ only in the channel weights ``alpha``, a function
-of the activations and of the gradient of the target's logit with respect to
-them: Grad-CAM's is the spatial mean of the gradient
+of one layer.  Methods differ only in the weights ``alpha``, a function of the
+activations and of the gradient of the target's logit with respect to them:
+one number per channel, or one per channel and position (HiResCAM, LayerCAM).
+Grad-CAM's is the spatial mean of the gradient
 (:mod:`cnnvis_tasks.techniques.grad_cam`).  Another method is another weighting
 function passed to :func:`class_activation_map` (Grad-CAM++ from activations
 and gradients; Score-CAM, which re-runs the model, as a function that closes
@@ -62,7 +63,9 @@ def class_activation_map(
         gradients = torch.zeros_like(activations)
     activations = activations.detach()
     weights = weighting(activations, gradients)
-    cams = F.relu((weights[:, :, None, None] * activations).sum(dim=1))
+    if weights.dim() == 2:  # one weight per channel; else one per channel and position (HiResCAM, LayerCAM)
+        weights = weights[:, :, None, None]
+    cams = F.relu((weights * activations).sum(dim=1))
     return CamResult(cams=cams, targets=targets, logits=logits.detach(), layer=layer)
 
 
