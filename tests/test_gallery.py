@@ -48,7 +48,7 @@ def record(section, table="m", row="r", column="c", **extra):
 
 def test_sections_follow_the_seed_order_whatever_the_record_order():
     keys = [key for key, _, _ in SECTIONS]
-    assert keys == [
+    assert keys[:8] == [  # the seed gallery's sections come first, in its order; then the others
         "feature-maps",
         "kernels",
         "saliency",
