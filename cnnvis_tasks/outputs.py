@@ -15,6 +15,18 @@ from PIL import Image, PngImagePlugin
 METADATA_KEY = "cnnvis"
 
 
+def _process_umask() -> int:
+    """The process's umask (read by setting it and putting it back, once, at import)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# A temporary file is created 0600; the file it becomes gets what the umask allows
+# (0644 under the usual 022), so that others on a shared file system can read results.
+FILE_MODE = 0o666 & ~_process_umask()
+
+
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     """Write ``path`` through a temporary file in the same folder, then rename.
 
@@ -27,6 +39,7 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     try:
         with handle:
             write(handle)
+        os.chmod(handle.name, FILE_MODE)
         os.replace(handle.name, path)
     except BaseException:
         try:

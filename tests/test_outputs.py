@@ -33,3 +33,18 @@ def test_npy_round_trip(tmp_path):
     array = np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4)
     path = save_npy(tmp_path / "r.npy", array)
     assert np.array_equal(np.load(path), array)
+
+
+def test_written_files_honour_the_umask(tmp_path):
+    """Not the 0600 of a temporary file: what the umask allows, 0644 under 022, 0664 under 002."""
+    import subprocess
+    import sys
+
+    for umask, expected in ((0o022, 0o644), (0o002, 0o664), (0o077, 0o600)):
+        target = tmp_path / f"out-{umask:03o}.png"
+        code = (
+            f"import os; os.umask({umask}); import numpy as np; from cnnvis_tasks.outputs import save_png; "
+            f"save_png({str(target)!r}, np.zeros((2, 2, 3), dtype=np.uint8), {{'a': 1}})"
+        )
+        subprocess.run([sys.executable, "-c", code], check=True)
+        assert target.stat().st_mode & 0o777 == expected, oct(target.stat().st_mode)
