@@ -7,3 +7,8 @@ class CnnvisError(Exception):
     The CLI prints ``str(error)`` on one line and exits non-zero, without a
     traceback unless ``--debug`` is given.
     """
+
+
+class ImageError(CnnvisError):
+    """What is wrong with one image (it cannot be read, it is too large, its label
+    names no class): that image fails, the others of its call go on."""

@@ -7,14 +7,14 @@ make tensors, so that checking images (check-images) never loads it.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import CnnvisError
+from .errors import CnnvisError, ImageError
 
 if TYPE_CHECKING:
     import torch
@@ -24,15 +24,30 @@ DEFAULT_SIZE = 224
 BACKGROUND = (255, 255, 255)
 
 
+# White of integer images by the largest value they hold: 8-, 12-, 16- and 31-bit data.
+_INTEGER_WHITES = (255.0, 4095.0, 65535.0, 2147483647.0)
+
+
+def _to_8_bit(array: np.ndarray, is_float: bool) -> np.ndarray:
+    """16-bit, 32-bit and float values as 8-bit, by their real range: integers by the
+    bit depth their largest value needs (8, 12, 16, 31 bits); floats in 0..1 as
+    fractions of white, other floats stretched from their darkest to their brightest."""
+    if not np.isfinite(array).all():
+        raise ValueError("it holds NaN or infinite values")
+    low, high = float(array.min()), float(array.max())
+    if not is_float:
+        low, high = 0.0, next((white for white in _INTEGER_WHITES if high <= white), high)
+    elif low >= 0 and high <= 1:
+        low, high = 0.0, 1.0
+    if high <= low:
+        return np.zeros(array.shape, dtype=np.uint8)
+    return np.clip((array - low) / (high - low) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
 def _to_rgb(image: Image.Image) -> Image.Image:
     """Convert any Pillow mode to 8-bit RGB, compositing alpha over white."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        array = np.asarray(image, dtype=np.float64)
-        if image.mode.startswith("I;16"):
-            peak = 65535.0
-        else:  # 32-bit int or float: scale by its own range
-            peak = float(array.max()) if array.max() > 255 else 255.0
-        array = np.clip(array / max(peak, 1e-12) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        array = _to_8_bit(np.asarray(image, dtype=np.float64), image.mode == "F")
         return Image.fromarray(array, mode="L").convert("RGB")
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
@@ -51,7 +66,7 @@ def open_rgb(path: str | Path) -> Image.Image:
     """
     path = Path(path)
     if not path.is_file():
-        raise CnnvisError(f"image not found: {path}")
+        raise ImageError(f"image not found: {path}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -61,24 +76,41 @@ def open_rgb(path: str | Path) -> Image.Image:
                 image.load()
                 return _to_rgb(image)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise CnnvisError(
+        raise ImageError(
             f"image {path} refused: larger than {Image.MAX_IMAGE_PIXELS} pixels (possible decompression bomb)"
         ) from None
     except UnidentifiedImageError:
-        raise CnnvisError(f"cannot read image {path}: not a recognised image file") from None
+        raise ImageError(f"cannot read image {path}: not a recognised image file") from None
     except (OSError, SyntaxError, ValueError) as error:
-        raise CnnvisError(f"cannot read image {path}: {str(error).splitlines()[0] or type(error).__name__}") from None
+        raise ImageError(f"cannot read image {path}: {str(error).splitlines()[0] or type(error).__name__}") from None
+
+
+def resized(width: int, height: int, size: int) -> tuple[int, int]:
+    """(width, height) once the shorter side is ``size`` (0: unchanged), the aspect ratio kept."""
+    if size < 0:
+        raise CnnvisError(f"--size must be 0 or positive, got {size}")
+    if size == 0 or min(width, height) == size:
+        return width, height
+    scale = size / min(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def size_problem(width: int, height: int, size: int, max_pixels: int | None) -> str | None:
+    """Why an image of ``width`` x ``height`` is too large once resized to ``size``, or None."""
+    new_width, new_height = resized(width, height, size)
+    if max_pixels and new_width * new_height > max_pixels:
+        return (
+            f"too large: {width} x {height}, {new_width} x {new_height} after resizing = "
+            f"{new_width * new_height:,} pixels > max_pixels {max_pixels:,}"
+        )
+    return None
 
 
 def resize_shorter_side(image: Image.Image, size: int) -> Image.Image:
     """Scale so the shorter side is ``size``, keeping the aspect ratio; 0 keeps it."""
-    if size < 0:
-        raise CnnvisError(f"--size must be 0 or positive, got {size}")
-    width, height = image.size
-    if size == 0 or min(width, height) == size:
+    new_size = resized(*image.size, size)
+    if new_size == image.size:
         return image
-    scale = size / min(width, height)
-    new_size = (max(1, round(width * scale)), max(1, round(height * scale)))
     return image.resize(new_size, Image.Resampling.BICUBIC)
 
 
@@ -97,17 +129,29 @@ def to_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
-def load_image(path: str | Path, size: int = DEFAULT_SIZE) -> torch.Tensor:
-    """Read ``path`` as a (3, H, W) float tensor in [0, 1], shorter side ``size``."""
-    return to_tensor(resize_shorter_side(open_rgb(path), size))
+def load_image(path: str | Path, size: int = DEFAULT_SIZE, max_pixels: int | None = None) -> torch.Tensor:
+    """Read ``path`` as a (3, H, W) float tensor in [0, 1], shorter side ``size``; an
+    image larger than ``max_pixels`` once resized is refused before it is resized."""
+    image = open_rgb(path)
+    problem = size_problem(*image.size, size, max_pixels)
+    if problem:
+        raise ImageError(f"image {path} is {problem}")
+    return to_tensor(resize_shorter_side(image, size))
 
 
-def load_batches(paths: Sequence[str | Path], size: int, batch_size: int) -> Iterator[tuple[list[int], torch.Tensor]]:
+def load_batches(
+    paths: Sequence[str | Path],
+    size: int,
+    batch_size: int,
+    max_pixels: int | None = None,
+    failed: Callable[[int, ImageError], None] | None = None,
+) -> Iterator[tuple[list[int], torch.Tensor]]:
     """Read images ``batch_size`` at a time and stack those of equal size.
 
     Yields ``(indices, batch)`` where ``indices`` are positions in ``paths``.
     Images of different sizes never share a batch; at most ``batch_size`` images
-    are held in memory at once, however long ``paths`` is.
+    are held in memory at once, however long ``paths`` is.  An image that cannot
+    be used raises, or with ``failed`` is handed to it and left out.
     """
     import torch
 
@@ -116,7 +160,13 @@ def load_batches(paths: Sequence[str | Path], size: int, batch_size: int) -> Ite
     for start in range(0, len(paths), batch_size):
         by_shape: dict[tuple[int, ...], list[tuple[int, torch.Tensor]]] = {}
         for index in range(start, min(start + batch_size, len(paths))):
-            image = load_image(paths[index], size)
+            try:
+                image = load_image(paths[index], size, max_pixels)
+            except ImageError as error:
+                if failed is None:
+                    raise
+                failed(index, error)
+                continue
             by_shape.setdefault(tuple(image.shape), []).append((index, image))
         for group in by_shape.values():
             yield [index for index, _ in group], torch.stack([image for _, image in group])

@@ -143,3 +143,33 @@ def test_load_batches_groups_sizes_and_bounds_memory(tmp_path):
             assert abs(float(batch[row, 0, 0, 0]) * 255 - index * 40) < 0.5
     with pytest.raises(CnnvisError):
         list(load_batches(paths, 0, 0))
+
+
+@pytest.mark.parametrize(
+    "values, expected",
+    [
+        (np.array([[0.0, 0.5, 1.0]], dtype=np.float32), [0, 128, 255]),  # fractions of white
+        (np.array([[-2.0, 0.0, 2.0]], dtype=np.float32), [0, 128, 255]),  # stretched
+        (np.array([[100.0, 100.0, 100.0]], dtype=np.float32), [0, 0, 0]),  # constant, outside 0..1
+    ],
+)
+def test_float_images_are_scaled_by_their_range(tmp_path, values, expected):
+    path = tmp_path / "f.tif"
+    Image.fromarray(values, mode="F").save(path)
+    assert np.asarray(open_rgb(path))[0, :, 0].tolist() == expected
+
+
+def test_twelve_bit_data_in_sixteen_bits_is_not_dark(tmp_path):
+    path = tmp_path / "twelve.png"
+    Image.fromarray(np.array([[0, 2048, 4095]], dtype=np.uint16)).save(path)
+    assert np.asarray(open_rgb(path))[0, :, 0].tolist() == [0, 128, 255]
+
+
+def test_nan_or_inf_fails_naming_the_image(tmp_path):
+    from cnnvis_tasks.errors import CnnvisError
+
+    for bad in (np.nan, np.inf):
+        path = tmp_path / f"bad{bad}.tif"
+        Image.fromarray(np.array([[0.5, bad]], dtype=np.float32), mode="F").save(path)
+        with pytest.raises(CnnvisError, match=f"cannot read image {path}: it holds NaN or infinite values"):
+            open_rgb(path)
