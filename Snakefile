@@ -23,5 +23,4 @@ rule all:
     default_target: True
     input:
         PLAN.gallery_page,  # which depends on every job
-        PLAN.bad_image_targets,
         PLAN.missing,

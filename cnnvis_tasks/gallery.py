@@ -153,12 +153,15 @@ def build_gallery(
     preview_rows: int = 20,
     rows_per_page: int = 50,
     note: str = "",
+    summary: Mapping[str, Any] | None = None,
 ) -> dict[str, str]:
     """Render ``records`` as ``{relative file name: HTML}`` (see the module doc).
 
-    ``images`` lists the input images (``name``, ``status``, ``reason``, and
-    optionally ``log``, a relative link to the log that names the failure) for the
-    summary at the top.  Each table shows its first ``preview_rows`` rows on
+    ``images`` lists the input images (``name``, ``status``: ``ok``, ``failed`` or
+    ``skipped`` (not an image file), ``reason``, and optionally ``log``, a relative
+    link to the log that names the failure) for the summary at the top;
+    ``summary`` links the run's summary table (``href``) and gives each model's
+    ``accuracy`` (``model``, ``right``, ``labelled``).  Each table shows its first ``preview_rows`` rows on
     ``index.html``; longer tables are also split into pages of ``rows_per_page``
     rows under ``gallery/``.
     """
@@ -222,9 +225,20 @@ def build_gallery(
     failed = [
         {"name": image.get("name", "?"), "reason": image.get("reason") or "failed", "log": image.get("log")}
         for image in images
-        if image.get("status") != "ok"
+        if image.get("status") not in ("ok", "skipped")
+    ]
+    skipped = [
+        {"path": image.get("path", "?"), "reason": image.get("reason") or "not an image file"}
+        for image in images
+        if image.get("status") == "skipped"
     ]
     files["index.html"] = templates.get_template("index.html.j2").render(
-        title=title, note=note, images=images, failed=failed, sections=sections
+        title=title,
+        note=note,
+        images=[image for image in images if image.get("status") != "skipped"],
+        failed=failed,
+        skipped=skipped,
+        summary=summary,
+        sections=sections,
     )
     return files

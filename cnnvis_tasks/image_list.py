@@ -1,18 +1,30 @@
-"""Image sets for dataset-wide runs: listing, naming and checking images.
+"""Image sets for dataset-wide runs: listing, naming, labelling and checking images.
 
 The Snakemake workflow and the ``check-images`` command share these functions,
 so that both see the same images under the same names and agree on which of
-them cannot be decoded (and why, in one line).  Imports neither torch nor
+them cannot be used (and why, in one line).  Imports neither torch nor
 torchvision: the workflow imports this module whenever it is read.
+
+An image's *name* is its path relative to its source's root (the folder, the
+glob's fixed prefix, the manifest's folder), so ``ds/cat/001.png`` and
+``ds/dog/001.png`` are ``cat/001.png`` and ``dog/001.png``.  A path component
+that cannot stand in a result path as it is (braces, which Snakemake reads as
+wildcards; backslashes; control characters; ``.`` and ``..``) becomes a
+readable form plus a hash of the original: ``brace{x}.png`` is
+``brace_x_.png-4ee6ef07``.
 """
 
 from __future__ import annotations
 
+import csv
 import glob as globbing
+import hashlib
 import json
 import os
 import re
+import stat
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +35,114 @@ from .outputs import atomic_write
 # What a folder source picks up (case-insensitive); glob and manifest sources take
 # every file they name, so that a stray non-image is reported rather than skipped.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm")
-_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+_UNSAFE = re.compile(r"[{}\\\x00-\x1f\x7f]")
+_GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+@dataclass(frozen=True)
+class ImageEntry:
+    """One image of a source: where it is, the name its results go by, and its label."""
+
+    path: Path
+    name: str
+    label: str | None = None
+
+
+@dataclass
+class Listing:
+    """The images of a source, and the files it named that are not images (with why)."""
+
+    images: list[ImageEntry] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+    @property
+    def paths(self) -> list[Path]:
+        return [entry.path for entry in self.images]
+
+
+def safe_component(part: str) -> str:
+    """A path component as it may stand in a result path (see the module doc)."""
+    if part not in (".", "..") and not _UNSAFE.search(part):
+        return part
+    readable = _UNSAFE.sub("_", part).replace(".", "_") if part in (".", "..") else _UNSAFE.sub("_", part)
+    return f"{readable}-{hashlib.sha1(part.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
+
+
+def image_name(relative: str | Path) -> str:
+    """The result name of an image at ``relative`` (a path relative to its source's root)."""
+    parts = [part for part in Path(relative).as_posix().split("/") if part not in ("", ".")]
+    return "/".join(safe_component(part) for part in parts) or "image"
+
+
+def _kind(path: Path) -> str | None:
+    """None for a readable regular file (links followed), else why the path is not one."""
+    try:
+        mode = path.lstat().st_mode
+    except OSError as error:
+        return f"cannot be read: {error.strerror or error}"
+    if stat.S_ISLNK(mode):
+        try:
+            mode = path.stat().st_mode
+        except OSError:
+            return "a link to nothing (dangling)"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a folder, not a file"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO), not a file"
+    if stat.S_ISSOCK(mode):
+        return "a socket, not a file"
+    return "a device, not a file"
+
+
+def _class_folder(relative: Path) -> str | None:
+    """The first folder of a path below the root: the class in a class-folder layout."""
+    return relative.parts[0] if len(relative.parts) > 1 else None
+
+
+def _entry(path: Path, root: Path, label: str | None = None) -> ImageEntry:
+    relative = Path(os.path.relpath(path, root))
+    return ImageEntry(
+        path=path, name=image_name(relative), label=label if label is not None else _class_folder(relative)
+    )
+
+
+def _fixed_prefix(pattern: str) -> Path:
+    """The folders of a glob before its first wildcard: ``ds/**/*.png`` -> ``ds``."""
+    parts = Path(pattern).parts
+    fixed = []
+    for part in parts[:-1]:
+        if _GLOB_CHARS.search(part):
+            break
+        fixed.append(part)
+    return Path(*fixed) if fixed else Path(".")
+
+
+def _read_manifest(manifest: Path) -> list[tuple[str, str | None]]:
+    """(path, label) rows of a manifest: a CSV with a ``path`` column (and optionally
+    ``label``), or a text file with one path per line (``#`` comments)."""
+    try:
+        text = manifest.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        raise CnnvisError(f"cannot read image manifest {manifest}: {reason}") from None
+    if manifest.suffix.lower() != ".csv":
+        lines = (line.strip() for line in text.splitlines())
+        return [(line, None) for line in lines if line and not line.startswith("#")]
+    rows = list(csv.DictReader(text.splitlines()))
+    header = list(rows[0]) if rows else (next(csv.reader(text.splitlines()), []) if text.strip() else [])
+    if "path" not in header:
+        raise CnnvisError(
+            f"image manifest {manifest}: a CSV manifest needs a 'path' column (it has: {', '.join(header)})"
+        )
+    listed = []
+    for number, row in enumerate(rows, start=2):
+        if not (row.get("path") or "").strip():
+            raise CnnvisError(f"image manifest {manifest}, line {number}: no path")
+        label = (row.get("label") or "").strip() or None
+        listed.append((row["path"].strip(), label))
+    return listed
 
 
 def list_images(
@@ -31,89 +150,113 @@ def list_images(
     pattern: str | None = None,
     manifest: str | Path | None = None,
     extensions: Sequence[str] = IMAGE_EXTENSIONS,
-) -> list[Path]:
-    """The image files of one source, sorted: exactly one of
+) -> Listing:
+    """The images of one source, sorted by path: exactly one of
 
-    - ``folder``: the files directly in it whose extension is in ``extensions``;
+    - ``folder``: the files in it and in its subfolders whose extension is in
+      ``extensions`` (hidden files and folders left out); a subfolder is the
+      class of the images in it;
     - ``pattern``: every file a glob matches (``**`` recurses);
-    - ``manifest``: a text file with one path per line (``#`` comments and blank
-      lines skipped; relative paths are relative to the manifest's folder).
+    - ``manifest``: a CSV file with a ``path`` and optionally a ``label`` column,
+      or a text file with one path per line; relative paths are relative to the
+      manifest's folder.
+
+    Names of things the source names that are not image files (dangling links,
+    named pipes, folders named like images) come back in ``skipped`` with why.
     """
     given = [name for name, value in (("folder", folder), ("glob", pattern), ("manifest", manifest)) if value]
     if len(given) != 1:
         raise CnnvisError(f"give exactly one image source (folder, glob or manifest), got {', '.join(given) or 'none'}")
+    listing = Listing()
     if folder:
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise CnnvisError(f"image folder not found: {folder}")
+        root = Path(folder)
+        if not root.is_dir():
+            raise CnnvisError(f"image folder not found: {root}")
         wanted = {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
-        paths = [
-            p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in wanted
-        ]
+        for directory, folders, files in os.walk(root):
+            folders[:] = sorted(name for name in folders if not name.startswith("."))
+            for name in [*files, *folders]:
+                path = Path(directory) / name
+                if name.startswith(".") or Path(name).suffix.lower() not in wanted:
+                    continue
+                problem = _kind(path)
+                if problem:
+                    listing.skipped.append((path, problem))
+                elif name in files:
+                    listing.images.append(_entry(path, root))
     elif pattern:
-        paths = [Path(p) for p in globbing.glob(str(pattern), recursive=True) if os.path.isfile(p)]
+        root = _fixed_prefix(str(pattern))
+        for match in globbing.glob(str(pattern), recursive=True):
+            path = Path(match)
+            problem = _kind(path)
+            if problem == "a folder, not a file" and not Path(match).suffix:
+                continue  # ds/** also matches the folders themselves
+            if problem:
+                listing.skipped.append((path, problem))
+            else:
+                listing.images.append(_entry(path, root))
     else:
         manifest = Path(manifest)
-        try:
-            lines = manifest.read_text(encoding="utf-8").splitlines()
-        except OSError as error:
-            raise CnnvisError(f"cannot read image manifest {manifest}: {error.strerror or error}") from None
-        paths = []
-        for line in lines:
-            line = line.strip()
-            if line and not line.startswith("#"):
-                path = Path(line).expanduser()
-                paths.append(path if path.is_absolute() else Path(os.path.normpath(manifest.parent / path)))
-    return sorted(paths, key=str)
+        root = manifest.parent
+        for line, label in _read_manifest(manifest):
+            path = Path(line).expanduser()
+            path = path if path.is_absolute() else Path(os.path.normpath(root / path))
+            # listed images are checked, so a missing or broken one is reported by name; labels
+            # come from the label column only
+            listing.images.append(ImageEntry(path=path, name=_entry(path, root).name, label=label))
+    listing.images.sort(key=lambda entry: str(entry.path))
+    listing.skipped.sort(key=lambda item: str(item[0]))
+    return listing
 
 
-def image_name(path: str | Path) -> str:
-    """The name an image goes by in result paths: its file stem, with characters
-    other than letters, digits and ``._+-`` replaced by ``_``."""
-    name = _UNSAFE.sub("_", Path(path).stem).strip("._") or "image"
-    return name
+def entries_for(paths: Iterable[str | Path]) -> list[ImageEntry]:
+    """Images given one by one: named relative to the folder they have in common."""
+    paths = [Path(path) for path in paths]
+    if not paths:
+        return []
+    root = Path(os.path.commonpath([os.path.abspath(path.parent) for path in paths]))
+    return [ImageEntry(path=path, name=image_name(os.path.relpath(os.path.abspath(path), root))) for path in paths]
 
 
-def name_images(paths: Iterable[str | Path]) -> dict[str, Path]:
-    """``{name: path}``; two files with the same name are an error naming both."""
-    named: dict[str, Path] = {}
-    for path in paths:
-        path = Path(path)
-        name = image_name(path)
-        if name in named and named[name] != path:
-            raise CnnvisError(f"two images would share the result name {name!r}: {named[name]} and {path}; rename one")
-        named[name] = path
-    return named
-
-
-def check_image(path: str | Path) -> str | None:
-    """None when ``path`` decodes to an RGB image, else the reason in one line."""
+def check_image(path: str | Path) -> tuple[str | None, list[int] | None]:
+    """(None, [width, height]) when ``path`` decodes to an RGB image, else (the reason
+    in one line, None)."""
     try:
-        open_rgb(path)
+        image = open_rgb(path)
     except CnnvisError as error:
-        return str(error).splitlines()[0]
+        return str(error).splitlines()[0], None
     except Exception as error:  # a decoder bug is still a reason not to use the file
         text = str(error).splitlines()[0] if str(error) else ""
-        return f"cannot read image {path}: {type(error).__name__}{': ' + text if text else ''}"
-    return None
+        return f"cannot read image {path}: {type(error).__name__}{': ' + text if text else ''}", None
+    return None, list(image.size)
 
 
 def _fingerprint(path: Path) -> list[int] | None:
     try:
-        stat = path.stat()
+        status = path.stat()
     except OSError:
         return None
-    return [stat.st_size, stat.st_mtime_ns]
+    return [status.st_size, status.st_mtime_ns]
 
 
-def check_images(paths: Iterable[str | Path], cache: str | Path | None = None) -> list[dict[str, Any]]:
-    """Check each image; ``[{"name", "path", "status": "ok"|"failed", "reason"}]``.
+def check_images(images: Iterable[ImageEntry | str | Path], cache: str | Path | None = None) -> list[dict[str, Any]]:
+    """Check each image: ``[{"name", "path", "label", "status": "ok"|"failed", "reason", "size"}]``
+    (``size``: width and height as decoded).
 
     With ``cache`` (a JSON file), a file whose size and modification time are
     unchanged since it was last checked is not decoded again; the cache is
     rewritten (atomically) only when something changed.
     """
-    named = name_images(paths)
+    images = list(images)
+    entries = [image for image in images if isinstance(image, ImageEntry)]
+    entries += entries_for([image for image in images if not isinstance(image, ImageEntry)])
+    names: dict[str, Path] = {}
+    for entry in entries:
+        if entry.name in names and names[entry.name] != entry.path:
+            raise CnnvisError(
+                f"two images would share the result name {entry.name!r}: {names[entry.name]} and {entry.path}"
+            )
+        names[entry.name] = entry.path
     known: dict[str, Any] = {}
     if cache and Path(cache).is_file():
         try:
@@ -124,18 +267,33 @@ def check_images(paths: Iterable[str | Path], cache: str | Path | None = None) -
             known = {}
     changed = False
     records = []
-    for name, path in named.items():
+    for entry in entries:
+        path = entry.path
         key = str(path.resolve())
         fingerprint = _fingerprint(path)
-        entry = known.get(key)
-        if fingerprint is not None and isinstance(entry, dict) and entry.get("fingerprint") == fingerprint:
-            reason = entry.get("reason")
+        cached = known.get(key)
+        if (
+            fingerprint is not None
+            and isinstance(cached, dict)
+            and cached.get("fingerprint") == fingerprint
+            and "size" in cached
+        ):
+            reason, size = cached.get("reason"), cached.get("size")
         else:
-            reason = check_image(path)
+            reason, size = check_image(path)
             if fingerprint is not None:
-                known[key] = {"fingerprint": fingerprint, "reason": reason}
+                known[key] = {"fingerprint": fingerprint, "reason": reason, "size": size}
                 changed = True
-        records.append({"name": name, "path": str(path), "status": "failed" if reason else "ok", "reason": reason})
+        records.append(
+            {
+                "name": entry.name,
+                "path": str(path),
+                "label": entry.label,
+                "status": "failed" if reason else "ok",
+                "reason": reason,
+                "size": size,
+            }
+        )
     if cache and changed:
         text = json.dumps(known, indent=0, sort_keys=True)
         try:
@@ -143,3 +301,11 @@ def check_images(paths: Iterable[str | Path], cache: str | Path | None = None) -
         except OSError:
             pass  # a read-only results folder only costs the next check its speed
     return records
+
+
+def skipped_records(listing: Listing) -> list[dict[str, Any]]:
+    """The skipped files of a listing as status records (``status``: ``skipped``)."""
+    return [
+        {"name": str(path), "path": str(path), "label": None, "status": "skipped", "reason": reason, "size": None}
+        for path, reason in listing.skipped
+    ]

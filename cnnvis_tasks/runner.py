@@ -10,13 +10,14 @@ device once, renders each row and writes its files atomically.
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import CnnvisError
-from .outputs import save_npy, save_png
+from .outputs import atomic_write, save_npy, save_png
 from .progress import Progress
 from .technique import BATCH_SIZE, SIZE, Report, Result, Technique
 
@@ -118,6 +119,17 @@ def _settings(rows: Sequence[Row], technique: Technique) -> list[tuple[dict[str,
     return list(groups.values())
 
 
+@dataclass
+class Failures:
+    """What to do when one row fails: stop (the default), or go on; with
+    ``placeholders``, a failed row still gets every file, a 1 x 1 picture whose
+    facts say why (so that a workflow finds every output it expects)."""
+
+    keep_going: bool = False
+    placeholders: bool = False
+    record: Path | None = None  # a JSON file: every row's status and reason
+
+
 def run(
     technique: Technique,
     session: Session,
@@ -125,39 +137,110 @@ def run(
     options: dict[str, Any],
     *,
     images: Sequence[Path] = (),
-    targets: Sequence[int | None] | None = None,
+    targets: Sequence[int | str | None] | None = None,
     renderings: Sequence[str] = (),
+    failures: Failures | None = None,
+    max_pixels: int | None = None,
     warn: Callable[[str], None] = print,
     note: Callable[[str], None] = print,
-) -> int:
+) -> dict[int, str]:
     """Compute ``rows`` with ``options`` (single values, parsed) and write their files.
 
     ``renderings`` are the rendering names every row writes (plus ``raw`` when
     its path is given).  Per-image techniques read ``images`` (the rows' image
-    indices point into it) with the target class of each image in ``targets``
-    (None: its top-1 prediction).  Returns the number of rows written.
+    indices point into it) with the target of each image in ``targets`` (None:
+    its top-1 prediction; a label: a class index, WordNet ID or class name).
+    An image that fails (it cannot be read, it is larger than ``max_pixels``
+    after resizing, its label names no class, the model fails on it alone)
+    stops the call, or with ``failures.keep_going`` fails alone.  Returns the
+    failed rows: position -> reason.
     """
+    failures = failures or Failures()
     writer = _Writer(technique, session, images, tuple(renderings), options, warn)
     with Progress(len(rows), technique.name, quiet=session.quiet) as progress:
-        call = _Call(technique, session, rows, options, writer, progress, note)
+        call = _Call(technique, session, rows, options, writer, progress, note, failures)
         if technique.reads_images:
-            call.per_image(images, targets)
+            call.per_image(images, call.resolved(targets), max_pixels)
         else:
             call.per_item()
-    return len(rows)
+    if failures.record is not None:
+        writer.record(failures.record, rows, call.failed)
+    return call.failed
 
 
 class _Call:
-    """One call of a technique: its rows in batches, each computed once and written."""
+    """One call of a technique: its rows in batches, each computed once and written;
+    a batch that fails is computed again row by row to find the row at fault."""
 
-    def __init__(self, technique, session, rows, options, writer, progress, note):
+    def __init__(self, technique, session, rows, options, writer, progress, note, failures):
         self.technique, self.session, self.rows, self.options = technique, session, rows, options
-        self.writer, self.progress, self.note = writer, progress, note
+        self.writer, self.progress, self.note, self.failures = writer, progress, note, failures
         self.done = 0.0
         self.noted: set[str] = set()
+        self.failed: dict[int, str] = {}
+
+    def fail(self, positions: Sequence[int], reason: str) -> None:
+        """The rows at ``positions`` failed: stop, or note it, write placeholders and go on."""
+        if not self.failures.keep_going:
+            raise CnnvisError(reason)
+        for position in positions:
+            self.failed[position] = reason
+            self.writer.warn(f"failed: {reason}")
+            if self.failures.placeholders:
+                self.writer.placeholder(self.rows[position], reason)
+        self.done += len(positions)
+        self.progress.update(self.done)
+
+    def resolved(self, targets: Sequence[int | str | None] | None) -> list[int | None] | None:
+        """Labels as class indices; an image whose label names no class fails."""
+        if targets is None:
+            return None
+        from .errors import ImageError
+        from .labels import resolve_label
+
+        resolved: list[int | None] = []
+        model = self.session.model
+        for image, target in enumerate(targets):
+            if isinstance(target, str):
+                try:
+                    target = resolve_label(target, model.categories or [], model.name)
+                except CnnvisError as error:
+                    error = ImageError(f"image {self.writer.images[image]}: {error}")
+                    self.fail([p for p, row in enumerate(self.rows) if row.image == image], str(error))
+                    target = None
+            resolved.append(target)
+        return resolved
 
     def compute(self, positions: list[int], inputs: Any, targets: Any, values: dict[str, Any], **per_row: Any) -> None:
-        """Compute the rows at ``positions`` as one batch and write them."""
+        """Compute the rows at ``positions`` as one batch and write them; a failure the
+        model raises is tried again row by row, so that only the row at fault fails."""
+        try:
+            self._compute(positions, inputs, targets, values, **per_row)
+        except (RuntimeError, ValueError, IndexError, ArithmeticError) as error:
+            if len(positions) > 1:
+                self._release_memory()
+                for k, position in enumerate(positions):
+                    one = {name: value[k : k + 1] for name, value in per_row.items()}
+                    self.compute(
+                        [position],
+                        None if inputs is None else inputs[k : k + 1],
+                        None if targets is None else targets[k : k + 1],
+                        values,
+                        **one,
+                    )
+                return
+            reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'no message'}"
+            size = f" ({inputs.shape[-1]} x {inputs.shape[-2]} as input)" if inputs is not None else ""
+            label = self.writer.label(self.rows[positions[0]])
+            self.fail(positions, f"{label}{size}: the model failed on it: {reason}")
+
+    def _release_memory(self) -> None:
+        if self.session.device.type == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
+
+    def _compute(self, positions: list[int], inputs: Any, targets: Any, values: dict[str, Any], **per_row: Any):
         technique = self.technique
         report = _StepReport(
             self.progress,
@@ -186,18 +269,29 @@ class _Call:
         self.done += len(positions)
         self.progress.update(self.done)
 
-    def per_image(self, images: Sequence[Path], targets: Sequence[int | None] | None) -> None:
+    def per_image(self, images: Sequence[Path], targets: Sequence[int | None] | None, max_pixels: int | None):
         """Images are decoded a batch at a time (once for all settings); each setting is one compute."""
         from .images import load_batches
 
         by_image: dict[int, list[int]] = {}
         for position, row in enumerate(self.rows):
-            by_image.setdefault(row.image, []).append(position)
+            if position not in self.failed:
+                by_image.setdefault(row.image, []).append(position)
         order = list(by_image)
         settings = [(values, set(members)) for values, members in _settings(self.rows, self.technique)]
         size = self.options.get("size", SIZE.default)
         batch_size = self.options.get("batch_size", BATCH_SIZE.default)
-        for indices, batch in load_batches([images[i] for i in order], size, batch_size):
+
+        def unreadable(index: int, error: Exception) -> None:
+            self.fail(by_image[order[index]], str(error))
+
+        for indices, batch in load_batches(
+            [images[i] for i in order],
+            size,
+            batch_size,
+            max_pixels,
+            failed=unreadable if self.failures.keep_going else None,
+        ):
             batch_images = [order[i] for i in indices]
             pixels = batch.to(self.session.device)
             for values, members in settings:
@@ -240,6 +334,34 @@ class _Writer:
     ):
         self.technique, self.session, self.images = technique, session, images
         self.renderings, self.options, self.warn = renderings, options, warn
+
+    def placeholder(self, row: Row, reason: str) -> None:
+        """A failed row's files: 1 x 1 gray pictures whose facts say why, an empty array."""
+        import numpy as np
+
+        record = self.base(row) | {"status": "failed", "reason": reason}
+        for name, path in row.outputs.items():
+            if name == RAW:
+                save_npy(path, np.zeros((0,), dtype=np.float32))
+            else:
+                save_png(path, np.full((1, 1, 3), 128, dtype=np.uint8), record | {"rendering": name})
+
+    def record(self, path: Path, rows: Sequence[Row], failed: dict[int, str]) -> None:
+        """Every row's status, as JSON: image, setting, status (ok|failed), reason."""
+        entries = []
+        for position, row in enumerate(rows):
+            entries.append(
+                {
+                    "image": str(self.images[row.image]) if row.image is not None else None,
+                    "setting": self.technique.setting_name(row.values),
+                    "status": "failed" if position in failed else "ok",
+                    "reason": failed.get(position),
+                }
+            )
+        text = json.dumps(
+            {"technique": self.technique.name, "model": self.session.model.name, "rows": entries}, indent=1
+        )
+        atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
 
     def base(self, row: Row) -> dict[str, Any]:
         record = {

@@ -87,6 +87,7 @@ class Option:
     nullable: bool = False  # the config may say null: the command's default applies
     metavar: str | None = None
     check: Callable[[Any], str | None] | None = None  # a value's problem in one line, or None (colormaps)
+    affects_results: bool = True  # False: a change re-runs nothing in the workflow (batch size)
     label: Callable[[Any], str] = _plain  # a value in gallery headers ("layer _blocks.4")
     token: Callable[[Any], str] = _plain  # a value in file names ("filter45")
 
@@ -126,8 +127,12 @@ class Option:
             }
         elif self.kind == TARGET:
             schema = {
-                "oneOf": [{"type": "integer", "minimum": 0}, {"type": "string", "const": "top1"}],
-                "description": 'Class to explain, "top1" (the model\'s prediction) or a class index.',
+                "oneOf": [
+                    {"type": "integer", "minimum": 0},
+                    {"type": "string", "enum": ["top1", "label"]},
+                ],
+                "description": 'Class to explain: "top1" (the model\'s prediction), "label" (each image\'s '
+                "label: a manifest's label column or its class folder) or a class index.",
             }
         elif self.kind == FILTER:
             schema = {
@@ -347,19 +352,22 @@ SILENT = Report()
 # --- values shared by several techniques -----------------------------------------
 
 
-def parse_target(value: Any) -> int | None:
-    """``top1`` (the model's prediction) is None; otherwise a class index >= 0."""
-    if value is None or str(value).lower() in ("top1", "top-1"):
+def parse_target(value: Any) -> int | str | None:
+    """``top1`` (the model's prediction) is None; a number is a class index >= 0; any
+    other text is a label (a WordNet ID or a class name), resolved once the model is loaded."""
+    if value is None or str(value).strip().lower() in ("top1", "top-1"):
         return None
-    try:
-        index = int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{value!r} is neither 'top1' nor a class index") from None
-    if isinstance(value, float) and value != index:
+    if isinstance(value, float) and not value.is_integer():
         raise ValueError(f"{value!r} is neither 'top1' nor a class index")
-    if index < 0:
-        raise ValueError(f"class index must be >= 0, got {index}")
-    return index
+    text = str(int(value) if isinstance(value, float) else value).strip()
+    if not text:
+        raise ValueError("an empty target: give 'top1', a class index or a label")
+    if text.lstrip("-").isdigit():
+        index = int(text)
+        if index < 0:
+            raise ValueError(f"class index must be >= 0, got {index}")
+        return index
+    return text
 
 
 def parse_filter(value: Any) -> int | None:
@@ -400,17 +408,24 @@ def broadcast(values: Sequence[Any], count: int, what: str, per: str) -> list[An
     return values
 
 
+MAX_SIZE = 4096  # a larger shorter side is almost surely a mistake: 4096 x 4096 is 16.7 M pixels
 SIZE = Option(
-    "size", INT, 224, "Resize so the shorter side is SIZE, keeping the aspect ratio (0: original size).", minimum=0
+    "size",
+    INT,
+    224,
+    f"Resize so the shorter side is SIZE, keeping the aspect ratio (0: original size; at most {MAX_SIZE}).",
+    minimum=0,
+    maximum=MAX_SIZE,
 )
-BATCH_SIZE = Option("batch_size", INT, 16, "Images per forward pass.", minimum=1)
+BATCH_SIZE = Option("batch_size", INT, 16, "Images per forward pass.", minimum=1, affects_results=False)
 TARGET_CLASS = Option(
     "target",
     TARGET,
     "top1",
-    "Target class: 'top1' (the model's prediction) or a class index; once for all images or once per image.",
+    "Target class: 'top1' (the model's prediction), a class index, a WordNet ID or a class name; once for all "
+    "images or once per image.",
     per_image=True,
-    metavar="top1|INDEX",
+    metavar="top1|INDEX|LABEL",
 )
 
 

@@ -7,6 +7,7 @@ from snakemake.exceptions import WorkflowError
 from cnnvis_tasks.workflow import ConfigError, image_source_arguments, load_plan
 
 try:
-    PLAN = load_plan(config, main_process=workflow.is_main_process)
+    # Jobs run here unless an executor plugin (SLURM, ...) is in use: its settings are set.
+    PLAN = load_plan(config, main_process=workflow.is_main_process, local=workflow.executor_settings is None)
 except ConfigError as error:
     raise WorkflowError(str(error)) from None

@@ -1,7 +1,9 @@
-# One rule per job of the plan: a technique, a model, a setting and (for
-# techniques that read images) a chunk of images.  Each job loads the model once
-# and runs its images through it in batches; its outputs are plain paths, so
-# Snakemake matches them at once however many images there are.
+# One rule per job of the plan: a technique (or the predictions of a model), a
+# model, a setting and (for techniques that read images) a chunk of images.  Each
+# job loads the model once and runs its images through it in batches; its outputs
+# are plain paths, so Snakemake matches them at once however many images there
+# are.  The device and the batch size are resources, not params: changing them
+# re-runs nothing.
 
 
 for job in PLAN.jobs:
@@ -10,8 +12,7 @@ for job in PLAN.jobs:
         name:
             job.rule
         input:
-            images=job.images,
-            weights=job.weights,
+            job.inputs,
         output:
             [report(o.path, **o.report) if o.report else o.path for o in job.outputs],
         log:
@@ -21,8 +22,12 @@ for job in PLAN.jobs:
         threads: job.threads
         resources:
             gpu=job.gpu,
-        params:
-            command=job.command,
             device=job.device,
+            runtime_options=job.runtime_command or "-q",
+        params:
+            # functions, so that braces in file names are not taken for wildcards
+            command=lambda wildcards, job=job: job.command,
+            untracked=lambda wildcards, job=job: job.untracked,  # images Snakemake cannot take as inputs
         shell:
-            "cnnvis-tasks {params.command} --device {params.device} --threads {threads} > {log:q} 2>&1"
+            "cnnvis-tasks {params.command} {resources.runtime_options} --device {resources.device}"
+            " --threads {threads} > {log:q} 2>&1"

@@ -444,12 +444,11 @@ def test_folders_globs_and_out_dir_name_every_file(tmp_path):
         Image.open(CAT).resize((48, 32)).save(photos / name)
     Image.open(CAT).resize((48, 32)).save(photos / "more" / "c.png")
     out = tmp_path / "out"
+    # a folder is read with its subfolders; names keep the path below it
     run(
         "saliency",
         "--image",
         photos,
-        "--image",
-        str(photos / "**" / "c.png"),
         "--out-dir",
         out,
         "--size",
@@ -460,12 +459,29 @@ def test_folders_globs_and_out_dir_name_every_file(tmp_path):
         "guided",
         "-q",
     )
-    assert sorted(p.name for p in out.iterdir()) == sorted(
-        f"{stem}-{method}-{rendering}.png"
-        for stem in ("a cat", "b", "c")
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*.png")) == sorted(
+        f"{path}-{method}-{rendering}.png"
+        for path in ("a cat", "b", "more/c")
         for method in ("vanilla", "guided")
         for rendering in ("color", "gray")
     )
+    run("saliency", "--image", str(photos / "**" / "c.png"), "--out-dir", out / "glob", "--size", "32", "-q")
+    assert sorted(p.name for p in (out / "glob" / "more").iterdir()) == ["c-vanilla-color.png", "c-vanilla-gray.png"]
+    result = CliRunner().invoke(
+        cli,
+        [
+            "saliency",
+            "--image",
+            str(photos),
+            "--image",
+            str(photos / "b.png"),
+            "--out-dir",
+            str(out / "twice"),
+            "--size",
+            "32",
+        ],
+    )
+    assert result.exit_code == 2 and "would be written twice" in result.output and "{path}" in result.output
     assert read_metadata(out / "a cat-guided-gray.png")["image"] == str(photos / "a cat.png")
     run(
         "grad-cam",

@@ -165,13 +165,15 @@ def test_jobs_settings_paths_and_commands_of_the_default_gallery():
     assert plan.bad_images == {"rocket": "broken"} and plan.chunks == {"chunk000of001": NAMES[:3]}
     rules = {job.rule: job for job in plan.jobs}
     assert len(rules) == len(plan.jobs)  # one rule per job, each named apart
-    assert {job.technique for job in plan.jobs} == {t.name for t in all_techniques()}
+    assert {job.technique for job in plan.jobs} == {t.name for t in all_techniques()} | {"predictions"}
     saliency = rules["saliency_efficientnet_lite0_guided_chunk000of001"]
-    assert [o.path for o in saliency.outputs[:2]] == [
+    assert [o.path for o in saliency.outputs[:3]] == [
+        "results/records/efficientnet_lite0/saliency/guided/chunk000of001.json",  # the job's record, first
         "results/efficientnet_lite0/saliency/astronaut/guided-color.png",
         "results/efficientnet_lite0/saliency/astronaut/guided-gray.png",
     ]
-    assert saliency.outputs[0].report == {
+    assert saliency.outputs[0].report is None
+    assert saliency.outputs[1].report == {
         "category": "3. Saliency maps",
         "subcategory": "efficientnet_lite0",
         "labels": {"image": "astronaut", "method": "guided", "rendering": "color"},
@@ -180,17 +182,24 @@ def test_jobs_settings_paths_and_commands_of_the_default_gallery():
     params = parse(saliency).params
     assert params["method"] == ("guided",) and params["target"] == ("top1",) and params["size"] == 224
     assert len(params["out_color"]) == len(params["out_gray"]) == 3 and params["out_raw"] == ()
+    assert params["keep_going"] and params["placeholders"] and str(params["record"]) == saliency.outputs[0].path
+    assert "--batch-size" not in saliency.arguments and saliency.runtime == ("--batch-size", "16")
     dream = rules["deep_dream_octaves_efficientnet_lite0__blocks_10_filter45_chunk000of001"]
     assert parse(dream).params["filter"] == ("45",) and parse(dream).params["octaves"] == 10
-    assert dream.outputs[0].path == "results/efficientnet_lite0/deep-dream-octaves/astronaut/_blocks.10-filter45.png"
+    assert dream.outputs[1].path == "results/efficientnet_lite0/deep-dream-octaves/astronaut/_blocks.10-filter45.png"
     class_viz = rules["class_viz_efficientnet_lite0_l1"]
-    assert [o.path for o in class_viz.outputs] == [
+    assert [o.path for o in class_viz.outputs[1:]] == [
         f"results/efficientnet_lite0/class-viz/class{c}-l1.png" for c in (52, 77, 231)
     ]
     assert parse(class_viz).params["target"] == (52, 77, 231) and class_viz.images == ()
     assert class_viz.log == "results/logs/efficientnet_lite0/class-viz/l1.log"
     filter_viz = rules["filter_viz_efficientnet_lite0__blocks_4_filter5"]
-    assert filter_viz.outputs[0].path == "results/efficientnet_lite0/filter-viz/_blocks.4-filter5.png"
+    assert filter_viz.outputs[1].path == "results/efficientnet_lite0/filter-viz/_blocks.4-filter5.png"
+    predictions = rules["predictions_efficientnet_lite0_chunk000of001"]
+    assert predictions.arguments[0] == "predict" and predictions.outputs[0].path == (
+        "results/records/efficientnet_lite0/predictions/chunk000of001.csv"
+    )
+    assert parse(predictions).params["labels"] == ("", "", "")
     kernels = rules["kernels_efficientnet_lite0__conv_stem"]
     assert kernels.threads == 1 and kernels.device == "cpu" and kernels.gpu == 0  # reads weights only
     assert {job.threads for job in plan.jobs if job is not kernels} == {1}
@@ -208,12 +217,14 @@ def test_gpu_and_weights_files_and_missing_outputs(tmp_path):
     weights = tmp_path / "lite.pth"
     weights.write_bytes(b"x")
     config = shipped(models={"efficientnet_lite0": {"weights": str(weights)}})
-    # every picture is there but one gray saliency map and every colour one (the gallery asks for those)
+    # every file is there but one gray saliency map and the records (the summary asks for those)
     lost = "results/efficientnet_lite0/saliency/chelsea/vanilla-gray.png"
-    plan = make_plan(config, status(["chelsea"]), gpu=True, exists=lambda path: path != lost and "-color" not in path)
+    plan = make_plan(
+        config, status(["chelsea"]), gpu=True, exists=lambda path: path != lost and "/records/" not in path
+    )
     job = next(job for job in plan.jobs if job.rule.startswith("saliency_efficientnet_lite0_vanilla"))
     assert job.weights == (str(weights),) and job.gpu == 1
-    assert plan.gallery_inputs.count(job.outputs[0].path) == 1 and job.outputs[0].path.endswith("vanilla-color.png")
+    assert plan.records.count(job.outputs[0].path) == 1 and job.outputs[0].path.endswith("chunk000of001.json")
     assert plan.missing == [lost]  # `all` asks for it, so its job runs again
 
 
@@ -315,14 +326,15 @@ def test_a_new_technique_is_followed_everywhere_from_its_description(with_bright
     )
     assert config["techniques"]["brightest"]["raw"] is False
     plan = make_plan(config, status(["chelsea"]), exists=None)
-    (job,) = plan.jobs
-    assert job.rule == "brightest_efficientnet_lite0__blocks_1_chunk000of001"
-    assert job.outputs[0].path == "results/efficientnet_lite0/brightest/chelsea/_blocks.1.png"
-    assert job.outputs[0].report["category"] == f"{len(all_techniques()) + 1}. Brightest"
+    job, predictions = plan.jobs
+    assert job.rule == "brightest_efficientnet_lite0__blocks_1_chunk000of001" and predictions.technique == "predictions"
+    assert job.outputs[1].path == "results/efficientnet_lite0/brightest/chelsea/_blocks.1.png"
+    assert job.outputs[1].report["category"] == f"{len(all_techniques()) + 1}. Brightest"
     command = make_command(BRIGHTEST)
     arguments = [*job.arguments[1:], "--device", "cpu", "-q"]
     arguments[arguments.index("images/chelsea.png")] = str(REPO / "images" / "chelsea.png")
-    arguments[arguments.index(job.outputs[0].path)] = str(tmp_path / "b.png")
+    arguments[arguments.index(job.outputs[0].path)] = str(tmp_path / "record.json")
+    arguments[arguments.index(job.outputs[1].path)] = str(tmp_path / "b.png")
     result = CliRunner().invoke(command, arguments, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     from PIL import Image

@@ -4,6 +4,9 @@ run, a bad image, the seed config on random weights)."""
 
 from __future__ import annotations
 
+import copy
+import csv
+import io
 import json
 import os
 import re
@@ -36,8 +39,8 @@ SEED_TECHNIQUES = [
     "grad_cam",
 ]
 
-# Every technique, tiny: two images at 64 pixels, two chunks (chelsea in chunk 0,
-# astronaut in chunk 1: see chunk_of), a few steps for the ascent techniques.
+# Every technique, tiny: two images at 64 pixels, two chunks (chelsea.png in chunk 1,
+# astronaut.png in chunk 0: see chunk_of), a few steps for the ascent techniques.
 TINY = {
     "images": {"folder": "images"},
     "chunk_size": 1,
@@ -123,7 +126,7 @@ def snakemake(workdir: Path, *args: str, expect: int | None = 0, timeout: float 
 # Every job is a rule of its own (cnnvis_tasks.workflow.plan), named by technique,
 # model, setting and, for techniques that read images, chunk:
 # "saliency_efficientnet_lite0_vanilla_chunk000of002", "class_viz_efficientnet_lite0_l2".
-KEYS = "|".join(sorted((t.config_key for t in all_techniques()), key=len, reverse=True))
+KEYS = "|".join(sorted([t.config_key for t in all_techniques()] + ["predictions"], key=len, reverse=True))
 PER_IMAGE_RULE = re.compile(rf"^({KEYS})_.+_(chunk\d+of\d+)$")
 TECHNIQUE_RULE = re.compile(rf"^({KEYS})_.+$")
 
@@ -154,7 +157,7 @@ def planned(workdir: Path, *args: str, by_rule: bool = False) -> dict[str, int]:
 
 
 def pictures(results: Path) -> list[Path]:
-    return sorted(p for p in results.rglob("*.png") if "test-artifacts" not in p.parts)
+    return sorted(p for p in results.rglob("*.png") if p.is_file() and "test-artifacts" not in p.parts)
 
 
 def assert_complete_pictures(results: Path) -> None:
@@ -243,78 +246,6 @@ def test_a_wrong_config_stops_at_once_naming_the_key_and_allowed_values(tmp_path
     assert not (workdir / "results" / "index.html").exists()
 
 
-# --- image sources and checks (shared by the workflow and check-images) ----------
-
-
-def test_image_sources_folder_glob_and_manifest(tmp_path):
-    from cnnvis_tasks.cli.dataset import list_images, name_images
-    from cnnvis_tasks.errors import CnnvisError
-
-    folder = tmp_path / "images"
-    (folder / "sub").mkdir(parents=True)
-    for name in ("b.png", "a photo (1).JPG", "sub/c.jpg", "README.md", ".hidden.png"):
-        (folder / name).write_bytes(b"x")
-    assert [p.name for p in list_images(folder=folder)] == ["a photo (1).JPG", "b.png"]
-    assert [p.name for p in list_images(pattern=str(folder / "**" / "*.jpg"))] == ["c.jpg"]
-    manifest = tmp_path / "lists" / "images.txt"
-    manifest.parent.mkdir()
-    manifest.write_text("# two images\n../images/b.png\n\n" + str(folder / "sub" / "c.jpg") + "\n")
-    assert list_images(manifest=manifest) == [folder / "b.png", folder / "sub" / "c.jpg"]
-    assert list(name_images(list_images(folder=folder))) == ["a_photo_1", "b"]
-    with pytest.raises(CnnvisError, match="share the result name 'b'"):
-        name_images([folder / "b.png", folder / "sub" / "b.jpg"])
-    with pytest.raises(CnnvisError, match="exactly one image source"):
-        list_images(folder=folder, manifest=manifest)
-
-
-def test_check_images_gives_one_line_reasons_and_caches(tmp_path, monkeypatch):
-    from cnnvis_tasks import image_list as dataset
-
-    good = tmp_path / "good.png"
-    shutil.copy2(REPO / "images" / "chelsea.png", good)
-    broken = tmp_path / "broken.png"
-    broken.write_text("not an image")
-    truncated = tmp_path / "truncated.jpg"
-    data = (REPO / "images" / "rocket.jpg").read_bytes()
-    truncated.write_bytes(data[: len(data) // 3])
-    cache = tmp_path / "cache.json"
-    records = {r["name"]: r for r in dataset.check_images([good, broken, truncated], cache=cache)}
-    assert records["good"]["status"] == "ok" and records["good"]["reason"] is None
-    assert records["broken"]["status"] == "failed"
-    assert records["broken"]["reason"] == f"cannot read image {broken}: not a recognised image file"
-    assert records["truncated"]["status"] == "failed" and "\n" not in records["truncated"]["reason"]
-    calls = []
-    monkeypatch.setattr(dataset, "check_image", lambda path: calls.append(path))
-    again = dataset.check_images([good, broken, truncated], cache=cache)
-    assert calls == [] and again == list(records.values())  # unchanged files are not decoded again
-    os.utime(good, ns=(time.time_ns(), time.time_ns() + 10**9))
-    dataset.check_images([good, broken, truncated], cache=cache)
-    assert calls == [good]
-
-
-def test_check_images_command_fails_naming_the_image(tmp_path):
-    from click.testing import CliRunner
-
-    from cnnvis_tasks.cli import cli
-
-    broken = tmp_path / "broken.png"
-    broken.write_text("not an image")
-    result = CliRunner().invoke(cli, ["check-images", "--image", str(broken), "--out", str(tmp_path / "s.json")])
-    assert result.exit_code == 1
-    assert f"bad image broken: cannot read image {broken}: not a recognised image file" in result.output
-    status = json.loads((tmp_path / "s.json").read_text())["images"]
-    assert status == [
-        {
-            "name": "broken",
-            "path": str(broken),
-            "status": "failed",
-            "reason": f"cannot read image {broken}: not a recognised image file",
-        }
-    ]
-    result = CliRunner().invoke(cli, ["check-images", "--folder", str(REPO / "images"), "--no-fail"])
-    assert result.exit_code == 0 and "4 of 4 images ok" in result.output
-
-
 # --- dry runs and lint ----------------------------------------------------------------
 
 
@@ -342,7 +273,9 @@ def test_dry_run_of_the_seed_config_resolves_every_rule(tmp_path):
         "deep_dream_chunk000of001": 2,
         "deep_dream_octaves_chunk000of001": 2,
         "grad_cam_chunk000of001": 1,
+        "predictions_chunk000of001": 5,  # one per model
         "image_status": 1,
+        "summary": 1,
         "gallery": 1,
         "all": 1,
     }
@@ -358,24 +291,27 @@ def test_per_image_jobs_are_rules_without_wildcards_and_the_gallery_names_one_fi
     workdir = make_copy(
         tmp_path / "wf", images=("chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg"), config=config
     )
-    (workdir / "images" / "broken.png").write_text("not an image")  # a bad image: its rule has a wildcard
+    (workdir / "images" / "broken.png").write_text("not an image")  # left out, listed: no job
     jobs = planned(workdir, by_rule=True)
     per_image = [name for name in jobs if PER_IMAGE_RULE.match(name)]
     chunks = {PER_IMAGE_RULE.match(name).group(2) for name in per_image}
-    assert chunks == {f"chunk{chunk_of(n, 8):03d}of008" for n in ("chelsea", "coffee", "astronaut", "rocket")}
-    # per chunk: feature maps 1 layer, saliency 2 methods, deep dream 1 + 1, Grad-CAM 1
-    assert len(per_image) == 6 * len(chunks) and all(jobs[name] == 1 for name in per_image)
+    names = ("chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg")
+    assert chunks == {f"chunk{chunk_of(n, 8):03d}of008" for n in names}
+    # per chunk: feature maps 1 layer, saliency 2 methods, deep dream 1 + 1, Grad-CAM 1, predictions
+    assert len(per_image) == 7 * len(chunks) and all(jobs[name] == 1 for name in per_image)
     text = snakemake(workdir, "--dry-run").stdout
+    summary = re.search(r"^rule summary:\n\s+input: (.*)$", text, re.M)
     gallery = re.search(r"^rule gallery:\n\s+input: (.*)$", text, re.M)
-    assert gallery, text[-3000:]
-    inputs = gallery.group(1).split(", ")
-    # one per job: the per-image ones, kernels, class_viz (2), filter_viz; and images.json
-    assert len(inputs) == len(per_image) + 5, inputs
+    assert summary and gallery, text[-3000:]
+    # the summary: one record per job (the per-image ones, kernels, class_viz (2), filter_viz) and images.json;
+    # the gallery: the summary and images.json
+    assert len(summary.group(1).split(", ")) == len(per_image) + 5, summary.group(1)
+    assert len(gallery.group(1).split(", ")) == 2
     blocks = re.findall(r"^rule (\w+):\n((?:    .*\n)+)", text, re.M)
     compute = [name for name, _ in blocks if TECHNIQUE_RULE.match(name)]
     assert set(compute) >= set(per_image) and len(compute) == len(per_image) + 4
-    assert [name for name, block in blocks if name in compute and "wildcards:" in block] == []
-    assert any("wildcards:" in block for name, block in blocks if name == "bad_image")  # the check can fail
+    assert [name for name, block in blocks if "wildcards:" in block] == []
+    assert re.findall(r"^rule (\w+):\n((?:    .*\n)+)", "rule x:\n    wildcards: a=1\n", re.M)  # the check can fail
 
 
 def test_lint_passes_apart_from_conda(tmp_path):
@@ -405,7 +341,7 @@ def built(tmp_path_factory):
 def test_a_real_run_builds_every_output_and_the_gallery(built):
     results = built / "results"
     model = results / "efficientnet_lite0"
-    for name in ("chelsea", "astronaut"):
+    for name in ("chelsea.png", "astronaut.png"):
         for path in (
             f"feature-maps/{name}/_blocks.1.png",
             f"saliency/{name}/vanilla-color.png",
@@ -428,11 +364,15 @@ def test_a_real_run_builds_every_output_and_the_gallery(built):
     assert (results / "benchmarks" / "efficientnet_lite0" / "saliency" / "vanilla" / "chunk000of002.tsv").is_file()
     from cnnvis_tasks.outputs import read_metadata
 
-    cam = read_metadata(model / "grad-cam/chelsea/auto-overlay.png")
+    cam = read_metadata(model / "grad-cam/chelsea.png/auto-overlay.png")
     page = (results / "index.html").read_text()
     assert f"layer {cam['layer']}" in page  # the layer Grad-CAM chose, read from the picture
     assert "objective" in page and "p = " in page
     assert page.index('id="feature-maps"') < page.index('id="kernels"') < page.index('id="grad-cam"')
+    summary = list(csv.DictReader(io.StringIO((results / "summary.csv").read_text())))
+    assert [row["name"] for row in summary] == ["astronaut.png", "chelsea.png"]
+    assert {row["efficientnet_lite0 saliency guided status"] for row in summary} == {"ok"}
+    assert all(row["efficientnet_lite0 top-1 name"] for row in summary)
     assert_complete_pictures(results)
 
 
@@ -444,23 +384,25 @@ def test_a_second_run_does_nothing(built):
 @pytest.mark.slow
 def test_a_deleted_picture_is_made_again_by_its_job_alone(built):
     # not the job's first output (the one the gallery names): `all` asks for it
-    picture = built / "results" / "efficientnet_lite0" / "saliency" / "chelsea" / "guided-gray.png"
+    picture = built / "results" / "efficientnet_lite0" / "saliency" / "chelsea.png" / "guided-gray.png"
     picture.unlink()
-    assert planned(built) == {"saliency_chunk000of002": 1, "gallery": 1, "all": 1}
+    assert planned(built) == {"saliency_chunk001of002": 1, "summary": 1, "gallery": 1, "all": 1}
     snakemake(built)
     assert picture.is_file() and planned(built) == {}
 
 
 @pytest.mark.slow
 def test_touching_one_image_reruns_exactly_its_jobs(built):
-    assert chunk_of("chelsea", 2) == 0 and chunk_of("astronaut", 2) == 1
-    chunk0 = {
-        "feature_maps_chunk000of002": 1,
-        "saliency_chunk000of002": 2,
-        "grad_cam_chunk000of002": 1,
-        "deep_dream_chunk000of002": 1,
-        "deep_dream_octaves_chunk000of002": 1,
+    assert chunk_of("chelsea.png", 2) == 1 and chunk_of("astronaut.png", 2) == 0
+    chunk1 = {
+        "feature_maps_chunk001of002": 1,
+        "saliency_chunk001of002": 2,
+        "grad_cam_chunk001of002": 1,
+        "deep_dream_chunk001of002": 1,
+        "deep_dream_octaves_chunk001of002": 1,
+        "predictions_chunk001of002": 1,
         "image_status": 1,
+        "summary": 1,
         "gallery": 1,
         "all": 1,
     }
@@ -470,13 +412,13 @@ def test_touching_one_image_reruns_exactly_its_jobs(built):
     # Snakemake 9 compares checksums of inputs under 1 MB: a touch alone changes nothing ...
     assert planned(built) == {}
     # ... unless only times count: then exactly the jobs of the image's chunk re-run
-    assert planned(built, "--max-checksum-file-size", "0") == chunk0
+    assert planned(built, "--max-checksum-file-size", "0") == chunk1
     # and so they do when the picture itself changes
     with Image.open(image) as picture:
         picture = picture.convert("RGB")
     picture.putpixel((0, 0), (0, 0, 0) if picture.getpixel((0, 0)) != (0, 0, 0) else (255, 255, 255))
     picture.save(image)
-    assert planned(built) == chunk0
+    assert planned(built) == chunk1
     snakemake(built)
     assert planned(built) == {}
 
@@ -489,34 +431,39 @@ def test_changing_one_techniques_settings_reruns_exactly_that_technique(built):
     try:
         config["techniques"]["saliency"]["size"] = 48
         config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-        assert planned(built) == {"saliency_chunk000of002": 2, "saliency_chunk001of002": 2, "gallery": 1, "all": 1}
+        both = {"saliency_chunk000of002": 2, "saliency_chunk001of002": 2, "summary": 1, "gallery": 1, "all": 1}
+        assert planned(built) == both
         config["techniques"]["class_viz"]["steps"] = 3
         config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-        assert planned(built) == {
-            "saliency_chunk000of002": 2,
-            "saliency_chunk001of002": 2,
-            "class_viz": 2,
-            "gallery": 1,
-            "all": 1,
-        }
+        assert planned(built) == both | {"class_viz": 2}
     finally:
         config_file.write_text(original)
     assert planned(built) == {}
+    # what does not change a result re-runs nothing: the device, the threads, the batch size
+    config = yaml.safe_load(original)
+    config["techniques"]["saliency"]["batch_size"] = 3
+    config_file.write_text(yaml.safe_dump(config | {"device": "auto", "threads": 2}, sort_keys=False))
+    try:
+        assert planned(built) == {}
+    finally:
+        config_file.write_text(original)
 
 
 @pytest.mark.slow
 def test_adding_an_image_reruns_only_its_chunk(built):
-    assert chunk_of("rocket", 2) == 1  # shares chunk 1 with astronaut; chunk 0 (chelsea) stays as it is
+    assert chunk_of("rocket.jpg", 2) == 0  # shares chunk 0 with astronaut; chunk 1 (chelsea) stays as it is
     shutil.copy2(REPO / "images" / "rocket.jpg", built / "images" / "rocket.jpg")
     try:
         jobs = planned(built)
         assert jobs == {
-            "feature_maps_chunk001of002": 1,
-            "saliency_chunk001of002": 2,
-            "grad_cam_chunk001of002": 1,
-            "deep_dream_chunk001of002": 1,
-            "deep_dream_octaves_chunk001of002": 1,
+            "feature_maps_chunk000of002": 1,
+            "saliency_chunk000of002": 2,
+            "grad_cam_chunk000of002": 1,
+            "deep_dream_chunk000of002": 1,
+            "deep_dream_octaves_chunk000of002": 1,
+            "predictions_chunk000of002": 1,
             "image_status": 1,
+            "summary": 1,
             "gallery": 1,
             "all": 1,
         }
@@ -585,29 +532,34 @@ def test_a_killed_run_restarts_and_completes_with_no_corrupt_file(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_bad_image_fails_only_its_job_and_the_gallery_lists_it(tmp_path):
+def test_a_bad_image_loses_only_itself_and_the_gallery_and_summary_list_it(tmp_path):
     workdir = make_copy(tmp_path / "wf", config=TINY)
     (workdir / "images" / "broken.png").write_text("this is not a picture\n")
     data = (REPO / "images" / "rocket.jpg").read_bytes()
     (workdir / "images" / "truncated.jpg").write_bytes(data[: len(data) // 3])
-    result = snakemake(workdir, "--keep-going", expect=1)
-    text = result.stdout + result.stderr
-    assert "bad_image" in text and "broken" in text and "truncated" in text
-    for name in ("broken", "truncated"):
-        log = (workdir / "results" / "logs" / "check-images" / f"{name}.log").read_text()
-        assert f"bad image {name}:" in log, log
+    snakemake(workdir)  # the run succeeds
+    for name in ("broken.png", "truncated.jpg"):
         assert not (workdir / "results" / "efficientnet_lite0" / "saliency" / name).exists()
-    for name in ("chelsea", "astronaut"):
+    for name in ("chelsea.png", "astronaut.png"):
         assert (workdir / "results" / "efficientnet_lite0" / "saliency" / name / "guided-gray.png").is_file()
         assert (workdir / "results" / "efficientnet_lite0" / "grad-cam" / name / "auto-gray.png").is_file()
     assert (workdir / "results" / "efficientnet_lite0" / "class-viz" / "class1-l2.png").is_file()
     status = {image["name"]: image for image in json.loads((workdir / "results" / "images.json").read_text())["images"]}
-    assert status["broken"]["status"] == "failed" and "not a recognised image file" in status["broken"]["reason"]
-    assert status["truncated"]["status"] == "failed"
+    assert status["broken.png"]["status"] == "failed"
+    assert "not a recognised image file" in status["broken.png"]["reason"]
+    assert status["truncated.jpg"]["status"] == "failed"
     page = (workdir / "results" / "index.html").read_text()
-    assert "2 failed" in page
-    assert f"failed: {status['broken']['reason']}" in page
+    assert "4 input images, 2 usable, 2 failed" in page
+    assert f"failed: {status['broken.png']['reason']}" in page
+    summary = {
+        row["name"]: row for row in csv.DictReader(io.StringIO((workdir / "results" / "summary.csv").read_text()))
+    }
+    assert summary["broken.png"]["status"] == "failed" and summary["chelsea.png"]["status"] == "ok"
     assert_complete_pictures(workdir / "results")
+    # strict_images: the same images stop the run at once, named
+    (workdir / "config.yaml").write_text(yaml.safe_dump(TINY | {"strict_images": True}, sort_keys=False))
+    result = snakemake(workdir, "--dry-run", expect=1)
+    assert "strict_images: 2 images cannot be used: broken.png: cannot read image" in result.stdout + result.stderr
 
 
 @pytest.mark.slow
@@ -632,16 +584,16 @@ def test_the_seed_config_runs_every_rule_on_random_weights(tmp_path):
     from cnnvis_tasks.outputs import read_metadata
 
     expected = [
-        "vgg16/feature-maps/chelsea/features.29.png",
+        "vgg16/feature-maps/chelsea.png/features.29.png",
         "alexnet/kernels/param6.png",
         "resnet50/kernels/param18.png",
         "densenet121/kernels/param26.png",
-        "vgg16/saliency/chelsea/deconv-gray.png",
+        "vgg16/saliency/chelsea.png/deconv-gray.png",
         "vgg16/class-viz/class231-l1.png",
         "vgg16/filter-viz/features.24-filter25.png",
-        "vgg19/deep-dream/chelsea/features.34-filter45.png",
-        "vgg19/deep-dream-octaves/chelsea/features.34-all.png",
-        "vgg19/grad-cam/chelsea/features.35-overlay.png",
+        "vgg19/deep-dream/chelsea.png/features.34-filter45.png",
+        "vgg19/deep-dream-octaves/chelsea.png/features.34-all.png",
+        "vgg19/grad-cam/chelsea.png/features.35-overlay.png",
     ]
     for path in expected:
         assert (results / path).is_file(), path
@@ -649,3 +601,123 @@ def test_the_seed_config_runs_every_rule_on_random_weights(tmp_path):
     assert read_metadata(results / "vgg16/class-viz/class231-l1.png")["robust"] is False
     assert (results / "index.html").is_file()
     assert_complete_pictures(results)
+
+
+# --- real data sets -------------------------------------------------------------------
+
+
+def class_folder_data_set(root: Path) -> Path:
+    """A WordNet-ID folder and a class-name folder with colliding file names and names
+    with braces, #, %, quotes, spaces and unicode; a folder whose name is no class;
+    and files that are not usable images."""
+    ds = root / "ds"
+    coffee = Image.open(REPO / "images" / "coffee.png").convert("RGB")
+    for name, source in (
+        ("n02123045/001.png", REPO / "images" / "chelsea.png"),
+        ("n02123045/brace{x} #1 %20 'q' ü.png", REPO / "images" / "chelsea.png"),
+        ("espresso/001.png", REPO / "images" / "coffee.png"),
+        ("misc/001.png", REPO / "images" / "rocket.jpg"),
+    ):
+        (ds / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, ds / name)
+    coffee.save(ds / "espresso" / "001.jpg")
+    (ds / "misc" / "broken.png").write_text("not an image")
+    (ds / "misc" / "dangling.png").symlink_to(ds / "nowhere.png")
+    os.mkfifo(ds / "misc" / "pipe.png")
+    Image.new("RGB", (3, 3000), (90, 90, 90)).save(ds / "misc" / "tall.png")
+    return ds
+
+
+@pytest.mark.slow
+def test_a_class_folder_data_set_with_labels_and_odd_names_runs_end_to_end(tmp_path):
+    workdir = make_copy(tmp_path / "wf", images=())
+    class_folder_data_set(workdir)
+    config = {
+        "images": {"folder": "ds"},
+        "chunk_size": 2,
+        "threads": 1,
+        "device": "cpu",
+        "models": {"efficientnet_lite0": {}},
+        "techniques": {
+            "saliency": {
+                "size": 64,
+                "methods": ["vanilla"],
+                "renderings": ["gray"],
+                "target": "label",
+                "models": {"efficientnet_lite0": {}},
+            },
+            "grad_cam": {"size": 64, "renderings": ["overlay"], "models": {"efficientnet_lite0": {}}},
+        },
+    }
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    snakemake(workdir)
+    results = workdir / "results"
+    model = results / "efficientnet_lite0"
+    assert (model / "saliency" / "n02123045" / "001.png" / "vanilla-gray.png").is_file()
+    assert (model / "saliency" / "espresso" / "001.jpg" / "vanilla-gray.png").is_file()  # beside 001.png
+    odd = next((model / "grad-cam" / "n02123045").glob("brace_x_ #1 %20 'q' ü.png-*"))
+    assert (odd / "auto-overlay.png").is_file()
+    summary = {row["name"]: row for row in csv.DictReader(io.StringIO((results / "summary.csv").read_text()))}
+    assert summary["misc/001.png"]["efficientnet_lite0 saliency vanilla status"] == "failed"
+    assert "label 'misc' is neither" in summary["misc/001.png"]["efficientnet_lite0 saliency vanilla reason"]
+    assert summary["misc/tall.png"]["efficientnet_lite0 grad-cam auto status"] == "left out"
+    assert summary["misc/broken.png"]["status"] == "failed"
+    assert summary[str(Path("ds/misc/pipe.png"))]["status"] == "skipped"
+    # the summary's accuracy is the model's on these labels, computed here on its own
+    from cnnvis_tasks.images import load_image
+    from cnnvis_tasks.models import load_model
+
+    loaded = load_model("efficientnet_lite0")
+    labelled = {"n02123045/001.png": 281, "espresso/001.png": 967, "espresso/001.jpg": 967}
+    for name, label in labelled.items():
+        import torch
+
+        with torch.inference_mode():
+            top1 = int(loaded.module(loaded.normalize(load_image(workdir / "ds" / name)[None])).argmax())
+        assert summary[name]["efficientnet_lite0 correct"] == ("yes" if top1 == label else "no"), name
+    assert summary[name]["efficientnet_lite0 label class"] == "967"
+    page = (results / "index.html").read_text()
+    assert "labelled images right" in page and "a named pipe (FIFO), not a file" in page
+    from test_gallery import load_checker
+
+    checker = load_checker()
+    if checker.find_browser() is not None:
+        result = checker.check_page(results / "index.html", screenshot=ARTIFACTS / "data-set-gallery.png")
+        assert [image["src"] for image in result["images"] if not image["naturalWidth"]] == []
+        assert result["errors"] == [] and len(result["images"]) >= 8
+    assert planned(workdir) == {}
+    # a label CSV names the same images' classes
+    (workdir / "labels.csv").write_text("path,label\nds/n02123045/001.png,tabby\nds/espresso/001.png,967\n")
+    config["images"] = {"manifest": "labels.csv"}
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    from cnnvis_tasks.workflow import load_plan
+
+    os.chdir(workdir)
+    try:
+        plan = load_plan(copy.deepcopy(config), main_process=False)
+    finally:
+        os.chdir(REPO)
+    assert plan.labels == {"ds/n02123045/001.png": "tabby", "ds/espresso/001.png": "967"}
+
+
+@pytest.mark.slow
+def test_nothing_a_config_value_holds_is_run_by_a_shell(tmp_path):
+    config = {
+        "images": {"folder": "images"},
+        "threads": 1,
+        "device": "cpu",
+        "models": {"efficientnet_lite0": {}},
+        "techniques": {"kernels": {"count": 4, "models": {"efficientnet_lite0": {"layers": ["_conv_stem"]}}}},
+    }
+    workdir = make_copy(tmp_path / "wf", images=("chelsea.png",), config=config)
+    snakemake(workdir, "--config", "results=r; touch X; y")
+    assert not (workdir / "X").exists() and (workdir / "r; touch X; y" / "index.html").is_file()
+    config["techniques"]["kernels"]["models"]["efficientnet_lite0"]["layers"] = ["_blocks.1&touch$IFS'X'&"]
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake(workdir, expect=1)
+    assert "it must match" in result.stdout + result.stderr and not (workdir / "X").exists()
+    config["techniques"]["kernels"]["models"]["efficientnet_lite0"]["layers"] = ["_conv_stem"]
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake(workdir, "--dry-run", "--config", "results=/", expect=1)
+    assert "the file system's root" in result.stdout + result.stderr
+    assert not Path("/.cache/image-check.json").exists()

@@ -16,9 +16,10 @@ from ..image_list import (  # noqa: F401  (re-exported)
     IMAGE_EXTENSIONS,
     check_image,
     check_images,
+    entries_for,
     image_name,
     list_images,
-    name_images,
+    skipped_records,
 )
 from ..outputs import atomic_write
 from . import cli
@@ -37,7 +38,7 @@ from .common import command
     "--folder",
     default=None,
     type=click.Path(file_okay=False, path_type=Path),
-    help="Check the image files directly in this folder (by extension).",
+    help="Check the image files in this folder and its subfolders (by extension).",
 )
 @click.option(
     "--glob", "pattern", default=None, metavar="PATTERN", help="Check every file this glob matches (** recurses)."
@@ -46,13 +47,13 @@ from .common import command
     "--manifest",
     default=None,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Check the files a text file lists, one path per line.",
+    help="Check the files a manifest lists: a CSV with a 'path' (and 'label') column, or one path per line.",
 )
 @click.option(
     "--out",
     default=None,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Write the status of every image as JSON: name, path, status (ok|failed), reason.",
+    help="Write the status of every image as JSON: name, path, label, status (ok|failed|skipped), reason, size.",
 )
 @click.option(
     "--cache",
@@ -70,23 +71,156 @@ from .common import command
 def check_images_command(images, folder, pattern, manifest, out, cache, fail, quiet, debug) -> None:
     """Decode each image as the techniques would and report the ones that cannot
     be used (unreadable, truncated, not an image), each with a one-line reason."""
-    paths = list(images)
+    entries, skipped = entries_for(images), []
     if folder or pattern or manifest:
-        paths += list_images(folder=folder, pattern=pattern, manifest=manifest)
-    elif not paths:
+        listing = list_images(folder=folder, pattern=pattern, manifest=manifest)
+        entries, skipped = entries + listing.images, skipped_records(listing)
+    elif not entries:
         raise click.UsageError("nothing to check: give --image, --folder, --glob or --manifest")
-    records = check_images(paths, cache=cache)
+    records = check_images(entries, cache=cache)
     if out:
-        text = json.dumps({"images": records}, indent=1)
+        text = json.dumps({"images": records + skipped}, indent=1)
         atomic_write(out, lambda handle: handle.write(text.encode("utf-8")))
     failed = [r for r in records if r["status"] != "ok"]
     if not quiet:
-        click.echo(f"check-images: {len(records) - len(failed)} of {len(records)} images ok", err=True)
+        also = f"; {len(skipped)} other files skipped" if skipped else ""
+        click.echo(f"check-images: {len(records) - len(failed)} of {len(records)} images ok{also}", err=True)
     for record in failed:
         click.echo(f"bad image {record['name']}: {record['reason']}", err=True)
+    for record in skipped:
+        click.echo(f"skipped {record['path']}: {record['reason']}", err=True)
     if failed and fail:
         if len(failed) == 1:
             raise CnnvisError(f"bad image {failed[0]['name']}: {failed[0]['reason']}")
         raise CnnvisError(
             f"{len(failed)} of {len(records)} images cannot be used: {', '.join(r['name'] for r in failed)}"
         )
+
+
+PREDICTION_HEADER = [
+    "image",
+    "label",
+    "label_class",
+    "label_name",
+    "top1",
+    "top1_name",
+    "probability",
+    "correct",
+    "status",
+    "reason",
+]
+
+
+@command(cli, "predict")
+@click.option("--model", default="efficientnet_lite0", metavar="NAME", help="Model name (see: cnnvis-tasks models).")
+@click.option("--weights", default="default", metavar="default|random|PATH", help="The model's weights.")
+@click.option("--device", default="auto", metavar="auto|cpu|cuda|cuda:N", help="Where to compute.")
+@click.option("--seed", default=0, type=int, help="Random seed (random weights).")
+@click.option("--threads", default=None, type=click.IntRange(min=1), help="CPU threads for torch.")
+@click.option(
+    "--image",
+    "images",
+    multiple=True,
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="An image; repeat for many.",
+)
+@click.option(
+    "--label",
+    "labels",
+    multiple=True,
+    help="Each image's true class (a class index, WordNet ID or class name; '' for none), paired with "
+    "--image in order.",
+)
+@click.option("--size", default=224, type=click.IntRange(min=0, max=4096), help="Shorter side of the input.")
+@click.option("--batch-size", default=16, type=click.IntRange(min=1), help="Images per forward pass.")
+@click.option("--max-pixels", default=4_000_000, type=click.IntRange(min=1), help="Largest input after resizing.")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="CSV: image, label, its class, the top-1 class and probability, correct, status, reason.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
+def predict_command(
+    model, weights, device, seed, threads, images, labels, size, batch_size, max_pixels, out, quiet, debug
+) -> None:
+    """Each image's top-1 class and its probability, and whether it is the image's
+    label: the workflow's summary.csv and accuracy come from these tables. An image
+    that cannot be used gets a row that says why."""
+    from ..labels import resolve_label
+    from ..runner import open_session
+    from ..workflow.summary import to_csv
+
+    if labels and len(labels) != len(images):
+        raise click.UsageError(f"got {len(images)} images but {len(labels)} --label; give one per image ('' for none)")
+    if out.suffix.lower() != ".csv":
+        raise click.UsageError(f"{out}: --out writes a CSV file; name it *.csv")
+    session = open_session(model, weights, device, seed, threads, quiet)
+    loaded = session.model
+    rows: dict[int, list] = {}
+    for index, label in enumerate(labels or [""] * len(images)):
+        rows[index] = [str(images[index]), label, "", "", "", "", "", "", "ok", ""]
+        if label:
+            try:
+                label_class = resolve_label(label, loaded.categories or [], loaded.name)
+                rows[index][2:4] = [label_class, loaded.class_name(label_class)]
+            except CnnvisError as error:
+                rows[index][8:10] = ["label not understood", str(error)]
+
+    def failed(index: int, error: Exception) -> None:
+        rows[index][8:10] = ["failed", str(error)]
+
+    import torch
+
+    from ..images import load_batches
+    from ..progress import Progress
+
+    with Progress(len(images), "predict", quiet=quiet) as progress, torch.inference_mode():
+        done = 0
+        for indices, batch in load_batches(list(images), size, batch_size, max_pixels, failed=failed):
+            logits = loaded.module(loaded.normalize(batch.to(session.device)))
+            probabilities = torch.softmax(logits.float(), dim=1)
+            top = probabilities.argmax(dim=1)
+            values = probabilities.gather(1, top[:, None])[:, 0]
+            for index, top1, probability in zip(indices, top.tolist(), values.tolist()):
+                row = rows[index]
+                row[4:7] = [top1, loaded.class_name(top1), f"{probability:.6g}"]
+                if row[2] != "":
+                    row[7] = "yes" if row[2] == top1 else "no"
+            done += len(batch)
+            progress.update(done)
+    text = to_csv(PREDICTION_HEADER, [rows[index] for index in range(len(images))])
+    atomic_write(out, lambda handle: handle.write(text.encode("utf-8")))
+
+
+@command(cli, "summary")
+@click.option("--spec", required=True, metavar="JSON|@FILE", help="The workflow's spec (what the gallery reads too).")
+@click.option(
+    "--images",
+    "images_file",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="The image status JSON (check-images --out).",
+)
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The CSV to write.")
+@click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
+def summary_command(spec, images_file, out, debug) -> None:
+    """summary.csv: one row per image of the run, with its label, each model's top-1
+    class, probability and whether it is right, and each result's status and why."""
+    from ..workflow.summary import accuracy, summarize, to_csv
+    from .gallery import load_json
+
+    statuses = load_json("@" + str(images_file), "--images")
+    statuses = statuses.get("images", []) if isinstance(statuses, dict) else statuses
+    spec_data = load_json(spec, "--spec")
+    header, rows = summarize(spec_data, statuses, out.parent)
+    text = to_csv(header, rows)
+    atomic_write(out, lambda handle: handle.write(text.encode("utf-8")))
+    for model in spec_data.get("models", []):
+        right, labelled = accuracy(header, rows, model)
+        if labelled:
+            click.echo(
+                f"summary: {model}: {right} of {labelled} labelled images right ({right / labelled:.1%})", err=True
+            )

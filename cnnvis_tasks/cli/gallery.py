@@ -27,7 +27,7 @@ The spec (JSON) lists tables; paths are relative to the folder of --out:
 Per-image tables get one row per image of --images (name, path, status, reason)."""
 
 
-def _load_json(value: str, what: str) -> Any:
+def load_json(value: str, what: str) -> Any:
     text = value
     if value.startswith("@"):
         try:
@@ -45,9 +45,12 @@ def _metadata(root: Path, src: str) -> tuple[str, dict[str, Any], str | None]:
     if not path.is_file():
         return "missing", {}, "not built"
     try:
-        return "ok", read_metadata(path), None
+        meta = read_metadata(path)
     except Exception as error:  # a damaged picture is shown as such, not fatal to the page
         return "missing", {}, f"unreadable: {type(error).__name__}"
+    if meta.get("status") == "failed":  # a failed image's placeholder: its facts say why (this cell only)
+        return "missing", meta, f"failed: {meta.get('reason') or 'no reason given'}"
+    return "ok", meta, None
 
 
 def gallery_records(
@@ -64,7 +67,10 @@ def gallery_records(
         name = str(table.get("table", ""))
         if table.get("per_image"):
             columns = table.get("columns", [])
+            left_out = table.get("failures", {})
             for image in images:
+                if image.get("status") == "skipped":
+                    continue
                 original = os.path.relpath(os.path.abspath(image["path"]), os.path.abspath(root))
                 base = {
                     "section": section,
@@ -75,6 +81,9 @@ def gallery_records(
                 }
                 if image.get("status") != "ok":
                     records.append(base | {"status": "failed", "reason": image.get("reason"), "row_image": None})
+                    continue
+                if image["name"] in left_out:
+                    records.append(base | {"status": "failed", "reason": left_out[image["name"]]})
                     continue
                 for column in columns:
                     src = column["path"].replace("{image}", image["name"])
@@ -140,23 +149,35 @@ def gallery_records(
     metavar="PATH",
     help="Log of a failed image, relative to --out's folder, with '{image}' for its name (linked).",
 )
+@click.option(
+    "--summary",
+    "summary_file",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The run's summary.csv (cnnvis-tasks summary): linked, with each model's accuracy on labelled images.",
+)
 @click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
-def gallery_command(spec, images_file, out, title, preview_rows, rows_per_page, log_template, debug) -> None:
+def gallery_command(
+    spec, images_file, out, title, preview_rows, rows_per_page, log_template, summary_file, debug
+) -> None:
     """Write an HTML gallery of results: a section per technique in gallery order, each
     a table of the original image beside its variants, with the class, probability
     and objective each picture recorded. Relative links only; opens from disk."""
-    spec_data = _load_json(spec, "--spec")
+    spec_data = load_json(spec, "--spec")
     if not isinstance(spec_data, dict):
         raise CnnvisError("--spec must be a JSON object with a 'tables' list")
     images: list[dict[str, Any]] = []
     if images_file:
-        data = _load_json("@" + str(images_file), "--images")
+        data = load_json("@" + str(images_file), "--images")
         images = data.get("images", []) if isinstance(data, dict) else data
     root = out.parent
     records = gallery_records(spec_data, images, root)
     for image in images:
         if image.get("status") != "ok" and log_template:
             image["log"] = log_template.replace("{image}", image["name"])
+    summary = None
+    if summary_file is not None and summary_file.is_file():
+        summary = {"href": os.path.relpath(summary_file, root), "accuracy": _accuracy(summary_file, spec_data)}
     files = build_gallery(
         records,
         title=title,
@@ -164,6 +185,7 @@ def gallery_command(spec, images_file, out, title, preview_rows, rows_per_page, 
         preview_rows=preview_rows,
         rows_per_page=rows_per_page,
         note=spec_data.get("note", ""),
+        summary=summary,
     )
     pages = root / "gallery"
     pages.mkdir(parents=True, exist_ok=True)  # always there: the workflow declares it as an output
@@ -174,3 +196,22 @@ def gallery_command(spec, images_file, out, title, preview_rows, rows_per_page, 
         target = out if name == "index.html" else root / name
         atomic_write(target, lambda handle, text=text: handle.write(text.encode("utf-8")))
     click.echo(f"gallery: {out} ({len(records)} cells, {len(files)} pages)", err=True)
+
+
+def _accuracy(summary_file: Path, spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each model's right and labelled images, from summary.csv."""
+    import csv
+
+    from ..workflow.summary import accuracy
+
+    with summary_file.open(encoding="utf-8", newline="") as handle:
+        table = list(csv.reader(handle))
+    if not table:
+        return []
+    header, rows = table[0], table[1:]
+    found = []
+    for model in spec.get("models", []):
+        if f"{model} correct" in header:
+            right, labelled = accuracy(header, rows, model)
+            found.append({"model": model, "right": right, "labelled": labelled})
+    return found

@@ -11,7 +11,6 @@ per image (per item), as the workflow gives them.  The work itself is done by
 from __future__ import annotations
 
 import functools
-import glob as globbing
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,12 +18,13 @@ from typing import Any
 
 import click
 
+from ..errors import CnnvisError
 from ..names import DEFAULT_MODEL
 from ..technique import BOOL, CHOICE, FLOAT, INT, Option, Technique, broadcast, parse_target
 from .common import CONTEXT_SETTINGS, CnnvisCommand, capture_warnings, warn
 
 RAW = "raw"
-PLACEHOLDERS = ("{stem}", "{parent}", "{index}", "{setting}", "{rendering}", "{ext}")
+PLACEHOLDERS = ("{path}", "{stem}", "{parent}", "{index}", "{setting}", "{rendering}", "{ext}")
 
 
 # --- options ------------------------------------------------------------------------
@@ -106,6 +106,43 @@ def option_param(option: Option) -> click.Option:
     )
 
 
+DEFAULT_MAX_PIXELS = 4_000_000  # about 2000 x 2000 after resizing
+
+
+def failure_params(technique: Technique) -> list[click.Parameter]:
+    """What happens when one image (or row) fails."""
+    params: list[click.Parameter] = [
+        click.Option(
+            ["--keep-going"],
+            is_flag=True,
+            help="When an image fails (unreadable, too large, a label that names no class, the model "
+            "fails on it), warn and go on with the others instead of stopping.",
+        ),
+        click.Option(
+            ["--placeholders"],
+            is_flag=True,
+            help="With --keep-going: still write every file of a failed image, a 1 x 1 picture whose "
+            "facts say why (for workflows that expect every output).",
+        ),
+        click.Option(
+            ["--record", "record"],
+            type=click.Path(dir_okay=False, path_type=Path),
+            default=None,
+            help="Write each result's status (ok or failed, and why) as JSON.",
+        ),
+    ]
+    if technique.reads_images:
+        params.append(
+            click.Option(
+                ["--max-pixels"],
+                type=click.IntRange(min=1),
+                default=DEFAULT_MAX_PIXELS,
+                help="Refuse an image larger than this once resized (width x height), before any memory is spent.",
+            )
+        )
+    return params
+
+
 def output_params(technique: Technique) -> list[click.Parameter]:
     per = "image" if technique.reads_images else (technique.item or "call")
     params: list[click.Parameter] = [
@@ -144,7 +181,7 @@ def output_params(technique: Technique) -> list[click.Parameter]:
 def default_pattern(technique: Technique) -> str:
     """File names under --out-dir: the workflow's setting name, after the image's stem."""
     suffix = "-{rendering}" if technique.several_renderings else ""
-    return ("{stem}-{setting}" if technique.reads_images else "{setting}") + suffix + ".{ext}"
+    return ("{path}-{setting}" if technique.reads_images else "{setting}") + suffix + ".{ext}"
 
 
 def command_help(technique: Technique) -> str:
@@ -161,8 +198,9 @@ def command_help(technique: Technique) -> str:
     text += (
         f"\n\nWrite with --out-dir DIR (files named by --name), or give each output option once for {inputs}, "
         "in order. Repeatable options make one result per value; paths may name them as placeholders "
-        f"({', '.join('{' + o.name + '}' for o in technique.repeatable)}), and {{stem}}, {{parent}}, {{index}}, "
-        "{setting}, {rendering}, {ext} in either form."
+        f"({', '.join('{' + o.name + '}' for o in technique.repeatable)}), and in either form {{path}} (the "
+        "image's path below its folder or glob, without its ending), {stem}, {parent}, {index}, {setting}, "
+        "{rendering}, {ext}."
     )
     return text
 
@@ -170,26 +208,25 @@ def command_help(technique: Technique) -> str:
 # --- inputs -------------------------------------------------------------------------
 
 
-def expand_images(values: Sequence[Path]) -> list[Path]:
-    """``--image`` values as files: a folder gives its image files, a pattern the files it matches."""
+def expand_images(values: Sequence[Path]) -> list[tuple[Path, str]]:
+    """``--image`` values as (file, its path below the folder or glob given, without its
+    ending): a folder gives its image files (subfolders too), a pattern the files it matches."""
     from ..image_list import list_images
 
-    paths: list[Path] = []
+    found: list[tuple[Path, str]] = []
     for value in values:
         text = str(value)
-        if value.is_dir():
-            found = list_images(folder=value)
-            if not found:
-                raise click.BadParameter(f"folder {text} holds no image files", param_hint="--image")
-            paths += found
-        elif not value.exists() and any(char in text for char in "*?["):
-            found = sorted(Path(p) for p in globbing.glob(text, recursive=True) if os.path.isfile(p))
-            if not found:
-                raise click.BadParameter(f"no file matches {text}", param_hint="--image")
-            paths += found
+        if value.is_dir() or (not value.exists() and any(char in text for char in "*?[")):
+            listing = list_images(folder=value) if value.is_dir() else list_images(pattern=text)
+            for path, reason in listing.skipped:
+                warn(f"skipped {path}: {reason}")
+            if not listing.images:
+                what = f"folder {text} holds no image files" if value.is_dir() else f"no file matches {text}"
+                raise click.BadParameter(what, param_hint="--image")
+            found += [(entry.path, str(Path(entry.name).with_suffix(""))) for entry in listing.images]
         else:
-            paths.append(value)
-    return paths
+            found.append((value, value.stem))
+    return found
 
 
 def _parsed(option: Option, value: Any) -> Any:
@@ -314,6 +351,19 @@ def _check_output(path: Path, ext: str, technique: Technique, name: str) -> None
         raise click.UsageError(f"{path}: {_flag(technique, name)} writes a .{ext} file; name it *.{ext}")
     if path.is_dir():
         raise click.UsageError(f"{path} is a folder; {_flag(technique, name)} needs a file name")
+    check_writable(path)
+
+
+def check_writable(path: Path) -> None:
+    """A file can be written at ``path``: its nearest existing folder is a folder we may
+    write in (checked before any work, so that hours of compute are not lost)."""
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise CnnvisError(f"cannot write {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise CnnvisError(f"cannot write {path}: no permission to write in {parent}")
 
 
 # --- the command ----------------------------------------------------------------------
@@ -321,13 +371,24 @@ def _check_output(path: Path, ext: str, technique: Technique, name: str) -> None
 
 def run_command(technique: Technique, **params: Any) -> None:
     """The body of every technique command: inputs and outputs checked, then the rows run."""
-    from ..runner import open_session, run
+    from ..runner import Failures, open_session, run
 
     common = {name: params.pop(name) for name in ("model", "weights", "device", "seed", "threads", "quiet", "debug")}
     given = {r.name: params.pop(f"out_{r.name}") for r in technique.renderings}
     given[RAW] = params.pop("out_raw")
     out_dir, name_pattern, chosen = params.pop("out_dir"), params.pop("name_pattern"), params.pop("chosen")
-    images = expand_images(params.pop("images")) if technique.reads_images else []
+    failures = Failures(
+        keep_going=params.pop("keep_going"), placeholders=params.pop("placeholders"), record=params.pop("record")
+    )
+    max_pixels = params.pop("max_pixels", None)
+    if failures.placeholders and not failures.keep_going:
+        raise click.UsageError("--placeholders goes with --keep-going")
+    if failures.record is not None:
+        if failures.record.suffix.lower() != ".json":
+            raise click.UsageError(f"{failures.record}: --record writes JSON; name it *.json")
+        check_writable(failures.record)
+    inputs = expand_images(params.pop("images")) if technique.reads_images else []
+    images = [path for path, _ in inputs]
 
     values: dict[str, list[Any]] = {}
     options: dict[str, Any] = {}
@@ -343,7 +404,7 @@ def run_command(technique: Technique, **params: Any) -> None:
 
     if technique.reads_images:
         items: list[Any] = list(range(len(images)))
-        fields = [{"stem": p.stem, "parent": p.parent.name} for p in images]
+        fields = [{"path": below, "stem": path.stem, "parent": path.parent.name} for path, below in inputs]
     elif technique.item is not None:
         items = values.pop(technique.item)
         fields = [{} for _ in items]
@@ -365,7 +426,7 @@ def run_command(technique: Technique, **params: Any) -> None:
 
         if session.model.num_classes:
             wanted = targets if targets is not None else [int(r.values["target"]) for r in rows]
-            check_class_indices([t for t in wanted if t is not None], session.model.num_classes)
+            check_class_indices([t for t in wanted if isinstance(t, int)], session.model.num_classes)
     run(
         technique,
         session,
@@ -374,6 +435,8 @@ def run_command(technique: Technique, **params: Any) -> None:
         images=images,
         targets=targets,
         renderings=renderings,
+        failures=failures,
+        max_pixels=max_pixels,
         warn=warn,
         note=lambda text: click.echo(text, err=True),
     )
@@ -399,6 +462,7 @@ def make_command(technique: Technique) -> click.Command:
         )
     params += [option_param(option) for option in technique.options]
     params += output_params(technique)
+    params += failure_params(technique)
     callback = capture_warnings(functools.partial(run_command, technique))
     return CnnvisCommand(
         technique.name,

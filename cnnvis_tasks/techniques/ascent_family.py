@@ -43,7 +43,7 @@ ROBUST = Option(
     "(recognisable pictures); plain: the reference gallery's pixel-space Adam from a random start.",
     negative="plain",
 )
-BATCH_SIZE = Option("batch_size", INT, 16, "Images optimised together.", minimum=1)
+BATCH_SIZE = Option("batch_size", INT, 16, "Images optimised together.", minimum=1, affects_results=False)
 SAVE_EVERY = Option(
     "save_every",
     INT,

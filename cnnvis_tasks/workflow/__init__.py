@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import CnnvisError
 from .config import ConfigError, check_config, full_schema
-from .environment import put_on_path, uses_gpu
+from .environment import gpu_visible, put_on_path, uses_gpu
 from .plan import Job, Output, Plan, chunk_of, image_source_arguments, make_plan
 
 __all__ = [
@@ -32,26 +32,60 @@ __all__ = [
 ]
 
 
-def load_plan(config: dict[str, Any], *, main_process: bool = True) -> Plan:
+def load_plan(config: dict[str, Any], *, main_process: bool = True, local: bool = True) -> Plan:
     """Check ``config`` (defaults filled in, in place), list and check its images,
     and plan every job.  ``main_process``: the Snakemake the user started (not a
-    job it started on a cluster): checks model names and notes missing outputs."""
-    from ..image_list import check_images, list_images
+    job it started on a cluster): checks model names and notes missing outputs.
+    ``local``: jobs run on this machine (so ``device: cuda`` needs a GPU here)."""
+    from ..image_list import check_images, list_images, skipped_records
 
     check_config(config, check_model_names=main_process)
+    check_results_folder(config["results"])
+    if main_process and local and config["device"].startswith("cuda") and not gpu_visible():
+        raise ConfigError(
+            f"config error: device: {config['device']}, but this machine shows no CUDA GPU to Snakemake; "
+            "use device: cpu or auto, or run the jobs on a cluster (--workflow-profile profiles/slurm)"
+        )
+    results = config["results"].rstrip("/") or "."
+    if main_process:
+        from .model_check import check_models
+
+        check_models(config, f"{results}/.cache/model-check.json")
     # Jobs run the cnnvis-tasks of the Python environment Snakemake runs in, activated or not.
     put_on_path(os.path.dirname(sys.executable), "cnnvis-tasks")
     source = config["images"]
     try:
-        paths = list_images(
+        listing = list_images(
             folder=source.get("folder"),
             pattern=source.get("glob"),
             manifest=source.get("manifest"),
             extensions=source["extensions"],
         )
         # Decoding every image is cheap and cached (size, mtime), so it is done here,
-        # when the workflow is read: bad images never enter a chunk.
-        status = check_images(paths, cache=f"{config['results'].rstrip('/') or '.'}/.cache/image-check.json")
+        # when the workflow is read: an image that cannot be used never enters a chunk.
+        statuses = check_images(listing.images, cache=f"{results}/.cache/image-check.json")
     except CnnvisError as error:
         raise ConfigError(f"config error: images: {error}") from None
-    return make_plan(config, status, gpu=uses_gpu(config["device"]), exists=os.path.exists if main_process else None)
+    bad = [record for record in statuses if record["status"] != "ok"]
+    if bad and config["strict_images"]:
+        shown = "; ".join(f"{record['name']}: {record['reason']}" for record in bad[:3])
+        more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
+        raise ConfigError(f"config error: strict_images: {len(bad)} images cannot be used: {shown}{more}")
+    statuses += skipped_records(listing)
+    return make_plan(config, statuses, gpu=uses_gpu(config["device"]), exists=os.path.exists if main_process else None)
+
+
+def check_results_folder(results: str) -> None:
+    """``results`` is a folder inside the working directory, or an absolute path other than /."""
+    path = os.path.normpath(results)
+    if os.path.isabs(path):
+        if path == os.sep or os.path.dirname(path) == path:
+            raise ConfigError(f"config error: results: {results!r} is the file system's root; name a folder")
+        return
+    if path == ".":
+        raise ConfigError(f"config error: results: {results!r} is the working directory itself; name a folder in it")
+    if path == ".." or path.startswith(".." + os.sep):
+        raise ConfigError(
+            f"config error: results: {results!r} leaves the working directory; give a folder "
+            "inside it, or an absolute path"
+        )

@@ -82,7 +82,8 @@ def _model_schema(technique: Technique) -> dict[str, Any]:
 def _option_schema(option: Option) -> dict[str, Any]:
     if option.repeatable:
         return _list_schema(option)
-    schema = option.json_schema() | {"description": option.help}
+    schema = option.json_schema()
+    schema.setdefault("description", option.help)
     if option.default is not None or option.nullable:
         schema["default"] = option.default
     return schema

@@ -6,22 +6,23 @@ import glob
 import os
 
 
-def uses_gpu(device: str) -> bool:
-    """Whether compute jobs use a GPU: ``cuda``/``cuda:N``, or ``auto`` where one exists.
-
-    Importing torch takes seconds, at every Snakemake start (and every cluster job):
-    for ``auto`` it is asked only where the machine shows an NVIDIA device at all."""
-    if device.startswith("cuda"):
-        return True
-    if device != "auto":
-        return False
-    if os.environ.get("CUDA_VISIBLE_DEVICES") in ("", "-1") or not glob.glob(
-        os.path.join(os.sep, "dev", "nvidia[0-9]*")
-    ):
+def gpu_visible() -> bool:
+    """Whether this machine shows a CUDA GPU.  Importing torch takes seconds, at every
+    Snakemake start (and every cluster job): it is asked only where the machine
+    shows an NVIDIA device at all."""
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES") in ("", "-1")
+    if hidden or not glob.glob(os.path.join(os.sep, "dev", "nvidia[0-9]*")):
         return False
     import torch
 
     return torch.cuda.is_available()
+
+
+def uses_gpu(device: str) -> bool:
+    """Whether compute jobs use a GPU: ``cuda``/``cuda:N``, or ``auto`` where one exists."""
+    if device.startswith("cuda"):
+        return True
+    return device == "auto" and gpu_visible()
 
 
 def put_on_path(folder: str, command: str) -> None:

@@ -1,21 +1,28 @@
-"""The workflow's plan: images -> chunks -> jobs -> outputs, and the gallery's tables.
+"""The workflow's plan: images -> chunks -> jobs -> outputs, the gallery's tables and the summary.
 
 Everything the Snakemake rules declare is computed here, from a checked config
 and the image list, so that it can be tested without Snakemake:
 
-* images are listed and checked (decoding is cached); bad ones get a failing
-  job of their own instead of results;
+* images are listed and checked (decoding is cached); one that cannot be used
+  is left out and listed with the reason (or, with ``strict_images``, stops the
+  run);
 * good images go to chunks by a stable hash of their name, so adding an image
   changes only its chunk;
 * each technique gives one job per model, setting (one value of each
   repeatable option, except those marked ``together``) and chunk of images
   (techniques without images: per model and setting), with its command line,
-  inputs, outputs, log and benchmark;
+  inputs, outputs, record, log and benchmark; an image the technique cannot
+  take (too large once resized, no label where ``target: label``) is left out
+  of its jobs and listed with the reason;
+* each model gives one predictions job per chunk (top-1 class, probability,
+  the label's class), for ``summary.csv``;
 * the gallery gets one table per technique and model.
 
 Result paths: ``RESULTS/MODEL/TECHNIQUE/IMAGE/SETTING[-RENDERING].png`` for
-techniques that read images, ``RESULTS/MODEL/TECHNIQUE/SETTING[-RENDERING].png``
-for the others, ``.npy`` for raw arrays (see results/README.md).
+techniques that read images (IMAGE: the image's path below its source, see
+:mod:`cnnvis_tasks.image_list`), ``RESULTS/MODEL/TECHNIQUE/SETTING[-RENDERING].png``
+for the others, ``.npy`` for raw arrays; each job also writes its record,
+``RESULTS/records/MODEL/TECHNIQUE/SETTING[/CHUNK].json`` (see results/README.md).
 """
 
 from __future__ import annotations
@@ -25,17 +32,21 @@ import itertools
 import json
 import math
 import os
-import re
 import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..images import size_problem
 from ..technique import BOOL, COMMAND_ONLY, MODEL_LEVEL, Technique, slug
 from ..techniques import all_techniques
 from .config import enabled_techniques, model_weights
 
 RAW = "raw"
+PREDICTIONS = "predictions"
+# Below the results folder: the record of a job over images, and a chunk's predictions.
+RECORD_PATTERN = "records/{model}/{technique}/{setting}/{chunk}.json"
+PREDICTIONS_PATTERN = "records/{model}/predictions/{chunk}.csv"
 
 
 @dataclass(frozen=True)
@@ -44,6 +55,21 @@ class Output:
 
     path: str
     report: dict[str, Any] | None = None
+
+
+def declarable(path: str) -> bool:
+    """Whether Snakemake can take ``path`` as an input: it reads any brace as a wildcard."""
+    return "{" not in path and "}" not in path
+
+
+def fingerprint(path: str) -> str:
+    """``path size mtime``: stands in for an input Snakemake cannot take (a changed file
+    changes the job's params, so the job runs again)."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return f"{path} missing"
+    return f"{path} {status.st_size} {status.st_mtime_ns}"
 
 
 @dataclass(frozen=True)
@@ -55,10 +81,11 @@ class Job:
     model: str
     setting: str
     chunk: str | None
-    arguments: tuple[str, ...]  # of `cnnvis-tasks`, without --device and --threads
+    arguments: tuple[str, ...]  # of `cnnvis-tasks`: everything that decides the results
+    runtime: tuple[str, ...]  # what does not (batch size): a change re-runs nothing
     images: tuple[str, ...]
     weights: tuple[str, ...]  # a weights file, when the model has one: a new file re-runs the job
-    outputs: tuple[Output, ...]
+    outputs: tuple[Output, ...]  # the job's record first, then its pictures and arrays
     log: str
     benchmark: str
     threads: int
@@ -70,22 +97,55 @@ class Job:
         """The arguments, quoted for the shell."""
         return " ".join(shlex.quote(argument) for argument in self.arguments)
 
+    @property
+    def runtime_command(self) -> str:
+        """The runtime arguments, quoted for the shell ("" when none)."""
+        return " ".join(shlex.quote(argument) for argument in self.runtime)
+
+    @property
+    def inputs(self) -> list[str]:
+        """The job's images and weights file, those Snakemake can take."""
+        return [path for path in (*self.images, *self.weights) if declarable(path)]
+
+    @property
+    def untracked(self) -> list[str]:
+        """Fingerprints of the inputs Snakemake cannot take (file names with braces)."""
+        return [fingerprint(path) for path in (*self.images, *self.weights) if not declarable(path)]
+
+    @property
+    def output_paths(self) -> list[str]:
+        return [output.path for output in self.outputs]
+
 
 @dataclass
 class Plan:
     results: str
-    images: dict[str, str]  # name -> path, every image of the source
-    bad_images: dict[str, str]  # name -> why it cannot be used
-    chunks: dict[str, list[str]]  # chunk name -> names of its (good) images
+    statuses: list[dict[str, Any]]  # every entry of the source: ok, failed or skipped, with why
+    images: dict[str, str]  # name -> path of every usable image
+    labels: dict[str, str | None]  # name -> its label, as the source gives it
+    chunks: dict[str, list[str]]  # chunk name -> names of its images
     jobs: list[Job] = field(default_factory=list)
     gallery_tables: list[dict[str, Any]] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # per job, its first missing output after the first
     manifest: str | None = None  # the image list, when the images come from one
+    models: list[str] = field(default_factory=list)
+
+    def _image_check_files(self) -> list[str]:
+        return [*self.images.values(), *([self.manifest] if self.manifest else [])]
 
     @property
     def image_check_inputs(self) -> list[str]:
-        """What the image check reads: every image, and the manifest."""
-        return [*self.images.values(), *([self.manifest] if self.manifest else [])]
+        """What the image check reads that Snakemake can take: every usable image, and the manifest."""
+        return [path for path in self._image_check_files() if declarable(path)]
+
+    @property
+    def image_check_untracked(self) -> list[str]:
+        """Fingerprints of the files the image check reads that Snakemake cannot take."""
+        return [fingerprint(path) for path in self._image_check_files() if not declarable(path)]
+
+    @property
+    def bad_images(self) -> dict[str, str]:
+        return {s["name"]: s["reason"] for s in self.statuses if s["status"] != "ok"}
 
     @property
     def gallery_page(self) -> str:
@@ -96,33 +156,45 @@ class Plan:
         return f"{self.results}/images.json"
 
     @property
-    def gallery_inputs(self) -> list[str]:
-        """What the gallery depends on: each job through its first output.  Naming every
-        picture of tens of thousands of images would cost Snakemake seconds per
-        thousand; Snakemake re-runs a job only for missing outputs that are asked
-        for, so ``all`` also asks for :attr:`missing`."""
+    def summary_file(self) -> str:
+        return f"{self.results}/summary.csv"
+
+    @property
+    def records(self) -> list[str]:
+        """Each job's record (its first output): what ``summary.csv`` is made from.  The
+        gallery depends on the jobs through these alone: naming every picture of tens
+        of thousands of images would cost Snakemake seconds per thousand; Snakemake
+        re-runs a job only for missing outputs that are asked for, so ``all`` also
+        asks for :attr:`missing`."""
         return [job.outputs[0].path for job in self.jobs]
-
-    @property
-    def bad_image_targets(self) -> list[str]:
-        return [self.bad_image_target(name) for name in self.bad_images]
-
-    def bad_image_target(self, name: str) -> str:
-        return f"{self.results}/logs/check-images/{name}.ok"
-
-    @property
-    def bad_image_pattern(self) -> str:
-        """A wildcard constraint that matches exactly the bad images' names."""
-        return "|".join(re.escape(name) for name in self.bad_images) or "(?!)"
 
     @property
     def image_check_cache(self) -> str:
         return f"{self.results}/.cache/image-check.json"
 
     @property
+    def spec(self) -> dict[str, Any]:
+        """What the gallery and summary commands read (their --spec): the tables, the
+        models, the chunks and the settings of the jobs over images, whose records lie
+        at :data:`RECORD_PATTERN` below the results folder (so that the spec stays
+        small however many images there are)."""
+        settings = {
+            (job.model, job.technique, job.setting): None
+            for job in self.jobs
+            if job.chunk is not None and job.technique != PREDICTIONS
+        }
+        return {
+            "tables": self.gallery_tables,
+            "models": self.models,
+            "chunks": list(self.chunks),
+            "settings": [{"model": m, "technique": t, "setting": s} for m, t, s in settings],
+            "records": RECORD_PATTERN,
+            "predictions": PREDICTIONS_PATTERN,
+        }
+
+    @property
     def gallery_spec(self) -> str:
-        """What the gallery command shows (its --spec)."""
-        return json.dumps({"tables": self.gallery_tables}, sort_keys=True)
+        return json.dumps(self.spec, sort_keys=True)
 
 
 def chunk_count(image_count: int, chunk_size: int, pinned: int | None = None) -> int:
@@ -180,9 +252,14 @@ def job_settings(technique: Technique, settings: Mapping[str, Any], model_settin
     return rows
 
 
-def _scalar_arguments(technique: Technique, settings: Mapping[str, Any], job: Mapping[str, Any]) -> list[str]:
-    """The technique's single-valued options as command-line arguments."""
+def _scalar_arguments(
+    technique: Technique, settings: Mapping[str, Any], job: Mapping[str, Any]
+) -> tuple[list[str], list[str]]:
+    """The technique's single-valued options as command-line arguments: (those that
+    decide the results, those that do not).  A per-image option set to ``label``
+    (the target) is left out: each image gets its own."""
     arguments: list[str] = []
+    runtime: list[str] = []
     values = {
         o.name: settings[o.config_key]
         for o in technique.options
@@ -191,14 +268,20 @@ def _scalar_arguments(technique: Technique, settings: Mapping[str, Any], job: Ma
     if technique.job_options:
         values.update(technique.job_options(settings, job))
     for option in technique.options:
-        if option.name not in values or values[option.name] is None:
+        value = values.get(option.name)
+        if value is None or (option.per_image and value == "label"):
             continue
-        value = values[option.name]
         if option.kind == BOOL:
-            arguments.append(option.flag if value else f"--{option.negative or 'no-' + option.name.replace('_', '-')}")
+            given = [option.flag if value else f"--{option.negative or 'no-' + option.name.replace('_', '-')}"]
         else:
-            arguments += [option.flag, str(value)]
-    return arguments
+            given = [option.flag, str(value)]
+        (arguments if option.affects_results else runtime).extend(given)
+    return arguments, runtime
+
+
+def labelled_target(technique: Technique, settings: Mapping[str, Any]) -> bool:
+    """Whether the technique explains each image's label (``target: label``)."""
+    return any(option.per_image and settings.get(option.config_key) == "label" for option in technique.options)
 
 
 # --- the plan ---------------------------------------------------------------------------
@@ -208,18 +291,15 @@ class _Planner:
     def __init__(
         self,
         config: dict[str, Any],
-        images: dict[str, str],
-        chunks: dict[str, list[str]],
+        plan: Plan,
+        sizes: dict[str, Any],
         *,
         gpu: bool,
         exists: Callable[[str], bool] | None,
     ):
-        self.config, self.images, self.chunks, self.gpu, self.exists = config, images, chunks, gpu, exists
-        self.results = config["results"].rstrip("/") or "."
+        self.config, self.plan, self.sizes, self.gpu, self.exists = config, plan, sizes, gpu, exists
+        self.results = plan.results
         self.category = {t.name: f"{position}. {t.title}" for position, t in enumerate(all_techniques(), start=1)}
-        self.jobs: list[Job] = []
-        self.tables: list[dict[str, Any]] = []
-        self.missing: list[str] = []
 
     def relative(self, path: str) -> str:
         return os.path.relpath(path, self.results)
@@ -252,26 +332,32 @@ class _Planner:
 
     def add_job(
         self,
-        technique: Technique,
+        name: str,
         model: str,
         setting: str,
         chunk: str | None,
         arguments: list[str],
+        runtime: list[str],
         images: list[str],
         outputs: list[Output],
+        *,
+        runs_model: bool = True,
     ) -> None:
-        folder = f"{model}/{technique.name}/{setting}"
-        where = f"{folder}/{chunk}" if chunk else folder
+        """A job, its record (first output) and its log in a folder of their own."""
+        where = "/".join(part for part in (model, name, setting, chunk) if part)
+        record = Output(f"{self.results}/records/{where}.json")  # RECORD_PATTERN for jobs over images
+        if name != PREDICTIONS:
+            arguments = [*arguments, "--keep-going", "--placeholders", "--record", record.path]
+            outputs = [record, *outputs]
         weights = model_weights(self.config, model)
-        runs_model = technique.runs_model
         job = Job(
-            rule=slug(f"{technique.config_key}_{model}_{setting}" + (f"_{chunk}" if chunk else "")),
-            technique=technique.name,
+            rule=slug("_".join(part for part in (name.replace("-", "_"), model, setting, chunk) if part)),
+            technique=name,
             model=model,
             setting=setting,
             chunk=chunk,
             arguments=(
-                technique.name,
+                "predict" if name == PREDICTIONS else name,
                 "--model",
                 model,
                 "--weights",
@@ -280,6 +366,7 @@ class _Planner:
                 str(self.config["seed"]),
                 *arguments,
             ),
+            runtime=tuple(runtime),
             images=tuple(images),
             weights=(weights,) if weights not in ("default", "random") else (),
             outputs=tuple(outputs),
@@ -289,31 +376,67 @@ class _Planner:
             gpu=1 if self.gpu and runs_model else 0,
             device=self.config["device"] if runs_model else "cpu",
         )
-        self.jobs.append(job)
+        self.plan.jobs.append(job)
         if self.exists is not None:
             missing = next((o.path for o in job.outputs[1:] if not self.exists(o.path)), None)
             if missing:
-                self.missing.append(missing)
+                self.plan.missing.append(missing)
+
+    def left_out(self, technique: Technique, settings: Mapping[str, Any]) -> dict[str, str]:
+        """Images the technique cannot take, with why: too large once resized, no label."""
+        reasons = {}
+        size = settings.get("size")
+        labelled = labelled_target(technique, settings)
+        for name in self.plan.images:
+            problem = None
+            if size is not None and self.sizes.get(name):
+                problem = size_problem(*self.sizes[name], size, self.config["max_pixels"])
+                problem = f"{self.plan.images[name]} is {problem}" if problem else None
+            if problem is None and labelled and not self.plan.labels.get(name):
+                problem = (
+                    f"{self.plan.images[name]} has no label (target: label): give it a label column in "
+                    "the manifest, or put it in a folder named by its class"
+                )
+            if problem:
+                reasons[name] = problem
+        return reasons
 
     def per_image(self, technique: Technique, settings: Mapping[str, Any], model: str) -> None:
         columns = []
         folder = f"{self.results}/{model}/{technique.name}"
+        left_out = self.left_out(technique, settings)
+        labelled = labelled_target(technique, settings)
         for values in job_settings(technique, settings, settings["models"][model]):
             setting = technique.setting_name(values)
-            options = _scalar_arguments(technique, settings, values)
+            options, runtime = _scalar_arguments(technique, settings, values)
             for option in technique.repeatable:
                 options += [option.flag, str(values[option.name])]
+            options += ["--max-pixels", str(self.config["max_pixels"])]
             labels = {o.name: o.token(values[o.name]) for o in technique.repeatable}
-            for chunk, names in self.chunks.items():
+            for chunk, names in self.plan.chunks.items():
+                names = [name for name in names if name not in left_out]
+                if not names:
+                    continue
                 arguments, outputs = list(options), []
                 for name in names:
-                    arguments += ["--image", self.images[name]]
+                    arguments += ["--image", self.plan.images[name]]
+                    if labelled:
+                        arguments += ["--target", str(self.plan.labels[name])]
                     for flag, output, _ in self.files(
                         technique, settings, f"{folder}/{name}/{setting}", {"image": name} | labels, model
                     ):
                         arguments += [flag, output.path]
                         outputs.append(output)
-                self.add_job(technique, model, setting, chunk, arguments, [self.images[n] for n in names], outputs)
+                self.add_job(
+                    technique.name,
+                    model,
+                    setting,
+                    chunk,
+                    arguments,
+                    runtime,
+                    [self.plan.images[n] for n in names],
+                    outputs,
+                )
             for _, output, rendering in self.files(technique, settings, f"{folder}/{{image}}/{setting}", {}, model):
                 if rendering != RAW:
                     key = f"{setting}-{rendering}" if technique.several_renderings else setting
@@ -324,7 +447,9 @@ class _Planner:
                             "path": self.relative(output.path),
                         }
                     )
-        self.tables.append({"section": technique.name, "table": model, "per_image": True, "columns": columns})
+        self.plan.gallery_tables.append(
+            {"section": technique.name, "table": model, "per_image": True, "columns": columns, "failures": left_out}
+        )
 
     def without_images(self, technique: Technique, settings: Mapping[str, Any], model: str) -> None:
         """One job per setting; a ``together`` item option (class-viz's classes) makes the
@@ -336,7 +461,7 @@ class _Planner:
             own = {k: v for k, v in values.items() if not (by_item and k == item.name)}
             items = values[item.name] if by_item else [None]
             setting = technique.setting_name(own)
-            arguments = _scalar_arguments(technique, settings, values)
+            arguments, runtime = _scalar_arguments(technique, settings, values)
             for option in technique.repeatable:
                 if option.name in own:
                     arguments += [option.flag, str(own[option.name])]
@@ -361,8 +486,30 @@ class _Planner:
                                 "label": self.column_label(technique, model, own, rendering),
                             }
                         )
-            self.add_job(technique, model, setting, None, arguments, [], outputs)
-        self.tables.append({"section": technique.name, "table": model, "per_image": False, "rows": list(rows.values())})
+            self.add_job(
+                technique.name, model, setting, None, arguments, runtime, [], outputs, runs_model=technique.runs_model
+            )
+        self.plan.gallery_tables.append(
+            {"section": technique.name, "table": model, "per_image": False, "rows": list(rows.values())}
+        )
+
+    def predictions(self, model: str) -> None:
+        """Each chunk's top-1 classes and probabilities, and its labels' classes, for summary.csv."""
+        for chunk, names in self.plan.chunks.items():
+            arguments = []
+            for name in names:
+                arguments += ["--image", self.plan.images[name], "--label", self.plan.labels.get(name) or ""]
+            output = Output(f"{self.results}/" + PREDICTIONS_PATTERN.format(model=model, chunk=chunk))
+            self.add_job(
+                PREDICTIONS,
+                model,
+                "",
+                chunk,
+                [*arguments, "--out", output.path],
+                [],
+                [self.plan.images[n] for n in names],
+                [output],
+            )
 
 
 def make_plan(
@@ -373,32 +520,33 @@ def make_plan(
     exists: Callable[[str], bool] | None = os.path.exists,
 ) -> Plan:
     """The plan of a checked config (:func:`cnnvis_tasks.workflow.config.check_config`)
-    over ``image_status`` (:func:`cnnvis_tasks.image_list.check_images`).
+    over ``image_status`` (:func:`cnnvis_tasks.image_list.check_images`, plus skipped files).
 
     ``gpu``: compute jobs ask for a GPU.  ``exists`` tells which outputs exist,
     for :attr:`Plan.missing`; None leaves that empty (a job Snakemake started,
     which builds no gallery)."""
-    images = {record["name"]: str(record["path"]) for record in image_status}
-    bad = {record["name"]: record["reason"] for record in image_status if record["status"] != "ok"}
-    good = [record["name"] for record in image_status if record["status"] == "ok"]
-    count = chunk_count(len(images), config["chunk_size"], config["chunk_count"])
-    planner = _Planner(config, images, make_chunks(good, count), gpu=gpu, exists=exists)
+    usable = [record for record in image_status if record["status"] == "ok"]
+    count = chunk_count(len(image_status), config["chunk_size"], config["chunk_count"])
+    plan = Plan(
+        results=config["results"].rstrip("/") or ".",
+        statuses=[dict(record) for record in image_status],
+        images={record["name"]: str(record["path"]) for record in usable},
+        labels={record["name"]: record.get("label") for record in usable},
+        chunks=make_chunks([record["name"] for record in usable], count),
+        manifest=config["images"].get("manifest"),
+    )
+    planner = _Planner(config, plan, {r["name"]: r.get("size") for r in usable}, gpu=gpu, exists=exists)
     for technique, settings in enabled_techniques(config):
         for model in settings["models"]:
+            if model not in plan.models:
+                plan.models.append(model)
             if technique.reads_images:
                 planner.per_image(technique, settings, model)
             else:
                 planner.without_images(technique, settings, model)
-    return Plan(
-        results=planner.results,
-        images=images,
-        bad_images=bad,
-        chunks=planner.chunks,
-        jobs=planner.jobs,
-        gallery_tables=planner.tables,
-        missing=planner.missing,
-        manifest=config["images"].get("manifest"),
-    )
+    for model in plan.models:
+        planner.predictions(model)
+    return plan
 
 
 def image_source_arguments(config: Mapping[str, Any]) -> list[str]:

@@ -1,0 +1,58 @@
+"""Labels: the true class of an image, as a data set states it.
+
+A label is a class index (``281``), an ImageNet WordNet ID (``n02123045``) or a
+class name of the model's weights (``tabby``, compared without regard to case,
+spaces or underscores).  It comes from a manifest's ``label`` column or from the
+folder an image sits in (a class-folder layout).  Torch-free.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Sequence
+from importlib.resources import files
+
+from .errors import CnnvisError
+
+_WNID = re.compile(r"^n\d{8}$")
+
+
+@functools.cache
+def imagenet_wnids() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k WordNet IDs in class-index order (the sorted IDs)."""
+    return tuple((files(__package__) / "data" / "imagenet_wnids.txt").read_text(encoding="utf-8").split())
+
+
+def _key(name: str) -> str:
+    return re.sub(r"[\s_]+", " ", name.strip()).casefold()
+
+
+def resolve_label(label: str | int, categories: Sequence[str], model: str = "the model") -> int:
+    """The class index a label names among ``categories``; a one-line error if none."""
+    text = str(label).strip()
+    if re.fullmatch(r"\d+", text):
+        index = int(text)
+        if index < len(categories):
+            return index
+        raise CnnvisError(f"label {text}: class index out of range for {model} (0..{len(categories) - 1})")
+    if _WNID.match(text):
+        wnids = imagenet_wnids()
+        if len(categories) != len(wnids):
+            raise CnnvisError(f"label {text}: a WordNet ID, but {model} has {len(categories)} classes, not ImageNet's")
+        try:
+            return wnids.index(text)
+        except ValueError:
+            raise CnnvisError(f"label {text}: not one of ImageNet-1k's WordNet IDs") from None
+    names = _names(tuple(categories))
+    if _key(text) in names:
+        return names[_key(text)]
+    raise CnnvisError(f"label {text!r} is neither a class index, a WordNet ID nor a class name of {model}")
+
+
+@functools.cache
+def _names(categories: tuple[str, ...]) -> dict[str, int]:
+    names: dict[str, int] = {}
+    for index, name in enumerate(categories):
+        names.setdefault(_key(name), index)
+    return names
