@@ -13,8 +13,10 @@ so the repository's results/ is never touched.
    its own), and (c) the in-process lower bound: one Python process that loads
    the model once and runs the workflow's three ``cnnvis-tasks`` job commands
    in-process over all images, writing the same files (compared pixel by pixel).
-2. Dry run of M images x 5 per-image techniques: cold and warm image-check
-   cache, folder and manifest, default and greedy scheduler; optionally profiled.
+   The targets are the technique pictures only: the workflow's predictions jobs
+   (one per chunk, for summary.csv) run with the rest of the workflow, timed apart.
+2. Dry run of M images x 5 per-image techniques: cold and warm results/.cache
+   (image check, model check), folder and manifest, default and greedy scheduler; optionally profiled.
 3. Peak memory (max_rss of Snakemake's benchmark files) of the chunk jobs
    against the number of images in the chunk.
 
@@ -76,12 +78,16 @@ def default_batch_size() -> int:
     return sizes.pop()
 
 
-# Output of each run technique (config key) per image, relative to results/ (as the workflow lays it out).
+# Output of each run technique (config key) per image, relative to results/ (as the workflow lays it out:
+# ``{image}`` is the image's name, its path below the image folder with its extension, e.g. img00001.jpg;
+# ``job_commands`` checks these against the workflow's plan).
 RUN_OUTPUTS = {
     "saliency": f"{MODEL}/saliency/{{image}}/vanilla-gray.png",
     "grad_cam": f"{MODEL}/grad-cam/{{image}}/auto-overlay.png",
     "feature_maps": f"{MODEL}/feature-maps/{{image}}/{FM_LAYER}.png",
 }
+# The technique folders of those outputs (as in results/benchmarks/MODEL/TECHNIQUE/...).
+RUN_TECHNIQUES = {pattern.split("/")[1] for pattern in RUN_OUTPUTS.values()}
 
 
 # --- small helpers ------------------------------------------------------------------
@@ -192,9 +198,21 @@ def make_workdir(root: Path, config: dict) -> Path:
 
 
 def image_names(paths) -> list[str]:
-    from cnnvis_tasks.image_list import image_name
+    """The workflow's names of images given one by one (their path below the folder they
+    share, extension included): for the files of one folder, as a folder source names them."""
+    from cnnvis_tasks.image_list import entries_for
 
-    return [image_name(p) for p in paths]
+    return [entry.name for entry in entries_for(paths)]
+
+
+def folder_images(folder: Path) -> list:
+    """The images of a folder source as the workflow lists them (``ImageEntry``: path, name, label)."""
+    from cnnvis_tasks.image_list import list_images
+
+    listing = list_images(folder=folder)
+    if listing.skipped:
+        raise RuntimeError(f"{folder}: files the workflow would skip: {listing.skipped[:3]}")
+    return listing.images
 
 
 def one_per_job_count(names: list[str]) -> int:
@@ -228,7 +246,8 @@ def run_config(image_source: dict, *, size: int, chunk_size: int | None = None, 
 
 
 def dry_config(image_source: dict, chunk_size: int) -> dict:
-    """Five per-image techniques, one setting each (one job per technique and chunk)."""
+    """Five per-image techniques, one setting each (one job per technique and chunk; the plan adds
+    one predictions job per chunk)."""
     dream = {"size": DRY_SIZE, "models": {MODEL: {"layers": ["_blocks.10"], "filters": ["all"]}}}
     return {
         "images": image_source,
@@ -255,7 +274,8 @@ def run_targets(names: list[str], results: str = "results") -> list[str]:
 
 
 def benchmark_rows(workdir: Path) -> list[dict]:
-    """One row per compute job from results/benchmarks/**.tsv: technique, images in the chunk, s, max_rss."""
+    """One row per compute job of the run's techniques from results/benchmarks/**.tsv: technique,
+    images in the chunk, s, max_rss."""
     rows = []
     for tsv in sorted((workdir / "results" / "benchmarks").rglob("*.tsv")):
         match = re.fullmatch(r"chunk(\d+)of(\d+)", tsv.stem)
@@ -266,6 +286,8 @@ def benchmark_rows(workdir: Path) -> list[dict]:
             continue
         record = dict(zip(lines[0].split("\t"), lines[1].split("\t")))
         technique = tsv.relative_to(workdir / "results" / "benchmarks").parts[1]
+        if technique not in RUN_TECHNIQUES:
+            continue  # a predictions job (made by the rest of the workflow), not one of the run's
         try:
             max_rss = float(record.get("max_rss", "nan"))
         except ValueError:
@@ -290,7 +312,7 @@ def annotate_sizes(rows: list[dict], names: list[str]) -> None:
 def snakemake_run(workdir: Path, cores: int, targets: list[str], timeout: float, label: str, logs: Path) -> dict:
     cmd = snakemake_cmd() + ["--cores", str(cores), "--quiet", "progress", "rules", "host", "--"] + targets
     # `--quiet` keeps the log short (errors still show); the targets are the technique outputs only
-    # (image_status and the gallery are timed separately).
+    # (image_status, the predictions jobs, the summary and the gallery are timed separately).
     print(f"[dataset] {label}: snakemake --cores {cores} ({len(targets)} targets) in {workdir}", flush=True)
     result = run_timed(cmd, workdir, timeout, logs / f"{label}.log", env_for_jobs())
     print(
@@ -304,23 +326,77 @@ def snakemake_run(workdir: Path, cores: int, targets: list[str], timeout: float,
 
 def job_commands(images: list, out: Path, threads: int, size: int, batch_size: int) -> dict:
     """technique key -> the ``cnnvis-tasks`` arguments of the run's job over ``images`` (one chunk),
-    as the workflow plans and runs it (plus ``-q``), writing the workflow's files under ``out``."""
-    from cnnvis_tasks.image_list import check_images
-    from cnnvis_tasks.workflow import check_config, make_plan
+    as the workflow plans and runs it (``job.arguments``, ``job.runtime``, ``--device``, ``--threads``;
+    plus ``-q``), writing the workflow's files (pictures and the job's record) under ``out``.
 
-    config = run_config({"folder": str(Path(images[0]).parent)}, size=size, chunk_count=1)
+    ``images``: paths (named as the workflow names the files of their common folder) or
+    ``ImageEntry`` objects.  The plan's predictions job (top-1 classes for summary.csv) is left
+    out: the run's targets are the three techniques' pictures."""
+    from cnnvis_tasks.image_list import ImageEntry, check_images, entries_for
+    from cnnvis_tasks.workflow import check_config, make_plan
+    from cnnvis_tasks.workflow.plan import PREDICTIONS
+
+    images = list(images)
+    entries = images if all(isinstance(image, ImageEntry) for image in images) else entries_for(images)
+    config = run_config({"folder": str(Path(entries[0].path).parent)}, size=size, chunk_count=1)
     config.update(results=str(out), threads=threads)
     for block in config["techniques"].values():
         block["batch_size"] = batch_size
     check_config(config, check_model_names=False)
-    jobs = make_plan(config, check_images(images), exists=None).jobs
+    statuses = check_images(entries)
+    bad = [record for record in statuses if record["status"] != "ok"]
+    if bad:
+        raise RuntimeError(f"{len(bad)} images cannot be used, e.g. {bad[0]['path']}: {bad[0]['reason']}")
+    jobs = [job for job in make_plan(config, statuses, exists=None).jobs if job.technique != PREDICTIONS]
     commands = {
-        job.technique.replace("-", "_"): [*job.arguments, "--device", job.device, "--threads", str(job.threads), "-q"]
+        job.technique.replace("-", "_"): [
+            *job.arguments,
+            *job.runtime,
+            "--device",
+            job.device,
+            "--threads",
+            str(job.threads),
+            "-q",
+        ]
         for job in jobs
     }
     if len(jobs) != len(RUN_OUTPUTS) or set(commands) != set(RUN_OUTPUTS):
         raise RuntimeError(f"expected one job per technique of {sorted(RUN_OUTPUTS)}, got {[j.rule for j in jobs]}")
+    for job in jobs:
+        key = job.technique.replace("-", "_")
+        runtime = list(job.runtime)
+        if "--batch-size" not in runtime or runtime[runtime.index("--batch-size") + 1] != str(batch_size):
+            raise RuntimeError(f"{job.rule}: its runtime arguments {job.runtime} do not set --batch-size {batch_size}")
+        # the pictures this benchmark compares and counts are the ones the workflow plans
+        planned = sorted(Path(path) for path in job.output_paths[1:])
+        expected = sorted(out / RUN_OUTPUTS[key].format(image=record["name"]) for record in statuses)
+        if planned != expected:
+            raise RuntimeError(f"{job.rule}: the plan writes {planned[:2]} ..., RUN_OUTPUTS says {expected[:2]} ...")
     return commands
+
+
+def record_path(arguments: list[str]) -> Path:
+    """The record (JSON) a job command writes: every image's status, ok or failed."""
+    return Path(arguments[arguments.index("--record") + 1])
+
+
+def record_failures(record: Path) -> tuple[int, list[str]]:
+    """(rows, reasons of the failed rows) of a job's record.  Jobs run with --keep-going
+    --placeholders: an image that fails gets placeholder pictures and the job still exits 0."""
+    rows = json.loads(record.read_text())["rows"]
+    return len(rows), [f"{row['image']}: {row['reason']}" for row in rows if row["status"] != "ok"]
+
+
+def records_summary(results: Path) -> dict:
+    """Rows and failed rows over every technique record under ``results/records``."""
+    rows, failed = 0, []
+    for record in sorted((results / "records").rglob("*.json")):
+        if record.relative_to(results / "records").parts[1] not in RUN_TECHNIQUES:
+            continue
+        count, reasons = record_failures(record)
+        rows += count
+        failed += reasons
+    return {"rows": rows, "failed": len(failed), "first": failed[:1]}
 
 
 def lower_bound_main(spec_path: str) -> None:
@@ -344,8 +420,13 @@ def lower_bound_main(spec_path: str) -> None:
     times = {}
     for key, args in commands.items():
         start = time.perf_counter()
-        cli.main(args, prog_name="cnnvis-tasks", standalone_mode=False)
+        code = cli.main(args, prog_name="cnnvis-tasks", standalone_mode=False)
         times[key] = time.perf_counter() - start
+        if code:
+            raise SystemExit(f"cnnvis-tasks {args[0]}: exit status {code}")
+        rows, failed = record_failures(record_path(args))
+        if failed:
+            print(f"{key}: {len(failed)} of {rows} images failed, e.g. {failed[0]}", file=sys.stderr)
     import resource
 
     times["max_rss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -353,6 +434,7 @@ def lower_bound_main(spec_path: str) -> None:
 
 
 def lower_bound(tmp: Path, images: list[Path], threads: int, size: int, timeout: float, logs: Path) -> dict:
+    """``images``: the files of the chunked run's image folder (so the lower bound names them alike)."""
     out = tmp / "lower-bound" / "results"
     spec = {
         "images": [str(p) for p in images],
@@ -383,7 +465,8 @@ def lower_bound(tmp: Path, images: list[Path], threads: int, size: int, timeout:
 
 
 def compare_outputs(a: Path, b: Path, names: list[str]) -> dict:
-    """Pixel comparison of the run outputs under two results folders."""
+    """Pixel comparison of the run outputs under two results folders, and the failed rows of
+    each side's job records (a failed image gets a 1 x 1 placeholder, so it would differ)."""
     import numpy as np
     from PIL import Image
 
@@ -404,7 +487,8 @@ def compare_outputs(a: Path, b: Path, names: list[str]) -> dict:
             diff = int(np.abs(x - y).max()) if x.size else 0
             worst = max(worst, diff)
             differing += diff > 0
-    return {"compared": total, "missing": missing, "differing": differing, "max_diff": worst}
+    failed = {"a": records_summary(a), "b": records_summary(b)}
+    return {"compared": total, "missing": missing, "differing": differing, "max_diff": worst, "records": failed}
 
 
 def part_run(args, tmp: Path, logs: Path, results: dict, flush) -> None:
@@ -412,7 +496,7 @@ def part_run(args, tmp: Path, logs: Path, results: dict, flush) -> None:
     folder = tmp / "run-images"
     print(f"[dataset] making {max(n, args.mem_images)} images in {folder}", flush=True)
     paths = make_images(folder, max(n, args.mem_images))
-    all_names = image_names(paths)
+    all_names = image_names(paths)  # as the workflow names the files of one folder: img00001.jpg, ...
     run = results.setdefault("run", {"n": n, "k": k, "cores": args.cores, "chunk_size": args.chunk_size})
     subsets = {}
 
@@ -429,7 +513,9 @@ def part_run(args, tmp: Path, logs: Path, results: dict, flush) -> None:
         return subsets[count]
 
     def chunked(label: str, count: int, chunk_size: int | None = None, chunk_count: int | None = None) -> dict:
-        names = all_names[:count]
+        names = [entry.name for entry in folder_images(subset(count))]  # what the workflow will see
+        if names != all_names[:count]:
+            raise RuntimeError(f"{label}: the workflow names the images {names[:3]} ..., expected {all_names[:3]} ...")
         workdir = make_workdir(
             tmp / label,
             run_config({"folder": str(subset(count))}, size=args.size, chunk_size=chunk_size, chunk_count=chunk_count),
@@ -460,7 +546,7 @@ def part_run(args, tmp: Path, logs: Path, results: dict, flush) -> None:
         env_for_jobs(),
     )
     run["noop"] = noop
-    # the rest of the workflow (image_status, gallery)
+    # the rest of the workflow (image_status, one predictions job per chunk, summary, gallery)
     rest = run_timed(
         snakemake_cmd() + ["--cores", str(args.cores), "--quiet", "all"],
         a["workdir"],
@@ -469,14 +555,30 @@ def part_run(args, tmp: Path, logs: Path, results: dict, flush) -> None:
         env_for_jobs(),
     )
     run["rest"] = rest
-    print(f"[dataset] no-op rerun {noop['wall']:.1f} s; image_status + gallery {rest['wall']:.1f} s", flush=True)
+    print(
+        f"[dataset] no-op rerun {noop['wall']:.1f} s (rc {noop['rc']}); image_status + predictions + summary + "
+        f"gallery {rest['wall']:.1f} s (rc {rest['rc']})",
+        flush=True,
+    )
+    for result in (noop, rest):
+        if result["rc"] != 0 and not result["timed_out"]:
+            print(result["tail"], file=sys.stderr)
     flush()
 
-    # (c) lower bound at N
-    lb = lower_bound(tmp, paths[:n], args.lb_threads or args.cores, args.size, args.timeout, logs)
+    # (c) lower bound at N, over (a)'s image folder
+    lb_images = [entry.path for entry in folder_images(subset(n))]
+    lb = lower_bound(tmp, lb_images, args.lb_threads or args.cores, args.size, args.timeout, logs)
     run["lb"] = lb
     if lb["rc"] == 0 and a["rc"] == 0:
-        run["same"] = compare_outputs(a["workdir"] / "results", lb["out"], all_names[:n])
+        same = compare_outputs(a["workdir"] / "results", lb["out"], all_names[:n])
+        run["same"] = same
+        print(
+            f"[dataset] lower bound vs chunked: {same['compared']} pictures compared, {same['differing']} differ "
+            f"(max {same['max_diff']}), {same['missing']} missing; failed images in the records: "
+            f"chunked {same['records']['a']['failed']} of {same['records']['a']['rows']}, "
+            f"lower bound {same['records']['b']['failed']} of {same['records']['b']['rows']}",
+            flush=True,
+        )
     flush()
 
     # (b) one image per job at K (<= N), and chunked at K for a like-for-like ratio
@@ -497,7 +599,10 @@ def part_run(args, tmp: Path, logs: Path, results: dict, flush) -> None:
 
 
 def part_dry(args, tmp: Path, logs: Path, results: dict, flush) -> None:
+    import copy
+
     from cnnvis_tasks.image_list import check_images, list_images
+    from cnnvis_tasks.workflow import check_config, make_plan
 
     dry = results.setdefault("dry", {"chunk_size": args.dry_chunk_size, "sizes": []})
     made = 0
@@ -532,11 +637,17 @@ def part_dry(args, tmp: Path, logs: Path, results: dict, flush) -> None:
         entry["list_manifest"] = time.perf_counter() - start
         cache = tmp / f"dry-check-{m}.json"
         start = time.perf_counter()
-        check_images(listed, cache=cache)
+        check_images(listed.images, cache=cache)
         entry["check_cold"] = time.perf_counter() - start
         start = time.perf_counter()
-        check_images(listed, cache=cache)
+        statuses = check_images(listed.images, cache=cache)
         entry["check_warm"] = time.perf_counter() - start
+        # chunks and jobs of the folder run, from the workflow's own plan
+        config = copy.deepcopy(dry_config({"folder": str(sub)}, args.dry_chunk_size))
+        check_config(config, check_model_names=False)
+        plan = make_plan(config, statuses, exists=None)
+        entry["chunks"] = len(plan.chunks)
+        entry["jobs"] = len(plan.jobs) + len(DRY_OTHER_JOBS)
 
         workdir = make_workdir(tmp / f"dry-wf-{m}", dry_config({"folder": str(sub)}, args.dry_chunk_size))
         manifest_wd = make_workdir(
@@ -567,10 +678,6 @@ def part_dry(args, tmp: Path, logs: Path, results: dict, flush) -> None:
             flush()
             if result["timed_out"]:
                 break
-        names = image_names(files)
-        chunks = auto_chunk_count(m, args.dry_chunk_size)
-        entry["chunks"] = len({chunk_of(n, chunks) for n in names})
-        entry["jobs"] = 5 * entry["chunks"] + 3
         flush()
 
     if args.profile_dry:
@@ -594,6 +701,8 @@ def part_dry(args, tmp: Path, logs: Path, results: dict, flush) -> None:
 
 
 DRY_CASES = ["folder_cold", "folder_warm", "folder_warm_greedy", "manifest_cold", "manifest_warm"]
+# The dry run's jobs besides the plan's (technique and predictions jobs): Snakemake's rules of one job each.
+DRY_OTHER_JOBS = ["image_status", "summary", "gallery", "all"]
 
 # Where the time of `snakemake -n` goes: functions to report by cumulative time
 # (the first match of each pattern).
@@ -603,6 +712,7 @@ PROFILE_POINTS = [
     ("  of which: check_images (image check, cache)", r"image_list\.py.*\(check_images\)"),
     ("  of which: list_images", r"image_list\.py.*\(list_images\)"),
     ("  of which: config check (schema, import torch/models)", r"\(check_config\)"),
+    ("  of which: check_models (layer names on the meta device, cached)", r"model_check\.py.*\(check_models\)"),
     ("  of which: make_plan (chunks, jobs, outputs)", r"plan\.py.*\(make_plan\)"),
     ("build the DAG (DAG.init)", r"dag\.py.*\(init\)"),
     ("  of which: update (match outputs to rules)", r"dag\.py.*\(update\)$"),
@@ -682,8 +792,10 @@ def render_section(results: dict, args, info: dict, command: str, started: str, 
             f"Synthetic 96x128 JPEGs; EfficientNet-Lite0 (embedded weights), size {args.size}, "
             f"batch {default_batch_size()}, "
             f"device cpu, 1 thread per job: saliency vanilla (gray), Grad-CAM (auto layer, overlay), feature maps "
-            f"({FM_LAYER}). Targets: the {3 * n} technique pictures (image_status and the gallery are timed "
-            "separately below). Wall time includes Snakemake reading the workflow and every job's process start.",
+            f"({FM_LAYER}). Targets: the {3 * n} technique pictures, so the jobs are the three techniques' "
+            "(the workflow's predictions jobs, one per model and chunk, run with image_status, the summary and "
+            "the gallery, timed separately below). Wall time includes Snakemake reading the workflow and every "
+            "job's process start.",
             "",
             "| run | images | jobs | chunks | wall | per image |",
             "|---|---:|---:|---:|---:|---:|",
@@ -743,7 +855,10 @@ def render_section(results: dict, args, info: dict, command: str, started: str, 
             )
         rest = run.get("rest")
         if rest:
-            extra.append(f"then building the rest of the workflow (image_status, gallery) took {_wall(rest)}")
+            extra.append(
+                "then building the rest of the workflow (image_status, a predictions job per chunk, summary, "
+                f"gallery) took {_wall(rest)}"
+            )
         if _ok(a) and a["rows"]:
             job_s = [row["s"] for row in a["rows"]]
             extra.append(
@@ -765,10 +880,17 @@ def render_section(results: dict, args, info: dict, command: str, started: str, 
             )
         same = run.get("same")
         if same:
-            extra.append(
+            text = (
                 f"the lower bound's {same['compared']} pictures against the chunked run's: "
                 f"{same['differing']} differ (max pixel difference {same['max_diff']}), {same['missing']} missing"
             )
+            records = same.get("records")
+            if records:
+                text += (
+                    f"; images failed in the jobs' records: chunked {records['a']['failed']} of "
+                    f"{records['a']['rows']}, lower bound {records['b']['failed']} of {records['b']['rows']}"
+                )
+            extra.append(text)
         if extra:
             lines += ["Also: " + "; ".join(extra) + ".", ""]
 
@@ -822,8 +944,10 @@ def render_section(results: dict, args, info: dict, command: str, started: str, 
             f"### Dry run: M images x 5 techniques (`snakemake -n --cores {args.cores} --quiet all`)",
             "",
             f"Tiny 16x16 PNGs; feature maps, saliency, deep dream, deep dream with octaves, Grad-CAM (one setting "
-            f"each), chunk_size {dry['chunk_size']}: one job per technique and chunk. Cold: no "
-            "`results/.cache/image-check.json` (every image decoded while the workflow is read); warm: the second run. "
+            f"each), chunk_size {dry['chunk_size']}: one job per technique and chunk, one predictions job per chunk, "
+            "and image_status, summary, gallery and all. Cold: no `results/.cache` (every image decoded, and the "
+            "config's layers checked against the model built on the meta device, while the workflow is read); "
+            "warm: the second run. "
             "In-process columns: `list_images` of the folder / manifest and `check_images` without / with the cache.",
             "",
             "| M | chunks | jobs | folder cold | folder warm | warm, `--scheduler greedy` | manifest cold "

@@ -5,12 +5,14 @@ A chunk job is one ``cnnvis-tasks`` process over all the images of its chunk.
 For each of the dataset benchmark's three techniques (``bench/dataset.py``:
 saliency vanilla, Grad-CAM with its overlay, feature maps of one layer) and
 each image count, this runs one job's command line (``job_commands``, which
-the dataset benchmark's lower bound also runs) as a fresh process
+the dataset benchmark's lower bound also runs: the plan's arguments and runtime
+arguments, with ``--keep-going --placeholders --record``) as a fresh process
 and records its peak resident set size (``ru_maxrss`` of that child, from
 ``os.wait4``), the median of its resident set size sampled over the second half
 of the run, and its wall time.  A job that kept something for every image would
-raise both with the count.  Writes the section ``## Peak memory of one job`` of
-``bench/RESULTS.md``.
+raise both with the count.  A cell counts only when the job wrote one picture per
+image and its record lists none as failed.  Writes the section ``## Peak memory
+of one job`` of ``bench/RESULTS.md``.
 
     .venv/bin/python bench/memory.py                    # 16, 64, 256, 1024 images
     .venv/bin/python bench/memory.py --counts 16,64     # quicker
@@ -30,7 +32,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dataset import MODEL, default_batch_size, job_commands, machine_info, make_images  # noqa: E402
+from dataset import (  # noqa: E402
+    MODEL,
+    default_batch_size,
+    job_commands,
+    machine_info,
+    make_images,
+    record_failures,
+    record_path,
+)
 from results_file import display_command, status_mib, write_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -172,6 +182,14 @@ def main(argv=None) -> None:
                 written = sum(1 for _ in out.rglob("*.png"))
                 if written != count:
                     raise RuntimeError(f"{key} with {count} images wrote {written} pictures")
+                # the job runs with --keep-going --placeholders, as in the workflow: a failed image
+                # would still get a (placeholder) picture and exit status 0, so read its record
+                recorded, failed = record_failures(record_path(job))
+                if recorded != count or failed:
+                    raise RuntimeError(
+                        f"{key} with {count} images: its record lists {recorded} images, {len(failed)} failed"
+                        + (f", e.g. {failed[0]}" if failed else "")
+                    )
                 print(f"[memory] {key} {count} images: {_cell(rows[key][count])}", flush=True)
                 write_section(args.out, render(rows, args, info, command, started))
                 shutil.rmtree(out, ignore_errors=True)
