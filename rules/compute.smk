@@ -23,7 +23,7 @@ for job in PLAN.jobs:
         resources:
             gpu=job.gpu,
             device=job.device,
-            runtime_options=job.runtime_command or "-q",
+            runtime_options=job.runtime_command,
         params:
             # functions, so that braces in file names are not taken for wildcards
             command=lambda wildcards, job=job: job.command,
