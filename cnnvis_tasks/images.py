@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     import torch
 
 DEFAULT_SIZE = 224
+# The largest image, in pixels once resized, a technique takes (about 2000 x 2000);
+# config/schema.yaml's max_pixels states the same default (a test checks).
+DEFAULT_MAX_PIXELS = 4_000_000
 # Composited under transparent pixels: a neutral background rather than black.
 BACKGROUND = (255, 255, 255)
 

@@ -371,3 +371,12 @@ def test_a_technique_module_is_named_after_its_technique():
     copied = copy.copy(BRIGHTEST)
     assert copied.config_key == "brightest" and copied.option("scale").flag == "--scale"
     assert isinstance(cli.commands["grad-cam"], click.Command)
+
+
+def test_the_schema_states_the_package_s_pixel_budget_and_largest_size():
+    from cnnvis_tasks.images import DEFAULT_MAX_PIXELS
+    from cnnvis_tasks.technique import MAX_SIZE
+
+    schema = full_schema()
+    assert schema["properties"]["max_pixels"]["default"] == DEFAULT_MAX_PIXELS
+    assert schema["properties"]["techniques"]["properties"]["saliency"]["properties"]["size"]["maximum"] == MAX_SIZE

@@ -15,8 +15,62 @@ from typing import Any
 import click
 
 from ..errors import CnnvisError
+from ..names import DEFAULT_MODEL
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100, "show_default": True}
+
+# The options of every command that loads a model: (flags, settings).
+MODEL_OPTIONS: list[tuple[list[str], dict[str, Any]]] = [
+    (
+        ["--model"],
+        {
+            "default": DEFAULT_MODEL,
+            "metavar": "NAME",
+            "help": "Model name: the embedded efficientnet_lite0 or any torchvision classifier "
+            "(see: cnnvis-tasks models).",
+        },
+    ),
+    (
+        ["--weights"],
+        {
+            "default": "default",
+            "metavar": "default|random|PATH",
+            "help": "'default': the model's standard pretrained weights (torch hub cache for torchvision "
+            "models); 'random': seeded random initialisation; or a .pth/.pt state-dict file.",
+        },
+    ),
+    (
+        ["--device"],
+        {
+            "default": "auto",
+            "metavar": "auto|cpu|cuda|cuda:N",
+            "help": "Where to compute; 'auto' is CUDA when available, else CPU.",
+        },
+    ),
+    (["--seed"], {"default": 0, "type": int, "help": "Random seed (random weights, random starts, jitter)."}),
+    (
+        ["--threads"],
+        {
+            "default": None,
+            "type": click.IntRange(min=1),
+            "help": "CPU threads for torch  [default: what the scheduler gave the job, else all cores]",
+        },
+    ),
+    (["--quiet", "-q"], {"is_flag": True, "help": "No progress output."}),
+    (["--debug"], {"is_flag": True, "help": "Show Python tracebacks for errors."}),
+]
+
+
+def model_params() -> list[click.Parameter]:
+    """--model --weights --device --seed --threads --quiet --debug, as parameters."""
+    return [click.Option(flags, **settings) for flags, settings in MODEL_OPTIONS]
+
+
+def model_options(function: Callable) -> Callable:
+    """The same options as decorators, for a command written as a function."""
+    for flags, settings in reversed(MODEL_OPTIONS):
+        function = click.option(*flags, **settings)(function)
+    return function
 
 
 class CnnvisCommand(click.Command):

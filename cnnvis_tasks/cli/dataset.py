@@ -21,9 +21,11 @@ from ..image_list import (  # noqa: F401  (re-exported)
     list_images,
     skipped_records,
 )
+from ..images import DEFAULT_MAX_PIXELS, DEFAULT_SIZE
 from ..outputs import atomic_write
+from ..technique import MAX_SIZE
 from . import cli
-from .common import command
+from .common import command, model_options
 
 
 @command(cli, "check-images")
@@ -112,11 +114,7 @@ PREDICTION_HEADER = [
 
 
 @command(cli, "predict")
-@click.option("--model", default="efficientnet_lite0", metavar="NAME", help="Model name (see: cnnvis-tasks models).")
-@click.option("--weights", default="default", metavar="default|random|PATH", help="The model's weights.")
-@click.option("--device", default="auto", metavar="auto|cpu|cuda|cuda:N", help="Where to compute.")
-@click.option("--seed", default=0, type=int, help="Random seed (random weights).")
-@click.option("--threads", default=None, type=click.IntRange(min=1), help="CPU threads for torch.")
+@model_options
 @click.option(
     "--image",
     "images",
@@ -132,17 +130,19 @@ PREDICTION_HEADER = [
     help="Each image's true class (a class index, WordNet ID or class name; '' for none), paired with "
     "--image in order.",
 )
-@click.option("--size", default=224, type=click.IntRange(min=0, max=4096), help="Shorter side of the input.")
+@click.option(
+    "--size", default=DEFAULT_SIZE, type=click.IntRange(min=0, max=MAX_SIZE), help="Shorter side of the input."
+)
 @click.option("--batch-size", default=16, type=click.IntRange(min=1), help="Images per forward pass.")
-@click.option("--max-pixels", default=4_000_000, type=click.IntRange(min=1), help="Largest input after resizing.")
+@click.option(
+    "--max-pixels", default=DEFAULT_MAX_PIXELS, type=click.IntRange(min=1), help="Largest input after resizing."
+)
 @click.option(
     "--out",
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
     help="CSV: image, label, its class, the top-1 class and probability, correct, status, reason.",
 )
-@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
-@click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
 def predict_command(
     model, weights, device, seed, threads, images, labels, size, batch_size, max_pixels, out, quiet, debug
 ) -> None:

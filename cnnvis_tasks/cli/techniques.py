@@ -19,50 +19,15 @@ from typing import Any
 import click
 
 from ..errors import CnnvisError
-from ..names import DEFAULT_MODEL
+from ..images import DEFAULT_MAX_PIXELS
 from ..technique import BOOL, CHOICE, FLOAT, INT, Option, Technique, broadcast, parse_target
-from .common import CONTEXT_SETTINGS, CnnvisCommand, capture_warnings, warn
+from .common import CONTEXT_SETTINGS, CnnvisCommand, capture_warnings, model_params, warn
 
 RAW = "raw"
 PLACEHOLDERS = ("{path}", "{stem}", "{parent}", "{index}", "{setting}", "{rendering}", "{ext}")
 
 
 # --- options ------------------------------------------------------------------------
-
-
-def model_params() -> list[click.Parameter]:
-    """--model --weights --device --seed --threads --quiet --debug."""
-    return [
-        click.Option(
-            ["--model"],
-            default=DEFAULT_MODEL,
-            metavar="NAME",
-            help="Model name: the embedded efficientnet_lite0 or any torchvision classifier "
-            "(see: cnnvis-tasks models).",
-        ),
-        click.Option(
-            ["--weights"],
-            default="default",
-            metavar="default|random|PATH",
-            help="'default': the model's standard pretrained weights (torch hub cache for torchvision "
-            "models); 'random': seeded random initialisation; or a .pth/.pt state-dict file.",
-        ),
-        click.Option(
-            ["--device"],
-            default="auto",
-            metavar="auto|cpu|cuda|cuda:N",
-            help="Where to compute; 'auto' is CUDA when available, else CPU.",
-        ),
-        click.Option(["--seed"], default=0, type=int, help="Random seed (random weights, random starts, jitter)."),
-        click.Option(
-            ["--threads"],
-            default=None,
-            type=click.IntRange(min=1),
-            help="CPU threads for torch  [default: what the scheduler gave the job, else all cores]",
-        ),
-        click.Option(["--quiet", "-q"], is_flag=True, help="No progress output."),
-        click.Option(["--debug"], is_flag=True, help="Show Python tracebacks for errors."),
-    ]
 
 
 def _click_type(option: Option) -> Any:
@@ -104,9 +69,6 @@ def option_param(option: Option) -> click.Option:
         help=text,
         show_default=show_default,
     )
-
-
-DEFAULT_MAX_PIXELS = 4_000_000  # about 2000 x 2000 after resizing
 
 
 def failure_params(technique: Technique) -> list[click.Parameter]:

@@ -84,3 +84,9 @@ def render_picture(result: Result, row: int, renderings: tuple[str, ...], option
     from .. import render
 
     return Rendered({PICTURE.name: (render.to_uint8(result.maps[row]), {})})
+
+
+# The options of the techniques that synthesise an image from nothing (class-viz, filter-viz),
+# and what every ascent technique writes: its one picture, the image as --raw, step reports.
+SYNTHESIS_OPTIONS = (WIDTH, HEIGHT, STEPS, LR, ROBUST, BATCH_SIZE, SAVE_EVERY)
+PICTURE_OUTPUT = {"renderings": (PICTURE,), "raw": RAW_IMAGE, "render": render_picture, "reports_steps": True}

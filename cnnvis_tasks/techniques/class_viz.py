@@ -8,20 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..technique import CHOICE, COMMAND_ONLY, FLOAT, INT, Option, Result, Technique
-from .ascent_family import (
-    BATCH_SIZE,
-    HEIGHT,
-    LR,
-    PICTURE,
-    RAW_IMAGE,
-    ROBUST,
-    SAVE_EVERY,
-    STEPS,
-    WIDTH,
-    ascent_result,
-    render_picture,
-    steps_and_lr,
-)
+from .ascent_family import PICTURE_OUTPUT, SYNTHESIS_OPTIONS, ascent_result, steps_and_lr
 
 REGULARIZATIONS = ("none", "l1", "l2")
 REGULARIZATION_LABELS = {"none": "no regularization", "l1": "L1 regularization", "l2": "L2 regularization"}
@@ -136,18 +123,10 @@ TECHNIQUE = Technique(
             where=COMMAND_ONLY,
             default_text="none 0, l1 1e-4, l2 0.01 (the reference gallery's weight decay)",
         ),
-        WIDTH,
-        HEIGHT,
-        STEPS,
-        LR,
-        ROBUST,
-        BATCH_SIZE,
-        SAVE_EVERY,
+        *SYNTHESIS_OPTIONS,
     ),
-    renderings=(PICTURE,),
-    raw=RAW_IMAGE,
     compute=compute,
-    render=render_picture,
+    **PICTURE_OUTPUT,
     reads_images=False,
     item="target",
     config_required=("classes",),
@@ -161,5 +140,4 @@ TECHNIQUE = Technique(
         }
     },
     job_options=job_options,
-    reports_steps=True,
 )

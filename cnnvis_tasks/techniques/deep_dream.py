@@ -19,7 +19,7 @@ from ..technique import (
     filter_token,
     layer_option,
 )
-from .ascent_family import BATCH_SIZE, PICTURE, RAW_IMAGE, SAVE_EVERY, ascent_result, render_picture
+from .ascent_family import BATCH_SIZE, PICTURE_OUTPUT, SAVE_EVERY, ascent_result
 
 LAYER = layer_option("Module path whose activation is amplified (see: cnnvis-tasks layers).", required=True)
 FILTER_OPTION = Option(
@@ -66,9 +66,6 @@ TECHNIQUE = Technique(
         BATCH_SIZE,
         SAVE_EVERY,
     ),
-    renderings=(PICTURE,),
-    raw=RAW_IMAGE,
     compute=compute,
-    render=render_picture,
-    reports_steps=True,
+    **PICTURE_OUTPUT,
 )

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..technique import FLOAT, INT, SIZE, Option, Result, Technique
-from .ascent_family import BATCH_SIZE, PICTURE, RAW_IMAGE, SAVE_EVERY, ascent_result, render_picture
+from .ascent_family import BATCH_SIZE, PICTURE_OUTPUT, SAVE_EVERY, ascent_result
 from .deep_dream import FILTER_OPTION, LAYER
 
 
@@ -69,9 +69,6 @@ TECHNIQUE = Technique(
         BATCH_SIZE,
         SAVE_EVERY,
     ),
-    renderings=(PICTURE,),
-    raw=RAW_IMAGE,
     compute=compute,
-    render=render_picture,
-    reports_steps=True,
+    **PICTURE_OUTPUT,
 )

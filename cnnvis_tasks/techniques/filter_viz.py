@@ -6,20 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..technique import FLOAT, INT, MODEL_LEVEL, ModelRows, Option, Result, Technique, layer_option
-from .ascent_family import (
-    BATCH_SIZE,
-    HEIGHT,
-    LR,
-    PICTURE,
-    RAW_IMAGE,
-    ROBUST,
-    SAVE_EVERY,
-    STEPS,
-    WIDTH,
-    ascent_result,
-    render_picture,
-    steps_and_lr,
-)
+from .ascent_family import PICTURE_OUTPUT, SYNTHESIS_OPTIONS, ascent_result, steps_and_lr
 
 
 def compute(
@@ -88,20 +75,11 @@ TECHNIQUE = Technique(
             token=lambda f: f"filter{f}",
         ),
         Option("weight_decay", FLOAT, 1e-6, "L2 penalty on the image (the reference gallery's).", minimum=0),
-        WIDTH,
-        HEIGHT,
-        STEPS,
-        LR,
-        ROBUST,
-        BATCH_SIZE,
-        SAVE_EVERY,
+        *SYNTHESIS_OPTIONS,
     ),
-    renderings=(PICTURE,),
-    raw=RAW_IMAGE,
     compute=compute,
-    render=render_picture,
+    **PICTURE_OUTPUT,
     reads_images=False,
     item="filter",
     model_rows=ModelRows("pairs", key="filters"),
-    reports_steps=True,
 )
