@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import glob as globbing
 import hashlib
-import json
 import os
 import re
 import stat
@@ -30,7 +29,7 @@ from typing import Any
 
 from .errors import CnnvisError
 from .images import open_rgb
-from .outputs import atomic_write
+from .outputs import read_cache, write_cache
 
 # What a folder source picks up (case-insensitive); glob and manifest sources take
 # every file they name, so that a stray non-image is reported rather than skipped.
@@ -257,14 +256,7 @@ def check_images(images: Iterable[ImageEntry | str | Path], cache: str | Path | 
                 f"two images would share the result name {entry.name!r}: {names[entry.name]} and {entry.path}"
             )
         names[entry.name] = entry.path
-    known: dict[str, Any] = {}
-    if cache and Path(cache).is_file():
-        try:
-            known = json.loads(Path(cache).read_text(encoding="utf-8"))
-            if not isinstance(known, dict):
-                known = {}
-        except (OSError, ValueError):
-            known = {}
+    known = read_cache(cache)
     changed = False
     records = []
     for entry in entries:
@@ -295,11 +287,7 @@ def check_images(images: Iterable[ImageEntry | str | Path], cache: str | Path | 
             }
         )
     if cache and changed:
-        text = json.dumps(known, indent=0, sort_keys=True)
-        try:
-            atomic_write(cache, lambda handle: handle.write(text.encode("utf-8")))
-        except OSError:
-            pass  # a read-only results folder only costs the next check its speed
+        write_cache(cache, known)
     return records
 
 

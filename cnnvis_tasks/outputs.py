@@ -75,3 +75,23 @@ def _json_default(value: Any) -> Any:
     if hasattr(value, "tolist"):
         return value.tolist()
     return str(value)
+
+
+def read_cache(path: str | Path | None) -> dict[str, Any]:
+    """A JSON cache (a dict); empty when there is none or it cannot be read."""
+    if not path or not Path(path).is_file():
+        return {}
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_cache(path: str | Path, data: dict[str, Any]) -> None:
+    """Write a JSON cache atomically; a folder that cannot be written only costs the next run its speed."""
+    text = json.dumps(data, indent=0, sort_keys=True)
+    try:
+        atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+    except OSError:
+        pass

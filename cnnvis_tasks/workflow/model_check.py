@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CnnvisError
-from ..outputs import atomic_write
+from ..outputs import read_cache, write_cache
 from .config import ConfigError, enabled_techniques, model_weights
 
 CHECK_VERSION = 1  # bump when what is checked changes
@@ -94,12 +94,7 @@ def _answers(model: str, asked: Iterable[tuple[str, str, Any]], check_classes: b
 
 def check_models(config: dict[str, Any], cache: str | Path | None) -> None:
     """Raise a one-line :class:`ConfigError` for the first name or index no model has."""
-    known: dict[str, Any] = {}
-    if cache and Path(cache).is_file():
-        try:
-            known = json.loads(Path(cache).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            known = {}
+    known = read_cache(cache)
     changed = False
     for model, asked in questions(config).items():
         weights = model_weights(config, model)
@@ -113,8 +108,4 @@ def check_models(config: dict[str, Any], cache: str | Path | None) -> None:
         known[key] = "ok"
         changed = True
     if cache and changed:
-        text = json.dumps(known, indent=0, sort_keys=True)
-        try:
-            atomic_write(cache, lambda handle: handle.write(text.encode("utf-8")))
-        except OSError:
-            pass  # a read-only results folder only costs the next start the check
+        write_cache(cache, known)
