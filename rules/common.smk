@@ -4,10 +4,14 @@
 
 from snakemake.exceptions import WorkflowError
 
-from cnnvis_tasks.workflow import ConfigError, image_source_arguments, load_plan
+from cnnvis_tasks.workflow import ConfigError, check_device, image_source_arguments, load_plan
 
 try:
-    # Jobs run here unless an executor plugin (SLURM, ...) is in use: its settings are set.
-    PLAN = load_plan(config, main_process=workflow.is_main_process, local=workflow.executor_settings is None)
+    PLAN = load_plan(config, main_process=workflow.is_main_process)
 except ConfigError as error:
     raise WorkflowError(str(error)) from None
+
+
+onstart:
+    # At the start of a run, once Snakemake knows whether its jobs run on this machine.
+    check_device(config, local=workflow.local_exec)

@@ -721,3 +721,13 @@ def test_nothing_a_config_value_holds_is_run_by_a_shell(tmp_path):
     result = snakemake(workdir, "--dry-run", "--config", "results=/", expect=1)
     assert "the file system's root" in result.stdout + result.stderr
     assert not Path("/.cache/image-check.json").exists()
+
+
+def test_device_cuda_without_a_gpu_stops_a_local_run_before_any_job(tmp_path):
+    if Path("/dev/nvidia0").exists():
+        pytest.skip("this machine has a GPU")
+    workdir = make_copy(tmp_path / "wf", config=TINY)
+    result = snakemake(workdir, "--config", "device=cuda", expect=1)
+    assert "device: cuda, but this machine shows no CUDA GPU to Snakemake" in result.stdout + result.stderr
+    assert not (workdir / "results" / "efficientnet_lite0").exists()
+    assert "Nothing to be done" not in snakemake(workdir, "--dry-run", "--config", "device=cuda").stdout  # plans

@@ -19,6 +19,7 @@ from .environment import gpu_visible, put_on_path, uses_gpu
 from .plan import Job, Output, Plan, chunk_of, image_source_arguments, make_plan
 
 __all__ = [
+    "check_device",
     "ConfigError",
     "Job",
     "Output",
@@ -32,20 +33,24 @@ __all__ = [
 ]
 
 
-def load_plan(config: dict[str, Any], *, main_process: bool = True, local: bool = True) -> Plan:
-    """Check ``config`` (defaults filled in, in place), list and check its images,
-    and plan every job.  ``main_process``: the Snakemake the user started (not a
-    job it started on a cluster): checks model names and notes missing outputs.
-    ``local``: jobs run on this machine (so ``device: cuda`` needs a GPU here)."""
-    from ..image_list import check_images, list_images, skipped_records
-
-    check_config(config, check_model_names=main_process)
-    check_results_folder(config["results"])
-    if main_process and local and config["device"].startswith("cuda") and not gpu_visible():
+def check_device(config: dict[str, Any], *, local: bool) -> None:
+    """``device: cuda`` needs a GPU here when the jobs run here (``local``: Snakemake's
+    executor is known only once a run starts, so this runs at its start)."""
+    if local and config["device"].startswith("cuda") and not gpu_visible():
         raise ConfigError(
             f"config error: device: {config['device']}, but this machine shows no CUDA GPU to Snakemake; "
             "use device: cpu or auto, or run the jobs on a cluster (--workflow-profile profiles/slurm)"
         )
+
+
+def load_plan(config: dict[str, Any], *, main_process: bool = True) -> Plan:
+    """Check ``config`` (defaults filled in, in place), list and check its images,
+    and plan every job.  ``main_process``: the Snakemake the user started (not a
+    job it started on a cluster): checks model names and notes missing outputs."""
+    from ..image_list import check_images, list_images, skipped_records
+
+    check_config(config, check_model_names=main_process)
+    check_results_folder(config["results"])
     results = config["results"].rstrip("/") or "."
     if main_process:
         from .model_check import check_models
