@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import difflib
+import hashlib
+import json
+import os
+import sys
+from typing import Any
 
 import torch
 from torch import nn
@@ -28,6 +33,69 @@ def model_device(model: nn.Module) -> torch.device:
     for tensor in model.buffers():
         return tensor.device
     return torch.device("cpu")
+
+
+# Attributes every module has (parameters, buffers, children, hooks): described
+# separately or not part of the architecture.
+_MODULE_INTERNALS = frozenset(vars(nn.Module())) - {"training"}
+
+
+def _plain(value: Any) -> bool:
+    if isinstance(value, (bool, int, float, str, type(None))):
+        return True
+    return isinstance(value, (tuple, list)) and all(_plain(item) for item in value)
+
+
+def _code_identity(kind: type) -> list[Any]:
+    """The files (with size and time) that define ``kind`` and its module bases, and their packages' versions."""
+    identity = []
+    for cls in kind.__mro__:
+        if cls is nn.Module or not issubclass(cls, nn.Module):
+            continue
+        module = sys.modules.get(cls.__module__)
+        source = getattr(module, "__file__", None)
+        try:
+            stat = os.stat(source) if source else None
+        except OSError:
+            stat = None
+        package = sys.modules.get(cls.__module__.split(".")[0])
+        identity.append(
+            [
+                f"{cls.__module__}.{cls.__qualname__}",
+                source,
+                stat and [stat.st_size, stat.st_mtime_ns],
+                str(getattr(package, "__version__", "")),
+            ]
+        )
+    return identity
+
+
+def architecture_key(model: nn.Module) -> str:
+    """A digest of what decides a forward pass's structure, not its numbers.
+
+    Each module's path, class and plain settings (numbers, strings, tuples of
+    them: kernel sizes, strides, flags), each parameter's and buffer's shape and
+    dtype, the source files of the module classes (size and time) and the
+    versions of torch and of the packages defining them.  The weights' values
+    are left out: equal for two checkpoints of one model.
+    """
+    modules, classes = [], {}
+    for path, module in model.named_modules():
+        kind = type(module)
+        classes.setdefault(kind, None)
+        settings = {name: value for name, value in vars(module).items() if name not in _MODULE_INTERNALS}
+        modules.append(
+            [
+                path,
+                f"{kind.__module__}.{kind.__qualname__}",
+                sorted((name, repr(value)) for name, value in settings.items() if _plain(value)),
+                [[name, list(t.shape), str(t.dtype)] for name, t in module.named_parameters(recurse=False)],
+                [[name, list(t.shape), str(t.dtype)] for name, t in module.named_buffers(recurse=False)],
+            ]
+        )
+    code = [_code_identity(kind) for kind in classes]
+    text = json.dumps([torch.__version__, code, modules], default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def layer_table(model: nn.Module, input_size: int = 224) -> list[tuple[str, str, tuple[int, ...] | None]]:

@@ -24,6 +24,12 @@ def _private_torch_home(tmp_path_factory, monkeypatch):
     return home
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cnnvis_cache(tmp_path_factory):
+    """The tests' remembered automatic layers stay out of the user's cache."""
+    os.environ["CNNVIS_CACHE"] = str(tmp_path_factory.mktemp("cnnvis_cache"))
+
+
 @pytest.fixture(scope="session")
 def embedded_model():
     from cnnvis_tasks.models import load_model

@@ -1,6 +1,7 @@
 """Grad-CAM against the formula computed by hand, and the automatic layer choice."""
 
 import copy
+import json
 
 import pytest
 import torch
@@ -9,7 +10,8 @@ from efficientnet_lite_pytorch import EfficientNet
 from torch import nn
 
 from cnnvis_tasks.errors import CnnvisError
-from cnnvis_tasks.mechanisms.cam import default_cam_layer, upsample_cam
+from cnnvis_tasks.mechanisms import cam, capture
+from cnnvis_tasks.mechanisms.cam import default_cam_layer, traced_cam_layer, upsample_cam
 from cnnvis_tasks.mechanisms.capture import feature_maps
 from cnnvis_tasks.techniques.grad_cam import grad_cam
 
@@ -288,3 +290,78 @@ def test_memory_stays_flat_over_many_batches():
     del result
     assert _live_tensors() <= before
     assert no_hooks_left(model) and len(kept) == 3
+
+
+def meta_model(name):
+    with torch.device("meta"):
+        return torchvision.models.get_model(name, weights=None).eval()
+
+
+@pytest.fixture
+def layer_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNVIS_CACHE", str(tmp_path))
+    return tmp_path / "cam-layer"
+
+
+def test_a_remembered_layer_costs_no_trace(layer_cache, monkeypatch):
+    assert default_cam_layer(meta_model("resnet50")) == "layer4.2"
+    assert len(list(layer_cache.glob("*.json"))) == 1
+
+    def no_trace(*_args):
+        raise AssertionError("traced although the layer is remembered")
+
+    monkeypatch.setattr(cam, "meta_calls", no_trace)
+    monkeypatch.setattr(cam, "device_calls", no_trace)
+    monkeypatch.setattr(capture.copy, "deepcopy", no_trace)
+    torch.manual_seed(1)  # other weights, the same architecture
+    assert default_cam_layer(torchvision.models.resnet50(weights=None).eval()) == "layer4.2"
+    with pytest.raises(AssertionError, match="traced"):  # another input size is another question
+        default_cam_layer(meta_model("resnet50"), (320, 320))
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [("vgg16", "features.29"), ("resnet50", "layer4.2"), ("densenet121", "features.norm5"), ("efficientnet", "_swish")],
+)
+def test_remembered_and_traced_layers_agree(layer_cache, name, expected):
+    model = EfficientNet.from_name("efficientnet-lite0").eval() if name == "efficientnet" else meta_model(name)
+    chosen = [default_cam_layer(model) for _ in range(2)]  # traced and kept, then read back
+    assert chosen == [expected, expected] == [traced_cam_layer(model)] * 2
+    assert len(list(layer_cache.glob("*.json"))) == 1
+    assert no_hooks_left(model)
+
+
+def test_the_remembered_layer_is_per_architecture(layer_cache):
+    vgg = meta_model("vgg16")
+    assert default_cam_layer(vgg) == "features.29"
+    assert default_cam_layer(meta_model("vgg19")) == "features.35"
+    assert default_cam_layer(vgg, (32, 32)) == "features.29"  # 2x2 there: a question of its own
+    shorter = meta_model("vgg16")
+    shorter.features = shorter.features[:23]  # ends at features.22, a ReLU
+    shorter.classifier = nn.Identity()
+    assert default_cam_layer(shorter) == "features.22"
+    assert len(list(layer_cache.glob("*.json"))) == 4
+
+
+def test_an_unreadable_or_stale_entry_is_traced_again(layer_cache):
+    model = meta_model("vgg16")
+    default_cam_layer(model)
+    (entry,) = layer_cache.glob("*.json")
+    for text in ("{not json", '{"key": "other", "layer": "features.0"}', json.dumps({"layer": "no.such"})):
+        entry.write_text(text)
+        assert default_cam_layer(model) == "features.29"
+        assert json.loads(entry.read_text())["layer"] == "features.29"
+
+
+def test_a_real_forward_choice_is_not_remembered(layer_cache):
+    class DataDependent(nn.Module):  # cannot run on the meta device
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(inplace=True), nn.MaxPool2d(2))
+
+        def forward(self, x):
+            x = self.features(x)
+            return -x if x.sum() < 0 else x
+
+    assert default_cam_layer(DataDependent().eval(), (16, 16)) == "features.1"
+    assert not layer_cache.exists() or not list(layer_cache.glob("*.json"))

@@ -13,16 +13,22 @@ over model, images and targets with ``functools.partial``).
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import CnnvisError
-from .capture import capture_outputs, captured_feature_map, trace_calls
+from ..layers import architecture_key
+from ..outputs import read_cache, write_cache
+from .capture import Call, capture_outputs, captured_feature_map, device_calls, meta_calls, trace_calls
 from .targets import request_targets, target_indices
 
 Weighting = Callable[[Tensor, Tensor], Tensor]
@@ -87,6 +93,45 @@ def _passes_through(module: nn.Module) -> bool:
 def default_cam_layer(model: nn.Module, input_size: tuple[int, int] = (224, 224)) -> str:
     """The layer a person would pick for Grad-CAM: the last spatial feature map.
 
+    The choice of :func:`traced_cam_layer`, remembered on disk
+    (:func:`cam_layer_cache`) under a digest of the architecture and the input
+    size, so that a later job of the same model reads a file instead of tracing
+    (a trace of EfficientNet-Lite0 costs seconds).  Only choices from the
+    shape-only meta trace are kept: it reads no weights, so they hold for any
+    checkpoint of the architecture.  An entry that cannot be read, or names no
+    module of the model, is ignored.
+    """
+    shape = (1, 3, *input_size)
+    modules = dict(model.named_modules())
+    key = hashlib.sha256(json.dumps([CAM_LAYER_CACHE_VERSION, shape, architecture_key(model)]).encode()).hexdigest()
+    path = cam_layer_cache() / f"{key}.json"
+    cached = read_cache(path)
+    if cached.get("key") == key and cached.get("layer") in modules and cached["layer"]:
+        return cached["layer"]
+    calls = meta_calls(model, shape)
+    if calls is None:  # a real forward: its choice might depend on the weights, so it is not kept
+        return _last_feature_map_layer(device_calls(model, shape), modules)
+    layer = _last_feature_map_layer(calls, modules)
+    write_cache(path, {"key": key, "layer": layer})
+    return layer
+
+
+# Raise when the rule of _last_feature_map_layer changes, so old choices are not read.
+CAM_LAYER_CACHE_VERSION = 1
+
+
+def cam_layer_cache() -> Path:
+    """The folder of remembered automatic layers: ``$CNNVIS_CACHE/cam-layer``, else
+    ``$XDG_CACHE_HOME/cnnvis/cam-layer``, else ``~/.cache/cnnvis/cam-layer``."""
+    root = os.environ.get("CNNVIS_CACHE")
+    if not root:
+        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cnnvis"
+    return Path(root) / "cam-layer"
+
+
+def traced_cam_layer(model: nn.Module, input_size: tuple[int, int] = (224, 224)) -> str:
+    """The last spatial feature map, from a trace of every module call (nothing remembered).
+
     One forward (meta device when possible) records every module call.  The
     chosen tensor is the last produced 4-D output with h*w > 1 whose innermost
     producing module is not pooling / dropout / identity / flatten.  Several
@@ -97,8 +142,10 @@ def default_cam_layer(model: nn.Module, input_size: tuple[int, int] = (224, 224)
     E.g. VGG16 ``features.29``, ResNet50 ``layer4.2``, DenseNet121
     ``features.norm5``, EfficientNet-Lite0 ``_swish`` (its last call is the head).
     """
-    calls = trace_calls(model, (1, 3, *input_size))
-    modules = dict(model.named_modules())
+    return _last_feature_map_layer(trace_calls(model, (1, 3, *input_size)), dict(model.named_modules()))
+
+
+def _last_feature_map_layer(calls: list[Call], modules: dict[str, nn.Module]) -> str:
     times_called = Counter(call.path for call in calls)
     producers: dict[tuple[int, int], list[str]] = {}  # in order of first production
     outputs: dict[tuple[int, int], Tensor] = {}

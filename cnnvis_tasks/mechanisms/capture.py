@@ -146,7 +146,7 @@ def _meta_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model, memo)
 
 
-def _meta_calls(model: nn.Module, input_shape: tuple[int, ...]) -> list[Call] | None:
+def meta_calls(model: nn.Module, input_shape: tuple[int, ...]) -> list[Call] | None:
     """Every module call in one shape-only forward.
 
     Runs on a hook-free meta copy, so no arithmetic is done and the model is
@@ -169,22 +169,26 @@ def _record(calls: list[Call], path: str, _module, _inputs, output) -> None:
     calls.append(Call(path, output, version))
 
 
+def device_calls(model: nn.Module, input_shape: tuple[int, ...]) -> list[Call]:
+    """Every module call in one forward of zeros on the model's device, under ``no_grad``
+    (not ``inference_mode``: version counters tell an in-place op's output from its input)."""
+    calls: list[Call] = []
+    modules = {name: m for name, m in model.named_modules() if name}
+    with _forward_hooks(modules, partial(_record, calls)), torch.no_grad():
+        model(torch.zeros(input_shape, device=model_device(model)))
+    return calls
+
+
 def trace_calls(model: nn.Module, input_shape: tuple[int, ...]) -> list[Call]:
     """Every module call of one forward of zeros, in the order the calls finish.
 
     Children finish before their parents, so for one output tensor the
-    innermost module comes first.  Runs on a meta copy when possible, else on
-    the model's device under ``no_grad`` (not ``inference_mode``: version
-    counters are needed to tell an in-place op's output from its input).
+    innermost module comes first.  Runs on a meta copy when possible
+    (:func:`meta_calls`), else on the model's device (:func:`device_calls`).
     Outputs are kept alive in the list, so their ``id()`` values stay unique.
     """
-    calls = _meta_calls(model, tuple(input_shape))
-    if calls is None:
-        calls = []
-        modules = {name: m for name, m in model.named_modules() if name}
-        with _forward_hooks(modules, partial(_record, calls)), torch.no_grad():
-            model(torch.zeros(input_shape, device=model_device(model)))
-    return calls
+    calls = meta_calls(model, tuple(input_shape))
+    return device_calls(model, tuple(input_shape)) if calls is None else calls
 
 
 def _describe(output: Any) -> str:
