@@ -60,10 +60,11 @@ def open_session(
     import torch
 
     from .devices import configure_threads, resolve_device, use_full_precision
+    from .gpu_claim import spread_over_gpus
 
     configure_threads(threads)
     torch.manual_seed(seed)
-    torch_device = resolve_device(device)
+    torch_device = spread_over_gpus(resolve_device(device), quiet)  # plain cuda: a GPU of its own
     use_full_precision(torch_device)
     return Session(model=load_model(model, weights, torch_device, seed), device=torch_device, seed=seed, quiet=quiet)
 

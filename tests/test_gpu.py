@@ -131,3 +131,22 @@ def test_cli_on_cuda(tmp_path):
     assert result.exit_code == 0, result.output
     assert read_metadata(tmp_path / "o.png")["technique"] == "grad-cam"
     assert np.load(tmp_path / "o.npy").max() > 0
+
+
+def test_plain_cuda_claims_one_of_the_visible_gpus(tmp_path, monkeypatch):
+    from cnnvis_tasks import gpu_claim
+
+    monkeypatch.setenv("CNNVIS_GPU_LOCKS", str(tmp_path))
+    monkeypatch.setattr(gpu_claim, "_THIS_JOB", {})
+    count = torch.cuda.device_count()
+    device = gpu_claim.spread_over_gpus(torch.device("cuda"), quiet=True)
+    try:
+        if count == 1:  # nothing to spread over: no claim
+            assert device == torch.device("cuda") and not list(tmp_path.iterdir())
+        else:
+            assert device.index == 0 and torch.cuda.current_device() == 0  # the first free one
+            names = gpu_claim._gpu_names(count)
+            assert len(set(names)) == count and (tmp_path / f"gpu-{names[0]}.lock").is_file()
+    finally:
+        for path in [path for path in gpu_claim._HELD if path.is_relative_to(tmp_path)]:
+            gpu_claim._HELD.pop(path).close()
