@@ -15,7 +15,6 @@ UUID where torch reports it), so jobs with different masks still agree.
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import re
 import sys
@@ -48,7 +47,7 @@ def lock_folder() -> Path:
     folder = os.environ.get("CNNVIS_GPU_LOCKS")
     if folder:
         return Path(folder)
-    return Path(tempfile.gettempdir()) / f"cnnvis-gpu-locks-{os.getuid()}"
+    return Path(tempfile.gettempdir()) / f"cnnvis-gpu-locks-{os.getuid()}"  # one folder per user
 
 
 def _private_folder(folder: Path) -> None:
@@ -65,6 +64,8 @@ def _private_folder(folder: Path) -> None:
 
 def _try_lock(path: Path) -> IO | None:
     """The open lock file if this process now holds its exclusive lock, else None."""
+    import fcntl  # POSIX only: elsewhere spread_over_gpus falls back to cuda:0
+
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     handle = os.fdopen(fd, "r+")
     try:
@@ -152,8 +153,9 @@ def _claim_for_this_job(count: int, quiet: bool) -> int:
     folder = lock_folder()
     try:
         claim = claim_gpu(count, folder, _gpu_names(count))
-    except OSError as error:
-        print(f"warning: cannot claim a GPU in {folder} ({error.strerror or error}); using cuda:0", file=sys.stderr)
+    except (OSError, ImportError) as error:  # ImportError: no fcntl (not POSIX)
+        reason = getattr(error, "strerror", None) or error
+        print(f"warning: cannot claim a GPU in {folder} ({reason}); using cuda:0", file=sys.stderr)
         return 0
     if claim.jobs > 1:
         print(

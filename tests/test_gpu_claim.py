@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import REPO
 
 from cnnvis_tasks import gpu_claim
 from cnnvis_tasks.gpu_claim import claim_gpu, release, spread_over_gpus
@@ -62,7 +63,7 @@ def test_a_claim_is_freed_when_its_process_dies(tmp_path, claims):
         input()
         """
     )
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     child = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
     try:
         assert child.stdout.readline().strip() == b"0"
