@@ -19,17 +19,18 @@ from __future__ import annotations
 import csv
 import glob as globbing
 import hashlib
+import io
 import os
 import re
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import CnnvisError
-from .images import open_rgb
-from .outputs import read_cache, write_cache
+from .images import open_rgb, read_size
+from .outputs import atomic_write, read_cache, write_cache
 
 # What a folder source picks up (case-insensitive); glob and manifest sources take
 # every file they name, so that a stray non-image is reported rather than skipped.
@@ -217,10 +218,13 @@ def entries_for(paths: Iterable[str | Path]) -> list[ImageEntry]:
     return [ImageEntry(path=path, name=image_name(os.path.relpath(os.path.abspath(path), root))) for path in paths]
 
 
-def check_image(path: str | Path) -> tuple[str | None, list[int] | None]:
+def check_image(path: str | Path, decode: bool = True) -> tuple[str | None, list[int] | None]:
     """(None, [width, height]) when ``path`` decodes to an RGB image, else (the reason
-    in one line, None)."""
+    in one line, None).  ``decode`` False reads the header only (a file broken further
+    in then fails in the job that reads it, alone)."""
     try:
+        if not decode:
+            return None, list(read_size(path))
         image = open_rgb(path)
     except CnnvisError as error:
         return str(error).splitlines()[0], None
@@ -232,19 +236,24 @@ def check_image(path: str | Path) -> tuple[str | None, list[int] | None]:
 
 def _fingerprint(path: Path) -> list[int] | None:
     try:
-        status = path.stat()
+        status = os.stat(path)
     except OSError:
         return None
     return [status.st_size, status.st_mtime_ns]
 
 
-def check_images(images: Iterable[ImageEntry | str | Path], cache: str | Path | None = None) -> list[dict[str, Any]]:
-    """Check each image: ``[{"name", "path", "label", "status": "ok"|"failed", "reason", "size"}]``
-    (``size``: width and height as decoded).
+def check_images(
+    images: Iterable[ImageEntry | str | Path], cache: str | Path | None = None, decode: bool = True
+) -> list[dict[str, Any]]:
+    """Check each image: ``[{"name", "path", "label", "status": "ok"|"failed", "reason",
+    "size", "fingerprint"}]`` (``size``: width and height as decoded; ``fingerprint``:
+    the file's size in bytes and modification time in ns).
 
     With ``cache`` (a JSON file), a file whose size and modification time are
-    unchanged since it was last checked is not decoded again; the cache is
-    rewritten (atomically) only when something changed.
+    unchanged since it was last checked is not read again; the cache is
+    rewritten (atomically) only when something changed.  ``decode`` False reads
+    headers only (for data sets too large to decode at every start: the jobs
+    decode, and an image that fails there fails alone).
     """
     images = list(images)
     entries = [image for image in images if isinstance(image, ImageEntry)]
@@ -261,7 +270,7 @@ def check_images(images: Iterable[ImageEntry | str | Path], cache: str | Path | 
     records = []
     for entry in entries:
         path = entry.path
-        key = str(path.resolve())
+        key = os.path.abspath(path)
         fingerprint = _fingerprint(path)
         cached = known.get(key)
         if (
@@ -269,12 +278,13 @@ def check_images(images: Iterable[ImageEntry | str | Path], cache: str | Path | 
             and isinstance(cached, dict)
             and cached.get("fingerprint") == fingerprint
             and "size" in cached
+            and (cached.get("decoded", True) or not decode)
         ):
             reason, size = cached.get("reason"), cached.get("size")
         else:
-            reason, size = check_image(path)
+            reason, size = check_image(path, decode)
             if fingerprint is not None:
-                known[key] = {"fingerprint": fingerprint, "reason": reason, "size": size}
+                known[key] = {"fingerprint": fingerprint, "reason": reason, "size": size, "decoded": decode}
                 changed = True
         records.append(
             {
@@ -284,11 +294,63 @@ def check_images(images: Iterable[ImageEntry | str | Path], cache: str | Path | 
                 "status": "failed" if reason else "ok",
                 "reason": reason,
                 "size": size,
+                "fingerprint": fingerprint,
             }
         )
     if cache and changed:
         write_cache(cache, known)
     return records
+
+
+# --- image lists: a chunk's images, as one file that changes when any of them does ----------
+
+IMAGE_LIST_COLUMNS = ("name", "path", "label", "bytes", "mtime_ns")
+# File names under --out-dir for images from an image list: the image's name (its path
+# below its source, extension kept), then the rendering.
+IMAGE_LIST_FILE_NAME = "{name}.{rendering}.{ext}"
+
+
+def image_list_text(records: Iterable[Mapping[str, Any]]) -> str:
+    """The CSV text of an image list (columns :data:`IMAGE_LIST_COLUMNS`): each image's
+    name, path, label and fingerprint, so that the text changes when an image does."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(IMAGE_LIST_COLUMNS)
+    for record in records:
+        size, mtime = record.get("fingerprint") or ("", "")
+        writer.writerow([record["name"], record["path"], record.get("label") or "", size, mtime])
+    return buffer.getvalue()
+
+
+def write_image_list(path: str | Path, records: Iterable[Mapping[str, Any]]) -> bool:
+    """Write an image list unless the file already holds the same text (its modification
+    time then stays, and the jobs that read it are not re-run); True when written."""
+    text = image_list_text(records)
+    try:
+        if Path(path).read_text(encoding="utf-8") == text:
+            return False
+    except (OSError, UnicodeDecodeError):
+        pass
+    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+    return True
+
+
+def read_image_list(path: str | Path) -> list[ImageEntry]:
+    """The images of an image list (:func:`write_image_list`), in its order."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        raise CnnvisError(f"cannot read image list {path}: {reason}") from None
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    if not rows or tuple(rows[0][:3]) != IMAGE_LIST_COLUMNS[:3]:
+        raise CnnvisError(f"image list {path}: expected the columns {', '.join(IMAGE_LIST_COLUMNS)}")
+    entries = []
+    for number, row in enumerate(rows[1:], start=2):
+        if len(row) < 3 or not row[0] or not row[1]:
+            raise CnnvisError(f"image list {path}, line {number}: expected a name, a path and a label (may be empty)")
+        entries.append(ImageEntry(path=Path(row[1]), name=row[0], label=row[2] or None))
+    return entries
 
 
 def skipped_records(listing: Listing) -> list[dict[str, Any]]:

@@ -88,6 +88,29 @@ def open_rgb(path: str | Path) -> Image.Image:
         raise ImageError(f"cannot read image {path}: {str(error).splitlines()[0] or type(error).__name__}") from None
 
 
+def read_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) of an image from its header alone, EXIF orientation applied;
+    raises :class:`ImageError` as :func:`open_rgb` does."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"image not found: {path}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                orientation = image.getexif().get(0x0112, 1) if hasattr(image, "getexif") else 1
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(
+            f"image {path} refused: larger than {Image.MAX_IMAGE_PIXELS} pixels (possible decompression bomb)"
+        ) from None
+    except UnidentifiedImageError:
+        raise ImageError(f"cannot read image {path}: not a recognised image file") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageError(f"cannot read image {path}: {str(error).splitlines()[0] or type(error).__name__}") from None
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
 def resized(width: int, height: int, size: int) -> tuple[int, int]:
     """(width, height) once the shorter side is ``size`` (0: unchanged), the aspect ratio kept."""
     if size < 0:

@@ -31,6 +31,10 @@ def _key(name: str) -> str:
 def resolve_label(label: str | int, categories: Sequence[str], model: str = "the model") -> int:
     """The class index a label names among ``categories``; a one-line error if none."""
     text = str(label).strip()
+    if not text:
+        raise CnnvisError(
+            "no label (target: label): give it a label column in the manifest, or put it in a folder named by its class"
+        )
     if re.fullmatch(r"\d+", text):
         index = int(text)
         if index < len(categories):

@@ -4,7 +4,7 @@
 
 from snakemake.exceptions import WorkflowError
 
-from cnnvis_tasks.workflow import ConfigError, check_device, image_source_arguments, load_plan
+from cnnvis_tasks.workflow import CHUNK_WILDCARD, ConfigError, check_device, image_source_arguments, load_plan
 
 try:
     PLAN = load_plan(config, main_process=workflow.is_main_process)

@@ -31,3 +31,34 @@ for job in PLAN.jobs:
         shell:
             "cnnvis-tasks {params.command} {resources.runtime_options} --device {resources.device}"
             " --threads {threads} > {log:q} 2>&1"
+
+
+# The chunk layout (layout: chunks): one rule per technique, model and setting, with
+# the chunk as its wildcard, so that Snakemake's work grows with the number of rules
+# and chunks, not pictures.  A job reads its chunk's image list and writes its record
+# and one folder of pictures.
+for chunk_rule in PLAN.chunk_rules:
+
+    rule:
+        name:
+            chunk_rule.rule
+        input:
+            chunk_rule.inputs,
+        output:
+            [chunk_rule.record] + ([directory(chunk_rule.folder)] if chunk_rule.folder else []),
+        log:
+            chunk_rule.log,
+        benchmark:
+            chunk_rule.benchmark
+        wildcard_constraints:
+            chunk=CHUNK_WILDCARD,
+        threads: chunk_rule.threads
+        resources:
+            gpu=chunk_rule.gpu,
+            device=chunk_rule.device,
+            runtime_options=chunk_rule.runtime_command,
+        params:
+            command=chunk_rule.command,  # "{chunk}" is the wildcard; other braces are doubled
+        shell:
+            "cnnvis-tasks {params.command} {resources.runtime_options} --device {resources.device}"
+            " --threads {threads} > {log:q} 2>&1"

@@ -15,9 +15,11 @@ rule image_status:
     params:
         source=image_source_arguments(config),
         cache=PLAN.image_check_cache,
+        decode=PLAN.image_check_mode,
         untracked=lambda wildcards: PLAN.image_check_untracked,
     shell:
-        "cnnvis-tasks check-images {params.source:q} --cache {params.cache:q} --out {output:q} --no-fail > {log:q} 2>&1"
+        "cnnvis-tasks check-images {params.source:q} --cache {params.cache:q} {params.decode} --out {output:q}"
+        " --no-fail > {log:q} 2>&1"
 
 
 rule summary:

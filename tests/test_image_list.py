@@ -139,7 +139,7 @@ def test_check_images_gives_one_line_reasons_sizes_and_caches(tmp_path, monkeypa
     assert records["truncated.jpg"]["status"] == "failed" and "\n" not in records["truncated.jpg"]["reason"]
     assert records["nan.tif"]["reason"] == f"cannot read image {nan}: it holds NaN or infinite values"
     calls = []
-    monkeypatch.setattr(image_list, "check_image", lambda path: calls.append(path) or (None, [1, 1]))
+    monkeypatch.setattr(image_list, "check_image", lambda path, decode=True: calls.append(path) or (None, [1, 1]))
     again = check_images([good, broken, truncated, nan], cache=cache)
     assert calls == [] and again == list(records.values())  # unchanged files are not decoded again
     os.utime(good, ns=(time.time_ns(), time.time_ns() + 10**9))

@@ -68,9 +68,15 @@ from .common import command, model_options
     default=True,
     help="Exit with status 1 when an image cannot be used (--no-fail: only report it).",
 )
+@click.option(
+    "--decode/--header-only",
+    default=True,
+    show_default=True,
+    help="Decode every image, or read headers only (fast; for very large data sets, whose jobs decode).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing on success.")
 @click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
-def check_images_command(images, folder, pattern, manifest, out, cache, fail, quiet, debug) -> None:
+def check_images_command(images, folder, pattern, manifest, out, cache, fail, decode, quiet, debug) -> None:
     """Decode each image as the techniques would and report the ones that cannot
     be used (unreadable, truncated, not an image), each with a one-line reason."""
     entries, skipped = entries_for(images), []
@@ -79,7 +85,7 @@ def check_images_command(images, folder, pattern, manifest, out, cache, fail, qu
         entries, skipped = entries + listing.images, skipped_records(listing)
     elif not entries:
         raise click.UsageError("nothing to check: give --image, --folder, --glob or --manifest")
-    records = check_images(entries, cache=cache)
+    records = check_images(entries, cache=cache, decode=decode)
     if out:
         text = json.dumps({"images": records + skipped}, indent=1)
         atomic_write(out, lambda handle: handle.write(text.encode("utf-8")))
@@ -119,9 +125,13 @@ PREDICTION_HEADER = [
     "--image",
     "images",
     multiple=True,
-    required=True,
     type=click.Path(dir_okay=False, path_type=Path),
     help="An image; repeat for many.",
+)
+@click.option(
+    "--image-list",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Read the images and their labels from this CSV (columns name, path, label) instead of --image/--label.",
 )
 @click.option(
     "--label",
@@ -144,7 +154,7 @@ PREDICTION_HEADER = [
     help="CSV: image, label, its class, the top-1 class and probability, correct, status, reason.",
 )
 def predict_command(
-    model, weights, device, seed, threads, images, labels, size, batch_size, max_pixels, out, quiet, debug
+    model, weights, device, seed, threads, images, image_list, labels, size, batch_size, max_pixels, out, quiet, debug
 ) -> None:
     """Each image's top-1 class and its probability, and whether it is the image's
     label: the workflow's summary.csv and accuracy come from these tables. An image
@@ -153,6 +163,15 @@ def predict_command(
     from ..runner import open_session
     from ..workflow.summary import to_csv
 
+    if image_list is not None:
+        from ..image_list import read_image_list
+
+        if images or labels:
+            raise click.UsageError("give either --image-list or --image (and --label), not both")
+        entries = read_image_list(image_list)
+        images, labels = [entry.path for entry in entries], [entry.label or "" for entry in entries]
+    elif not images:
+        raise click.UsageError("give the images: --image (repeat for many) or --image-list")
     if labels and len(labels) != len(images):
         raise click.UsageError(f"got {len(images)} images but {len(labels)} --label; give one per image ('' for none)")
     if out.suffix.lower() != ".csv":

@@ -12,6 +12,7 @@ import click
 from ..errors import CnnvisError
 from ..gallery import SECTION_TECHNIQUES, build_gallery, target_label
 from ..outputs import atomic_write, read_metadata
+from ..workflow.plan import chunk_name, chunk_of
 from . import cli
 from .common import command
 
@@ -85,8 +86,9 @@ def gallery_records(
                 if image["name"] in left_out:
                     records.append(base | {"status": "failed", "reason": left_out[image["name"]]})
                     continue
+                chunk = chunk_name(chunk_of(image["name"], spec.get("chunk_count") or 1), spec.get("chunk_count") or 1)
                 for column in columns:
-                    src = column["path"].replace("{image}", image["name"])
+                    src = column["path"].replace("{image}", image["name"]).replace("{chunk}", chunk)
                     status, meta, reason = _metadata(root, src)
                     records.append(
                         base

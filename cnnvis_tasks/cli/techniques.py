@@ -19,12 +19,13 @@ from typing import Any
 import click
 
 from ..errors import CnnvisError
+from ..image_list import IMAGE_LIST_FILE_NAME
 from ..images import DEFAULT_MAX_PIXELS
 from ..technique import BOOL, CHOICE, FLOAT, INT, Option, Technique, broadcast, parse_target
 from .common import CONTEXT_SETTINGS, CnnvisCommand, capture_warnings, model_params, warn
 
 RAW = "raw"
-PLACEHOLDERS = ("{path}", "{stem}", "{parent}", "{index}", "{setting}", "{rendering}", "{ext}")
+PLACEHOLDERS = ("{path}", "{name}", "{stem}", "{parent}", "{index}", "{setting}", "{rendering}", "{ext}")
 
 
 # --- options ------------------------------------------------------------------------
@@ -140,8 +141,11 @@ def output_params(technique: Technique) -> list[click.Parameter]:
     return params
 
 
-def default_pattern(technique: Technique) -> str:
-    """File names under --out-dir: the workflow's setting name, after the image's stem."""
+def default_pattern(technique: Technique, image_list: bool = False) -> str:
+    """File names under --out-dir: the workflow's setting name, after the image's stem;
+    with --image-list, the image's name then the rendering (the workflow's chunk layout)."""
+    if image_list and technique.reads_images:
+        return IMAGE_LIST_FILE_NAME
     suffix = "-{rendering}" if technique.several_renderings else ""
     return ("{path}-{setting}" if technique.reads_images else "{setting}") + suffix + ".{ext}"
 
@@ -161,9 +165,15 @@ def command_help(technique: Technique) -> str:
         f"\n\nWrite with --out-dir DIR (files named by --name), or give each output option once for {inputs}, "
         "in order. Repeatable options make one result per value; paths may name them as placeholders "
         f"({', '.join('{' + o.name + '}' for o in technique.repeatable)}), and in either form {{path}} (the "
-        "image's path below its folder or glob, without its ending), {stem}, {parent}, {index}, {setting}, "
-        "{rendering}, {ext}."
+        "image's path below its folder or glob, without its ending), {name} (the same with its ending), "
+        "{stem}, {parent}, {index}, {setting}, {rendering}, {ext}."
     )
+    if technique.reads_images:
+        text += (
+            "\n\n--image-list FILE reads the images (and their labels, for --target label) from a CSV "
+            "with the columns name, path, label, as the workflow's chunk layout writes it; --out-dir then "
+            f"names files {IMAGE_LIST_FILE_NAME} by default."
+        )
     return text
 
 
@@ -171,8 +181,8 @@ def command_help(technique: Technique) -> str:
 
 
 def expand_images(values: Sequence[Path]) -> list[tuple[Path, str]]:
-    """``--image`` values as (file, its path below the folder or glob given, without its
-    ending): a folder gives its image files (subfolders too), a pattern the files it matches."""
+    """``--image`` values as (file, its path below the folder or glob given, ending kept):
+    a folder gives its image files (subfolders too), a pattern the files it matches."""
     from ..image_list import list_images
 
     found: list[tuple[Path, str]] = []
@@ -185,10 +195,28 @@ def expand_images(values: Sequence[Path]) -> list[tuple[Path, str]]:
             if not listing.images:
                 what = f"folder {text} holds no image files" if value.is_dir() else f"no file matches {text}"
                 raise click.BadParameter(what, param_hint="--image")
-            found += [(entry.path, str(Path(entry.name).with_suffix(""))) for entry in listing.images]
+            found += [(entry.path, entry.name) for entry in listing.images]
         else:
-            found.append((value, value.stem))
+            found.append((value, value.name))
     return found
+
+
+def read_inputs(images: Sequence[Path], image_list: Path | None) -> tuple[list[tuple[Path, str]], list[str | None]]:
+    """The command's images as (file, name) and their labels: from --image, or from
+    --image-list (a name, path and label per image)."""
+    from ..image_list import read_image_list
+
+    if image_list is not None and images:
+        raise click.UsageError("give either --image or --image-list, not both")
+    if image_list is None:
+        if not images:
+            raise click.UsageError("give the images: --image (a file, folder or glob; repeat for many) or --image-list")
+        inputs = expand_images(images)
+        return inputs, [None] * len(inputs)
+    entries = read_image_list(image_list)
+    if not entries:
+        raise click.BadParameter(f"{image_list} lists no images", param_hint="--image-list")
+    return [(entry.path, entry.name) for entry in entries], [entry.label for entry in entries]
 
 
 def _parsed(option: Option, value: Any) -> Any:
@@ -221,6 +249,7 @@ def output_templates(
     out_dir: Path | None,
     name_pattern: str | None,
     chosen: Sequence[str],
+    image_list: bool = False,
 ) -> dict[str, list[str]]:
     """Per output (a rendering or ``raw``): one path template per item (image, or
     value of the item option), from the paired options or from --out-dir and --name."""
@@ -229,7 +258,8 @@ def output_templates(
             first = technique.output_flag(technique.renderings[0])
             raise click.UsageError(f"give either --out-dir or output options such as {first}, not both")
         wanted = list(dict.fromkeys(chosen)) or [r.name for r in technique.renderings]
-        return {name: [str(out_dir / (name_pattern or default_pattern(technique)))] * count for name in wanted}
+        pattern = name_pattern or default_pattern(technique, image_list)
+        return {name: [str(out_dir / pattern)] * count for name in wanted}
     if name_pattern or chosen:
         raise click.UsageError("--name and --rendering go with --out-dir")
     templates = {name: [str(p) for p in paths] for name, paths in given.items() if paths}
@@ -349,7 +379,8 @@ def run_command(technique: Technique, **params: Any) -> None:
         if failures.record.suffix.lower() != ".json":
             raise click.UsageError(f"{failures.record}: --record writes JSON; name it *.json")
         check_writable(failures.record)
-    inputs = expand_images(params.pop("images")) if technique.reads_images else []
+    image_list = params.pop("image_list", None)
+    inputs, labels = read_inputs(params.pop("images"), image_list) if technique.reads_images else ([], [])
     images = [path for path, _ in inputs]
 
     values: dict[str, list[Any]] = {}
@@ -366,17 +397,24 @@ def run_command(technique: Technique, **params: Any) -> None:
 
     if technique.reads_images:
         items: list[Any] = list(range(len(images)))
-        fields = [{"path": below, "stem": path.stem, "parent": path.parent.name} for path, below in inputs]
+        fields = [
+            {"path": str(Path(name).with_suffix("")), "name": name, "stem": path.stem, "parent": path.parent.name}
+            for path, name in inputs
+        ]
     elif technique.item is not None:
         items = values.pop(technique.item)
         fields = [{} for _ in items]
     else:
         items, fields = [None], [{}]
-    templates = output_templates(technique, len(items), given, out_dir, name_pattern, chosen)
+    templates = output_templates(technique, len(items), given, out_dir, name_pattern, chosen, image_list is not None)
     rows = plan_rows(technique, items, fields, values, templates, images)
     renderings = [r.name for r in technique.renderings if r.name in templates]
     targets = None
-    if target_values is not None:
+    if target_values == ["label"] and image_list is not None:
+        targets = [label or "" for label in labels]  # each image's label; none: it fails alone, saying so
+    elif target_values == ["label"]:
+        raise click.UsageError("--target label takes each image's label from --image-list; give one of those")
+    elif target_values is not None:
         try:
             targets = [parse_target(v) for v in broadcast(target_values, len(images), "--target", "images")]
         except ValueError as error:
@@ -417,9 +455,16 @@ def make_command(technique: Technique) -> click.Command:
             click.Option(
                 ["--image", "images"],
                 multiple=True,
-                required=True,
                 type=click.Path(path_type=Path),
                 help="Input image, a folder of images or a quoted glob ('photos/**/*.jpg'); repeat for many.",
+            )
+        )
+        params.append(
+            click.Option(
+                ["--image-list"],
+                type=click.Path(dir_okay=False, exists=True, path_type=Path),
+                help="Read the images from this CSV (columns name, path, label) instead of --image; "
+                "--target label then explains each image's label.",
             )
         )
     params += [option_param(option) for option in technique.options]

@@ -16,9 +16,11 @@ from typing import Any
 from ..errors import CnnvisError
 from .config import ConfigError, check_config, full_schema
 from .environment import gpu_visible, put_on_path, uses_gpu
-from .plan import Job, Output, Plan, chunk_of, image_source_arguments, make_plan
+from .plan import CHUNK_WILDCARD, ChunkRule, Job, Output, Plan, chunk_of, image_source_arguments, make_plan
 
 __all__ = [
+    "CHUNK_WILDCARD",
+    "ChunkRule",
     "check_device",
     "ConfigError",
     "Job",
@@ -68,7 +70,11 @@ def load_plan(config: dict[str, Any], *, main_process: bool = True) -> Plan:
         )
         # Decoding every image is cheap and cached (size, mtime), so it is done here,
         # when the workflow is read: an image that cannot be used never enters a chunk.
-        statuses = check_images(listing.images, cache=f"{results}/.cache/image-check.json")
+        statuses = check_images(
+            listing.images,
+            cache=f"{results}/.cache/image-check.json",
+            decode=config["layout"] != "chunks",  # a million images are not decoded at every start
+        )
     except CnnvisError as error:
         raise ConfigError(f"config error: images: {error}") from None
     bad = [record for record in statuses if record["status"] != "ok"]
@@ -77,7 +83,30 @@ def load_plan(config: dict[str, Any], *, main_process: bool = True) -> Plan:
         more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
         raise ConfigError(f"config error: strict_images: {len(bad)} images cannot be used: {shown}{more}")
     statuses += skipped_records(listing)
-    return make_plan(config, statuses, gpu=uses_gpu(config["device"]), exists=os.path.exists if main_process else None)
+    plan = make_plan(config, statuses, gpu=uses_gpu(config["device"]), exists=os.path.exists if main_process else None)
+    if main_process and plan.layout == "chunks":
+        prepare_chunks(plan)
+    return plan
+
+
+def prepare_chunks(plan: Plan) -> None:
+    """The chunk layout, at the start of a run: write the image lists that changed, and
+    ask for every job whose record or folder is missing, or whose folder of pictures
+    changed since it ran (its record is removed: the job runs again).  Snakemake
+    re-runs a job for a missing output only when that output is asked for."""
+    from .chunks import missing_records, stale_records, write_image_lists
+
+    try:
+        write_image_lists(plan)
+    except OSError as error:
+        raise ConfigError(f"config error: results: cannot write the chunks' image lists: {error}") from None
+    for record in stale_records(plan):
+        print(f"cnnvis: {record}: pictures of this chunk were deleted or replaced; it runs again", file=sys.stderr)
+        try:
+            os.remove(record)
+        except OSError:
+            pass
+    plan.missing += missing_records(plan)
 
 
 def check_results_folder(results: str) -> None:

@@ -37,16 +37,22 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..image_list import IMAGE_LIST_FILE_NAME
 from ..images import size_problem
 from ..technique import BOOL, COMMAND_ONLY, MODEL_LEVEL, Technique, slug
 from ..techniques import all_techniques
-from .config import enabled_techniques, model_weights
+from .config import ConfigError, enabled_techniques, model_weights
 
 RAW = "raw"
 PREDICTIONS = "predictions"
 # Below the results folder: the record of a job over images, and a chunk's predictions.
 RECORD_PATTERN = "records/{model}/{technique}/{setting}/{chunk}.json"
 PREDICTIONS_PATTERN = "records/{model}/predictions/{chunk}.csv"
+# The chunk layout: each chunk's image list, and each job's folder of pictures.
+IMAGE_LIST_PATTERN = "chunk-lists/{chunk}.csv"
+CHUNK_FOLDER_PATTERN = "chunks/{model}/{technique}/{setting}/{chunk}"
+CHUNK_FILE_NAME = IMAGE_LIST_FILE_NAME  # inside a chunk's folder: the command's default with --image-list
+CHUNK_WILDCARD = r"chunk\d+of\d+"
 
 
 @dataclass(frozen=True)
@@ -117,6 +123,55 @@ class Job:
         return [output.path for output in self.outputs]
 
 
+@dataclass(frozen=True)
+class ChunkRule:
+    """The chunk layout's jobs of one technique, model and setting (or one model's
+    predictions): one Snakemake rule with a ``{chunk}`` wildcard.  Its patterns hold
+    ``{chunk}``; its inputs are the chunk's image list (and the weights file); its
+    outputs the record (predictions: the CSV) and the chunk's folder of pictures."""
+
+    rule: str
+    technique: str
+    model: str
+    setting: str
+    chunks: tuple[str, ...]
+    arguments: tuple[str, ...]  # with {chunk}
+    runtime: tuple[str, ...]
+    image_list: str
+    weights: tuple[str, ...]
+    record: str  # the record, or the predictions CSV
+    folder: str | None  # the folder of pictures (None: predictions)
+    log: str
+    benchmark: str
+    threads: int
+    gpu: int
+    device: str
+
+    @property
+    def command(self) -> str:
+        """The arguments quoted for the shell, as a Snakemake string whose ``{chunk}`` is
+        the wildcard (a function would cost Snakemake milliseconds per job); a brace
+        elsewhere (a weights file's name) is refused when the config is checked."""
+        return " ".join(shlex.quote(argument) for argument in self.arguments)
+
+    @property
+    def runtime_command(self) -> str:
+        return " ".join(shlex.quote(argument) for argument in self.runtime)
+
+    @property
+    def inputs(self) -> list[str]:
+        return [self.image_list, *self.weights]
+
+    def paths(self, chunk: str) -> dict[str, str | None]:
+        """The record and folder of one chunk's job."""
+        folder = self.folder.format(chunk=chunk) if self.folder else None
+        return {"record": self.record.format(chunk=chunk), "folder": folder}
+
+    @property
+    def records(self) -> list[str]:
+        return [self.record.format(chunk=chunk) for chunk in self.chunks]
+
+
 @dataclass
 class Plan:
     results: str
@@ -129,9 +184,32 @@ class Plan:
     missing: list[str] = field(default_factory=list)  # per job, its first missing output after the first
     manifest: str | None = None  # the image list, when the images come from one
     models: list[str] = field(default_factory=list)
+    layout: str = "pictures"
+    chunk_rules: list[ChunkRule] = field(default_factory=list)  # the chunk layout's jobs
+    chunk_count: int = 1
+    fingerprints: dict[str, Any] = field(default_factory=dict)  # name -> [bytes, mtime_ns] (chunk layout)
+
+    @property
+    def image_lists(self) -> dict[str, str]:
+        """Chunk -> its image list (chunk layout)."""
+        return {chunk: f"{self.results}/" + IMAGE_LIST_PATTERN.format(chunk=chunk) for chunk in self.chunks}
+
+    def image_list_records(self, chunk: str) -> list[dict[str, Any]]:
+        """What a chunk's image list holds: each image's name, path, label and fingerprint."""
+        return [
+            {
+                "name": name,
+                "path": self.images[name],
+                "label": self.labels.get(name),
+                "fingerprint": self.fingerprints.get(name),
+            }
+            for name in self.chunks[chunk]
+        ]
 
     def _image_check_files(self) -> list[str]:
-        return [*self.images.values(), *([self.manifest] if self.manifest else [])]
+        # In the chunk layout the image lists stand for the images (they change when one does).
+        images = list(self.image_lists.values()) if self.layout == "chunks" else list(self.images.values())
+        return [*images, *([self.manifest] if self.manifest else [])]
 
     @property
     def image_check_inputs(self) -> list[str]:
@@ -166,7 +244,13 @@ class Plan:
         of thousands of images would cost Snakemake seconds per thousand; Snakemake
         re-runs a job only for missing outputs that are asked for, so ``all`` also
         asks for :attr:`missing`."""
-        return [job.outputs[0].path for job in self.jobs]
+        return [job.outputs[0].path for job in self.jobs] + [r for rule in self.chunk_rules for r in rule.records]
+
+    @property
+    def image_check_mode(self) -> str:
+        """How images are checked (as the workflow's start does): decoded, or, in the
+        chunk layout, by their headers (their jobs decode them)."""
+        return "--header-only" if self.layout == "chunks" else "--decode"
 
     @property
     def image_check_cache(self) -> str:
@@ -180,10 +264,12 @@ class Plan:
         small however many images there are)."""
         settings = {
             (job.model, job.technique, job.setting): None
-            for job in self.jobs
-            if job.chunk is not None and job.technique != PREDICTIONS
+            for job in [*self.jobs, *self.chunk_rules]
+            if (job.chunk is not None if isinstance(job, Job) else True) and job.technique != PREDICTIONS
         }
         return {
+            "layout": self.layout,
+            "chunk_count": self.chunk_count,
             "tables": self.gallery_tables,
             "models": self.models,
             "chunks": list(self.chunks),
@@ -382,6 +468,92 @@ class _Planner:
             if missing:
                 self.plan.missing.append(missing)
 
+    def add_chunk_rule(
+        self, name: str, model: str, setting: str, arguments: list[str], runtime: list[str], folder: str | None
+    ) -> None:
+        """The chunk layout's jobs of a technique, model and setting (or a model's
+        predictions): one rule over every chunk, as :class:`ChunkRule`."""
+        where = "/".join(part for part in (model, name, setting) if part)
+        image_list = f"{self.results}/" + IMAGE_LIST_PATTERN
+        if name == PREDICTIONS:
+            record = f"{self.results}/" + PREDICTIONS_PATTERN.format(model=model, chunk="{chunk}")
+            arguments = [*arguments, "--image-list", image_list, "--out", record]
+        else:
+            record = f"{self.results}/records/{where}/{{chunk}}.json"  # RECORD_PATTERN
+            arguments = [*arguments, "--image-list", image_list, "--out-dir", folder or ""]
+            arguments += ["--keep-going", "--placeholders", "--record", record]
+        weights = model_weights(self.config, model)
+        braces = [a for a in (weights, *arguments) if not declarable(a.replace("{chunk}", ""))]
+        if braces:
+            raise ConfigError(
+                f"config error: layout: chunks: {braces[0]!r} holds a brace, which Snakemake would read as a "
+                "wildcard; rename it, or use layout: pictures"
+            )
+        self.plan.chunk_rules.append(
+            ChunkRule(
+                rule=slug("_".join(part for part in (name.replace("-", "_"), model, setting) if part)),
+                technique=name,
+                model=model,
+                setting=setting,
+                chunks=tuple(self.plan.chunks),
+                arguments=(
+                    "predict" if name == PREDICTIONS else name,
+                    "--model",
+                    model,
+                    "--weights",
+                    weights,
+                    "--seed",
+                    str(self.config["seed"]),
+                    *arguments,
+                ),
+                runtime=tuple(runtime),
+                image_list=image_list,
+                weights=(weights,) if weights not in ("default", "random") else (),
+                record=record,
+                folder=folder,
+                log=f"{self.results}/logs/{where}/{{chunk}}.log",
+                benchmark=f"{self.results}/benchmarks/{where}/{{chunk}}.tsv",
+                threads=self.config["threads"],
+                gpu=1 if self.gpu else 0,
+                device=self.config["device"],
+            )
+        )
+
+    def per_image_chunked(self, technique: Technique, settings: Mapping[str, Any], model: str) -> None:
+        """The chunk layout: per setting, one rule over the chunks; each job reads its
+        chunk's image list and writes one folder.  Images the technique cannot take
+        fail in the job, alone, with the reason (in its record, the summary and the
+        gallery)."""
+        columns = []
+        labelled = labelled_target(technique, settings)
+        renderings = self.renderings(technique, settings)
+        for values in job_settings(technique, settings, settings["models"][model]):
+            setting = technique.setting_name(values)
+            arguments, runtime = _scalar_arguments(technique, settings, values)
+            for option in technique.repeatable:
+                arguments += [option.flag, str(values[option.name])]
+            arguments += ["--max-pixels", str(self.config["max_pixels"])]
+            if labelled:
+                arguments += ["--target", "label"]
+            for rendering in [*renderings, *([RAW] if settings["raw"] else [])]:
+                arguments += ["--rendering", rendering]
+            parts = {"model": model, "technique": technique.name, "setting": setting or "-", "chunk": "{chunk}"}
+            folder = f"{self.results}/" + CHUNK_FOLDER_PATTERN.format(**parts)
+            self.add_chunk_rule(technique.name, model, setting, arguments, runtime, folder)
+            for rendering in renderings:
+                key = f"{setting}-{rendering}" if technique.several_renderings else setting
+                picture = CHUNK_FILE_NAME.format(name="{image}", rendering=rendering, ext="png")
+                columns.append(
+                    {
+                        "key": key,
+                        "label": self.column_label(technique, model, values, rendering),
+                        "path": self.relative(f"{folder}/{picture}"),
+                    }
+                )
+        self.plan.gallery_tables.append(
+            {"section": technique.name, "table": model, "per_image": True, "columns": columns, "failures": {}}
+        )
+
     def left_out(self, technique: Technique, settings: Mapping[str, Any]) -> dict[str, str]:
         """Images the technique cannot take, with why: too large once resized, no label."""
         reasons = {}
@@ -527,6 +699,7 @@ def make_plan(
     which builds no gallery)."""
     usable = [record for record in image_status if record["status"] == "ok"]
     count = chunk_count(len(image_status), config["chunk_size"], config["chunk_count"])
+    layout = config.get("layout", "pictures")
     plan = Plan(
         results=config["results"].rstrip("/") or ".",
         statuses=[dict(record) for record in image_status],
@@ -534,18 +707,27 @@ def make_plan(
         labels={record["name"]: record.get("label") for record in usable},
         chunks=make_chunks([record["name"] for record in usable], count),
         manifest=config["images"].get("manifest"),
+        layout=layout,
+        chunk_count=count,
+        fingerprints={record["name"]: record.get("fingerprint") for record in usable} if layout == "chunks" else {},
     )
     planner = _Planner(config, plan, {r["name"]: r.get("size") for r in usable}, gpu=gpu, exists=exists)
     for technique, settings in enabled_techniques(config):
         for model in settings["models"]:
             if model not in plan.models:
                 plan.models.append(model)
-            if technique.reads_images:
+            if technique.reads_images and layout == "chunks":
+                planner.per_image_chunked(technique, settings, model)
+            elif technique.reads_images:
                 planner.per_image(technique, settings, model)
             else:
                 planner.without_images(technique, settings, model)
     for model in plan.models:
-        planner.predictions(model)
+        if layout == "chunks":
+            if plan.chunks:
+                planner.add_chunk_rule(PREDICTIONS, model, "", [], [], None)
+        else:
+            planner.predictions(model)
     return plan
 
 

@@ -1,0 +1,88 @@
+"""The chunk layout's bookkeeping at the start of a run: image lists and stale folders.
+
+In the chunk layout (``layout: chunks``) Snakemake sees one image list per chunk
+(the input of every job of the chunk) and, per job, its record and its folder of
+pictures.  Two things keep that exact at the chunk level:
+
+* :func:`write_image_lists` writes each chunk's list only when its text changes
+  (an image added, removed, relabelled, or changed in size or time), so that
+  Snakemake re-runs exactly the chunks whose images changed;
+* :func:`stale_records` finds the jobs whose folder changed after the job
+  finished (a picture deleted, added or replaced: each changes the modification
+  time of the folder that holds it), so that their records can be removed and
+  the chunk runs again.  A file overwritten in place, without a new name, is not
+  seen; cnnvis itself never writes so.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+from ..image_list import write_image_list
+from .plan import Plan
+
+# Snakemake marks a finished directory output with this file (written after the job).
+SNAKEMAKE_TIMESTAMP = ".snakemake_timestamp"
+
+
+def write_image_lists(plan: Plan) -> list[str]:
+    """Write the image list of every chunk that changed; returns those written."""
+    written = []
+    for chunk, path in plan.image_lists.items():
+        if write_image_list(path, plan.image_list_records(chunk)):
+            written.append(path)
+    return written
+
+
+def _folders(root: str) -> Iterator[str]:
+    """``root`` and every folder below it."""
+    yield root
+    try:
+        with os.scandir(root) as entries:
+            folders = [entry.path for entry in entries if entry.is_dir(follow_symlinks=False)]
+    except OSError:
+        return
+    for folder in folders:
+        yield from _folders(folder)
+
+
+def _mtime(path: str) -> int | None:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+
+
+def folder_changed(folder: str, record: str) -> bool:
+    """Whether a folder of pictures changed after its job finished: a folder in it
+    was modified after the record and Snakemake's mark were written."""
+    finished = max(filter(None, (_mtime(record), _mtime(os.path.join(folder, SNAKEMAKE_TIMESTAMP)))), default=None)
+    if finished is None:
+        return False
+    return any((_mtime(path) or 0) > finished for path in _folders(folder))
+
+
+def stale_records(plan: Plan) -> list[str]:
+    """Records of finished jobs whose folder changed since (their chunk must run again)."""
+    stale = []
+    for rule in plan.chunk_rules:
+        if rule.folder is None:
+            continue
+        for chunk in rule.chunks:
+            paths = rule.paths(chunk)
+            finished = os.path.exists(paths["record"]) and os.path.isdir(paths["folder"])
+            if finished and folder_changed(paths["folder"], paths["record"]):
+                stale.append(paths["record"])
+    return stale
+
+
+def missing_records(plan: Plan) -> list[str]:
+    """Records of jobs whose record or folder is missing (not run yet, or deleted)."""
+    missing = []
+    for rule in plan.chunk_rules:
+        for chunk in rule.chunks:
+            paths = rule.paths(chunk)
+            if not os.path.exists(paths["record"]) or (paths["folder"] and not os.path.isdir(paths["folder"])):
+                missing.append(paths["record"])
+    return missing
