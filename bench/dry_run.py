@@ -1,0 +1,141 @@
+"""How long Snakemake takes to plan a data-set run, per layout and number of images.
+
+    .venv/bin/python bench/dry_run.py                                  # 10,000 / 100,000 / 1,000,000 images
+    .venv/bin/python bench/dry_run.py --images 1000,10000 --layouts chunks
+
+For each number of images N and each layout (``pictures``: every picture an
+output; ``chunks``: one folder per chunk job), it times ``snakemake -n`` of the
+five-technique config of ``bench/dataset.py`` (feature maps, saliency, deep dream,
+deep dream with octaves, Grad-CAM: one setting each, plus one predictions job per
+chunk) over N tiny images in class folders of 1,000 (hard links of one 8 x 8 PNG,
+so making a million costs seconds): cold (no image-check cache, no image lists)
+and warm (the second run). A layout that times out at some N is not tried at a
+larger N. Writes its section of bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from dataset import dry_config, env_for_jobs, make_workdir, run_timed, snakemake_cmd  # noqa: E402
+from results_file import REPO, display_command, write_section  # noqa: E402
+
+PER_FOLDER = 1000
+PER_SEED = 50000
+TITLE = "## Dry run: planning N images x 5 techniques, per layout"
+
+
+def make_links(root: Path, count: int) -> Path:
+    """``count`` hard links of tiny PNGs (one file per :data:`PER_SEED`, under the file
+    system's limit of links per file), in class folders of :data:`PER_FOLDER`."""
+    from PIL import Image
+
+    folder = root / f"ds-{count}"
+    if folder.is_dir():
+        return folder
+    for index in range(count):
+        seed = root / f"seed-{count}-{index // PER_SEED}.png"
+        if index % PER_SEED == 0:
+            root.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (8, 8), (120, 60, 30)).save(seed)
+        sub = folder / f"class{index // PER_FOLDER:04d}"
+        if index % PER_FOLDER == 0:
+            sub.mkdir(parents=True)
+        os.link(seed, sub / f"img {index:07d}.png")
+    return folder
+
+
+def children_peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", default="10000,100000,1000000", help="comma-separated N (default %(default)s)")
+    parser.add_argument("--layouts", default="pictures,chunks", help="comma-separated (default %(default)s)")
+    parser.add_argument("--chunk-size", type=int, default=256, help="images per job (default %(default)s)")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds per dry run (default %(default)s)")
+    parser.add_argument("--tmp", type=Path, help="work folder (default: a new temporary one, removed at the end)")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "RESULTS.md", help="file to update")
+    args = parser.parse_args()
+    sizes = [int(n) for n in args.images.split(",")]
+    layouts = args.layouts.split(",")
+    tmp = args.tmp or Path(tempfile.mkdtemp(prefix="cnnvis-dry-"))
+    rows: list[dict] = []
+    given_up: set[str] = set()
+    try:
+        for count in sizes:
+            start = time.perf_counter()
+            images = make_links(tmp, count)
+            print(f"[dry] {count} images ready in {time.perf_counter() - start:.1f} s", flush=True)
+            for layout in layouts:
+                row = {"images": count, "layout": layout}
+                rows.append(row)
+                if layout in given_up:
+                    row["skipped"] = True
+                    continue
+                config = dry_config({"folder": str(images)}, args.chunk_size) | {"layout": layout}
+                workdir = tmp / f"wf-{layout}-{count}"
+                shutil.rmtree(workdir, ignore_errors=True)
+                make_workdir(workdir, config)
+                for case in ("cold", "warm"):
+                    command = [*snakemake_cmd(), "-n", "--cores", "2", "--quiet", "all"]
+                    result = run_timed(command, workdir, args.timeout, tmp / f"{layout}-{count}-{case}.log", env_for_jobs())
+                    row[case] = None if result["timed_out"] or result["rc"] else result["wall"]
+                    row[case + "_peak"] = children_peak_mib()
+                    shown = "timed out" if result["timed_out"] else f"{result['wall']:.1f} s rc {result['rc']}"
+                    print(f"[dry] {count} x 5, {layout}, {case}: {shown}", flush=True)
+                    if result["rc"] and not result["timed_out"]:
+                        print(result["tail"], file=sys.stderr)
+                    if row[case] is None:
+                        given_up.add(layout)
+                        break
+                write_section(args.out, section(rows, args))
+    finally:
+        if args.tmp is None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    write_section(args.out, section(rows, args))
+
+
+def section(rows: list[dict], args: argparse.Namespace) -> str:
+    def seconds(row: dict, case: str) -> str:
+        if row.get("skipped"):
+            return "not tried (a smaller N timed out)"
+        if case not in row:
+            return "-"
+        return f"{row[case]:.1f}" if row[case] is not None else f"> {args.timeout:.0f} (timed out or failed)"
+
+    lines = [
+        TITLE,
+        "",
+        f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores; `{display_command()}`",
+        "",
+        f"`snakemake -n --cores 2` of five per-image techniques (one setting each) and the predictions, chunk_size "
+        f"{args.chunk_size}, over N tiny images in class folders; cold: no image-check cache and no image "
+        "lists; warm: the second dry run. Seconds, wall clock, the whole `snakemake` process (Python start, "
+        "reading the workflow, listing and checking the images, the plan, the DAG).",
+        "",
+        "| images | layout | cold (s) | warm (s) | per picture, warm (ms) |",
+        "|---:|---|---:|---:|---:|",
+    ]
+    for row in rows:
+        warm = row.get("warm")
+        per = f"{1000 * warm / (row['images'] * 5):.4f}" if warm else "-"
+        lines.append(
+            f"| {row['images']:,} | {row['layout']} | {seconds(row, 'cold')} | {seconds(row, 'warm')} | {per} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
