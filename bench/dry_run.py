@@ -90,7 +90,8 @@ def main() -> None:
                 make_workdir(workdir, config)
                 for case in ("cold", "warm"):
                     command = [*snakemake_cmd(), "-n", "--cores", "2", "--quiet", "all"]
-                    result = run_timed(command, workdir, args.timeout, tmp / f"{layout}-{count}-{case}.log", env_for_jobs())
+                    log = tmp / f"{layout}-{count}-{case}.log"
+                    result = run_timed(command, workdir, args.timeout, log, env_for_jobs())
                     row[case] = None if result["timed_out"] or result["rc"] else result["wall"]
                     row[case + "_peak"] = children_peak_mib()
                     shown = "timed out" if result["timed_out"] else f"{result['wall']:.1f} s rc {result['rc']}"
