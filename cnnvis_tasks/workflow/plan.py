@@ -349,6 +349,7 @@ class _Planner:
         if name != PREDICTIONS:
             arguments = [*arguments, "--keep-going", "--placeholders", "--record", record.path]
             outputs = [record, *outputs]
+            runtime = [*runtime, "--png-level", str(self.config["png_level"])]
         weights = model_weights(self.config, model)
         job = Job(
             rule=slug("_".join(part for part in (name.replace("-", "_"), model, setting, chunk) if part)),
