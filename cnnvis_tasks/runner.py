@@ -11,6 +11,7 @@ and the last one rendered and written while a batch computes.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 from collections.abc import Callable, Sequence
@@ -318,24 +319,26 @@ class _Call:
         def unreadable(index: int, error: Exception) -> None:
             self.fail(by_image[order[index]], str(error))
 
-        for indices, batch in load_batches(
+        batches = load_batches(
             [images[i] for i in order],
             size,
             batch_size,
             max_pixels,
             failed=unreadable if self.failures.keep_going else None,
             workers=self.session.io_workers,
-        ):
-            batch_images = [order[i] for i in indices]
-            pixels = batch.to(self.session.device)
-            for values, members in settings:
-                wanted = [(k, p) for k, image in enumerate(batch_images) for p in by_image[image] if p in members]
-                if not wanted:
-                    continue
-                picked = [k for k, _ in wanted]
-                inputs = pixels if picked == list(range(len(batch_images))) else pixels[picked]
-                batch_targets = None if targets is None else [targets[batch_images[k]] for k in picked]
-                self.compute([p for _, p in wanted], inputs, batch_targets, values)
+        )
+        with contextlib.closing(batches):  # on an error, its decoding threads stop now
+            for indices, batch in batches:
+                batch_images = [order[i] for i in indices]
+                pixels = batch.to(self.session.device)
+                for values, members in settings:
+                    wanted = [(k, p) for k, image in enumerate(batch_images) for p in by_image[image] if p in members]
+                    if not wanted:
+                        continue
+                    picked = [k for k, _ in wanted]
+                    inputs = pixels if picked == list(range(len(batch_images))) else pixels[picked]
+                    batch_targets = None if targets is None else [targets[batch_images[k]] for k in picked]
+                    self.compute([p for _, p in wanted], inputs, batch_targets, values)
 
     def per_item(self) -> None:
         """Techniques without images: rows that differ only in per-row values share a batch."""
