@@ -23,17 +23,16 @@ _SECOND_CPU_WORKER = 8
 def split_cores(threads: int, device_type: str) -> tuple[int, int]:
     """(torch threads, I/O workers) of a job given ``threads`` cores on ``device_type``.
 
-    On a CPU one I/O worker (two from 8 cores) decodes, renders and writes, and torch
-    gets the other cores (at least one): torch's threads wait for each other at every
-    operation, so one of them sharing a core with the I/O worker slows them all
-    (bench/RESULTS.md, "Chunk job": on 2 cores, 1 + 1 was as fast as or faster than
-    2 + 1 and 2 + 2).  On a GPU torch needs one thread to drive the device, and every
+    On a CPU torch keeps every core and one I/O worker (two from 8 cores) overlaps
+    it: torch's sums split over its threads, so fewer threads would change the last
+    bits of the results of a given ``--threads`` (and at times a pixel), and on 2
+    cores 2 + 1 measured no slower than 1 + 1 for Grad-CAM (bench/RESULTS.md,
+    "Chunk job").  On a GPU torch needs one thread to drive the device, and every
     core of the job decodes, renders and writes.
     """
     threads = max(1, threads)
     if device_type == "cpu":
-        workers = 1 if threads < _SECOND_CPU_WORKER else 2
-        return max(1, threads - workers), workers
+        return threads, 1 if threads < _SECOND_CPU_WORKER else 2
     return 1, threads
 
 

@@ -27,9 +27,9 @@ def run(*args, expect=0):
 
 @pytest.mark.parametrize(
     "threads, device, expected",
-    [(1, "cpu", (1, 1)), (2, "cpu", (1, 1)), (7, "cpu", (6, 1)), (16, "cpu", (14, 2)), (8, "cuda", (1, 8))],
+    [(1, "cpu", (1, 1)), (2, "cpu", (2, 1)), (7, "cpu", (7, 1)), (16, "cpu", (16, 2)), (8, "cuda", (1, 8))],
 )
-def test_split_cores_leaves_a_cpu_core_for_io_and_gives_a_gpu_job_s_cores_to_io(threads, device, expected):
+def test_split_cores_keeps_torch_s_cpu_threads_and_gives_a_gpu_job_s_cores_to_io(threads, device, expected):
     assert pipeline.split_cores(threads, device) == expected
 
 
