@@ -6,6 +6,7 @@ make tensors, so that checking images (check-images) never loads it.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -171,28 +172,34 @@ def load_batches(
     batch_size: int,
     max_pixels: int | None = None,
     failed: Callable[[int, ImageError], None] | None = None,
+    workers: int = 0,
 ) -> Iterator[tuple[list[int], torch.Tensor]]:
     """Read images ``batch_size`` at a time and stack those of equal size.
 
     Yields ``(indices, batch)`` where ``indices`` are positions in ``paths``.
-    Images of different sizes never share a batch; at most ``batch_size`` images
-    are held in memory at once, however long ``paths`` is.  An image that cannot
-    be used raises, or with ``failed`` is handed to it and left out.
+    Images of different sizes never share a batch.  An image that cannot be used
+    raises, or with ``failed`` is handed to it (in the caller's thread, in order)
+    and left out.  With ``workers``, that many threads decode the next batch while
+    the caller works on this one; at most two batches of images are held in
+    memory at once, however long ``paths`` is.
     """
     import torch
 
+    from .pipeline import in_order
+
     if batch_size < 1:
         raise CnnvisError(f"--batch-size must be at least 1, got {batch_size}")
-    for start in range(0, len(paths), batch_size):
-        by_shape: dict[tuple[int, ...], list[tuple[int, torch.Tensor]]] = {}
-        for index in range(start, min(start + batch_size, len(paths))):
-            try:
-                image = load_image(paths[index], size, max_pixels)
-            except ImageError as error:
-                if failed is None:
-                    raise
-                failed(index, error)
-                continue
-            by_shape.setdefault(tuple(image.shape), []).append((index, image))
-        for group in by_shape.values():
-            yield [index for index, _ in group], torch.stack([image for _, image in group])
+    decoded = in_order(lambda path: load_image(path, size, max_pixels), paths, workers, ahead=batch_size)
+    with contextlib.closing(decoded):
+        for start in range(0, len(paths), batch_size):
+            by_shape: dict[tuple[int, ...], list[tuple[int, torch.Tensor]]] = {}
+            for index in range(start, min(start + batch_size, len(paths))):
+                image, error = next(decoded)
+                if error is not None:
+                    if failed is None or not isinstance(error, ImageError):
+                        raise error
+                    failed(index, error)
+                    continue
+                by_shape.setdefault(tuple(image.shape), []).append((index, image))
+            for group in by_shape.values():
+                yield [index for index, _ in group], torch.stack([image for _, image in group])

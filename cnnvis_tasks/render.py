@@ -3,11 +3,19 @@
 Nothing here computes a technique or writes a file.  Degenerate input (a
 constant or all-zero map) renders black and is reported through the returned
 flag, never as NaN or an exception.
+
+The work is done in NumPy, in float32 and in the order of operations of the
+torch code it replaced (pixel for pixel the same pictures): NumPy runs on the
+calling thread and releases the GIL, so rows render on the runner's writer
+threads while torch's own threads compute the next batch, with no second team
+of torch threads competing for the same cores.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,59 +23,86 @@ import torch
 from .names import DEFAULT_COLORMAP, colormap_names  # noqa: F401  (colormap_names: re-exported)
 
 MIN_TILE = 64  # grid tiles smaller than this are enlarged (nearest neighbour)
+_QUANTILE_LIMIT = 16_000_000  # larger magnitudes are clipped at their maximum (a sort would cost too much)
 
 
-def normalize01(values: torch.Tensor) -> tuple[torch.Tensor, bool]:
-    """Min-max scale to [0, 1]; a constant or non-finite input gives zeros and True."""
-    values = values.detach().float()
-    finite = torch.isfinite(values)
-    if not bool(finite.all()):
-        values = torch.where(finite, values, torch.zeros_like(values))
+def as_array(values: Any) -> np.ndarray:
+    """A tensor (any device) or array as a float32 NumPy array, without a copy where it is one already."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach()
+        if values.device.type != "cpu":
+            values = values.cpu()
+        if values.dtype != torch.float32:
+            values = values.float()
+        return values.numpy()
+    return np.asarray(values, dtype=np.float32)
+
+
+def _normalized(values: np.ndarray) -> tuple[np.ndarray, bool]:
+    finite = np.isfinite(values)
+    if not finite.all():
+        values = np.where(finite, values, np.float32(0))
     low, high = values.min(), values.max()
     span = float(high - low)
     if span <= 0 or not math.isfinite(span):
-        return torch.zeros_like(values), True
-    return (values - low) / span, False
+        return np.zeros(values.shape, dtype=np.float32), True
+    return (values - low) / np.float32(span), False
 
 
-def to_uint8(image01: torch.Tensor) -> np.ndarray:
+def normalize01(values: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, bool]:
+    """Min-max scale to [0, 1]; a constant or non-finite input gives zeros and True."""
+    scaled, degenerate = _normalized(as_array(values))
+    return torch.from_numpy(scaled), degenerate
+
+
+def _bytes(values01: np.ndarray) -> np.ndarray:
+    """round(255 x values) as torch's ``(x.clamp(0, 1) * 255 + 0.5).to(uint8)`` did, in place on a copy."""
+    scaled = np.clip(values01, 0, 1)
+    scaled *= np.float32(255)
+    scaled += np.float32(0.5)
+    return scaled.astype(np.uint8)
+
+
+def to_uint8(image01: torch.Tensor | np.ndarray) -> np.ndarray:
     """(3, H, W) or (H, W) float in [0, 1] to an H x W x 3 uint8 array."""
-    image01 = image01.detach().float().cpu().clamp(0, 1)
-    if image01.dim() == 2:
-        image01 = image01.unsqueeze(0).expand(3, -1, -1)
-    return (image01 * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
+    image01 = as_array(image01)
+    if image01.ndim == 2:
+        return np.repeat(_bytes(image01)[:, :, None], 3, axis=2)
+    return _bytes(image01.transpose(1, 2, 0))
 
 
-def _enlarge(tiles: torch.Tensor) -> torch.Tensor:
+def _enlarge(tiles: np.ndarray) -> np.ndarray:
     """Nearest-neighbour upscale (N, C, h, w) by an integer factor to >= MIN_TILE."""
     factor = max(1, math.ceil(MIN_TILE / max(1, min(tiles.shape[-2:]))))
     if factor == 1:
         return tiles
-    return tiles.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
+    return tiles.repeat(factor, axis=-2).repeat(factor, axis=-1)
 
 
-def make_grid(tiles: torch.Tensor, nrow: int, padding: int = 2, pad_value: float = 0.0) -> torch.Tensor:
+def make_grid(tiles: Any, nrow: int, padding: int = 2, pad_value: float = 0.0) -> Any:
     """(N, C, h, w) tiles in rows of ``nrow``, ``padding`` pixels of ``pad_value``
     around and between them: torchvision.utils.make_grid's layout (one tile alone
-    is returned unpadded, as there), without importing torchvision."""
+    is returned unpadded, as there), without importing torchvision.  A tensor
+    gives a tensor, an array an array."""
+    if isinstance(tiles, torch.Tensor):
+        return torch.from_numpy(make_grid(as_array(tiles), nrow, padding, pad_value))
     count, channels, height, width = tiles.shape
     if count == 1:
         return tiles[0]
     columns = min(nrow, count)
     rows = math.ceil(count / columns)
     step_y, step_x = height + padding, width + padding
-    grid = tiles.new_full((channels, step_y * rows + padding, step_x * columns + padding), pad_value)
+    grid = np.full((channels, step_y * rows + padding, step_x * columns + padding), pad_value, dtype=tiles.dtype)
     for k, tile in enumerate(tiles):
         y, x = divmod(k, columns)
         grid[:, y * step_y + padding : (y + 1) * step_y, x * step_x + padding : (x + 1) * step_x] = tile
     return grid
 
 
-def _grid(tiles01: torch.Tensor, nrow: int | None) -> np.ndarray:
+def _grid(tiles01: np.ndarray, nrow: int | None) -> np.ndarray:
     count = tiles01.shape[0]
     nrow = nrow or max(1, math.ceil(math.sqrt(count)))
-    grid = make_grid(_enlarge(tiles01), nrow=nrow, padding=2, pad_value=1.0)
-    return to_uint8(grid)
+    return to_uint8(make_grid(_enlarge(tiles01), nrow=nrow, padding=2, pad_value=1.0))
 
 
 def channel_grid(activation: torch.Tensor, count: int = 64, nrow: int | None = None) -> tuple[np.ndarray, int]:
@@ -76,13 +111,13 @@ def channel_grid(activation: torch.Tensor, count: int = 64, nrow: int | None = N
     Each channel is scaled to its own range.  Returns the picture and how many
     channels were constant (rendered black).
     """
-    channels = activation.detach().float().cpu()[:count]
     tiles, constant = [], 0
-    for channel in channels:
-        scaled, degenerate = normalize01(channel)
+    for channel in as_array(activation)[:count]:
+        scaled, degenerate = _normalized(channel)
         constant += degenerate
         tiles.append(scaled)
-    return _grid(torch.stack(tiles).unsqueeze(1).expand(-1, 3, -1, -1), nrow), constant
+    stacked = np.stack(tiles)[:, None]
+    return _grid(np.broadcast_to(stacked, (len(tiles), 3, *stacked.shape[-2:])), nrow), constant
 
 
 def kernel_grid(weights: torch.Tensor, count: int = 25, nrow: int | None = None) -> np.ndarray:
@@ -91,41 +126,76 @@ def kernel_grid(weights: torch.Tensor, count: int = 25, nrow: int | None = None)
     A filter with 3 input channels is shown as RGB; otherwise its first input
     channel in gray.  Each filter is scaled to its own range.
     """
-    filters = weights.detach().float().cpu()[:count]
-    filters = filters if filters.shape[1] == 3 else filters[:, :1].expand(-1, 3, -1, -1)
-    tiles = torch.stack([normalize01(f)[0] for f in filters])
-    return _grid(tiles, nrow)
+    filters = as_array(weights)[:count]
+    if filters.shape[1] != 3:
+        filters = np.broadcast_to(filters[:, :1], (filters.shape[0], 3, *filters.shape[-2:]))
+    return _grid(np.stack([_normalized(f)[0] for f in filters]), nrow)
 
 
 def gradient_color(gradient: torch.Tensor) -> tuple[np.ndarray, bool]:
     """A (3, H, W) gradient, min-max normalised over the whole tensor, as RGB."""
-    scaled, degenerate = normalize01(gradient.cpu())
+    scaled, degenerate = _normalized(as_array(gradient))
     return to_uint8(scaled), degenerate
+
+
+def _quantile(values: np.ndarray, q: float) -> np.float32:
+    """``torch.quantile(values, q)`` (linear) of finite float32 values to the last bit, from
+    the two order statistics it needs rather than a sort: its rank in double precision
+    from q in single, its weight in single, and torch's own lerp (NumPy's rounds otherwise)."""
+    rank = float(np.float32(q)) * (values.size - 1)
+    below, above = math.floor(rank), math.ceil(rank)
+    ordered = np.partition(values, (below, above))
+    ends = torch.tensor([[ordered[below]], [ordered[above]]])
+    weight = torch.tensor([rank - below], dtype=torch.float32)
+    return np.float32(torch.lerp(ends[0], ends[1], weight)[0].item())
 
 
 def gradient_gray(gradient: torch.Tensor, percentile: float = 99.0) -> tuple[np.ndarray, bool]:
     """Max over channels of |gradient|, clipped at its ``percentile``, scaled to [0, 1]."""
-    magnitude = gradient.detach().float().cpu().abs().amax(dim=0)
-    ceiling = (
-        torch.quantile(magnitude.flatten(), percentile / 100.0) if magnitude.numel() <= 16_000_000 else magnitude.max()
-    )
-    scaled, degenerate = normalize01(magnitude.clamp(max=float(ceiling)))
+    magnitude = np.abs(as_array(gradient)).max(axis=0)
+    if magnitude.size > _QUANTILE_LIMIT:
+        ceiling = magnitude.max()
+    elif np.isfinite(magnitude).all():
+        ceiling = _quantile(magnitude.reshape(-1), percentile / 100.0)
+    else:  # NaN makes the quantile NaN: torch's own answer, whatever it is
+        ceiling = torch.quantile(torch.from_numpy(magnitude).reshape(-1), percentile / 100.0).numpy()
+    scaled, degenerate = _normalized(np.minimum(magnitude, np.float32(ceiling)))
     return to_uint8(scaled), degenerate
 
 
-def heatmap(map01: torch.Tensor, colormap: str = DEFAULT_COLORMAP) -> np.ndarray:
-    """A (H, W) map in [0, 1] coloured with a matplotlib colormap, as RGB uint8."""
+@functools.cache
+def _colormap_table(colormap: str) -> tuple[np.ndarray, np.ndarray]:
+    """The colormap's N colours as uint8 RGB, rounded as each picture used to round
+    them, and the same as float32 fractions of 255 (for overlays)."""
     import matplotlib  # only here: its import is half a second
 
     cmap = matplotlib.colormaps[colormap]
-    rgba = cmap(map01.detach().float().cpu().clamp(0, 1).numpy())
-    return (rgba[..., :3] * 255 + 0.5).astype(np.uint8)
+    table = (cmap(np.arange(cmap.N))[:, :3] * 255 + 0.5).astype(np.uint8)
+    return table, table.astype(np.float32) / np.float32(255)
+
+
+def _color_index(map01: np.ndarray, count: int) -> np.ndarray:
+    """Each value's entry by matplotlib's rule: floor(value x N), 1.0 the last."""
+    scaled = np.clip(map01, 0, 1)
+    scaled *= np.float32(count)
+    return np.minimum(scaled.astype(np.intp), count - 1)
+
+
+def heatmap(map01: torch.Tensor | np.ndarray, colormap: str = DEFAULT_COLORMAP) -> np.ndarray:
+    """A (H, W) map in [0, 1] coloured with a matplotlib colormap, as RGB uint8."""
+    table, _ = _colormap_table(colormap)
+    return np.take(table, _color_index(as_array(map01), len(table)), axis=0)
 
 
 def overlay(
-    image01: torch.Tensor, map01: torch.Tensor, alpha: float = 0.5, colormap: str = DEFAULT_COLORMAP
+    image01: torch.Tensor | np.ndarray,
+    map01: torch.Tensor | np.ndarray,
+    alpha: float = 0.5,
+    colormap: str = DEFAULT_COLORMAP,
 ) -> np.ndarray:
     """Blend the coloured map over a (3, H, W) image: (1 - alpha) * image + alpha * heat."""
-    heat = torch.from_numpy(heatmap(map01, colormap)).float().permute(2, 0, 1) / 255.0
-    blended = (1 - alpha) * image01.detach().float().cpu() + alpha * heat
-    return to_uint8(blended)
+    table, fractions = _colormap_table(colormap)
+    blended = np.take(fractions, _color_index(as_array(map01), len(table)), axis=0)
+    blended *= np.float32(alpha)
+    blended += np.float32(1 - alpha) * as_array(image01).transpose(1, 2, 0)
+    return _bytes(blended)

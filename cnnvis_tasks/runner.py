@@ -4,11 +4,14 @@ One driver serves every technique command.  The caller (the command line)
 says which rows to compute and where each row's pictures and raw array go
 (:class:`Row`); this module loads the images a batch at a time, calls the
 technique's ``compute`` once per batch and setting, reads the result from the
-device once, renders each row and writes its files atomically.
+device once, renders each row and writes its files atomically.  With I/O
+workers (:func:`cnnvis_tasks.pipeline.split_cores`) the next batch is decoded
+and the last one rendered and written while a batch computes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 from collections.abc import Callable, Sequence
@@ -17,7 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import CnnvisError
-from .outputs import atomic_write, save_npy, save_png
+from .outputs import DEFAULT_PNG_LEVEL, atomic_write, save_npy, save_png
+from .pipeline import Behind
 from .progress import Progress
 from .technique import BATCH_SIZE, SIZE, Report, Result, Technique
 
@@ -37,6 +41,7 @@ class Session:
     device: torch.device
     seed: int = 0
     quiet: bool = False
+    io_workers: int = 0  # threads that decode, render and write beside the compute (0: none, serial)
 
 
 def load_model(*args: Any, **kwargs: Any) -> LoadedModel:
@@ -59,14 +64,17 @@ def open_session(
     """Configure threads and seed, then load the model once for this process."""
     import torch
 
-    from .devices import configure_threads, resolve_device, use_full_precision
+    from .devices import configure_threads, default_threads, resolve_device, use_full_precision
     from .gpu_claim import spread_over_gpus
+    from .pipeline import split_cores
 
-    configure_threads(threads)
-    torch.manual_seed(seed)
     torch_device = spread_over_gpus(resolve_device(device), quiet)  # plain cuda: a GPU of its own
+    compute_threads, io_workers = split_cores(threads or default_threads(), torch_device.type)
+    configure_threads(compute_threads)
+    torch.manual_seed(seed)
     use_full_precision(torch_device)
-    return Session(model=load_model(model, weights, torch_device, seed), device=torch_device, seed=seed, quiet=quiet)
+    model_loaded = load_model(model, weights, torch_device, seed)
+    return Session(model=model_loaded, device=torch_device, seed=seed, quiet=quiet, io_workers=io_workers)
 
 
 @dataclass
@@ -142,6 +150,7 @@ def run(
     renderings: Sequence[str] = (),
     failures: Failures | None = None,
     max_pixels: int | None = None,
+    png_level: int = DEFAULT_PNG_LEVEL,
     warn: Callable[[str], None] = print,
     note: Callable[[str], None] = print,
 ) -> dict[int, str]:
@@ -153,17 +162,19 @@ def run(
     its top-1 prediction; a label: a class index, WordNet ID or class name).
     An image that fails (it cannot be read, it is larger than ``max_pixels``
     after resizing, its label names no class, the model fails on it alone)
-    stops the call, or with ``failures.keep_going`` fails alone.  Returns the
-    failed rows: position -> reason.
+    stops the call, or with ``failures.keep_going`` fails alone; so does a row
+    whose files cannot be rendered or written.  PNGs are written at zlib level
+    ``png_level``.  Returns the failed rows: position -> reason.
     """
     failures = failures or Failures()
-    writer = _Writer(technique, session, images, tuple(renderings), options, warn)
-    with Progress(len(rows), technique.name, quiet=session.quiet) as progress:
-        call = _Call(technique, session, rows, options, writer, progress, note, failures)
+    writer = _Writer(technique, session, images, tuple(renderings), options, warn, png_level)
+    with Progress(len(rows), technique.name, quiet=session.quiet) as progress, Behind(session.io_workers) as behind:
+        call = _Call(technique, session, rows, options, writer, progress, note, failures, behind)
         if technique.reads_images:
             call.per_image(images, call.resolved(targets), max_pixels)
         else:
             call.per_item()
+        call.collect()
     if failures.record is not None:
         writer.record(failures.record, rows, call.failed)
     return call.failed
@@ -171,11 +182,13 @@ def run(
 
 class _Call:
     """One call of a technique: its rows in batches, each computed once and written;
-    a batch that fails is computed again row by row to find the row at fault."""
+    a batch that fails is computed again row by row to find the row at fault.  Rows
+    are written ``behind`` the compute (at most one batch behind it)."""
 
-    def __init__(self, technique, session, rows, options, writer, progress, note, failures):
+    def __init__(self, technique, session, rows, options, writer, progress, note, failures, behind):
         self.technique, self.session, self.rows, self.options = technique, session, rows, options
         self.writer, self.progress, self.note, self.failures = writer, progress, note, failures
+        self.behind = behind
         self.done = 0.0
         self.noted: set[str] = set()
         self.failed: dict[int, str] = {}
@@ -188,9 +201,26 @@ class _Call:
             self.failed[position] = reason
             self.writer.warn(f"failed: {reason}")
             if self.failures.placeholders:
-                self.writer.placeholder(self.rows[position], reason)
+                try:
+                    self.writer.placeholder(self.rows[position], reason)
+                except OSError as error:  # the folder that failed the row may refuse its placeholders too
+                    self.writer.warn(f"{self.writer.label(self.rows[position])}: no placeholder: {_reason(error)}")
         self.done += len(positions)
         self.progress.update(self.done)
+
+    def collect(self, keep: int = 0) -> None:
+        """Take back the rows written behind the compute, waiting while more than ``keep``
+        are pending: count them, show their warnings; a row whose files could not be
+        rendered or written fails alone, as a row the model fails on."""
+        for position, warnings, error in self.behind.finished(keep):
+            label = self.writer.label(self.rows[position])
+            if error is not None:
+                self.fail([position], f"{label}: writing its files failed: {_reason(error)}")
+                continue
+            for message in warnings:
+                self.writer.warn(f"{label}: {message}")
+            self.done += 1
+            self.progress.update(self.done)
 
     def resolved(self, targets: Sequence[int | str | None] | None) -> list[int | None] | None:
         """Labels as class indices; an image whose label names no class fails."""
@@ -230,10 +260,12 @@ class _Call:
                         **one,
                     )
                 return
-            reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'no message'}"
+            reason = _reason(error)
             size = f" ({inputs.shape[-1]} x {inputs.shape[-2]} as input)" if inputs is not None else ""
             label = self.writer.label(self.rows[positions[0]])
             self.fail(positions, f"{label}{size}: the model failed on it: {reason}")
+            return
+        self.collect(keep=len(positions))  # the batch before this one is written: memory stays flat
 
     def _release_memory(self) -> None:
         if self.session.device.type == "cuda":
@@ -245,7 +277,7 @@ class _Call:
         technique = self.technique
         report = _StepReport(
             self.progress,
-            self.done,
+            self.done + len(self.behind),
             len(positions),
             self.writer.snapshots(positions, self.rows),
             self.options.get("save_every", 0),
@@ -266,9 +298,11 @@ class _Call:
             self.noted.add(result.layer)
             if not self.session.quiet:
                 self.note(f"{technique.name}: layer {result.layer} (chosen automatically)")
-        self.writer.write(result.to_host(), [self.rows[p] for p in positions])
-        self.done += len(positions)
-        self.progress.update(self.done)
+        host = result.to_host()
+        if len(host) != len(positions):
+            raise CnnvisError(f"{technique.name} computed {len(host)} results for {len(positions)} rows")
+        for k, position in enumerate(positions):
+            self.behind.submit(position, self.writer.write, host, k, self.rows[position])
 
     def per_image(self, images: Sequence[Path], targets: Sequence[int | None] | None, max_pixels: int | None):
         """Images are decoded a batch at a time (once for all settings); each setting is one compute."""
@@ -286,23 +320,26 @@ class _Call:
         def unreadable(index: int, error: Exception) -> None:
             self.fail(by_image[order[index]], str(error))
 
-        for indices, batch in load_batches(
+        batches = load_batches(
             [images[i] for i in order],
             size,
             batch_size,
             max_pixels,
             failed=unreadable if self.failures.keep_going else None,
-        ):
-            batch_images = [order[i] for i in indices]
-            pixels = batch.to(self.session.device)
-            for values, members in settings:
-                wanted = [(k, p) for k, image in enumerate(batch_images) for p in by_image[image] if p in members]
-                if not wanted:
-                    continue
-                picked = [k for k, _ in wanted]
-                inputs = pixels if picked == list(range(len(batch_images))) else pixels[picked]
-                batch_targets = None if targets is None else [targets[batch_images[k]] for k in picked]
-                self.compute([p for _, p in wanted], inputs, batch_targets, values)
+            workers=self.session.io_workers,
+        )
+        with contextlib.closing(batches):  # on an error, its decoding threads stop now
+            for indices, batch in batches:
+                batch_images = [order[i] for i in indices]
+                pixels = batch.to(self.session.device)
+                for values, members in settings:
+                    wanted = [(k, p) for k, image in enumerate(batch_images) for p in by_image[image] if p in members]
+                    if not wanted:
+                        continue
+                    picked = [k for k, _ in wanted]
+                    inputs = pixels if picked == list(range(len(batch_images))) else pixels[picked]
+                    batch_targets = None if targets is None else [targets[batch_images[k]] for k in picked]
+                    self.compute([p for _, p in wanted], inputs, batch_targets, values)
 
     def per_item(self) -> None:
         """Techniques without images: rows that differ only in per-row values share a batch."""
@@ -332,9 +369,11 @@ class _Writer:
         renderings: tuple[str, ...],
         options: dict[str, Any],
         warn: Callable[[str], None],
+        png_level: int = DEFAULT_PNG_LEVEL,
     ):
         self.technique, self.session, self.images = technique, session, images
         self.renderings, self.options, self.warn = renderings, options, warn
+        self.png_level = png_level
 
     def placeholder(self, row: Row, reason: str) -> None:
         """A failed row's files: 1 x 1 gray pictures whose facts say why, an empty array."""
@@ -345,7 +384,7 @@ class _Writer:
             if name == RAW:
                 save_npy(path, np.zeros((0,), dtype=np.float32))
             else:
-                save_png(path, np.full((1, 1, 3), 128, dtype=np.uint8), record | {"rendering": name})
+                save_png(path, np.full((1, 1, 3), 128, dtype=np.uint8), record | {"rendering": name}, self.png_level)
 
     def record(self, path: Path, rows: Sequence[Row], failed: dict[int, str]) -> None:
         """Every row's status, as JSON: image, setting, status (ok|failed), reason."""
@@ -374,21 +413,24 @@ class _Writer:
             record["image"] = str(self.images[row.image])
         return record
 
-    def write(self, result: Result, rows: Sequence[Row]) -> None:
-        if len(result) != len(rows):
-            raise CnnvisError(f"{self.technique.name} computed {len(result)} results for {len(rows)} rows")
-        several = self.technique.several_renderings
-        for position, row in enumerate(rows):
-            record = self.base(row) | result.record(position, self.session.model.class_name)
-            if self.renderings:
-                rendered = self.technique.render(result, position, self.renderings, self.options)
-                for name in self.renderings:
-                    picture, facts = rendered.pictures[name]
-                    save_png(row.outputs[name], picture, record | facts | ({"rendering": name} if several else {}))
-                for message in rendered.warnings:
-                    self.warn(f"{self.label(row)}: {message}")
-            if RAW in row.outputs:
-                save_npy(row.outputs[RAW], result.maps[position].float().numpy())
+    def write(self, result: Result, position: int, row: Row) -> list[str]:
+        """Render the row at ``position`` of a host result and write its files; returns
+        its warnings.  Runs on a writer thread: NumPy and Pillow, no torch ops."""
+        from .render import as_array
+
+        warnings: list[str] = []
+        record = self.base(row) | result.record(position, self.session.model.class_name)
+        if self.renderings:
+            several = self.technique.several_renderings
+            rendered = self.technique.render(result, position, self.renderings, self.options)
+            for name in self.renderings:
+                picture, facts = rendered.pictures[name]
+                facts = record | facts | ({"rendering": name} if several else {})
+                save_png(row.outputs[name], picture, facts, self.png_level)
+            warnings = list(rendered.warnings)
+        if RAW in row.outputs:
+            save_npy(row.outputs[RAW], as_array(result.maps[position]))
+        return warnings
 
     def label(self, row: Row) -> str:
         if row.image is not None:
@@ -413,6 +455,12 @@ class _Writer:
                         path.with_name(f"{path.stem}.step{step:04d}.png"),
                         to_uint8(image),
                         {"technique": self.technique.name, "step": step},
+                        self.png_level,
                     )
 
         return snapshot
+
+
+def _reason(error: BaseException) -> str:
+    """``Type: first line of the message``."""
+    return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'no message'}"

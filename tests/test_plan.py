@@ -183,7 +183,8 @@ def test_jobs_settings_paths_and_commands_of_the_default_gallery():
     assert params["method"] == ("guided",) and params["target"] == ("top1",) and params["size"] == 224
     assert len(params["out_color"]) == len(params["out_gray"]) == 3 and params["out_raw"] == ()
     assert params["keep_going"] and params["placeholders"] and str(params["record"]) == saliency.outputs[0].path
-    assert "--batch-size" not in saliency.arguments and saliency.runtime == ("--batch-size", "16")
+    assert "--batch-size" not in saliency.arguments and "--png-level" not in saliency.arguments
+    assert saliency.runtime == ("--batch-size", "16", "--png-level", "1")  # change them: nothing re-runs
     dream = rules["deep_dream_octaves_efficientnet_lite0__blocks_10_filter45_chunk000of001"]
     assert parse(dream).params["filter"] == ("45",) and parse(dream).params["octaves"] == 10
     assert dream.outputs[1].path == "results/efficientnet_lite0/deep-dream-octaves/astronaut/_blocks.10-filter45.png"
@@ -375,8 +376,10 @@ def test_a_technique_module_is_named_after_its_technique():
 
 def test_the_schema_states_the_package_s_pixel_budget_and_largest_size():
     from cnnvis_tasks.images import DEFAULT_MAX_PIXELS
+    from cnnvis_tasks.outputs import DEFAULT_PNG_LEVEL
     from cnnvis_tasks.technique import MAX_SIZE
 
     schema = full_schema()
     assert schema["properties"]["max_pixels"]["default"] == DEFAULT_MAX_PIXELS
+    assert schema["properties"]["png_level"]["default"] == DEFAULT_PNG_LEVEL
     assert schema["properties"]["techniques"]["properties"]["saliency"]["properties"]["size"]["maximum"] == MAX_SIZE

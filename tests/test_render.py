@@ -97,3 +97,76 @@ def test_make_grid_matches_torchvision(count, nrow, padding, pad_value, size):
     ours = render.make_grid(tiles, nrow=nrow, padding=padding, pad_value=pad_value)
     theirs = make_grid(tiles, nrow=nrow, padding=padding, pad_value=pad_value)
     assert ours.shape == theirs.shape and torch.equal(ours, theirs)
+
+
+# --- the NumPy rendering gives the pictures the torch rendering of 22d3227 gave ------------
+
+
+def _maps(seed: int) -> list[torch.Tensor]:
+    """CAM-like (smooth, upsampled), noisy and degenerate maps of picture sizes."""
+    generator = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(1, 1, 7, 7, generator=generator) ** 3
+    smooth = torch.nn.functional.interpolate(coarse, size=(224, 298), mode="bilinear", align_corners=False)[0, 0]
+    noisy = torch.randn(231, 173, generator=generator) * 1e-3
+    noisy[5, 7] = float("nan")
+    return [smooth, noisy, torch.zeros(9, 11), torch.full((4, 6), 3.5)]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("colormap", ["jet", "viridis", "tab10", "gray"])
+def test_cam_pictures_are_those_of_the_torch_rendering(seed, colormap):
+    import render_before as before
+
+    for values in _maps(seed):
+        ours, degenerate = render.normalize01(values)
+        theirs, was_degenerate = before.normalize01(values)
+        assert torch.equal(ours, theirs) and degenerate == was_degenerate
+        image = torch.rand(3, *values.shape, generator=torch.Generator().manual_seed(seed))
+        assert np.array_equal(render.to_uint8(ours), before.to_uint8(theirs))
+        assert np.array_equal(render.heatmap(ours, colormap), before.heatmap(theirs, colormap))
+        for alpha in (0.0, 0.3, 0.5, 0.85):
+            assert np.array_equal(
+                render.overlay(image, ours, alpha, colormap), before.overlay(image, theirs, alpha, colormap)
+            )
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_saliency_pictures_are_those_of_the_torch_rendering(seed):
+    import render_before as before
+
+    generator = torch.Generator().manual_seed(seed)
+    gradients = [
+        torch.randn(3, 224, 298, generator=generator) * 1e-2,
+        torch.randn(3, 67, 45, generator=generator) ** 3,  # heavy tails: the clip matters
+        torch.zeros(3, 8, 8),
+    ]
+    gradients[1][0, 3, 4] = float("nan")
+    for gradient in gradients:
+        for name in ("gradient_color", "gradient_gray"):
+            ours, degenerate = getattr(render, name)(gradient)
+            theirs, was_degenerate = getattr(before, name)(gradient)
+            assert np.array_equal(ours, theirs) and degenerate == was_degenerate, name
+
+
+def test_grid_tiles_are_those_of_the_torch_rendering():
+    import render_before as before
+
+    activation = torch.randn(12, 9, 7, generator=torch.Generator().manual_seed(0))
+    activation[3] = 0
+    picture, constant = render.channel_grid(activation, count=10)
+    tiles = before.channel_tiles(activation, 10)
+    enlarged = [before.to_uint8(t.repeat_interleave(10, 0).repeat_interleave(10, 1)) for t in tiles]
+    assert constant == 1 and picture.shape == (2 + 3 * 92, 2 + 4 * 72, 3)  # 9 x 7 tiles x10, 4 a row
+    for k, tile in enumerate(enlarged):
+        y, x = divmod(k, 4)
+        assert np.array_equal(picture[2 + y * 92 : 92 + y * 92, 2 + x * 72 : 72 + x * 72], tile)
+    assert (picture[0] == 255).all()  # the padding is white
+
+
+def test_the_quantile_is_torchs_to_the_last_bit():
+    generator = np.random.default_rng(0)
+    for k in range(60):
+        values = np.abs(generator.standard_normal(int(generator.integers(2, 50_000)))).astype(np.float32)
+        values *= np.float32(10.0 ** generator.integers(-6, 3))
+        q = (0.99, 0.95, 0.5, 0.999, 0.0, 1.0)[k % 6]
+        assert render._quantile(values, q) == torch.quantile(torch.from_numpy(values), q).item()

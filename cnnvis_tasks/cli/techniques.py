@@ -21,6 +21,7 @@ import click
 from ..errors import CnnvisError
 from ..image_list import IMAGE_LIST_FILE_NAME
 from ..images import DEFAULT_MAX_PIXELS
+from ..outputs import DEFAULT_PNG_LEVEL
 from ..technique import BOOL, CHOICE, FLOAT, INT, Option, Technique, broadcast, parse_target
 from .common import CONTEXT_SETTINGS, CnnvisCommand, capture_warnings, model_params, warn
 
@@ -136,6 +137,12 @@ def output_params(technique: Technique) -> list[click.Parameter]:
             multiple=True,
             type=click.Choice([r.name for r in technique.renderings] + [RAW]),
             help="With --out-dir: what to write; repeat for several  [default: every picture]",
+        ),
+        click.Option(
+            ["--png-level"],
+            type=click.IntRange(0, 9),
+            default=DEFAULT_PNG_LEVEL,
+            help="zlib level of the PNGs: 1 writes fastest, 9 smallest; the pixels are the same.",
         ),
     ]
     return params
@@ -373,6 +380,7 @@ def run_command(technique: Technique, **params: Any) -> None:
         keep_going=params.pop("keep_going"), placeholders=params.pop("placeholders"), record=params.pop("record")
     )
     max_pixels = params.pop("max_pixels", None)
+    png_level = params.pop("png_level")
     if failures.placeholders and not failures.keep_going:
         raise click.UsageError("--placeholders goes with --keep-going")
     if failures.record is not None:
@@ -437,6 +445,7 @@ def run_command(technique: Technique, **params: Any) -> None:
         renderings=renderings,
         failures=failures,
         max_pixels=max_pixels,
+        png_level=png_level,
         warn=warn,
         note=lambda text: click.echo(text, err=True),
     )

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from ..technique import BATCH_SIZE, CHOICE, SIZE, TARGET_CLASS, Option, Rendered, Rendering, Result, Technique
 
 METHODS = ("vanilla", "guided", "deconv")
@@ -35,7 +37,7 @@ def render(result: Result, row: int, renderings: tuple[str, ...], options: dict[
         picture, degenerate = draw_one(gradient)
         pictures[rendering] = (picture, {})
     warnings = []
-    if degenerate or not bool(gradient.abs().amax() > 0):
+    if degenerate or not np.abs(draw.as_array(gradient)).max() > 0:  # NumPy: renders on writer threads
         warnings.append(f"the {result.facts['method']} gradient is all zero; rendered black")
     return Rendered(pictures, warnings)
 

@@ -435,6 +435,7 @@ class _Planner:
         if name != PREDICTIONS:
             arguments = [*arguments, "--keep-going", "--placeholders", "--record", record.path]
             outputs = [record, *outputs]
+            runtime = [*runtime, "--png-level", str(self.config["png_level"])]
         weights = model_weights(self.config, model)
         job = Job(
             rule=slug("_".join(part for part in (name.replace("-", "_"), model, setting, chunk) if part)),
@@ -482,6 +483,7 @@ class _Planner:
             record = f"{self.results}/records/{where}/{{chunk}}.json"  # RECORD_PATTERN
             arguments = [*arguments, "--image-list", image_list, "--out-dir", folder or ""]
             arguments += ["--keep-going", "--placeholders", "--record", record]
+            runtime = [*runtime, "--png-level", str(self.config["png_level"])]
         weights = model_weights(self.config, model)
         braces = [a for a in (weights, *arguments) if not declarable(a.replace("{chunk}", ""))]
         if braces:
