@@ -187,7 +187,8 @@ def _list_folder(root: Path, wanted: set[str], listing: Listing) -> None:
             is_folder = entry.is_dir(follow_symlinks=False)
             if is_folder:
                 subfolders.append((entry.path, below + name + "/", safe + safe_component(name) + "/"))
-            if os.path.splitext(name)[1].lower() not in wanted:
+            dot = name.rfind(".")
+            if dot <= 0 or name[dot:].lower() not in wanted:  # no ending, or a hidden file's name alone
                 continue
             problem = None if entry.is_file(follow_symlinks=False) else _kind(Path(entry.path))
             if problem:
@@ -310,9 +311,10 @@ def check_images(
     known = read_cache(cache)
     changed = False
     records = []
+    here = os.getcwd()
     for entry in entries:
         path = entry.location
-        key = os.path.abspath(path)
+        key = path if os.path.isabs(path) else os.path.join(here, path)  # abspath's normpath costs seconds
         fingerprint = _fingerprint(path)
         cached = known.get(key)
         if (

@@ -292,8 +292,12 @@ def chunk_count(image_count: int, chunk_size: int, pinned: int | None = None) ->
 
 
 def chunk_of(name: str, count: int) -> int:
-    """An image's chunk: a stable hash of its name, so adding an image changes only its chunk."""
-    return int(hashlib.sha1(name.encode("utf-8")).hexdigest(), 16) % count
+    """An image's chunk: a stable hash of its name, so adding an image changes only its chunk
+    (the SHA-1 as a number, modulo ``count``)."""
+    digest = hashlib.sha1(name.encode("utf-8")).digest()
+    if count & (count - 1) == 0 and count <= 2**64:  # a power of two: the last 8 bytes decide, read faster
+        return int.from_bytes(digest[-8:], "big") % count
+    return int.from_bytes(digest, "big") % count
 
 
 def chunk_name(index: int, count: int) -> str:
