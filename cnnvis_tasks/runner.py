@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from .models import LoadedModel
 
 RAW = "raw"  # the output name of a row's raw array, beside its renderings
+# What a model raises on one bad input (a batch is then tried again row by row).
+_MODEL_ERRORS = (RuntimeError, ValueError, IndexError, ArithmeticError)
 
 
 @dataclass
@@ -247,7 +249,7 @@ class _Call:
         model raises is tried again row by row, so that only the row at fault fails."""
         try:
             self._compute(positions, inputs, targets, values, **per_row)
-        except (RuntimeError, ValueError, IndexError, ArithmeticError) as error:
+        except _MODEL_ERRORS as error:
             if len(positions) > 1:
                 self._release_memory()
                 for k, position in enumerate(positions):

@@ -175,6 +175,28 @@ class ModelRows:
     key: str | None = None
 
 
+# In PassNeeds.gradients: the layer Grad-CAM chooses automatically, resolved once the model is loaded.
+AUTO_LAYER = "auto"
+
+
+@dataclass(frozen=True)
+class PassNeeds:
+    """What one setting of a technique reads from a forward and backward shared with
+    others (``cnnvis-tasks shared-pass``, :mod:`cnnvis_tasks.mechanisms.shared_pass`):
+    the gradient of the target logit with respect to the input, the activations of
+    ``features``, and the activations and gradients of ``gradients`` (``AUTO_LAYER``:
+    Grad-CAM's automatic choice)."""
+
+    input_gradient: bool = False
+    features: tuple[str, ...] = ()
+    gradients: tuple[str, ...] = ()
+
+    @property
+    def backward(self) -> bool:
+        """Whether it needs the backward (and so a target class per image)."""
+        return self.input_gradient or bool(self.gradients)
+
+
 @dataclass(frozen=True)
 class Technique:
     """Everything about one technique; see the module doc."""
@@ -200,6 +222,12 @@ class Technique:
     caption: Callable[[Mapping[str, Any]], list[str]] | None = None  # extra caption lines from a picture's facts
     caption_first: bool = False  # extra lines before the standard ones (the layer Grad-CAM chose)
     reports_steps: bool = False  # compute reports optimisation steps (progress, snapshots)
+    # A shared pass (cnnvis-tasks shared-pass): given one setting's options (parsed, with
+    # the repeatable ones' values), what it reads from the pass, or why it cannot share it
+    # (a str: "--method guided changes the backward"); and from_pass(model, pass, images,
+    # **options) -> the Result compute would give, from a mechanisms.shared_pass.Pass.
+    shares_pass: Callable[[Mapping[str, Any]], PassNeeds | str] | None = None
+    from_pass: Callable[..., Result] | None = None
 
     @property
     def config_key(self) -> str:

@@ -33,7 +33,7 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from . import dataset, gallery, inspect, techniques  # noqa: F401  (they register their commands)
+    from . import dataset, gallery, inspect, shared_pass, techniques  # noqa: F401  (they register their commands)
 
     techniques.register(cli)
 

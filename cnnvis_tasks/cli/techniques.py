@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -368,10 +369,31 @@ def check_writable(path: Path) -> None:
 # --- the command ----------------------------------------------------------------------
 
 
-def run_command(technique: Technique, **params: Any) -> None:
-    """The body of every technique command: inputs and outputs checked, then the rows run."""
-    from ..runner import Failures, open_session, run
+@dataclass
+class PreparedCall:
+    """A technique command's arguments checked and turned into rows, before any model loads."""
 
+    technique: Technique
+    common: dict[str, Any]  # the model options: model, weights, device, seed, threads, quiet, debug
+    rows: list
+    options: dict[str, Any]
+    images: list[Path]
+    targets: list[int | str | None] | None
+    renderings: list[str]
+    failures: Any  # runner.Failures
+    max_pixels: int | None
+    png_level: int
+
+
+def prepare_call(
+    technique: Technique, params: dict[str, Any], inputs: tuple[list[tuple[Path, str]], list[str | None]] | None = None
+) -> PreparedCall:
+    """A technique command's parameters (as click gives them) as a :class:`PreparedCall`:
+    every output path checked, the rows planned.  ``inputs``: the images and labels
+    already read (else read from ``images`` and ``image_list``)."""
+    from ..runner import Failures
+
+    params = dict(params)
     common = {name: params.pop(name) for name in ("model", "weights", "device", "seed", "threads", "quiet", "debug")}
     given = {r.name: params.pop(f"out_{r.name}") for r in technique.renderings}
     given[RAW] = params.pop("out_raw")
@@ -388,8 +410,11 @@ def run_command(technique: Technique, **params: Any) -> None:
             raise click.UsageError(f"{failures.record}: --record writes JSON; name it *.json")
         check_writable(failures.record)
     image_list = params.pop("image_list", None)
-    inputs, labels = read_inputs(params.pop("images"), image_list) if technique.reads_images else ([], [])
-    images = [path for path, _ in inputs]
+    images_given = params.pop("images", ())
+    if inputs is None:
+        inputs = read_inputs(images_given, image_list) if technique.reads_images else ([], [])
+    files, labels = inputs
+    images = [path for path, _ in files]
 
     values: dict[str, list[Any]] = {}
     options: dict[str, Any] = {}
@@ -407,7 +432,7 @@ def run_command(technique: Technique, **params: Any) -> None:
         items: list[Any] = list(range(len(images)))
         fields = [
             {"path": str(Path(name).with_suffix("")), "name": name, "stem": path.stem, "parent": path.parent.name}
-            for path, name in inputs
+            for path, name in files
         ]
     elif technique.item is not None:
         items = values.pop(technique.item)
@@ -427,25 +452,37 @@ def run_command(technique: Technique, **params: Any) -> None:
             targets = [parse_target(v) for v in broadcast(target_values, len(images), "--target", "images")]
         except ValueError as error:
             raise click.BadParameter(str(error), param_hint="--target") from None
+    return PreparedCall(technique, common, rows, options, images, targets, renderings, failures, max_pixels, png_level)
 
-    session = open_session(**common)
-    if targets is not None or technique.item == "target":
+
+def check_targets(call: PreparedCall, session: Any) -> None:
+    """Class indices given on the command line are classes of the loaded model."""
+    if call.targets is not None or call.technique.item == "target":
         from ..mechanisms.targets import check_class_indices
 
         if session.model.num_classes:
-            wanted = targets if targets is not None else [int(r.values["target"]) for r in rows]
+            wanted = call.targets if call.targets is not None else [int(r.values["target"]) for r in call.rows]
             check_class_indices([t for t in wanted if isinstance(t, int)], session.model.num_classes)
+
+
+def run_command(technique: Technique, **params: Any) -> None:
+    """The body of every technique command: inputs and outputs checked, then the rows run."""
+    from ..runner import open_session, run
+
+    call = prepare_call(technique, params)
+    session = open_session(**call.common)
+    check_targets(call, session)
     run(
         technique,
         session,
-        rows,
-        options,
-        images=images,
-        targets=targets,
-        renderings=renderings,
-        failures=failures,
-        max_pixels=max_pixels,
-        png_level=png_level,
+        call.rows,
+        call.options,
+        images=call.images,
+        targets=call.targets,
+        renderings=call.renderings,
+        failures=call.failures,
+        max_pixels=call.max_pixels,
+        png_level=call.png_level,
         warn=warn,
         note=lambda text: click.echo(text, err=True),
     )

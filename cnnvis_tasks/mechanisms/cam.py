@@ -65,14 +65,20 @@ def class_activation_map(
         targets = target_indices(wanted, logits, images.shape[0])
         score = logits.gather(1, targets[:, None]).sum()  # images independent: per-image grads
         (gradients,) = torch.autograd.grad(score, activations, allow_unused=True)
-    if gradients is None:  # the score does not depend on this layer at all
+    cams = weighted_cam(activations.detach(), gradients, weighting)
+    return CamResult(cams=cams, targets=targets, logits=logits.detach(), layer=layer)
+
+
+def weighted_cam(activations: Tensor, gradients: Tensor | None, weighting: Weighting) -> Tensor:
+    """``ReLU(sum_k alpha_k A_k)``: (N, h, w) maps from (N, C, h, w) activations and the
+    gradients of the score with respect to them (None: the score does not depend on
+    the layer at all, the gradients are zero)."""
+    if gradients is None:
         gradients = torch.zeros_like(activations)
-    activations = activations.detach()
     weights = weighting(activations, gradients)
     if weights.dim() == 2:  # one weight per channel; else one per channel and position (HiResCAM, LayerCAM)
         weights = weights[:, :, None, None]
-    cams = F.relu((weights * activations).sum(dim=1))
-    return CamResult(cams=cams, targets=targets, logits=logits.detach(), layer=layer)
+    return F.relu((weights * activations).sum(dim=1))
 
 
 def upsample_cam(cams: Tensor, size: tuple[int, int]) -> Tensor:

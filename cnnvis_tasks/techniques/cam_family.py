@@ -11,12 +11,14 @@ from typing import Any
 
 from ..names import DEFAULT_COLORMAP, colormap_problem
 from ..technique import (
+    AUTO_LAYER,
     BATCH_SIZE,
     FLOAT,
     SIZE,
     STRING,
     TARGET_CLASS,
     Option,
+    PassNeeds,
     Rendered,
     Rendering,
     Result,
@@ -24,7 +26,7 @@ from ..technique import (
     layer_option,
 )
 
-AUTO = "auto"
+AUTO = AUTO_LAYER  # "auto"
 LAYER = layer_option(
     "Module path to explain at (see: cnnvis-tasks layers); 'auto': the last layer with spatial extent before "
     "global pooling, reported.",
@@ -55,6 +57,12 @@ def _caption(meta: Mapping[str, Any]) -> list[str]:
     return [f"layer {meta['layer']}"] if meta.get("layer") else []
 
 
+def _shares_pass(options: Mapping[str, Any]) -> PassNeeds:
+    """A CAM from gradients reads its layer's activation and gradient (``auto``: resolved
+    by the caller as :func:`automatic_layer` resolves it)."""
+    return PassNeeds(gradients=(options["layer"],))
+
+
 def cam_technique(
     name: str, *, order: int, title: str, summary: str, description: str, reference: str, weighting: Callable
 ) -> Technique:
@@ -62,21 +70,33 @@ def cam_technique(
     both (N, C, h, w), returning (N, C)."""
 
     def compute(model, images, targets=None, *, layer: str = AUTO, **_options: Any) -> Result:
-        from ..mechanisms.cam import class_activation_map, upsample_cam
-        from ..mechanisms.targets import target_probabilities
+        from ..mechanisms.cam import class_activation_map
 
         chosen = automatic_layer(model.module) if layer == AUTO else layer
         outcome = class_activation_map(model.module, model.normalize(images), chosen, targets, weighting)
+        return result(outcome.cams, outcome.targets, outcome.logits, chosen, images)
+
+    def result(cams, targets, logits, chosen: str, images) -> Result:
+        from ..mechanisms.cam import upsample_cam
+        from ..mechanisms.targets import target_probabilities
+
         return Result(
             name,
-            maps=outcome.cams,
-            targets=outcome.targets,
-            probabilities=target_probabilities(outcome.logits, outcome.targets),
+            maps=cams,
+            targets=targets,
+            probabilities=target_probabilities(logits, targets),
             layer=chosen,
             inputs=images,
-            display=upsample_cam(outcome.cams, tuple(images.shape[-2:])),
+            display=upsample_cam(cams, tuple(images.shape[-2:])),
             facts={"layer": chosen},
         )
+
+    def from_pass(model, shared, images, *, layer: str = AUTO, **_options: Any) -> Result:
+        from ..mechanisms.cam import weighted_cam
+
+        chosen = automatic_layer(model.module) if layer == AUTO else layer
+        cams = weighted_cam(shared.activations[chosen], shared.gradients[chosen], weighting)
+        return result(cams, shared.targets, shared.logits, chosen, images)
 
     def render(result: Result, row: int, renderings: tuple[str, ...], options: dict[str, Any]) -> Rendered:
         from .. import render as draw
@@ -111,4 +131,6 @@ def cam_technique(
         render=render,
         caption=_caption,
         caption_first=True,
+        shares_pass=_shares_pass,
+        from_pass=from_pass,
     )

@@ -6,7 +6,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..technique import BATCH_SIZE, INT, SIZE, Option, Rendered, Rendering, Result, Technique, layer_option
+from ..technique import (
+    BATCH_SIZE,
+    INT,
+    SIZE,
+    Option,
+    PassNeeds,
+    Rendered,
+    Rendering,
+    Result,
+    Technique,
+    layer_option,
+)
 
 GRID = Rendering("grid", "PNG grid of the first channels, each scaled to its own range.")
 
@@ -15,8 +26,21 @@ def compute(model, images, targets=None, *, layer: str, channels: int = 64, **_o
     from ..mechanisms.capture import feature_maps
 
     maps = feature_maps(model.module, model.normalize(images), [layer])[layer]
+    return _result(maps, layer, channels)
+
+
+def _result(maps, layer: str, channels: int) -> Result:
     facts = {"layer": layer, "channels_shown": min(channels, maps.shape[1]), "shape": list(maps.shape[1:])}
     return Result("feature-maps", maps=maps, layer=layer, facts=facts)
+
+
+def shares_pass(options: Mapping[str, Any]) -> PassNeeds:
+    return PassNeeds(features=(options["layer"],))
+
+
+def from_pass(model, shared, images, *, layer: str, channels: int = 64, **_options: Any) -> Result:
+    """Feature maps from a shared pass (:mod:`cnnvis_tasks.mechanisms.shared_pass`)."""
+    return _result(shared.activations[layer], layer, channels)
 
 
 def render(result: Result, row: int, renderings: tuple[str, ...], options: dict[str, Any]) -> Rendered:
@@ -52,4 +76,6 @@ TECHNIQUE = Technique(
     compute=compute,
     render=render,
     caption=caption,
+    shares_pass=shares_pass,
+    from_pass=from_pass,
 )

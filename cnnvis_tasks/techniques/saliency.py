@@ -4,27 +4,56 @@ of three rules (:mod:`cnnvis_tasks.mechanisms.relu_rules`)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from ..technique import BATCH_SIZE, CHOICE, SIZE, TARGET_CLASS, Option, Rendered, Rendering, Result, Technique
+from ..technique import (
+    BATCH_SIZE,
+    CHOICE,
+    SIZE,
+    TARGET_CLASS,
+    Option,
+    PassNeeds,
+    Rendered,
+    Rendering,
+    Result,
+    Technique,
+)
 
 METHODS = ("vanilla", "guided", "deconv")
 
 
 def compute(model, images, targets=None, *, method: str = "vanilla", **_options: Any) -> Result:
     from ..mechanisms.relu_rules import saliency
-    from ..mechanisms.targets import target_probabilities
 
     outcome = saliency(model.module, model.normalize(images), targets, method)
+    return _result(outcome.gradients, outcome.targets, outcome.logits, method)
+
+
+def _result(gradients, targets, logits, method: str) -> Result:
+    from ..mechanisms.targets import target_probabilities
+
     return Result(
         "saliency",
-        maps=outcome.gradients,
-        targets=outcome.targets,
-        probabilities=target_probabilities(outcome.logits, outcome.targets),
+        maps=gradients,
+        targets=targets,
+        probabilities=target_probabilities(logits, targets),
         facts={"method": method},
     )
+
+
+def shares_pass(options: Mapping[str, Any]) -> PassNeeds | str:
+    """Vanilla saliency is the plain input gradient; the other methods change the backward."""
+    if options["method"] != "vanilla":
+        return f"--method {options['method']} changes the backward through every ReLU (only vanilla shares it)"
+    return PassNeeds(input_gradient=True)
+
+
+def from_pass(model, shared, images, *, method: str = "vanilla", **_options: Any) -> Result:
+    """Vanilla saliency from a shared pass (:mod:`cnnvis_tasks.mechanisms.shared_pass`)."""
+    return _result(shared.input_gradient, shared.targets, shared.logits, method)
 
 
 def render(result: Result, row: int, renderings: tuple[str, ...], options: dict[str, Any]) -> Rendered:
@@ -70,4 +99,6 @@ TECHNIQUE = Technique(
     raw="Raw gradient per image (.npy, 3 x H x W float32, w.r.t. the normalised input).",
     compute=compute,
     render=render,
+    shares_pass=shares_pass,
+    from_pass=from_pass,
 )

@@ -1,0 +1,206 @@
+"""cnnvis-tasks shared-pass: one forward and one backward per batch for several techniques,
+writing byte for byte what the separate commands write."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from cnnvis_tasks.cli import cli
+from cnnvis_tasks.image_list import write_image_list
+
+REPO = Path(__file__).resolve().parent.parent
+DEVICE = ["--device", "cpu", "--threads", "1", "--quiet"]
+
+
+def make_images(folder: Path, sizes=((40, 30), (30, 40), (40, 30), (36, 36), (40, 30))) -> list[Path]:
+    """Small images of a few sizes (the batches then split by size too)."""
+    sources = ["chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg"]
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k, size in enumerate(sizes):
+        path = folder / f"im{k}.png"
+        Image.open(REPO / "images" / sources[k % len(sources)]).convert("RGB").resize(size).save(path)
+        paths.append(path)
+    return paths
+
+
+def jobs(out: Path, extra: str = "") -> list[str]:
+    """Every technique that shares the pass, with every output, each in its own folder."""
+    return [
+        f"saliency --method vanilla --out-dir {out}/saliency --record {out}/saliency.json "
+        "--rendering gray --rendering color --rendering raw " + extra,
+        f"grad-cam --layer auto --out-dir {out}/grad-cam --record {out}/grad-cam.json "
+        "--rendering gray --rendering heatmap --rendering overlay --rendering raw " + extra,
+        f"grad-cam-plus-plus --out-dir {out}/gcpp --record {out}/gcpp.json --colormap viridis --alpha 0.3 " + extra,
+        f"xgrad-cam --out-dir {out}/xgrad --record {out}/xgrad.json --rendering raw --rendering gray " + extra,
+        f"hires-cam --out-dir {out}/hires --record {out}/hires.json --rendering gray " + extra,
+        f"layer-cam --out-dir {out}/layer --record {out}/layer.json --rendering overlay " + extra,
+    ]
+
+
+def run(arguments: list[str]):
+    result = CliRunner().invoke(cli, [*arguments, *DEVICE])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def run_separately(common: list[str], images: list[str], job_texts: list[str]) -> None:
+    for text in job_texts:
+        words = shlex.split(text)
+        run([words[0], *common, *images, *words[1:]])
+
+
+def run_shared(common: list[str], images: list[str], job_texts: list[str]):
+    return run(["shared-pass", *common, *images, *[a for text in job_texts for a in ("--job", text)]])
+
+
+def assert_same_files(separate: Path, shared: Path) -> int:
+    """Every file of ``separate`` (no other) is in ``shared`` with the same bytes; returns how many."""
+    names = sorted(p.relative_to(separate) for p in separate.rglob("*") if p.is_file())
+    assert names == sorted(p.relative_to(shared) for p in shared.rglob("*") if p.is_file())
+    different = [name for name in names if (separate / name).read_bytes() != (shared / name).read_bytes()]
+    assert different == []
+    return len(names)
+
+
+def moved(folder: Path, text: str, to: Path) -> str:
+    return text.replace(str(folder), str(to))
+
+
+@pytest.mark.parametrize(
+    ("model", "weights", "layers"),
+    [("efficientnet_lite0", "default", ("_blocks.4", "_conv_head")), ("resnet18", "random", ("layer2", "layer4.1"))],
+)
+def test_the_shared_pass_writes_the_separate_commands_files_byte_for_byte(tmp_path, model, weights, layers):
+    images = ["--image", str(tmp_path / "in")]
+    make_images(tmp_path / "in")
+    common = ["--model", model, "--weights", weights, "--seed", "3"]
+    extra = "--size 48 --batch-size 3 --keep-going --placeholders"
+    feature = (
+        f"feature-maps --layer {layers[0]} --layer {layers[1]} --channels 16 --out-dir {{out}}/fm "
+        f"--rendering grid --rendering raw --record {{out}}/fm.json {extra}"
+    )
+    # a CAM at a named layer, beside the automatic one: two gradient layers in one backward
+    named = f"grad-cam --layer {layers[1]} --out-dir {{out}}/gc-named --rendering gray --rendering raw {extra}"
+    separate = [*jobs(tmp_path / "a", extra), feature.format(out=tmp_path / "a"), named.format(out=tmp_path / "a")]
+    shared = [moved(tmp_path / "a", text, tmp_path / "b") for text in separate]
+    run_separately(common, images, separate)
+    run_shared(common, images, shared)
+    # 5 images: saliency 3 files, grad-cam 4, ++ 3, xgrad 2, hires 1, layer 1, fm 2 x 2, named 2; 7 records
+    assert assert_same_files(tmp_path / "a", tmp_path / "b") == 5 * (3 + 4 + 3 + 2 + 1 + 1 + 4 + 2) + 7
+    record = json.loads((tmp_path / "b" / "grad-cam.json").read_text())
+    assert [row["status"] for row in record["rows"]] == ["ok"] * 5
+
+
+def test_targets_by_label_from_an_image_list_and_an_unlabelled_image(tmp_path):
+    """Saliency explains the labels, Grad-CAM the top-1 class (two backwards, one
+    forward); an image without a label fails in saliency only."""
+    paths = make_images(tmp_path / "in", sizes=((40, 30),) * 4)
+    labels = ["281", "n03063599", None, "967"]  # tabby, a WordNet ID (coffee mug), none, espresso
+    write_image_list(
+        tmp_path / "list.csv",
+        [{"name": p.name, "path": str(p), "label": label, "fingerprint": [1, 2]} for p, label in zip(paths, labels)],
+    )
+    images = ["--image-list", str(tmp_path / "list.csv")]
+    common = ["--model", "efficientnet_lite0", "--weights", "default"]
+    extra = "--size 40 --keep-going --placeholders"
+    separate = [
+        f"saliency --target label --out-dir {tmp_path}/a/s --rendering gray --record {tmp_path}/a/s.json {extra}",
+        f"grad-cam --out-dir {tmp_path}/a/g --rendering overlay --record {tmp_path}/a/g.json {extra}",
+        f"feature-maps --layer _blocks.2 --out-dir {tmp_path}/a/f --record {tmp_path}/a/f.json {extra}",
+    ]
+    run_separately(common, images, separate)
+    run_shared(common, images, [moved(tmp_path / "a", text, tmp_path / "b") for text in separate])
+    assert assert_same_files(tmp_path / "a", tmp_path / "b") == 3 * 4 + 3
+    from cnnvis_tasks.outputs import read_metadata
+
+    first = read_metadata(tmp_path / "b" / "s" / "im0.png.gray.png")
+    assert first["target"] == {"index": 281, "name": "tabby"}
+    assert read_metadata(tmp_path / "b" / "s" / "im1.png.gray.png")["target"]["index"] == 504
+    statuses = {
+        name: [row["status"] for row in json.loads((tmp_path / "b" / f"{name}.json").read_text())["rows"]]
+        for name in ("s", "g", "f")
+    }
+    assert statuses == {"s": ["ok", "ok", "failed", "ok"], "g": ["ok"] * 4, "f": ["ok"] * 4}
+
+
+def test_a_broken_image_fails_alone_in_every_job(tmp_path):
+    make_images(tmp_path / "in", sizes=((40, 30),) * 4)
+    (tmp_path / "in" / "im1b.png").write_text("not an image")
+    images = ["--image", str(tmp_path / "in")]
+    common = ["--model", "resnet18", "--weights", "random"]
+    extra = "--size 32 --batch-size 4 --keep-going --placeholders"
+    separate = [
+        f"saliency --out-dir {tmp_path}/a/s --rendering gray --record {tmp_path}/a/s.json {extra}",
+        f"layer-cam --out-dir {tmp_path}/a/l --rendering gray --record {tmp_path}/a/l.json {extra}",
+        f"feature-maps --layer layer1 --out-dir {tmp_path}/a/f --record {tmp_path}/a/f.json {extra}",
+    ]
+    run_separately(common, images, separate)
+    result = run_shared(common, images, [moved(tmp_path / "a", text, tmp_path / "b") for text in separate])
+    assert assert_same_files(tmp_path / "a", tmp_path / "b") == 3 * 5 + 3
+    for name in ("s", "l", "f"):
+        rows = json.loads((tmp_path / "b" / f"{name}.json").read_text())["rows"]
+        assert [Path(row["image"]).name for row in rows if row["status"] == "failed"] == ["im1b.png"]
+    assert result.output.count("im1b.png") >= 3  # each job says so
+
+
+def test_a_job_that_cannot_share_the_pass_is_refused_saying_why(tmp_path):
+    make_images(tmp_path / "in", sizes=((40, 30),))
+    base = ["shared-pass", "--model", "resnet18", "--weights", "random", "--image", str(tmp_path / "in")]
+    grad_cam = ["--job", f"grad-cam --out-dir {tmp_path}/g"]
+    guided = CliRunner().invoke(
+        cli, [*base, *grad_cam, "--job", f"saliency --method guided --out-dir {tmp_path}/s", *DEVICE]
+    )
+    assert guided.exit_code == 2
+    assert "--method guided changes the backward" in guided.output
+    kernels = CliRunner().invoke(cli, [*base, *grad_cam, "--job", f"kernels --layer conv1 --out {tmp_path}/k.png"])
+    assert kernels.exit_code == 2 and "kernels cannot share the pass" in kernels.output
+    model_in_job = CliRunner().invoke(cli, [*base, "--job", f"grad-cam --model vgg16 --out-dir {tmp_path}/g"])
+    assert model_in_job.exit_code == 2 and "give --model to shared-pass itself" in model_in_job.output
+    sizes = CliRunner().invoke(cli, [*base, *grad_cam, "--job", f"saliency --size 64 --out-dir {tmp_path}/s"])
+    assert sizes.exit_code == 2 and "same --size" in sizes.output
+    twice = CliRunner().invoke(cli, [*base, *grad_cam, "--job", f"layer-cam --out-dir {tmp_path}/g"])
+    assert twice.exit_code == 2 and "would be written by two jobs" in twice.output
+    assert not (tmp_path / "g").exists() and not (tmp_path / "s").exists()
+
+
+def test_one_forward_and_one_backward_serve_three_techniques(tmp_path, monkeypatch):
+    import cnnvis_tasks.runner as runner
+
+    counts = {"forward": 0, "backward": 0}
+    load = runner.load_model
+
+    def counting_load(*args, **kwargs):
+        model = load(*args, **kwargs)
+        model.module.register_forward_hook(lambda *_: counts.__setitem__("forward", counts["forward"] + 1))
+        return model
+
+    grad = torch.autograd.grad
+
+    def counting_grad(*args, **kwargs):
+        counts["backward"] += 1
+        return grad(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "load_model", counting_load)
+    monkeypatch.setattr(torch.autograd, "grad", counting_grad)
+    make_images(tmp_path / "in", sizes=((40, 30),) * 3)
+    images = ["--image", str(tmp_path / "in")]
+    common = ["--model", "resnet18", "--weights", "random"]
+    separate = [
+        f"saliency --size 32 --out-dir {tmp_path}/a/s --rendering gray",
+        f"grad-cam --size 32 --out-dir {tmp_path}/a/g --rendering overlay",
+        f"feature-maps --size 32 --layer layer2 --out-dir {tmp_path}/a/f",
+    ]
+    run_separately(common, images, separate)
+    assert counts == {"forward": 3, "backward": 2}  # one batch of 3 images: a forward per command
+    counts.update(forward=0, backward=0)
+    run_shared(common, images, [moved(tmp_path / "a", text, tmp_path / "b") for text in separate])
+    assert counts == {"forward": 1, "backward": 1}
+    assert assert_same_files(tmp_path / "a", tmp_path / "b") == 9
