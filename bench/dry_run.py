@@ -92,7 +92,8 @@ def main() -> None:
                 if (layout, chunk_size) in given_up:
                     row["skipped"] = True
                     continue
-                config = dry_config({"folder": str(images)}, chunk_size) | {"layout": layout}
+                # one rule per technique (no shared pass): the conservative count of jobs
+                config = dry_config({"folder": str(images)}, chunk_size) | {"layout": layout, "share_passes": False}
                 workdir = tmp / f"wf-{layout}-{count}-{chunk_size}"
                 shutil.rmtree(workdir, ignore_errors=True)
                 make_workdir(workdir, config)

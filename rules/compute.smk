@@ -36,7 +36,8 @@ for job in PLAN.jobs:
 # The chunk layout (layout: chunks): one rule per technique, model and setting, with
 # the chunk as its wildcard, so that Snakemake's work grows with the number of rules
 # and chunks, not pictures.  A job reads its chunk's image list and writes its record
-# and one folder of pictures.
+# and one folder of pictures (a shared pass: every record and folder of the
+# techniques it serves).
 for chunk_rule in PLAN.chunk_rules:
 
     rule:
@@ -45,7 +46,7 @@ for chunk_rule in PLAN.chunk_rules:
         input:
             chunk_rule.inputs,
         output:
-            [chunk_rule.record] + ([directory(chunk_rule.folder)] if chunk_rule.folder else []),
+            chunk_rule.outputs + [directory(folder) for folder in chunk_rule.folders],
         log:
             chunk_rule.log,
         benchmark:
@@ -58,7 +59,7 @@ for chunk_rule in PLAN.chunk_rules:
             device=chunk_rule.device,
             runtime_options=chunk_rule.runtime_command,
         params:
-            command=chunk_rule.command,  # "{chunk}" is the wildcard; other braces are doubled
+            command=chunk_rule.command,  # "{chunk}" is the wildcard (no other brace: refused)
         shell:
             "cnnvis-tasks {params.command} {resources.runtime_options} --device {resources.device}"
             " --threads {threads} > {log:q} 2>&1"

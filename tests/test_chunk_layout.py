@@ -34,6 +34,7 @@ from cnnvis_tasks.workflow.chunks import SNAKEMAKE_TIMESTAMP, folder_changed, st
 CONFIG = {
     "images": {"folder": "ds"},
     "layout": "chunks",
+    "share_passes": False,
     "chunk_size": 2,
     "device": "cpu",
     "models": {"efficientnet_lite0": {}},
@@ -111,6 +112,59 @@ def test_the_chunk_layout_has_one_rule_per_technique_model_and_setting_not_per_j
     assert plan.spec["layout"] == "chunks" and plan.spec["chunk_count"] == 4
     assert plan.image_check_inputs == list(plan.image_lists.values())
     assert plan.image_check_mode == "--header-only"
+
+
+def test_settings_that_can_share_a_pass_become_one_shared_pass_rule_per_model():
+    config = copy.deepcopy(CONFIG) | {"share_passes": True}
+    config["techniques"]["feature_maps"] = {"size": 64, "models": {"efficientnet_lite0": {"layers": ["_blocks.4"]}}}
+    plan = chunk_plan(config)
+    rules = {rule.rule: rule for rule in plan.chunk_rules}
+    # guided saliency changes the backward: it keeps its rule; the rest share one
+    assert sorted(rules) == [
+        "predictions_efficientnet_lite0",
+        "saliency_efficientnet_lite0_guided",
+        "shared_pass_efficientnet_lite0",
+    ]
+    shared = rules["shared_pass_efficientnet_lite0"]
+    assert [(p.technique, p.setting) for p in shared.members] == [
+        ("feature-maps", "_blocks.4"),
+        ("saliency", "vanilla"),
+        ("grad-cam", "auto"),
+    ]
+    command = shlex.split(shared.command)
+    assert command[:9] == [
+        "shared-pass",
+        "--model",
+        "efficientnet_lite0",
+        "--weights",
+        "default",
+        "--seed",
+        "0",
+        "--image-list",
+        "results/chunk-lists/{chunk}.csv",
+    ]
+    jobs = [shlex.split(command[i + 1]) for i, word in enumerate(command) if word == "--job"]
+    assert [job[0] for job in jobs] == ["feature-maps", "saliency", "grad-cam"]
+    saliency = jobs[1]
+    assert saliency[saliency.index("--out-dir") + 1] == "results/chunks/efficientnet_lite0/saliency/vanilla/{chunk}"
+    assert saliency[saliency.index("--batch-size") + 1] == "16" and "--image-list" not in saliency
+    assert shared.outputs == [p.record for p in shared.members] and shared.folders == [p.folder for p in shared.members]
+    assert shared.log == "results/logs/efficientnet_lite0/shared-pass/{chunk}.log"
+    # the summary and the gallery still see each technique's records
+    assert len(plan.records) == 4 * (3 + 1 + 1) + 3
+    assert {(s["technique"], s["setting"]) for s in plan.spec["settings"]} == {
+        ("feature-maps", "_blocks.4"),
+        ("saliency", "vanilla"),
+        ("saliency", "guided"),
+        ("grad-cam", "auto"),
+        ("class-viz", "none"),
+        ("class-viz", "l1"),
+        ("class-viz", "l2"),
+    } - {("class-viz", "none"), ("class-viz", "l1"), ("class-viz", "l2")}
+    # a different size decodes other batches: no sharing across it
+    config["techniques"]["grad_cam"]["size"] = 96
+    names = sorted(rule.rule for rule in chunk_plan(config).chunk_rules)
+    assert "grad_cam_efficientnet_lite0_auto" in names and "shared_pass_efficientnet_lite0" in names
 
 
 def test_the_chunk_layouts_rules_do_not_grow_with_images():
@@ -194,10 +248,10 @@ def test_stale_records_are_those_of_changed_chunks_only(tmp_path, monkeypatch):
     plan = chunk_plan()
     vanilla = next(rule for rule in plan.chunk_rules if rule.setting == "vanilla")
     for chunk in plan.chunks:
-        paths = vanilla.paths(chunk)
+        (paths,) = vanilla.paths(chunk)
         finished_chunk(Path(paths["folder"]), Path(paths["record"]), past=10**10)
     assert stale_records(plan) == []
-    changed = vanilla.paths("chunk002of004")
+    (changed,) = vanilla.paths("chunk002of004")
     (Path(changed["folder"]) / "top.png.gray.png").unlink()
     assert stale_records(plan) == [changed["record"]]
 
@@ -274,7 +328,7 @@ def test_a_chunk_layout_dry_run_declares_one_wildcard_rule_per_setting(tmp_path)
 
 @pytest.mark.slow
 def test_a_chunk_layout_run_builds_the_gallery_and_reruns_exactly_the_changed_chunks(tmp_path):
-    config = copy.deepcopy(CONFIG)
+    config = copy.deepcopy(CONFIG) | {"share_passes": True}
     del config["techniques"]["class_viz"]
     config["techniques"]["saliency"]["methods"] = ["vanilla"]
     workdir = make_copy(tmp_path / "wf", images=(), config=config)
@@ -293,7 +347,7 @@ def test_a_chunk_layout_run_builds_the_gallery_and_reruns_exactly_the_changed_ch
     picture = next(results.glob("chunks/efficientnet_lite0/grad-cam/auto/*/espresso/001.png.overlay.png"))
     chunk = picture.parent.parent.name
     picture.unlink()
-    assert planned(workdir, by_rule=True) == {"grad_cam_efficientnet_lite0_auto": 1, **AFTER}
+    assert planned(workdir, by_rule=True) == {"shared_pass_efficientnet_lite0": 1, **AFTER}
     snakemake(workdir)
     assert picture.is_file() and planned(workdir) == {}
     # a changed image: every job of its chunk
@@ -301,8 +355,7 @@ def test_a_chunk_layout_run_builds_the_gallery_and_reruns_exactly_the_changed_ch
     os.utime(image, ns=(time.time_ns(), time.time_ns()))
     jobs = planned(workdir, by_rule=True)
     assert jobs == {
-        "grad_cam_efficientnet_lite0_auto": 1,
-        "saliency_efficientnet_lite0_vanilla": 1,
+        "shared_pass_efficientnet_lite0": 1,
         "predictions_efficientnet_lite0": 1,
         "image_status": 1,
         **AFTER,
@@ -312,7 +365,19 @@ def test_a_chunk_layout_run_builds_the_gallery_and_reruns_exactly_the_changed_ch
     snakemake(workdir)
     config["techniques"]["grad_cam"]["alpha"] = 0.3
     (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    assert planned(workdir, by_rule=True) == {"grad_cam_efficientnet_lite0_auto": 2, **AFTER}
+    assert planned(workdir, by_rule=True) == {"shared_pass_efficientnet_lite0": 2, **AFTER}
+
+    # the same pictures as one job per technique: byte for byte
+    def pictures() -> dict:
+        return {p.relative_to(results): p.read_bytes() for p in results.glob("chunks/**/*.*") if p.suffix != ""}
+
+    shared = pictures()
+    config["techniques"]["grad_cam"].pop("alpha")
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config | {"share_passes": False}, sort_keys=False))
+    shutil.rmtree(results / "chunks")
+    snakemake(workdir)
+    separate = pictures()
+    assert len(separate) == 12 and separate == shared  # 4 images: saliency, grad-cam overlay and raw
 
 
 AFTER = {"summary": 1, "gallery": 1, "all": 1}

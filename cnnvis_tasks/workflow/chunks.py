@@ -67,13 +67,13 @@ def stale_records(plan: Plan) -> list[str]:
     """Records of finished jobs whose folder changed since (their chunk must run again)."""
     stale = []
     for rule in plan.chunk_rules:
-        if rule.folder is None:
-            continue
         for chunk in rule.chunks:
-            paths = rule.paths(chunk)
-            finished = os.path.exists(paths["record"]) and os.path.isdir(paths["folder"])
-            if finished and folder_changed(paths["folder"], paths["record"]):
-                stale.append(paths["record"])
+            for paths in rule.paths(chunk):
+                if paths["folder"] is None:
+                    continue
+                finished = os.path.exists(paths["record"]) and os.path.isdir(paths["folder"])
+                if finished and folder_changed(paths["folder"], paths["record"]):
+                    stale.append(paths["record"])
     return stale
 
 
@@ -82,7 +82,7 @@ def missing_records(plan: Plan) -> list[str]:
     missing = []
     for rule in plan.chunk_rules:
         for chunk in rule.chunks:
-            paths = rule.paths(chunk)
-            if not os.path.exists(paths["record"]) or (paths["folder"] and not os.path.isdir(paths["folder"])):
-                missing.append(paths["record"])
+            for paths in rule.paths(chunk):
+                if not os.path.exists(paths["record"]) or (paths["folder"] and not os.path.isdir(paths["folder"])):
+                    missing.append(paths["record"])
     return missing

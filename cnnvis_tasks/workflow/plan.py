@@ -146,6 +146,9 @@ class ChunkRule:
     threads: int
     gpu: int
     device: str
+    # A shared pass (technique "shared-pass"): the rules it stands for; their records and
+    # folders are its outputs.
+    members: tuple[ChunkRule, ...] = ()
 
     @property
     def command(self) -> str:
@@ -162,14 +165,33 @@ class ChunkRule:
     def inputs(self) -> list[str]:
         return [self.image_list, *self.weights]
 
-    def paths(self, chunk: str) -> dict[str, str | None]:
-        """The record and folder of one chunk's job."""
-        folder = self.folder.format(chunk=chunk) if self.folder else None
-        return {"record": self.record.format(chunk=chunk), "folder": folder}
+    @property
+    def parts(self) -> tuple[ChunkRule, ...]:
+        """The rules whose outputs this one writes: its members, or itself."""
+        return self.members or (self,)
+
+    @property
+    def outputs(self) -> list[str]:
+        """Output patterns: each part's record, then each part's folder (as ``directory``)."""
+        return [part.record for part in self.parts]
+
+    @property
+    def folders(self) -> list[str]:
+        return [part.folder for part in self.parts if part.folder]
+
+    def paths(self, chunk: str) -> list[dict[str, str | None]]:
+        """The record and folder of each part of one chunk's job."""
+        return [
+            {
+                "record": part.record.format(chunk=chunk),
+                "folder": part.folder.format(chunk=chunk) if part.folder else None,
+            }
+            for part in self.parts
+        ]
 
     @property
     def records(self) -> list[str]:
-        return [self.record.format(chunk=chunk) for chunk in self.chunks]
+        return [part.record.format(chunk=chunk) for chunk in self.chunks for part in self.parts]
 
 
 @dataclass
@@ -262,9 +284,10 @@ class Plan:
         models, the chunks and the settings of the jobs over images, whose records lie
         at :data:`RECORD_PATTERN` below the results folder (so that the spec stays
         small however many images there are)."""
+        parts = [part for rule in self.chunk_rules for part in rule.parts]
         settings = {
             (job.model, job.technique, job.setting): None
-            for job in [*self.jobs, *self.chunk_rules]
+            for job in [*self.jobs, *parts]
             if (job.chunk is not None if isinstance(job, Job) else True) and job.technique != PREDICTIONS
         }
         return {
@@ -690,6 +713,82 @@ class _Planner:
             )
 
 
+SHARED_PASS = "shared-pass"
+
+
+def _option_value(arguments: Sequence[str], flag: str) -> str | None:
+    return arguments[arguments.index(flag) + 1] if flag in arguments else None
+
+
+def share_passes(rules: list[ChunkRule], techniques: Mapping[str, Technique]) -> list[ChunkRule]:
+    """Rules of one model whose settings can share one forward and backward (vanilla
+    saliency, feature maps, the gradient CAMs) and decode the same batches, folded into
+    one ``shared-pass`` rule per model and chunk; the others are kept as they are."""
+    groups: dict[tuple, list[ChunkRule]] = {}
+    kept: list[ChunkRule] = []
+    for rule in rules:
+        technique = techniques.get(rule.technique)
+        needs = None
+        if technique is not None and technique.shares_pass is not None and technique.from_pass is not None:
+            values = {o.name: technique.option(o.name).parse(v) for o, v in _setting_values(technique, rule)}
+            needs = technique.shares_pass(values)
+        if needs is None or isinstance(needs, str):
+            kept.append(rule)
+            continue
+        decoding = (
+            rule.model,
+            _option_value(rule.arguments, "--size"),
+            _option_value(rule.arguments, "--max-pixels"),
+            _option_value(rule.runtime, "--batch-size"),
+            rule.chunks,
+        )
+        groups.setdefault(decoding, []).append(rule)
+    kept += [members[0] for members in groups.values() if len(members) == 1]
+    shared = [members for members in groups.values() if len(members) > 1]
+    for number, members in enumerate(shared):
+        first = members[0]
+        jobs: list[str] = []
+        for member in members:
+            rest = list(member.arguments[7:])  # after NAME --model M --weights W --seed S
+            at = rest.index("--image-list")
+            del rest[at : at + 2]
+            jobs += ["--job", shlex.join([member.technique, *rest, *member.runtime])]
+        suffix = f"-{number}" if len(shared) > 1 else ""
+        where = f"{first.model}/{SHARED_PASS}{suffix}"
+        results = first.log.split("/logs/", 1)[0]
+        kept.append(
+            ChunkRule(
+                rule=slug(f"shared_pass_{first.model}{suffix.replace('-', '_')}"),
+                technique=SHARED_PASS,
+                model=first.model,
+                setting="",
+                chunks=first.chunks,
+                arguments=(SHARED_PASS, *first.arguments[1:7], "--image-list", first.image_list, *jobs),
+                runtime=(),
+                image_list=first.image_list,
+                weights=first.weights,
+                record=first.record,
+                folder=first.folder,
+                log=f"{results}/logs/{where}/{{chunk}}.log",
+                benchmark=f"{results}/benchmarks/{where}/{{chunk}}.tsv",
+                threads=first.threads,
+                gpu=first.gpu,
+                device=first.device,
+                members=tuple(members),
+            )
+        )
+    return kept
+
+
+def _setting_values(technique: Technique, rule: ChunkRule) -> list[tuple[Any, str]]:
+    """The repeatable options' values of a rule, as its command gives them."""
+    return [
+        (option, _option_value(rule.arguments, option.flag))
+        for option in technique.repeatable
+        if option.flag in rule.arguments
+    ]
+
+
 def make_plan(
     config: dict[str, Any],
     image_status: Sequence[Mapping[str, Any]],
@@ -728,6 +827,8 @@ def make_plan(
                 planner.per_image(technique, settings, model)
             else:
                 planner.without_images(technique, settings, model)
+    if layout == "chunks" and config.get("share_passes", True):
+        plan.chunk_rules = share_passes(plan.chunk_rules, {t.name: t for t in all_techniques()})
     for model in plan.models:
         if layout == "chunks":
             if plan.chunks:
