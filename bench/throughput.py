@@ -48,7 +48,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "RESULTS.md", help="file to update")
     args = parser.parse_args()
     tmp = args.tmp or Path(tempfile.mkdtemp(prefix="cnnvis-throughput-"))
-    before = tmp / "before"
+    before = tmp / "before-code"
     try:
         subprocess.run(
             ["git", "-C", str(REPO), "worktree", "add", "-f", "--detach", str(before), args.before],
