@@ -48,3 +48,39 @@ def test_written_files_honour_the_umask(tmp_path):
         )
         subprocess.run([sys.executable, "-c", code], check=True)
         assert target.stat().st_mode & 0o777 == expected, oct(target.stat().st_mode)
+
+
+def test_every_png_level_keeps_pixels_and_facts_and_the_fast_levels_use_run_lengths(tmp_path):
+    import io
+
+    from PIL import Image as PILImage
+
+    from cnnvis_tasks.outputs import read_metadata, save_png
+
+    rng = np.random.default_rng(0)
+    picture = np.zeros((60, 80, 3), dtype=np.uint8)
+    picture[10:30, 20:50] = rng.integers(0, 255, size=(20, 30, 3), dtype=np.uint8)  # runs and noise
+    sizes = {}
+    for level in (0, 1, 3, 6, 9):
+        path = save_png(tmp_path / f"l{level}.png", picture, {"technique": "x"}, level=level)
+        with PILImage.open(path) as image:
+            assert np.array_equal(np.asarray(image.convert("RGB")), picture)
+        assert read_metadata(path) == {"technique": "x"}
+        sizes[level] = path.stat().st_size
+    assert sizes[0] > max(sizes[1], sizes[3], sizes[6], sizes[9])  # level 0 stores, the others compress
+    plain = io.BytesIO()
+    PILImage.fromarray(picture).save(plain, format="PNG", compress_level=6, pnginfo=_info({"technique": "x"}))
+    assert (tmp_path / "l6.png").read_bytes() == plain.getvalue()  # level 6: the files of earlier versions
+    fast = io.BytesIO()
+    PILImage.fromarray(picture).save(fast, format="PNG", compress_level=1, pnginfo=_info({"technique": "x"}))
+    assert (tmp_path / "l1.png").read_bytes() != fast.getvalue()  # level 1: zlib's run-length strategy
+
+
+def _info(metadata):
+    import json
+
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("cnnvis", json.dumps(metadata, sort_keys=True))
+    return info
