@@ -62,53 +62,47 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+@contextlib.contextmanager
+def _opened(path: Path) -> Iterator[Image.Image]:
+    """``path`` opened by Pillow; every way it cannot be read is one :class:`ImageError` line.
+
+    Images larger than Pillow's decompression-bomb limit are refused."""
+    if not path.is_file():
+        raise ImageError(f"image not found: {path}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                yield image
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(
+            f"image {path} refused: larger than {Image.MAX_IMAGE_PIXELS} pixels (possible decompression bomb)"
+        ) from None
+    except UnidentifiedImageError:
+        raise ImageError(f"cannot read image {path}: not a recognised image file") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageError(f"cannot read image {path}: {str(error).splitlines()[0] or type(error).__name__}") from None
+
+
 def open_rgb(path: str | Path) -> Image.Image:
     """Decode ``path`` to an RGB Pillow image, EXIF orientation applied.
 
     GIFs and other multi-frame files give their first frame.  Images larger than
     Pillow's decompression-bomb limit are refused.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ImageError(f"image not found: {path}")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                image.seek(0)
-                image = ImageOps.exif_transpose(image)
-                image.load()
-                return _to_rgb(image)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(
-            f"image {path} refused: larger than {Image.MAX_IMAGE_PIXELS} pixels (possible decompression bomb)"
-        ) from None
-    except UnidentifiedImageError:
-        raise ImageError(f"cannot read image {path}: not a recognised image file") from None
-    except (OSError, SyntaxError, ValueError) as error:
-        raise ImageError(f"cannot read image {path}: {str(error).splitlines()[0] or type(error).__name__}") from None
+    with _opened(Path(path)) as image:
+        image.seek(0)
+        image = ImageOps.exif_transpose(image)
+        image.load()
+        return _to_rgb(image)
 
 
 def read_size(path: str | Path) -> tuple[int, int]:
     """(width, height) of an image from its header alone, EXIF orientation applied;
     raises :class:`ImageError` as :func:`open_rgb` does."""
-    path = Path(path)
-    if not path.is_file():
-        raise ImageError(f"image not found: {path}")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                width, height = image.size
-                orientation = image.getexif().get(0x0112, 1) if hasattr(image, "getexif") else 1
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(
-            f"image {path} refused: larger than {Image.MAX_IMAGE_PIXELS} pixels (possible decompression bomb)"
-        ) from None
-    except UnidentifiedImageError:
-        raise ImageError(f"cannot read image {path}: not a recognised image file") from None
-    except (OSError, SyntaxError, ValueError) as error:
-        raise ImageError(f"cannot read image {path}: {str(error).splitlines()[0] or type(error).__name__}") from None
+    with _opened(Path(path)) as image:
+        width, height = image.size
+        orientation = image.getexif().get(0x0112, 1) if hasattr(image, "getexif") else 1
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
