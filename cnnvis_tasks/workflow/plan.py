@@ -53,6 +53,7 @@ IMAGE_LIST_PATTERN = "chunk-lists/{chunk}.csv"
 CHUNK_FOLDER_PATTERN = "chunks/{model}/{technique}/{setting}/{chunk}"
 CHUNK_FILE_NAME = IMAGE_LIST_FILE_NAME  # inside a chunk's folder: the command's default with --image-list
 CHUNK_WILDCARD = r"chunk\d+of\d+"
+HEAD_LENGTH = 7  # a job's command starts: NAME --model M --weights W --seed S
 
 
 @dataclass(frozen=True)
@@ -443,6 +444,18 @@ class _Planner:
     def column_label(self, technique: Technique, model: str, values: Mapping[str, Any], rendering: str) -> list[str]:
         return [model, *technique.setting_labels(values)] + ([rendering] if technique.several_renderings else [])
 
+    def head(self, name: str, model: str) -> tuple[str, ...]:
+        """The start of a job's command: the command, then the model, its weights and the
+        seed (:data:`HEAD_LENGTH` words)."""
+        command = "predict" if name == PREDICTIONS else name
+        weights = model_weights(self.config, model)
+        return (command, "--model", model, "--weights", weights, "--seed", str(self.config["seed"]))
+
+    def weights_files(self, model: str) -> tuple[str, ...]:
+        """The model's weights file, when it has one (an input: a new file re-runs its jobs)."""
+        weights = model_weights(self.config, model)
+        return (weights,) if weights not in ("default", "random") else ()
+
     def add_job(
         self,
         name: str,
@@ -463,26 +476,16 @@ class _Planner:
             arguments = [*arguments, "--keep-going", "--placeholders", "--record", record.path]
             outputs = [record, *outputs]
             runtime = [*runtime, "--png-level", str(self.config["png_level"])]
-        weights = model_weights(self.config, model)
         job = Job(
             rule=slug("_".join(part for part in (name.replace("-", "_"), model, setting, chunk) if part)),
             technique=name,
             model=model,
             setting=setting,
             chunk=chunk,
-            arguments=(
-                "predict" if name == PREDICTIONS else name,
-                "--model",
-                model,
-                "--weights",
-                weights,
-                "--seed",
-                str(self.config["seed"]),
-                *arguments,
-            ),
+            arguments=(*self.head(name, model), *arguments),
             runtime=tuple(runtime),
             images=tuple(images),
-            weights=(weights,) if weights not in ("default", "random") else (),
+            weights=self.weights_files(model),
             outputs=tuple(outputs),
             log=f"{self.results}/logs/{where}.log",
             benchmark=f"{self.results}/benchmarks/{where}.tsv",
@@ -511,8 +514,8 @@ class _Planner:
             arguments = [*arguments, "--image-list", image_list, "--out-dir", folder or ""]
             arguments += ["--keep-going", "--placeholders", "--record", record]
             runtime = [*runtime, "--png-level", str(self.config["png_level"])]
-        weights = model_weights(self.config, model)
-        braces = [a for a in (weights, *arguments) if not declarable(a.replace("{chunk}", ""))]
+        head = self.head(name, model)
+        braces = [a for a in (*head, *arguments) if not declarable(a.replace("{chunk}", ""))]
         if braces:
             raise ConfigError(
                 f"config error: layout: chunks: {braces[0]!r} holds a brace, which Snakemake would read as a "
@@ -525,19 +528,10 @@ class _Planner:
                 model=model,
                 setting=setting,
                 chunks=tuple(self.plan.chunks),
-                arguments=(
-                    "predict" if name == PREDICTIONS else name,
-                    "--model",
-                    model,
-                    "--weights",
-                    weights,
-                    "--seed",
-                    str(self.config["seed"]),
-                    *arguments,
-                ),
+                arguments=(*head, *arguments),
                 runtime=tuple(runtime),
                 image_list=image_list,
-                weights=(weights,) if weights not in ("default", "random") else (),
+                weights=self.weights_files(model),
                 record=record,
                 folder=folder,
                 log=f"{self.results}/logs/{where}/{{chunk}}.log",
@@ -749,7 +743,7 @@ def share_passes(rules: list[ChunkRule], techniques: Mapping[str, Technique]) ->
         first = members[0]
         jobs: list[str] = []
         for member in members:
-            rest = list(member.arguments[7:])  # after NAME --model M --weights W --seed S
+            rest = list(member.arguments[HEAD_LENGTH:])
             at = rest.index("--image-list")
             del rest[at : at + 2]
             jobs += ["--job", shlex.join([member.technique, *rest, *member.runtime])]
@@ -763,7 +757,7 @@ def share_passes(rules: list[ChunkRule], techniques: Mapping[str, Technique]) ->
                 model=first.model,
                 setting="",
                 chunks=first.chunks,
-                arguments=(SHARED_PASS, *first.arguments[1:7], "--image-list", first.image_list, *jobs),
+                arguments=(SHARED_PASS, *first.arguments[1:HEAD_LENGTH], "--image-list", first.image_list, *jobs),
                 runtime=(),
                 image_list=first.image_list,
                 weights=first.weights,
