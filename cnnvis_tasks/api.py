@@ -48,6 +48,16 @@ def load_images(paths: Sequence[str | Path], size: int = 224, *, crop: bool = Fa
     return torch.stack(tensors)
 
 
+def _fitted(paths: Sequence[str | Path], side: int) -> torch.Tensor:
+    """Images for a model of fixed input size, as the commands read them: each one's
+    centre, ``side`` x ``side`` (:func:`cnnvis_tasks.images.fit_square`)."""
+    import torch
+
+    from .images import load_image
+
+    return torch.stack([load_image(path, crop=side) for path in paths])
+
+
 def _options(technique: Technique, given: dict[str, Any]) -> dict[str, Any]:
     known = {option.name: option for option in technique.options}
     unknown = sorted(set(given) - set(known))
@@ -103,8 +113,14 @@ def compute(
     if technique.reads_images:
         if images is None:
             raise CnnvisError(f"{technique.name} needs images")
+        side = model.input_size
         if not hasattr(images, "shape"):
-            images = load_images(list(images), chosen.get("size", 224))
+            images = _fitted(list(images), side) if side else load_images(list(images), chosen.get("size", 224))
+        elif side and tuple(images.shape[-2:]) != (side, side):
+            raise CnnvisError(
+                f"{model.name} takes {side} x {side} inputs only, got {images.shape[-1]} x {images.shape[-2]}: "
+                f"load them with load_images(paths, {side}, crop=True)"
+            )
         images = images.to(model.device)
     elif images is not None:
         raise CnnvisError(f"{technique.name} takes no images")

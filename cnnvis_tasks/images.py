@@ -116,9 +116,10 @@ def resized(width: int, height: int, size: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def size_problem(width: int, height: int, size: int, max_pixels: int | None) -> str | None:
-    """Why an image of ``width`` x ``height`` is too large once resized to ``size``, or None."""
-    new_width, new_height = resized(width, height, size)
+def size_problem(width: int, height: int, size: int, max_pixels: int | None, crop: int | None = None) -> str | None:
+    """Why an image of ``width`` x ``height`` is too large once resized to ``size`` (or,
+    for a model of fixed input size, cropped to ``crop`` x ``crop``), or None."""
+    new_width, new_height = (crop, crop) if crop else resized(width, height, size)
     if max_pixels and new_width * new_height > max_pixels:
         return (
             f"too large: {width} x {height}, {new_width} x {new_height} after resizing = "
@@ -142,6 +143,30 @@ def center_crop(image: Image.Image, size: int) -> Image.Image:
     return image.crop((left, top, left + size, top + size))
 
 
+def fit_square(image: Image.Image, side: int) -> Image.Image:
+    """The central square of ``image`` (as wide as its shorter side) resized to ``side`` x
+    ``side``: a resize of the shorter side to ``side`` and a centre crop, in one resampling
+    of the central region (a long panorama is never enlarged whole)."""
+    width, height = image.size
+    square = min(width, height)
+    left, top = (width - square) / 2, (height - square) / 2
+    if square == side and left == int(left) and top == int(top):
+        return center_crop(image, side)
+    return image.resize((side, side), Image.Resampling.BICUBIC, box=(left, top, left + square, top + square))
+
+
+def fixed_size_note(model: str, side: int, size: int) -> str | None:
+    """What a user who asked for shorter side ``size`` gets from ``model``, which takes
+    ``side`` x ``side`` inputs only; None when the two agree."""
+    if size == side:
+        return None
+    asked = "the original size (--size 0)" if size == 0 else f"--size {size}"
+    return (
+        f"{model} takes {side} x {side} inputs only: each image is resized to {side} on its shorter side "
+        f"and centre-cropped to {side} x {side}, not to {asked}"
+    )
+
+
 def to_tensor(image: Image.Image) -> torch.Tensor:
     """RGB Pillow image to a (3, H, W) float32 tensor in [0, 1]."""
     import torch
@@ -150,14 +175,17 @@ def to_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
-def load_image(path: str | Path, size: int = DEFAULT_SIZE, max_pixels: int | None = None) -> torch.Tensor:
-    """Read ``path`` as a (3, H, W) float tensor in [0, 1], shorter side ``size``; an
-    image larger than ``max_pixels`` once resized is refused before it is resized."""
+def load_image(
+    path: str | Path, size: int = DEFAULT_SIZE, max_pixels: int | None = None, crop: int | None = None
+) -> torch.Tensor:
+    """Read ``path`` as a (3, H, W) float tensor in [0, 1], shorter side ``size`` (with
+    ``crop``: its centre, ``crop`` x ``crop``, :func:`fit_square`); an image larger than
+    ``max_pixels`` once resized is refused before it is resized."""
     image = open_rgb(path)
-    problem = size_problem(*image.size, size, max_pixels)
+    problem = size_problem(*image.size, size, max_pixels, crop)
     if problem:
         raise ImageError(f"image {path} is {problem}")
-    return to_tensor(resize_shorter_side(image, size))
+    return to_tensor(fit_square(image, crop) if crop else resize_shorter_side(image, size))
 
 
 def load_batches(
@@ -167,8 +195,12 @@ def load_batches(
     max_pixels: int | None = None,
     failed: Callable[[int, ImageError], None] | None = None,
     workers: int = 0,
+    crop: int | None = None,
 ) -> Iterator[tuple[list[int], torch.Tensor]]:
     """Read images ``batch_size`` at a time and stack those of equal size.
+
+    Each is resized to shorter side ``size``; with ``crop`` (a model of fixed input
+    size) to that side and centre-cropped square instead, ``size`` unused.
 
     Yields ``(indices, batch)`` where ``indices`` are positions in ``paths``.
     Images of different sizes never share a batch.  An image that cannot be used
@@ -183,7 +215,7 @@ def load_batches(
 
     if batch_size < 1:
         raise CnnvisError(f"--batch-size must be at least 1, got {batch_size}")
-    decoded = in_order(lambda path: load_image(path, size, max_pixels), paths, workers, ahead=batch_size)
+    decoded = in_order(lambda path: load_image(path, size, max_pixels, crop), paths, workers, ahead=batch_size)
     with contextlib.closing(decoded):
         for start in range(0, len(paths), batch_size):
             by_shape: dict[tuple[int, ...], list[tuple[int, torch.Tensor]]] = {}

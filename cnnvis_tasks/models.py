@@ -62,6 +62,13 @@ class LoadedModel:
         return to_model_space(images, self.mean, self.std)
 
     @property
+    def input_size(self) -> int | None:
+        """The side of the one square input the model runs at (a ViT, MaxViT); None: any size."""
+        from .mechanisms.tokens import required_input_size
+
+        return required_input_size(self.module)
+
+    @property
     def num_classes(self) -> int:
         return len(self.categories) if self.categories else 0
 
@@ -146,7 +153,10 @@ def _build(name: str, pretrained: bool) -> nn.Module:
     kwargs = {}
     if pretrained:
         kwargs = dict(_PRETRAINED_BUILDER_KWARGS.get(name, {}))
-        kwargs["num_classes"] = len(default_weights(name).meta["categories"])
+        meta = default_weights(name).meta
+        kwargs["num_classes"] = len(meta["categories"])
+        if name.startswith("vit_"):  # as torchvision's builder: the size its weights were made at
+            kwargs["image_size"] = meta["min_size"][0]
     return torchvision.models.get_model(name, weights=None, **kwargs)
 
 
@@ -229,12 +239,26 @@ def _categories_for(name: str, model: nn.Module) -> list[str] | None:
     return [f"class {i}" for i in range(out_features)]
 
 
-def _output_size(model: nn.Module) -> int | None:
+def _last_linear(model: nn.Module) -> nn.Linear | None:
     last_linear = None
     for module in model.modules():
         if isinstance(module, nn.Linear):
             last_linear = module
+    return last_linear
+
+
+def _output_size(model: nn.Module) -> int | None:
+    last_linear = _last_linear(model)
     return last_linear.out_features if last_linear is not None else None
+
+
+def wake_zero_head(model: nn.Module) -> None:
+    """Give a classifier that starts at zero (torchvision's ViT, for training) the usual
+    Linear initialisation: with every logit zero, every gradient and map of random
+    weights would be zero, and random weights are for trying things out."""
+    head = _last_linear(model)
+    if head is not None and not head.weight.is_meta and not head.weight.any():
+        head.reset_parameters()
 
 
 def load_model(
@@ -253,6 +277,7 @@ def load_model(
         torch.manual_seed(seed)
         try:
             model = _build(name, pretrained=False)
+            wake_zero_head(model)
         finally:
             torch.random.set_rng_state(generator_state)
         source = f"random (seed {seed})"

@@ -13,6 +13,13 @@ EMBEDDED_MODEL = "efficientnet_lite0"
 DEFAULT_MODEL = EMBEDDED_MODEL
 DEFAULT_COLORMAP = "jet"
 
+# The torchvision models that run at one square input size only (ViT checks its input;
+# MaxViT lays its attention windows out for it when built): that side as torchvision
+# builds them, and where their standard weights need another, that one (the weights'
+# min_size).  ``tests/test_transformers.py`` checks this table against the architectures.
+_FIXED_SIDES = {"vit_b_16": 224, "vit_b_32": 224, "vit_l_16": 224, "vit_l_32": 224, "vit_h_14": 224, "maxvit_t": 224}
+_FIXED_SIDES_PRETRAINED = {"vit_h_14": 518}
+
 
 def torchvision_model_names() -> list[str]:
     """Every torchvision classification model name (imports torchvision)."""
@@ -39,6 +46,14 @@ def model_name_problem(name: str) -> str | None:
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     return f"unknown model {name!r}{hint} (list them with: cnnvis-tasks models)"
+
+
+def fixed_input_size(name: str, weights: str = "default") -> int | None:
+    """The side of the one square input model ``name`` with ``weights`` (default,
+    random or a file) runs at; None when it takes any size.  Imports nothing."""
+    if weights == "default" and name in _FIXED_SIDES_PRETRAINED:
+        return _FIXED_SIDES_PRETRAINED[name]
+    return _FIXED_SIDES.get(name)
 
 
 def colormap_names() -> list[str]:

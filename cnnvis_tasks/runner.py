@@ -31,8 +31,9 @@ if TYPE_CHECKING:
     from .models import LoadedModel
 
 RAW = "raw"  # the output name of a row's raw array, beside its renderings
-# What a model raises on one bad input (a batch is then tried again row by row).
-_MODEL_ERRORS = (RuntimeError, ValueError, IndexError, ArithmeticError)
+# What a model raises on one bad input (a batch is then tried again row by row);
+# AssertionError: torch._assert's checks of input shapes.
+_MODEL_ERRORS = (RuntimeError, ValueError, IndexError, ArithmeticError, AssertionError)
 
 
 @dataclass
@@ -77,6 +78,18 @@ def open_session(
     use_full_precision(torch_device)
     model_loaded = load_model(model, weights, torch_device, seed)
     return Session(model=model_loaded, device=torch_device, seed=seed, quiet=quiet, io_workers=io_workers)
+
+
+def input_crop(model: LoadedModel, size: int, warn: Callable[[str], None]) -> int | None:
+    """The square side images are cropped to for ``model`` (None: any size runs, they
+    are resized to shorter side ``size``); warns once when that is not what ``size`` asks."""
+    from .images import fixed_size_note
+
+    side = model.input_size
+    note = fixed_size_note(model.name, side, size) if side else None
+    if note:
+        warn(note)
+    return side
 
 
 @dataclass
@@ -318,6 +331,7 @@ class _Call:
         settings = [(values, set(members)) for values, members in _settings(self.rows, self.technique)]
         size = self.options.get("size", SIZE.default)
         batch_size = self.options.get("batch_size", BATCH_SIZE.default)
+        crop = input_crop(self.session.model, size, self.writer.warn)
 
         def unreadable(index: int, error: Exception) -> None:
             self.fail(by_image[order[index]], str(error))
@@ -329,6 +343,7 @@ class _Call:
             max_pixels,
             failed=unreadable if self.failures.keep_going else None,
             workers=self.session.io_workers,
+            crop=crop,
         )
         with contextlib.closing(batches):  # on an error, its decoding threads stop now
             for indices, batch in batches:

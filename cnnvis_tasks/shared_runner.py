@@ -28,7 +28,7 @@ from typing import Any
 from .errors import CnnvisError
 from .pipeline import Behind
 from .progress import Progress
-from .runner import _MODEL_ERRORS, Failures, Row, Session, _reason, _settings, _Writer
+from .runner import _MODEL_ERRORS, Failures, Row, Session, _reason, _settings, _Writer, input_crop
 from .technique import AUTO_LAYER, SILENT, PassNeeds, Technique
 
 NAME = "shared-pass"
@@ -145,8 +145,11 @@ class _SharedCall:
             resolved.append(target)
         job.targets = resolved
 
-    def per_image(self, images: Sequence[Path], size: int, batch_size: int, max_pixels: int | None) -> None:
-        """Images decoded a batch at a time, once for every job; one shared pass per batch."""
+    def per_image(
+        self, images: Sequence[Path], size: int, batch_size: int, max_pixels: int | None, crop: int | None = None
+    ) -> None:
+        """Images decoded a batch at a time, once for every job (with ``crop``: cropped
+        square for a model of fixed input size); one shared pass per batch."""
         from .images import load_batches
 
         for job in self.jobs:
@@ -162,7 +165,13 @@ class _SharedCall:
                     self.fail(job, job.by_image[order[index]], str(error))
 
         batches = load_batches(
-            [images[i] for i in order], size, batch_size, max_pixels, failed=unreadable, workers=self.session.io_workers
+            [images[i] for i in order],
+            size,
+            batch_size,
+            max_pixels,
+            failed=unreadable,
+            workers=self.session.io_workers,
+            crop=crop,
         )
         with contextlib.closing(batches):
             for indices, batch in batches:
@@ -311,7 +320,7 @@ def run_shared(
     total = sum(len(job.rows) for job in jobs)
     with Progress(total, NAME, quiet=session.quiet) as progress, Behind(session.io_workers) as behind:
         call = _SharedCall(session, running, progress, behind, note)
-        call.per_image(images, size, batch_size, max_pixels)
+        call.per_image(images, size, batch_size, max_pixels, input_crop(session.model, size, warn))
         call.collect()
     for job in running:
         if job.job.failures.record is not None:

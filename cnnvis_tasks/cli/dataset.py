@@ -25,7 +25,7 @@ from ..images import DEFAULT_MAX_PIXELS, DEFAULT_SIZE
 from ..outputs import atomic_write
 from ..technique import MAX_SIZE
 from . import cli
-from .common import command, model_options
+from .common import command, model_options, warn
 
 
 @command(cli, "check-images")
@@ -195,10 +195,12 @@ def predict_command(
 
     from ..images import load_batches
     from ..progress import Progress
+    from ..runner import input_crop
 
     with Progress(len(images), "predict", quiet=quiet) as progress, torch.inference_mode():
         done = 0
-        for indices, batch in load_batches(list(images), size, batch_size, max_pixels, failed=failed):
+        crop = input_crop(loaded, size, warn)
+        for indices, batch in load_batches(list(images), size, batch_size, max_pixels, failed=failed, crop=crop):
             logits = loaded.module(loaded.normalize(batch.to(session.device)))
             probabilities = torch.softmax(logits.float(), dim=1)
             top = probabilities.argmax(dim=1)

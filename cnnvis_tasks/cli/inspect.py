@@ -6,7 +6,7 @@ import click
 
 from ..names import DEFAULT_MODEL, EMBEDDED_MODEL
 from . import cli
-from .common import command
+from .common import command, warn
 
 
 @command(cli, "models")
@@ -29,16 +29,29 @@ def models_command(debug: bool) -> None:
 
 @command(cli, "layers")
 @click.option("--model", default=DEFAULT_MODEL, metavar="NAME", help="Model name (see: cnnvis-tasks models).")
-@click.option("--size", default=224, type=click.IntRange(min=1), help="Input size for the output shapes.")
+@click.option(
+    "--size",
+    type=click.IntRange(min=1),
+    help="Input size for the output shapes [default: 224; a model of fixed input size: that size].",
+)
 @click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
-def layers_command(model: str, size: int, debug: bool) -> None:
+def layers_command(model: str, size: int | None, debug: bool) -> None:
     """Every addressable module path of a model with its type and output shape
     (channels x height x width for a SIZE x SIZE input). Paths are what --layer takes.
     Modules that do not run in the forward pass show '-'."""
     from ..layers import layer_table
+    from ..mechanisms.tokens import required_input_size
     from ..models import build_on_meta, load_model
 
+    size_given = size is not None
+    size = size or 224
+
     module = build_on_meta(model)
+    side = required_input_size(module)
+    if side and side != size:
+        if size_given:
+            warn(f"{model} takes {side} x {side} inputs only: shapes are for that size, not --size {size}")
+        size = side
     try:
         table = layer_table(module, size)
     except (NotImplementedError, RuntimeError):  # an op without meta support: compute for real

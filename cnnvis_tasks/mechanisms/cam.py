@@ -28,8 +28,9 @@ from torch import Tensor, nn
 from ..errors import CnnvisError
 from ..layers import architecture_key
 from ..outputs import read_cache, write_cache
-from .capture import Call, capture_outputs, captured_feature_map, device_calls, meta_calls, trace_calls
+from .capture import Call, capture_outputs, captured_tensor, device_calls, meta_calls, trace_calls
 from .targets import request_targets, target_indices
+from .tokens import as_feature_map, required_input_size, transformer_cam_layer
 
 Weighting = Callable[[Tensor, Tensor], Tensor]
 
@@ -61,11 +62,14 @@ def class_activation_map(
     with torch.enable_grad():
         with capture_outputs(model, [layer], as_leaf=True) as outputs:
             logits = model(images)
-        activations = captured_feature_map(outputs, layer)
+        output = captured_tensor(outputs, layer)
+        activations = as_feature_map(output.detach(), model, layer)  # a transformer's tokens on their grid
         targets = target_indices(wanted, logits, images.shape[0])
         score = logits.gather(1, targets[:, None]).sum()  # images independent: per-image grads
-        (gradients,) = torch.autograd.grad(score, activations, allow_unused=True)
-    cams = weighted_cam(activations.detach(), gradients, weighting)
+        (gradients,) = torch.autograd.grad(score, output, allow_unused=True)
+    if gradients is not None:
+        gradients = as_feature_map(gradients, model, layer)
+    cams = weighted_cam(activations, gradients, weighting)
     return CamResult(cams=cams, targets=targets, logits=logits.detach(), layer=layer)
 
 
@@ -96,10 +100,12 @@ def _passes_through(module: nn.Module) -> bool:
     )
 
 
-def default_cam_layer(model: nn.Module, input_size: tuple[int, int] = (224, 224)) -> str:
-    """The layer a person would pick for Grad-CAM: the last spatial feature map.
+def default_cam_layer(model: nn.Module, input_size: tuple[int, int] | None = None) -> str:
+    """The layer a person would pick for Grad-CAM: for torchvision's vision transformers
+    the usual one (:func:`.tokens.transformer_cam_layer`), else the last spatial feature map.
 
-    The choice of :func:`traced_cam_layer`, remembered on disk
+    The latter is the choice of :func:`traced_cam_layer` at ``input_size`` (None: the
+    size the model needs, else 224 x 224), remembered on disk
     (:func:`cam_layer_cache`) under a digest of the architecture and the input
     size, so that a later job of the same model reads a file instead of tracing
     (a trace of EfficientNet-Lite0 costs seconds).  Only choices from the
@@ -107,6 +113,12 @@ def default_cam_layer(model: nn.Module, input_size: tuple[int, int] = (224, 224)
     checkpoint of the architecture.  An entry that cannot be read, or names no
     module of the model, is ignored.
     """
+    transformer = transformer_cam_layer(model)
+    if transformer is not None:
+        return transformer
+    if input_size is None:
+        side = required_input_size(model) or 224
+        input_size = (side, side)
     shape = (1, 3, *input_size)
     modules = dict(model.named_modules())
     key = hashlib.sha256(json.dumps([CAM_LAYER_CACHE_VERSION, shape, architecture_key(model)]).encode()).hexdigest()

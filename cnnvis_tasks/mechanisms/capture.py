@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from ..errors import CnnvisError
 from ..layers import get_module, model_device
+from .tokens import as_feature_map
 
 
 class StopForward(Exception):
@@ -207,12 +208,10 @@ def captured_tensor(outputs: Mapping[str, Any], path: str) -> Tensor:
     return output
 
 
-def captured_feature_map(outputs: Mapping[str, Any], path: str) -> Tensor:
-    """The captured (N, C, h, w) output of ``path``; a clear error if there is none."""
-    output = captured_tensor(outputs, path)
-    if output.dim() != 4:
-        raise CnnvisError(f"layer {path!r} outputs {_describe(output)}, not a feature map (N, C, h, w)")
-    return output
+def captured_feature_map(outputs: Mapping[str, Any], path: str, model: nn.Module) -> Tensor:
+    """The captured output of ``path`` of ``model`` as (N, C, h, w) (a transformer's tokens
+    laid out on their grid: :func:`.tokens.as_feature_map`); a clear error if there is none."""
+    return as_feature_map(captured_tensor(outputs, path), model, path)
 
 
 def feature_maps(model: nn.Module, images: Tensor, paths: list[str]) -> dict[str, Tensor]:
@@ -225,4 +224,4 @@ def feature_maps(model: nn.Module, images: Tensor, paths: list[str]) -> dict[str
     tap = LayerTap(model, paths)
     with torch.inference_mode():
         outputs = tap(images)
-    return {path: captured_feature_map(outputs, path).detach() for path in tap.paths}
+    return {path: captured_feature_map(outputs, path, model).detach() for path in tap.paths}

@@ -225,7 +225,8 @@ def saliency(
         targets = target_indices(wanted, logits, x.shape[0])
         if method != "vanilla" and rule.count == 0:
             warnings.warn(
-                f"the model ran no ReLU-family activation, so {method!r} saliency equals vanilla gradients",
+                f"the model ran no ReLU-family activation (GELU, SiLU and the like have no {method} rule), "
+                f"so {method!r} saliency equals vanilla gradients",
                 stacklevel=2,
             )
         # Images are independent in eval mode, so one backward of the summed scores

@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from .capture import capture_outputs, captured_feature_map, feature_maps
+from .capture import capture_outputs, captured_tensor, feature_maps
 from .targets import request_targets, target_indices
+from .tokens import as_feature_map
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,9 @@ def shared_pass(
     with torch.enable_grad():
         with capture_outputs(model, wanted) as outputs:
             logits = model(x)
-        captured = {path: captured_feature_map(outputs, path) for path in wanted}
+        captured = {path: captured_tensor(outputs, path) for path in wanted}
+        # As (N, C, h, w) (a transformer's tokens on their grid); no feature map: an error before any backward.
+        maps = {path: as_feature_map(output, model, path) for path, output in captured.items()}
         passes = []
         for number, (request, asked) in enumerate(zip(backwards, requested)):
             targets = target_indices(asked, logits, x.shape[0])
@@ -105,10 +108,13 @@ def shared_pass(
                     activations={},
                     targets=targets.detach(),
                     input_gradient=None if input_gradient is None else input_gradient.detach().float(),
-                    gradients=dict(zip(request.layers, gradients)),
+                    gradients={
+                        path: None if gradient is None else as_feature_map(gradient, model, path)
+                        for path, gradient in zip(request.layers, gradients)
+                    },
                 )
             )
-    activations = {path: value.detach() for path, value in captured.items()}
+    activations = {path: value.detach() for path, value in maps.items()}
     for one in passes:
         one.logits, one.activations = logits.detach(), activations
     return passes

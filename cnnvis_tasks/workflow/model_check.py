@@ -53,12 +53,13 @@ def questions(config: dict[str, Any]) -> dict[str, list[tuple[str, str, Any]]]:
 def _answers(model: str, asked: Iterable[tuple[str, str, Any]], check_classes: bool) -> str | None:
     """The first problem with what is asked of ``model``, or None."""
     from ..layers import layer_table
+    from ..mechanisms.tokens import required_input_size
     from ..models import build_on_meta
 
     module = build_on_meta(model)
     modules = dict(module.named_modules())
     try:
-        shapes = {name: shape for name, _kind, shape in layer_table(module, 224)}
+        shapes = {name: shape for name, _kind, shape in layer_table(module, required_input_size(module) or 224)}
     except Exception:  # an op without a meta kernel: names only
         shapes = {}
     parameters = len(list(module.named_parameters()))

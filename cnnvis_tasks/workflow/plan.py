@@ -39,6 +39,7 @@ from typing import Any
 
 from ..image_list import IMAGE_LIST_FILE_NAME
 from ..images import size_problem
+from ..names import fixed_input_size
 from ..technique import BOOL, COMMAND_ONLY, MODEL_LEVEL, Technique, slug
 from ..techniques import all_techniques
 from .config import ConfigError, enabled_techniques, model_weights
@@ -577,15 +578,17 @@ class _Planner:
             {"section": technique.name, "table": model, "per_image": True, "columns": columns, "failures": {}}
         )
 
-    def left_out(self, technique: Technique, settings: Mapping[str, Any]) -> dict[str, str]:
-        """Images the technique cannot take, with why: too large once resized, no label."""
+    def left_out(self, technique: Technique, settings: Mapping[str, Any], model: str) -> dict[str, str]:
+        """Images the technique cannot take on ``model``, with why: too large once resized
+        (cropped, for a model of fixed input size), no label."""
         reasons = {}
         size = settings.get("size")
+        crop = fixed_input_size(model, model_weights(self.config, model))
         labelled = labelled_target(technique, settings)
         for name in self.plan.images:
             problem = None
             if size is not None and self.sizes.get(name):
-                problem = size_problem(*self.sizes[name], size, self.config["max_pixels"])
+                problem = size_problem(*self.sizes[name], size, self.config["max_pixels"], crop)
                 problem = f"{self.plan.images[name]} is {problem}" if problem else None
             if problem is None and labelled and not self.plan.labels.get(name):
                 problem = (
@@ -599,7 +602,7 @@ class _Planner:
     def per_image(self, technique: Technique, settings: Mapping[str, Any], model: str) -> None:
         columns = []
         folder = f"{self.results}/{model}/{technique.name}"
-        left_out = self.left_out(technique, settings)
+        left_out = self.left_out(technique, settings, model)
         labelled = labelled_target(technique, settings)
         for values in job_settings(technique, settings, settings["models"][model]):
             setting = technique.setting_name(values)
