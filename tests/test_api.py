@@ -22,6 +22,7 @@ CASES = {
     "filter-viz": ({"layer": "_blocks.3", "filter": [2]}, ["--layer", "_blocks.3", "--filter", "2"]),
     "deep-dream": ({"layer": "_blocks.3", "filter": 3}, ["--layer", "_blocks.3", "--filter", "3"]),
     "deep-dream-octaves": ({"layer": "_blocks.3"}, ["--layer", "_blocks.3"]),
+    "feature-inversion": ({"layer": "_blocks.1"}, ["--layer", "_blocks.1"]),
     "grad-cam": ({"targets": [281]}, ["--target", "281"]),
 }
 # Options that make a technique quick, wherever it has them.
