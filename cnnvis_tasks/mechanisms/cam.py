@@ -6,9 +6,8 @@ activations and of the gradient of the target's logit with respect to them:
 one number per channel, or one per channel and position (HiResCAM, LayerCAM).
 Grad-CAM's is the spatial mean of the gradient
 (:mod:`cnnvis_tasks.techniques.grad_cam`).  Another method is another weighting
-function passed to :func:`class_activation_map` (Grad-CAM++ from activations
-and gradients; Score-CAM, which re-runs the model, as a function that closes
-over model, images and targets with ``functools.partial``).
+function passed to :func:`class_activation_map`.  Score-CAM, which re-runs
+the model instead of taking a gradient, is :mod:`.score_cam`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """What the class-activation-map techniques share: a layer (chosen
 automatically by default), a target class, three renderings (gray map, heatmap,
 overlay) and the raw map; each method is one channel weighting
-(:mod:`cnnvis_tasks.mechanisms.cam`) and one call of :func:`cam_technique`."""
+(:mod:`cnnvis_tasks.mechanisms.cam`) and one call of :func:`cam_technique`.
+A method without gradients gives a map of the activations instead (Eigen-CAM),
+and one that re-runs the model gives the whole computation (Score-CAM)."""
 
 from __future__ import annotations
 
@@ -53,7 +55,7 @@ def automatic_layer(module: Any) -> str:
     return _AUTO_LAYERS[module]
 
 
-def _caption(meta: Mapping[str, Any]) -> list[str]:
+def layer_caption(meta: Mapping[str, Any]) -> list[str]:
     return [f"layer {meta['layer']}"] if meta.get("layer") else []
 
 
@@ -63,31 +65,65 @@ def _shares_pass(options: Mapping[str, Any]) -> PassNeeds:
     return PassNeeds(gradients=(options["layer"],))
 
 
+def _shares_features(options: Mapping[str, Any]) -> PassNeeds:
+    """A CAM of the activations alone reads its layer's activation."""
+    return PassNeeds(features=(options["layer"],))
+
+
 def cam_technique(
-    name: str, *, order: int, title: str, summary: str, description: str, reference: str, weighting: Callable
+    name: str,
+    *,
+    order: int,
+    title: str,
+    summary: str,
+    description: str,
+    reference: str,
+    weighting: Callable | None = None,
+    activation_map: Callable | None = None,
+    cams: Callable | None = None,
+    batch_size: Option = BATCH_SIZE,
 ) -> Technique:
-    """A CAM technique whose channel weights are ``weighting(activations, gradients)``,
-    both (N, C, h, w), returning (N, C)."""
+    """A CAM technique made by exactly one of:
 
-    def compute(model, images, targets=None, *, layer: str = AUTO, **_options: Any) -> Result:
-        from ..mechanisms.cam import class_activation_map
+    * ``weighting(activations, gradients)``, both (N, C, h, w), returning (N, C) or
+      (N, C, h, w) weights: a CAM from the target logit's gradient (shares a pass);
+    * ``activation_map(activations)`` returning (N, h, w) maps: no gradient and no
+      class (shares a pass's features);
+    * ``cams(module, inputs, layer, targets, batch_size)`` returning a
+      :class:`~cnnvis_tasks.mechanisms.cam.CamResult`: a method that re-runs the model
+      (its ``batch_size`` option, given here, bounds each forward).
+    """
+    if sum(method is not None for method in (weighting, activation_map, cams)) != 1:
+        raise ValueError(f"{name}: give exactly one of weighting, activation_map and cams")
 
+    def compute(model, images, targets=None, *, layer: str = AUTO, **options: Any) -> Result:
         chosen = automatic_layer(model.module) if layer == AUTO else layer
-        outcome = class_activation_map(model.module, model.normalize(images), chosen, targets, weighting)
+        inputs = model.normalize(images)
+        if activation_map is not None:
+            from ..mechanisms.capture import feature_maps
+
+            maps = activation_map(feature_maps(model.module, inputs, [chosen])[chosen])
+            return result(maps, None, None, chosen, images)
+        if cams is not None:
+            outcome = cams(model.module, inputs, chosen, targets, options.get("batch_size", batch_size.default))
+        else:
+            from ..mechanisms.cam import class_activation_map
+
+            outcome = class_activation_map(model.module, inputs, chosen, targets, weighting)
         return result(outcome.cams, outcome.targets, outcome.logits, chosen, images)
 
-    def result(cams, targets, logits, chosen: str, images) -> Result:
+    def result(maps, targets, logits, chosen: str, images) -> Result:
         from ..mechanisms.cam import upsample_cam
         from ..mechanisms.targets import target_probabilities
 
         return Result(
             name,
-            maps=cams,
+            maps=maps,
             targets=targets,
-            probabilities=target_probabilities(logits, targets),
+            probabilities=None if targets is None else target_probabilities(logits, targets),
             layer=chosen,
             inputs=images,
-            display=upsample_cam(cams, tuple(images.shape[-2:])),
+            display=upsample_cam(maps, tuple(images.shape[-2:])),
             facts={"layer": chosen},
         )
 
@@ -95,8 +131,10 @@ def cam_technique(
         from ..mechanisms.cam import weighted_cam
 
         chosen = automatic_layer(model.module) if layer == AUTO else layer
-        cams = weighted_cam(shared.activations[chosen], shared.gradients[chosen], weighting)
-        return result(cams, shared.targets, shared.logits, chosen, images)
+        if activation_map is not None:
+            return result(activation_map(shared.activations[chosen]), None, None, chosen, images)
+        maps = weighted_cam(shared.activations[chosen], shared.gradients[chosen], weighting)
+        return result(maps, shared.targets, shared.logits, chosen, images)
 
     def render(result: Result, row: int, renderings: tuple[str, ...], options: dict[str, Any]) -> Rendered:
         from .. import render as draw
@@ -124,13 +162,13 @@ def cam_technique(
         summary=summary,
         description=description,
         reference=reference,
-        options=(LAYER, TARGET_CLASS, COLORMAP, ALPHA, SIZE, BATCH_SIZE),
+        options=(LAYER, *([] if activation_map else [TARGET_CLASS]), COLORMAP, ALPHA, SIZE, batch_size),
         renderings=RENDERINGS,
         raw="Raw map per image (.npy, h x w float32 at the layer's resolution, ReLU'd, not normalised).",
         compute=compute,
         render=render,
-        caption=_caption,
+        caption=layer_caption,
         caption_first=True,
-        shares_pass=_shares_pass,
-        from_pass=from_pass,
+        shares_pass=None if cams else _shares_features if activation_map else _shares_pass,
+        from_pass=None if cams else from_pass,
     )

@@ -1,0 +1,77 @@
+"""Guided Grad-CAM (Selvaraju et al. 2017): guided backpropagation times the
+Grad-CAM map upsampled to the image, so that the fine detail of the gradient
+is kept only where the class evidence lies.  A pixel-level map with three
+channels, so it is rendered and stored as saliency maps are (color, gray; raw
+3 x H x W), not as the CAMs' layer-resolution maps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..technique import BATCH_SIZE, SIZE, TARGET_CLASS, Rendered, Rendering, Result, Technique
+from .cam_family import AUTO, LAYER, automatic_layer, layer_caption
+from .grad_cam import gradcam_weights
+
+
+def guided_grad_cam(model: Any, images: Any, layer: str, targets: Any = None) -> tuple[Any, Any]:
+    """(N, 3, H, W) guided backpropagation of each image's target logit times the
+    bilinearly upsampled Grad-CAM of ``layer`` (same class), with the Grad-CAM result."""
+    from ..mechanisms.cam import class_activation_map, upsample_cam
+    from ..mechanisms.relu_rules import saliency
+
+    cam = class_activation_map(model, images, layer, targets, gradcam_weights)
+    guided = saliency(model, images, cam.targets, "guided")
+    return guided.gradients * upsample_cam(cam.cams, tuple(images.shape[-2:]))[:, None], cam
+
+
+def compute(model, images, targets=None, *, layer: str = AUTO, **_options: Any) -> Result:
+    from ..mechanisms.targets import target_probabilities
+
+    chosen = automatic_layer(model.module) if layer == AUTO else layer
+    maps, cam = guided_grad_cam(model.module, model.normalize(images), chosen, targets)
+    return Result(
+        "guided-grad-cam",
+        maps=maps,
+        targets=cam.targets,
+        probabilities=target_probabilities(cam.logits, cam.targets),
+        layer=chosen,
+        facts={"layer": chosen},
+    )
+
+
+def render(result: Result, row: int, renderings: tuple[str, ...], options: dict[str, Any]) -> Rendered:
+    from .. import render as draw
+
+    pictures, degenerate = {}, False
+    for rendering in renderings:
+        draw_one = draw.gradient_color if rendering == "color" else draw.gradient_gray
+        picture, degenerate = draw_one(result.maps[row])
+        pictures[rendering] = (picture, {})
+    warnings = []
+    if degenerate or not np.abs(draw.as_array(result.maps[row])).max() > 0:
+        warnings.append(f"the Guided Grad-CAM map at {result.layer} is all zero; rendered black")
+    return Rendered(pictures, warnings)
+
+
+TECHNIQUE = Technique(
+    name="guided-grad-cam",
+    order=87,
+    title="Guided Grad-CAM",
+    summary="Guided backpropagation times the upsampled Grad-CAM map (Selvaraju et al. 2017).",
+    description="Guided backpropagation's fine gradient, kept where Grad-CAM finds the class: the pixels that "
+    "matter, for that class only.",
+    reference="Selvaraju et al. 2017, Grad-CAM: Visual Explanations from Deep Networks via Gradient-based Localization",
+    options=(LAYER, TARGET_CLASS, SIZE, BATCH_SIZE),
+    renderings=(
+        Rendering("color", "the map min-max normalised over all channels, as RGB"),
+        Rendering("gray", "max |map| over channels, clipped at its 99th percentile"),
+    ),
+    raw="Raw map per image (.npy, 3 x H x W float32: the guided gradient w.r.t. the normalised input times the "
+    "upsampled Grad-CAM map).",
+    compute=compute,
+    render=render,
+    caption=layer_caption,
+    caption_first=True,
+)
