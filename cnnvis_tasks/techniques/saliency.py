@@ -7,22 +7,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
-from ..technique import (
-    BATCH_SIZE,
-    CHOICE,
-    SIZE,
-    TARGET_CLASS,
-    Option,
-    PassNeeds,
-    Rendered,
-    Rendering,
-    Result,
-    Technique,
-)
-
-METHODS = ("vanilla", "guided", "deconv")
+from ..technique import BATCH_SIZE, SIZE, TARGET_CLASS, PassNeeds, Rendered, Result, Technique
+from .attribution_family import METHODS, RENDERINGS, method_option, render_map
 
 
 def compute(model, images, targets=None, *, method: str = "vanilla", **_options: Any) -> Result:
@@ -57,18 +43,7 @@ def from_pass(model, shared, images, *, method: str = "vanilla", **_options: Any
 
 
 def render(result: Result, row: int, renderings: tuple[str, ...], options: dict[str, Any]) -> Rendered:
-    from .. import render as draw
-
-    gradient = result.maps[row]
-    pictures, degenerate = {}, False
-    for rendering in renderings:
-        draw_one = draw.gradient_color if rendering == "color" else draw.gradient_gray
-        picture, degenerate = draw_one(gradient)
-        pictures[rendering] = (picture, {})
-    warnings = []
-    if degenerate or not np.abs(draw.as_array(gradient)).max() > 0:  # NumPy: renders on writer threads
-        warnings.append(f"the {result.facts['method']} gradient is all zero; rendered black")
-    return Rendered(pictures, warnings)
+    return render_map(result.maps[row], renderings, f"{result.facts['method']} gradient")
 
 
 TECHNIQUE = Technique(
@@ -79,23 +54,12 @@ TECHNIQUE = Technique(
     description="Gradient of the class score with respect to the input: vanilla, guided backpropagation, deconvnet.",
     reference="Simonyan et al. 2013; Springenberg et al. 2014 (guided); Zeiler and Fergus 2014 (deconvnet)",
     options=(
-        Option(
-            "method",
-            CHOICE,
-            "vanilla",
-            "How gradients pass back through ReLUs: the plain gradient, guided backpropagation, or deconvnet.",
-            choices=METHODS,
-            repeatable=True,
-            config_default=list(METHODS),
-        ),
+        method_option(METHODS),
         TARGET_CLASS,
         SIZE,
         BATCH_SIZE,
     ),
-    renderings=(
-        Rendering("color", "the gradient min-max normalised over all channels, as RGB"),
-        Rendering("gray", "max |gradient| over channels, clipped at its 99th percentile"),
-    ),
+    renderings=RENDERINGS,
     raw="Raw gradient per image (.npy, 3 x H x W float32, w.r.t. the normalised input).",
     compute=compute,
     render=render,

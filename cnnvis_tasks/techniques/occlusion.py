@@ -1,0 +1,91 @@
+"""Occlusion (Zeiler and Fergus 2014): how much the target's logit drops when a
+patch of the image is covered, the patch sliding over the image.  Needs only
+forward passes, so it works on any model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import CnnvisError
+from ..technique import BATCH_SIZE, FLOAT, INT, SIZE, TARGET_CLASS, Option, Rendered, Result, Technique
+from .cam_family import ALPHA, COLORMAP, RENDERINGS
+
+
+def compute(
+    model,
+    images,
+    targets=None,
+    *,
+    patch: int = 32,
+    stride: int = 16,
+    fill: float = 0.5,
+    batch_size: int = 16,
+    **_options: Any,
+) -> Result:
+    import torch
+
+    from ..mechanisms.attribution import occlusion
+    from .attribution_family import clean_pass
+
+    if stride > min(patch, *images.shape[-2:]):
+        raise CnnvisError(f"--stride {stride} is larger than the patch ({patch} px): some pixels would stay uncovered")
+    x = model.normalize(images)
+    chosen, scores, probabilities = clean_pass(model.module, x, targets)
+    covered = model.normalize(torch.full_like(images[:1, :, :1, :1], fill))
+    maps = occlusion(
+        model.module, x, chosen, patch=patch, stride=stride, fill=covered, batch_size=batch_size, scores=scores
+    )
+    return Result(
+        "occlusion",
+        maps=maps,
+        targets=chosen,
+        probabilities=probabilities,
+        inputs=images,
+        facts={"patch": patch, "stride": stride, "fill": fill},
+    )
+
+
+def render(result: Result, row: int, renderings: tuple[str, ...], options: dict[str, Any]) -> Rendered:
+    from .. import render as draw
+
+    map01, degenerate = draw.normalize01(result.maps[row])
+    colormap, alpha = options["colormap"], options["alpha"]
+    pictures = {}
+    for rendering in renderings:
+        if rendering == "gray":
+            pictures[rendering] = (draw.to_uint8(map01), {})
+        elif rendering == "heatmap":
+            pictures[rendering] = (draw.heatmap(map01, colormap), {"colormap": colormap})
+        else:
+            pictures[rendering] = (
+                draw.overlay(result.inputs[row], map01, alpha, colormap),
+                {"colormap": colormap, "alpha": alpha},
+            )
+    warnings = ["occluding changes nothing: the map is constant; rendered black"] if degenerate else []
+    return Rendered(pictures, warnings)
+
+
+TECHNIQUE = Technique(
+    name="occlusion",
+    order=93,
+    title="Occlusion",
+    summary="The drop in a class's logit when a sliding patch covers the image (Zeiler and Fergus 2014).",
+    description="A patch of constant color slides over the image; each pixel shows the mean drop in the target "
+    "class's logit over the patches that cover it (high: the model needs that region). Forward passes only, "
+    "so it explains any model.",
+    reference="Zeiler and Fergus 2014, Visualizing and understanding convolutional networks",
+    options=(
+        Option("patch", INT, 32, "The patch's side in pixels.", minimum=1),
+        Option("stride", INT, 16, "Pixels the patch moves each step (at most --patch).", minimum=1),
+        Option("fill", FLOAT, 0.5, "The patch's gray level in [0, 1] (0.5: mid gray).", minimum=0, maximum=1),
+        TARGET_CLASS,
+        COLORMAP,
+        ALPHA,
+        SIZE,
+        BATCH_SIZE,
+    ),
+    renderings=RENDERINGS,
+    raw="Raw map per image (.npy, H x W float32: the mean drop in the target logit).",
+    compute=compute,
+    render=render,
+)
