@@ -43,7 +43,7 @@ def _activations_and_logits(model: nn.Module, images: Tensor, layer: str, batch_
     for start in range(0, images.shape[0], batch_size):
         with capture_outputs(model, [layer]) as outputs:
             logits.append(model(images[start : start + batch_size]))
-        activations.append(captured_feature_map(outputs, layer))
+        activations.append(captured_feature_map(outputs, layer, model))
     return torch.cat(activations), torch.cat(logits)
 
 
