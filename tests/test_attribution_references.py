@@ -17,11 +17,13 @@ from cnnvis_tasks.mechanisms.attribution import (
     rule_gradient,
     smooth_grad,
 )
+from cnnvis_tasks.models import wake_zero_head
 
 captum_attr = pytest.importorskip("captum.attr")
 
 MODELS = [
     "vgg16",
+    "vit",  # a small ViT (GELU: guided backpropagation is the plain gradient, on both sides)
     pytest.param("resnet50", marks=pytest.mark.slow),
     pytest.param("densenet121", marks=pytest.mark.slow),
 ]
@@ -30,7 +32,14 @@ MODELS = [
 @pytest.fixture(scope="module", params=MODELS)
 def case(request):
     torch.manual_seed(0)
-    model = getattr(torchvision.models, request.param)(weights=None).eval()
+    if request.param == "vit":
+        model = torchvision.models.VisionTransformer(
+            image_size=64, patch_size=16, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64, num_classes=10
+        )
+        wake_zero_head(model)  # torchvision starts the head at zero: every attribution would be zero
+        model.eval()
+    else:
+        model = getattr(torchvision.models, request.param)(weights=None).eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))

@@ -1,6 +1,7 @@
-"""Grad-CAM on vision transformers against pytorch-grad-cam's GradCAM with the
+"""The CAM family on vision transformers against pytorch-grad-cam with the
 ``reshape_transform`` its documentation gives for ViT (class token dropped, tokens
-on the patch grid, channels first), on seeded small torchvision models."""
+on the patch grid, channels first), on seeded small torchvision models: Grad-CAM on
+ViT and Swin, every other CAM on ViT."""
 
 from __future__ import annotations
 
@@ -34,12 +35,13 @@ def swin_channels_last_to_first(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.permute(0, 3, 1, 2)
 
 
-def reference(model, x, layer, reshape, targets) -> torch.Tensor:
-    from pytorch_grad_cam import GradCAM
+def reference(model, x, layer, reshape, targets, method: str = "GradCAM") -> torch.Tensor:
+    import pytorch_grad_cam
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     x = x.detach().clone().requires_grad_(True)  # parameters are frozen: its backward starts here
-    with GradCAM(model=model, target_layers=[model.get_submodule(layer)], reshape_transform=reshape) as cam:
+    kind = getattr(pytorch_grad_cam, method)
+    with kind(model=model, target_layers=[model.get_submodule(layer)], reshape_transform=reshape) as cam:
         return torch.from_numpy(cam(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in targets]))
 
 
@@ -57,3 +59,43 @@ def test_grad_cam_equals_pytorch_grad_cam(build, reshape):
     expected = reference(model.module, model.normalize(x), ours.layer, reshape, targets)
     got = _as_pytorch_grad_cam_returns(ours.maps, (32, 32))
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
+
+
+# Ours (a technique) and pytorch-grad-cam's class of the same definition.
+FAMILY = {
+    "grad-cam-plus-plus": "GradCAMPlusPlus",
+    "xgrad-cam": "XGradCAM",
+    "hires-cam": "HiResCAM",
+    "layer-cam": "LayerCAM",
+    "score-cam": "ScoreCAM",
+}
+
+
+@pytest.mark.parametrize("name", FAMILY)
+def test_the_cam_family_on_a_vit_equals_pytorch_grad_cam(name):
+    model = loaded(tiny_vit(), "tiny")
+    x = pixels(32, count=3)
+    targets = [1, 4, CLASSES - 1]
+    ours = cv.compute(name, model, x, targets)
+    assert ours.maps.abs().flatten(1).max(1).values.min() > 0
+    expected = reference(model.module, model.normalize(x), ours.layer, vit_tokens_to_grid, targets, FAMILY[name])
+    got = _as_pytorch_grad_cam_returns(ours.maps, (32, 32))
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
+
+
+def test_eigen_cam_on_a_vit_equals_pytorch_grad_cam_up_to_the_axis_sign():
+    """pytorch-grad-cam keeps the principal axis LAPACK returns, we the one whose
+    components sum to >= 0: each map is the reference's, or the reference's with the
+    axis flipped (compared before both ReLUs, at the layer's 4 x 4 grid)."""
+    from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
+
+    model = loaded(tiny_vit(), "tiny")
+    x = pixels(32, count=3)
+    ours = cv.compute("eigen-cam", model, x)
+    assert ours.layer.endswith("ln_1")
+    activations = cv.compute("feature-maps", model, x, layer=ours.layer).maps
+    projection = torch.from_numpy(get_2d_projection(activations.numpy()))
+    for n in range(len(x)):
+        scale = float(projection[n].abs().max())
+        closest = min(float((ours.maps[n] - (sign * projection[n]).relu()).abs().max()) for sign in (1, -1))
+        assert scale > 0 and closest <= 1e-5 * scale
