@@ -81,7 +81,7 @@ def caption(meta: Mapping[str, Any]) -> list[str]:
 
 TECHNIQUE = Technique(
     name="feature-inversion",
-    order=90,  # after the seed gallery's sections (grad-cam is the last, 80) and the CAM family
+    order=100,  # after the seed gallery (its last section, grad-cam, is 80), the CAM family and the attributions
     title="Feature inversion",
     summary="An image with the same activation at a layer as a photo.",
     description="An image synthesised to give the same activation at a layer as the photo (Adam on "
