@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
-from ..technique import BATCH_SIZE, SIZE, TARGET_CLASS, Rendered, Rendering, Result, Technique
+from ..technique import BATCH_SIZE, SIZE, TARGET_CLASS, Rendered, Result, Technique
+from .attribution_family import ATTRIBUTION_RENDERINGS, render_map
 from .cam_family import AUTO, LAYER, automatic_layer, layer_caption
 from .grad_cam import gradcam_weights
 
@@ -42,17 +41,7 @@ def compute(model, images, targets=None, *, layer: str = AUTO, **_options: Any) 
 
 
 def render(result: Result, row: int, renderings: tuple[str, ...], options: dict[str, Any]) -> Rendered:
-    from .. import render as draw
-
-    pictures, degenerate = {}, False
-    for rendering in renderings:
-        draw_one = draw.gradient_color if rendering == "color" else draw.gradient_gray
-        picture, degenerate = draw_one(result.maps[row])
-        pictures[rendering] = (picture, {})
-    warnings = []
-    if degenerate or not np.abs(draw.as_array(result.maps[row])).max() > 0:
-        warnings.append(f"the Guided Grad-CAM map at {result.layer} is all zero; rendered black")
-    return Rendered(pictures, warnings)
+    return render_map(result.maps[row], renderings, f"Guided Grad-CAM map at {result.layer}")
 
 
 TECHNIQUE = Technique(
@@ -64,10 +53,7 @@ TECHNIQUE = Technique(
     "matter, for that class only.",
     reference="Selvaraju et al. 2017, Grad-CAM: Visual Explanations from Deep Networks via Gradient-based Localization",
     options=(LAYER, TARGET_CLASS, SIZE, BATCH_SIZE),
-    renderings=(
-        Rendering("color", "the map min-max normalised over all channels, as RGB"),
-        Rendering("gray", "max |map| over channels, clipped at its 99th percentile"),
-    ),
+    renderings=ATTRIBUTION_RENDERINGS,
     raw="Raw map per image (.npy, 3 x H x W float32: the guided gradient w.r.t. the normalised input times the "
     "upsampled Grad-CAM map).",
     compute=compute,
