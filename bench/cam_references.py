@@ -157,6 +157,13 @@ def main() -> None:
                 row = (name, layer, method, batch, statistics.median(mine), statistics.median(theirs), count)
                 rows.append(row)
                 print(f"{name} {method} batch {batch}: {row[4] / batch:.3f} s/img vs {row[5] / batch:.3f}", flush=True)
+                write_section(args.out, table(rows, args, started, load))  # an interrupted run keeps its rows
+
+
+def table(rows: list[tuple], args, started: str, load: float) -> str:
+    """The section: how it was measured, then one line per (model, CAM, batch)."""
+    import torch
+
     lines = [
         SECTION,
         "",
@@ -176,7 +183,7 @@ def main() -> None:
             f"| {name} | `{layer}` | {method} | {batch} | {mine / batch * 1e3:.1f} | {theirs / batch * 1e3:.1f} | "
             f"{theirs / mine:.2f} | {count} |"
         )
-    write_section(args.out, "\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
