@@ -154,8 +154,12 @@ def default_pattern(technique: Technique, image_list: bool = False) -> str:
     with --image-list, the image's name then the rendering (the workflow's chunk layout)."""
     if image_list and technique.reads_images:
         return IMAGE_LIST_FILE_NAME
-    suffix = "-{rendering}" if technique.several_renderings else ""
-    return ("{path}-{setting}" if technique.reads_images else "{setting}") + suffix + ".{ext}"
+    parts = ["{path}"] if technique.reads_images else []
+    if technique.repeatable or not technique.reads_images:  # no repeatable option: no setting in the name
+        parts.append("{setting}")
+    if technique.several_renderings:
+        parts.append("{rendering}")
+    return "-".join(parts) + ".{ext}"
 
 
 def command_help(technique: Technique) -> str:

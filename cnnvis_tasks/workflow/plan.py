@@ -65,6 +65,11 @@ class Output:
     report: dict[str, Any] | None = None
 
 
+def picture_key(technique: Technique, setting: str, rendering: str) -> str:
+    """A picture's column in the gallery's tables: its setting and rendering (either may be absent)."""
+    return "-".join(part for part in (setting, rendering if technique.several_renderings else "") if part)
+
+
 def declarable(path: str) -> bool:
     """Whether Snakemake can take ``path`` as an input: it reads any brace as a wildcard."""
     return "{" not in path and "}" not in path
@@ -431,7 +436,8 @@ class _Planner:
         files = []
         for name in self.renderings(technique, settings):
             rendering = next(r for r in technique.renderings if r.name == name)
-            suffix = f"-{name}" if technique.several_renderings else ""
+            # a technique without repeatable options has no setting: IMAGE/gray.png, not IMAGE/-gray.png
+            suffix = ("" if stem.endswith("/") else "-") + name if technique.several_renderings else ""
             report = {
                 "category": self.category[technique.name],
                 "subcategory": model,
@@ -439,7 +445,7 @@ class _Planner:
             }
             files.append((technique.output_flag(rendering), Output(f"{stem}{suffix}.png", report), name))
         if settings["raw"]:
-            files.append(("--raw", Output(f"{stem}.npy"), RAW))
+            files.append(("--raw", Output(f"{stem}raw.npy" if stem.endswith("/") else f"{stem}.npy"), RAW))
         return files
 
     def column_label(self, technique: Technique, model: str, values: Mapping[str, Any], rendering: str) -> list[str]:
@@ -565,7 +571,7 @@ class _Planner:
             folder = f"{self.results}/" + CHUNK_FOLDER_PATTERN.format(**parts)
             self.add_chunk_rule(technique.name, model, setting, arguments, runtime, folder)
             for rendering in renderings:
-                key = f"{setting}-{rendering}" if technique.several_renderings else setting
+                key = picture_key(technique, setting, rendering)
                 picture = CHUNK_FILE_NAME.format(name="{image}", rendering=rendering, ext="png")
                 columns.append(
                     {
@@ -637,7 +643,7 @@ class _Planner:
                 )
             for _, output, rendering in self.files(technique, settings, f"{folder}/{{image}}/{setting}", {}, model):
                 if rendering != RAW:
-                    key = f"{setting}-{rendering}" if technique.several_renderings else setting
+                    key = picture_key(technique, setting, rendering)
                     columns.append(
                         {
                             "key": key,
@@ -676,7 +682,7 @@ class _Planner:
                     arguments += [flag, output.path]
                     outputs.append(output)
                     if rendering != RAW:
-                        key = f"{setting}-{rendering}" if technique.several_renderings else setting
+                        key = picture_key(technique, setting, rendering)
                         row["cells"].append(
                             {
                                 "key": key,
