@@ -383,3 +383,20 @@ def test_the_schema_states_the_package_s_pixel_budget_and_largest_size():
     assert schema["properties"]["max_pixels"]["default"] == DEFAULT_MAX_PIXELS
     assert schema["properties"]["png_level"]["default"] == DEFAULT_PNG_LEVEL
     assert schema["properties"]["techniques"]["properties"]["saliency"]["properties"]["size"]["maximum"] == MAX_SIZE
+
+
+def test_a_technique_without_repeatable_options_names_its_files_by_rendering_alone():
+    """Occlusion has no repeatable option, so no setting: IMAGE/gray.png and IMAGE/raw.npy
+    in the workflow, STEM-gray.png from the command (not IMAGE/-gray.png, IMAGE/.npy)."""
+    from cnnvis_tasks.cli.techniques import default_pattern
+    from cnnvis_tasks.techniques import get_technique
+
+    config = shipped(techniques={"occlusion": {"raw": True, "models": {"efficientnet_lite0": {}}}})
+    plan = make_plan(config, status(), exists=None)
+    (job,) = [job for job in plan.jobs if job.technique == "occlusion"]
+    assert [o.path for o in job.outputs[1:5]] == [
+        f"results/efficientnet_lite0/occlusion/astronaut/{name}" for name in ("gray.png", "heatmap.png", "overlay.png")
+    ] + ["results/efficientnet_lite0/occlusion/astronaut/raw.npy"]
+    assert str(parse(job).params["out_raw"][0]) == "results/efficientnet_lite0/occlusion/astronaut/raw.npy"
+    assert default_pattern(get_technique("occlusion")) == "{path}-{rendering}.{ext}"
+    assert default_pattern(get_technique("saliency")) == "{path}-{setting}-{rendering}.{ext}"
