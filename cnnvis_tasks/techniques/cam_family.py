@@ -59,6 +59,30 @@ def layer_caption(meta: Mapping[str, Any]) -> list[str]:
     return [f"layer {meta['layer']}"] if meta.get("layer") else []
 
 
+def render_heat_map(
+    values: Any, image: Any, renderings: tuple[str, ...], options: Mapping[str, Any], degenerate_warning: str
+) -> Rendered:
+    """An H x W map at the image's resolution as the family's pictures: gray (min-max
+    normalised), heatmap (``options["colormap"]``) and overlay on ``image`` (weight
+    ``options["alpha"]``); ``degenerate_warning`` when the map is constant."""
+    from .. import render as draw
+
+    map01, degenerate = draw.normalize01(values)
+    colormap, alpha = options["colormap"], options["alpha"]
+    pictures = {}
+    for rendering in renderings:
+        if rendering == "gray":
+            pictures[rendering] = (draw.to_uint8(map01), {})
+        elif rendering == "heatmap":
+            pictures[rendering] = (draw.heatmap(map01, colormap), {"colormap": colormap})
+        else:
+            pictures[rendering] = (
+                draw.overlay(image, map01, alpha, colormap),
+                {"colormap": colormap, "alpha": alpha},
+            )
+    return Rendered(pictures, [degenerate_warning] if degenerate else [])
+
+
 def _shares_pass(options: Mapping[str, Any]) -> PassNeeds:
     """A CAM from gradients reads its layer's activation and gradient (``auto``: resolved
     by the caller as :func:`automatic_layer` resolves it)."""
@@ -137,23 +161,13 @@ def cam_technique(
         return result(maps, shared.targets, shared.logits, chosen, images)
 
     def render(result: Result, row: int, renderings: tuple[str, ...], options: dict[str, Any]) -> Rendered:
-        from .. import render as draw
-
-        map01, degenerate = draw.normalize01(result.display[row])
-        colormap, alpha = options["colormap"], options["alpha"]
-        pictures = {}
-        for rendering in renderings:
-            if rendering == "gray":
-                pictures[rendering] = (draw.to_uint8(map01), {})
-            elif rendering == "heatmap":
-                pictures[rendering] = (draw.heatmap(map01, colormap), {"colormap": colormap})
-            else:
-                pictures[rendering] = (
-                    draw.overlay(result.inputs[row], map01, alpha, colormap),
-                    {"colormap": colormap, "alpha": alpha},
-                )
-        warnings = [f"the {title} map at {result.layer} is all zero; rendered black"] if degenerate else []
-        return Rendered(pictures, warnings)
+        return render_heat_map(
+            result.display[row],
+            result.inputs[row],
+            renderings,
+            options,
+            f"the {title} map at {result.layer} is all zero; rendered black",
+        )
 
     return Technique(
         name=name,

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import CnnvisError
 from ..technique import BATCH_SIZE, FLOAT, INT, SIZE, TARGET_CLASS, Option, Rendered, Result, Technique
-from .cam_family import ALPHA, COLORMAP, RENDERINGS
+from .cam_family import ALPHA, COLORMAP, RENDERINGS, render_heat_map
 
 
 def compute(
@@ -46,23 +46,13 @@ def compute(
 
 
 def render(result: Result, row: int, renderings: tuple[str, ...], options: dict[str, Any]) -> Rendered:
-    from .. import render as draw
-
-    map01, degenerate = draw.normalize01(result.maps[row])
-    colormap, alpha = options["colormap"], options["alpha"]
-    pictures = {}
-    for rendering in renderings:
-        if rendering == "gray":
-            pictures[rendering] = (draw.to_uint8(map01), {})
-        elif rendering == "heatmap":
-            pictures[rendering] = (draw.heatmap(map01, colormap), {"colormap": colormap})
-        else:
-            pictures[rendering] = (
-                draw.overlay(result.inputs[row], map01, alpha, colormap),
-                {"colormap": colormap, "alpha": alpha},
-            )
-    warnings = ["occluding changes nothing: the map is constant; rendered black"] if degenerate else []
-    return Rendered(pictures, warnings)
+    return render_heat_map(
+        result.maps[row],
+        result.inputs[row],
+        renderings,
+        options,
+        "occluding changes nothing: the map is constant; rendered black",
+    )
 
 
 TECHNIQUE = Technique(
