@@ -18,11 +18,11 @@ from cnnvis_tasks.mechanisms.inversion import (
     relative_error,
     total_variation,
 )
+from cnnvis_tasks.models import IMAGENET_MEAN, IMAGENET_STD
 from cnnvis_tasks.outputs import read_metadata
 from cnnvis_tasks.technique import Report
 
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
+MEAN, STD = IMAGENET_MEAN, IMAGENET_STD
 
 
 def invert(net, images, layer, **options):
