@@ -257,3 +257,14 @@ def test_the_techniques_on_the_embedded_model(embedded_model):
     assert occ.maps.shape == (2, 64, 64)
     assert occ.picture(0, "overlay").shape == (64, 64, 3)
     assert gxi.picture(1, "gray").shape == (64, 64, 3)
+
+
+def test_copies_of_a_huge_image_go_fewer_per_forward():
+    """Photos up to 2:1 at 224 px keep the batch size; a 1.8 M-pixel strip goes one copy per forward."""
+    from cnnvis_tasks.mechanisms.attribution import copies_per_forward, copy_chunks
+
+    assert copies_per_forward(16, 224 * 337) == 16 and copies_per_forward(16, 224 * 448) == 16
+    assert copies_per_forward(16, 224 * 896) == 8 and copies_per_forward(16, 19200 * 96) == 1
+    chunks = list(copy_chunks(1, 4, 16, "cpu", pixels=19200 * 96))
+    assert [len(owners) for owners, _ in chunks] == [1, 1, 1, 1]
+    assert [int(copy) for _, copies in chunks for copy in copies] == [0, 1, 2, 3]

@@ -57,16 +57,32 @@ def rule_gradient(model: nn.Module, method: str = "vanilla") -> GradientFn:
     return gradient
 
 
+# Pixels a batch-size's worth of copies may hold: up to 2:1 photos at 224 px keep the whole
+# batch size; a far larger image (a 4000 x 20 strip is 1.8 M pixels at 96 px) goes fewer
+# copies per forward, so its copies cost the memory of a batch of photos, not steps times more.
+PIXELS_PER_COPY = 224 * 448
+
+
+def copies_per_forward(batch_size: int, pixels: int) -> int:
+    """``batch_size``, less for images of more than :data:`PIXELS_PER_COPY` pixels (at least 1)."""
+    return max(1, min(batch_size, batch_size * PIXELS_PER_COPY // max(1, pixels)))
+
+
 def copy_chunks(
-    images: int, copies: int, batch_size: int, device, by_image: bool = True
+    images: int, copies: int, batch_size: int, device, by_image: bool = True, pixels: int = 0
 ) -> Iterator[tuple[Tensor, Tensor]]:
-    """``images * copies`` copies in chunks of at most ``batch_size``: (owner image,
-    copy number) index tensors per chunk; every copy of the first image first
-    (``by_image``), or copy 0 of every image first."""
+    """``images * copies`` copies of images of ``pixels`` pixels in chunks of at most
+    ``batch_size`` (:func:`copies_per_forward`): (owner image, copy number) index tensors
+    per chunk; every copy of the first image first (``by_image``), or copy 0 of every image first."""
     total = images * copies
-    for start in range(0, total, max(1, batch_size)):
+    batch_size = copies_per_forward(batch_size, pixels)
+    for start in range(0, total, batch_size):
         index = torch.arange(start, min(start + batch_size, total), device=device)
         yield (index // copies, index % copies) if by_image else (index % images, index // images)
+
+
+def _pixels(inputs: Tensor) -> int:
+    return int(inputs.shape[-2] * inputs.shape[-1])
 
 
 def path_points(steps: int, rule: str = "gausslegendre") -> tuple[list[float], list[float]]:
@@ -113,7 +129,9 @@ def integrated_gradients(
     baselines = baselines.expand_as(inputs)
     total = torch.zeros_like(inputs)
     # Path point by path point, every image's at once: the chunks captum's internal batches make.
-    for owners, step in copy_chunks(inputs.shape[0], steps, batch_size, inputs.device, by_image=False):
+    for owners, step in copy_chunks(
+        inputs.shape[0], steps, batch_size, inputs.device, by_image=False, pixels=_pixels(inputs)
+    ):
         start, end = baselines[owners], inputs[owners]
         points = start + alpha[step].view(-1, 1, 1, 1) * (end - start)
         grads = gradient(points, targets[owners])
@@ -152,7 +170,7 @@ def smooth_grad(
     generators = [torch.Generator().manual_seed(seed) for _ in range(n)]
     shape = tuple(inputs.shape[1:])
     total = torch.zeros_like(inputs)
-    for owners, _ in copy_chunks(n, samples, batch_size, inputs.device):
+    for owners, _ in copy_chunks(n, samples, batch_size, inputs.device, pixels=_pixels(inputs)):
         draws = torch.stack([torch.randn(shape, generator=generators[o]) for o in owners.tolist()])
         noisy = inputs[owners] + draws.to(inputs.device, inputs.dtype) * spread[owners].view(-1, 1, 1, 1)
         values = attribution(noisy, targets[owners], owners)
@@ -212,7 +230,7 @@ def occlusion(
     if scores is None:
         scores = model(inputs).gather(1, targets[:, None])[:, 0]
     drops = torch.empty(n, len(windows), dtype=scores.dtype, device=inputs.device)
-    for owners, where in copy_chunks(n, len(windows), batch_size, inputs.device):
+    for owners, where in copy_chunks(n, len(windows), batch_size, inputs.device, pixels=_pixels(inputs)):
         occluded = inputs[owners]
         for k, (owner, window) in enumerate(zip(owners.tolist(), where.tolist())):
             top, left = windows[window]
