@@ -44,7 +44,7 @@ if str(REPO) not in sys.path:
 SECTION = "## Attributions: cnnvis vs captum"
 SIZE = 224
 MODELS = {"efficientnet_lite0": "default", "vgg16": "random"}
-METHODS = ("integrated-gradients", "gradient-x-input", "smooth-grad", "occlusion")
+METHODS = ("integrated-gradients", "gradient-x-input", "smooth-grad", "occlusion", "occlusion-channels-last")
 # Occlusion's patch and stride per model: VGG16's forward costs 40 times EfficientNet-Lite0's.
 OCCLUSION = {"efficientnet_lite0": (32, 16), "vgg16": (64, 32)}
 
@@ -55,6 +55,7 @@ def make_sides(method: str, model, x, targets, args, name: str):
     from captum import attr
 
     from cnnvis_tasks.mechanisms import attribution as ours
+    from cnnvis_tasks.mechanisms.layout import forward_layout
 
     batch = args.batch
     gradient = ours.rule_gradient(model)
@@ -112,15 +113,18 @@ def make_sides(method: str, model, x, targets, args, name: str):
             return torch.cat(out)
 
         return f"{samples} samples, noise 0.15", mine, reference
-    if method == "occlusion":
+    if method in ("occlusion", "occlusion-channels-last"):
+        # occlusion-channels-last: captum given its input in the layout ours runs its forwards in
+        # (forward_layout), to show how much of the difference the layout is
         patch, stride = OCCLUSION[name]
         fill = torch.zeros(1, 3, 1, 1)
         per_eval = max(1, batch // len(x))
+        captum_x = forward_layout(x) if method == "occlusion-channels-last" else x
         return (
-            f"patch {patch}, stride {stride}",
+            f"patch {patch}, stride {stride}" + (", captum's input channels-last" if captum_x is not x else ""),
             lambda: ours.occlusion(model, x, targets, patch=patch, stride=stride, fill=fill, batch_size=batch),
             lambda: attr.Occlusion(model).attribute(
-                x,
+                captum_x,
                 sliding_window_shapes=(3, patch, patch),
                 strides=stride,
                 baselines=0.0,
@@ -221,9 +225,11 @@ def render(rows, args, command: str, started: str, loads) -> str:
     )
     lines.append(
         "- Occlusion: captum returns a 3 x H x W map whose channels are equal (the window covers every channel); "
-        "cnnvis returns H x W, compared with captum's first channel. Ours runs under `inference_mode` and spreads "
-        "the windows' drops back with one transposed convolution, where captum adds a full-size masked tensor per "
-        "window."
+        "cnnvis returns H x W, compared with captum's first channel. Ours runs under `inference_mode`, feeds the "
+        "occluded copies to the model channels-last on the CPU (`mechanisms/layout.py`: oneDNN's faster "
+        "convolutions), and spreads the windows' drops back with one transposed convolution, where captum adds a "
+        "full-size masked tensor per window. `occlusion-channels-last` gives captum its input channels-last too: "
+        "the same arithmetic on both sides (agreement 0), so that row shows what the layout alone is worth."
     )
     lines.append("")
     return "\n".join(lines)

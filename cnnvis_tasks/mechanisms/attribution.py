@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .layout import forward_layout
+
 GradientFn = Callable[[Tensor, Tensor], Tensor]  # (inputs, targets) -> d logit[target] / d inputs
 # (inputs, targets, owners) -> attributions; owners: each input's image index (SmoothGrad's copies)
 AttributionFn = Callable[[Tensor, Tensor, Tensor], Tensor]
@@ -228,7 +230,7 @@ def occlusion(
     windows = [(top, left) for top in tops for left in lefts]
     fill = torch.as_tensor(fill, dtype=inputs.dtype, device=inputs.device).expand_as(inputs)
     if scores is None:
-        scores = model(inputs).gather(1, targets[:, None])[:, 0]
+        scores = model(forward_layout(inputs)).gather(1, targets[:, None])[:, 0]
     drops = torch.empty(n, len(windows), dtype=scores.dtype, device=inputs.device)
     for owners, where in copy_chunks(n, len(windows), batch_size, inputs.device, pixels=_pixels(inputs)):
         occluded = inputs[owners]
@@ -236,7 +238,7 @@ def occlusion(
             top, left = windows[window]
             place = (slice(None), slice(top, top + ph), slice(left, left + pw))
             occluded[k][place] = fill[owner][place]
-        drops[owners, where] = scores[owners] - model(occluded).gather(1, targets[owners, None])[:, 0]
+        drops[owners, where] = scores[owners] - model(forward_layout(occluded)).gather(1, targets[owners, None])[:, 0]
     return spread_windows(drops.view(n, 1, len(tops), len(lefts)), (ph, pw), stride, (height, width))
 
 

@@ -30,11 +30,11 @@ def compute(
     if stride > min(patch, *images.shape[-2:]):
         raise CnnvisError(f"--stride {stride} is larger than the patch ({patch} px): some pixels would stay uncovered")
     x = model.normalize(images)
-    chosen, scores, probabilities = clean_pass(model.module, x, targets)
+    chosen, _scores, probabilities = clean_pass(model.module, x, targets)
     covered = model.normalize(torch.full_like(images[:1, :, :1, :1], fill))
-    maps = occlusion(
-        model.module, x, chosen, patch=patch, stride=stride, fill=covered, batch_size=batch_size, scores=scores
-    )
+    # the unoccluded scores again, in the occluded copies' memory layout: an occluded window
+    # that changes nothing then drops the score by exactly zero, not by a rounding difference
+    maps = occlusion(model.module, x, chosen, patch=patch, stride=stride, fill=covered, batch_size=batch_size)
     return Result(
         "occlusion",
         maps=maps,
@@ -78,4 +78,5 @@ TECHNIQUE = Technique(
     raw="Raw map per image (.npy, H x W float32: the mean drop in the target logit).",
     compute=compute,
     render=render,
+    attribution=True,
 )
