@@ -14,12 +14,13 @@ Techniques without images take their items instead: ``targets`` for class-viz,
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import CnnvisError
-from .technique import SILENT, Report, Result, Technique
+from .technique import SILENT, SIZED_BY_MODEL, Report, Result, Technique
 from .techniques import get_technique
 
 if TYPE_CHECKING:
@@ -64,6 +65,9 @@ def _options(technique: Technique, given: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise CnnvisError(f"{technique.name} has no option {', '.join(unknown)}; its options: {', '.join(known)}")
     options = technique.defaults()
+    for name in SIZED_BY_MODEL:  # not given: the model decides (a ViT takes its own size only)
+        if name in options and name not in given:
+            options[name] = None
     for name, value in given.items():
         option = known[name]
         if isinstance(value, (list, tuple)) and option.per_row:
@@ -115,7 +119,8 @@ def compute(
             raise CnnvisError(f"{technique.name} needs images")
         side = model.input_size
         if not hasattr(images, "shape"):
-            images = _fitted(list(images), side) if side else load_images(list(images), chosen.get("size", 224))
+            size = chosen.get("size")
+            images = _fitted(list(images), side) if side else load_images(list(images), 224 if size is None else size)
         elif side and tuple(images.shape[-2:]) != (side, side):
             raise CnnvisError(
                 f"{model.name} takes {side} x {side} inputs only, got {images.shape[-1]} x {images.shape[-2]}: "
@@ -124,6 +129,12 @@ def compute(
         images = images.to(model.device)
     elif images is not None:
         raise CnnvisError(f"{technique.name} takes no images")
+    else:
+        from .images import synthesis_size_note
+
+        note = synthesis_size_note(model.name, model.input_size, chosen.get("width"), chosen.get("height"))
+        if note:
+            warnings.warn(note, stacklevel=2)
     if technique.item == "target" and targets is None:
         raise CnnvisError(f"{technique.name} needs targets: the classes to visualise")
     result = technique.compute(model, images, targets, seed=seed, report=report, **chosen)

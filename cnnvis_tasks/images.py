@@ -155,15 +155,35 @@ def fit_square(image: Image.Image, side: int) -> Image.Image:
     return image.resize((side, side), Image.Resampling.BICUBIC, box=(left, top, left + square, top + square))
 
 
-def fixed_size_note(model: str, side: int, size: int) -> str | None:
+def fixed_size_note(model: str, side: int, size: int | None) -> str | None:
     """What a user who asked for shorter side ``size`` gets from ``model``, which takes
-    ``side`` x ``side`` inputs only; None when the two agree."""
-    if size == side:
+    ``side`` x ``side`` inputs only; None when the two agree or no size was asked for
+    (``size`` None: the command's default stood)."""
+    if size is None or size == side:
         return None
     asked = "the original size (--size 0)" if size == 0 else f"--size {size}"
     return (
         f"{model} takes {side} x {side} inputs only: each image is resized to {side} on its shorter side "
         f"and centre-cropped to {side} x {side}, not to {asked}"
+    )
+
+
+def synthesis_size(side: int | None, width: int | None, height: int | None) -> tuple[int, int]:
+    """(height, width) of an image synthesised for a model that takes ``side`` x ``side``
+    inputs only (None: any size): that square, else the size given (None: the default)."""
+    if side:
+        return side, side
+    return DEFAULT_SIZE if height is None else height, DEFAULT_SIZE if width is None else width
+
+
+def synthesis_size_note(model: str, side: int | None, width: int | None, height: int | None) -> str | None:
+    """Why the width or height a user gave is not what ``model``, which takes ``side`` x
+    ``side`` inputs only, gets; None when they agree or none was given."""
+    asked = [f"{name} {value}" for name, value in (("width", width), ("height", height)) if value not in (None, side)]
+    if not side or not asked:
+        return None
+    return f"{model} takes {side} x {side} inputs only: the image is synthesised at {side} x {side}, not at " + (
+        " and ".join(asked)
     )
 
 

@@ -80,9 +80,10 @@ def open_session(
     return Session(model=model_loaded, device=torch_device, seed=seed, quiet=quiet, io_workers=io_workers)
 
 
-def input_crop(model: LoadedModel, size: int, warn: Callable[[str], None]) -> int | None:
+def input_crop(model: LoadedModel, size: int | None, warn: Callable[[str], None]) -> int | None:
     """The square side images are cropped to for ``model`` (None: any size runs, they
-    are resized to shorter side ``size``); warns once when that is not what ``size`` asks."""
+    are resized to shorter side ``size``); warns once when that is not what ``size`` asks
+    (``size`` None: the user asked for none, the default stood)."""
     from .images import fixed_size_note
 
     side = model.input_size
@@ -90,6 +91,11 @@ def input_crop(model: LoadedModel, size: int, warn: Callable[[str], None]) -> in
     if note:
         warn(note)
     return side
+
+
+def decoding_size(size: int | None) -> int:
+    """The shorter side images are resized to: ``size``, or the default when none was given."""
+    return SIZE.default if size is None else size
 
 
 @dataclass
@@ -329,9 +335,10 @@ class _Call:
                 by_image.setdefault(row.image, []).append(position)
         order = list(by_image)
         settings = [(values, set(members)) for values, members in _settings(self.rows, self.technique)]
-        size = self.options.get("size", SIZE.default)
+        size = self.options.get("size")
         batch_size = self.options.get("batch_size", BATCH_SIZE.default)
         crop = input_crop(self.session.model, size, self.writer.warn)
+        size = decoding_size(size)
 
         def unreadable(index: int, error: Exception) -> None:
             self.fail(by_image[order[index]], str(error))
@@ -360,7 +367,16 @@ class _Call:
 
     def per_item(self) -> None:
         """Techniques without images: rows that differ only in per-row values share a batch."""
+        from .images import synthesis_size_note
+
         technique = self.technique
+        model = self.session.model
+        if any(name in self.options for name in ("width", "height")):
+            size = synthesis_size_note(
+                model.name, model.input_size, self.options.get("width"), self.options.get("height")
+            )
+            if size:
+                self.writer.warn(size)
         per_row = [option.name for option in technique.repeatable if option.per_row]
         for values, members in _settings(self.rows, technique):
             batch_size = self.options.get("batch_size") or len(members)

@@ -28,7 +28,7 @@ from typing import Any
 from .errors import CnnvisError
 from .pipeline import Behind
 from .progress import Progress
-from .runner import _MODEL_ERRORS, Failures, Row, Session, _reason, _settings, _Writer, input_crop
+from .runner import _MODEL_ERRORS, Failures, Row, Session, _reason, _settings, _Writer, decoding_size, input_crop
 from .technique import AUTO_LAYER, SILENT, PassNeeds, Technique
 
 NAME = "shared-pass"
@@ -306,21 +306,22 @@ def run_shared(
     jobs: Sequence[SharedJob],
     images: Sequence[Path],
     *,
-    size: int,
+    size: int | None,
     batch_size: int,
     max_pixels: int | None = None,
     warn: Callable[[str], None] = print,
     note: Callable[[str], None] = print,
 ) -> list[dict[int, str]]:
-    """Compute and write every job's rows over ``images``, decoded once at ``size`` in
-    batches of ``batch_size``, from one shared pass per batch.  A job whose options
-    cannot share the pass raises :class:`CnnvisError` saying why, before any work.
+    """Compute and write every job's rows over ``images``, decoded once at ``size`` (None:
+    none given, the default) in batches of ``batch_size``, from one shared pass per
+    batch.  A job whose options cannot share the pass raises :class:`CnnvisError` saying why, before any work.
     Writes each job's record; returns each job's failed rows: position -> reason."""
     running = [_Job(number, job, session, images, warn) for number, job in enumerate(jobs)]
     total = sum(len(job.rows) for job in jobs)
     with Progress(total, NAME, quiet=session.quiet) as progress, Behind(session.io_workers) as behind:
         call = _SharedCall(session, running, progress, behind, note)
-        call.per_image(images, size, batch_size, max_pixels, input_crop(session.model, size, warn))
+        crop = input_crop(session.model, size, warn)
+        call.per_image(images, decoding_size(size), batch_size, max_pixels, crop)
         call.collect()
     for job in running:
         if job.job.failures.record is not None:

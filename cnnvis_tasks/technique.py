@@ -441,10 +441,14 @@ SIZE = Option(
     "size",
     INT,
     224,
-    f"Resize so the shorter side is SIZE, keeping the aspect ratio (0: original size; at most {MAX_SIZE}).",
+    f"Resize so the shorter side is SIZE, keeping the aspect ratio (0: original size; at most {MAX_SIZE}). "
+    "A model of fixed input size (a ViT) takes the central square at its own size.",
     minimum=0,
     maximum=MAX_SIZE,
 )
+# Sizes a model of fixed input size (a ViT) decides: left at their defaults on the command
+# line they reach the runner as None, so that only a size the user asked for is warned about.
+SIZED_BY_MODEL = ("size", "width", "height")
 BATCH_SIZE = Option("batch_size", INT, 16, "Images per forward pass.", minimum=1, affects_results=False)
 TARGET_CLASS = Option(
     "target",

@@ -92,6 +92,8 @@ def test_technique_caption_lines_go_before_or_after_the_standard_ones():
     assert caption(cam) == ["layer features.35", "goldfish (1)", "p = 0.500"]  # caption_first
     kernels = record("kernels", metadata={"parameter": "conv.weight", "shape": [64, 3, 7, 7]} | target)
     assert caption(kernels) == ["goldfish (1)", "p = 0.500", "conv.weight (64 x 3 x 7 x 7)"]
+    eigen = record("eigen-cam", metadata={"layer": "features.35"})
+    assert caption(eigen) == ["layer features.35", "class-agnostic: no target class"]  # not a silent gap
     maps = record("feature-maps", metadata={"shape": [32, 8, 8], "channels_shown": 16})
     assert caption(maps) == ["16 of 32 channels"]
     classes = record(

@@ -74,6 +74,22 @@ def test_no_forward_runs_more_than_the_batch_size():
     assert sizes == [3, 1, 4, 4, 4, 3]
 
 
+def test_a_far_larger_image_goes_fewer_copies_per_forward():
+    """A 96 x 19200 strip (a 4000 x 20 image at --size 96) is 18 times a 224 x 448 photo's
+    pixels: its masked copies go one per forward, not 16; a photo's go 16 at a time."""
+    model = tiny_net(inplace=False)
+    sizes = []
+    handle = model.register_forward_pre_hook(lambda _module, inputs: sizes.append(tuple(inputs[0].shape)))
+    try:
+        score_cam(model, images(1, 64), "2", None, 16)
+        photo, sizes[:] = list(sizes), []
+        score_cam(model, torch.rand(1, 3, 96, 19200), "2", None, 16)
+    finally:
+        handle.remove()
+    assert [shape[0] for shape in photo] == [1, 6]  # the image, then its 6 channels' copies at once
+    assert sizes[0] == (1, 3, 96, 19200) and [shape[0] for shape in sizes[1:]] == [1] * 6
+
+
 def test_the_technique_reports_its_layer_class_and_probability():
     model = LoadedModel("tiny", tiny_net(inplace=False), (0.0,) * 3, (1.0,) * 3, None, "random", torch.device("cpu"))
     x = torch.rand(2, 3, 16, 16)

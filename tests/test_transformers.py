@@ -14,7 +14,15 @@ from torch import nn
 import cnnvis_tasks as cv
 from cnnvis_tasks.cli import cli
 from cnnvis_tasks.errors import CnnvisError
-from cnnvis_tasks.images import fit_square, fixed_size_note, load_batches, load_image, size_problem
+from cnnvis_tasks.images import (
+    fit_square,
+    fixed_size_note,
+    load_batches,
+    load_image,
+    size_problem,
+    synthesis_size,
+    synthesis_size_note,
+)
 from cnnvis_tasks.mechanisms.cam import class_activation_map, default_cam_layer, weighted_cam
 from cnnvis_tasks.mechanisms.capture import feature_maps
 from cnnvis_tasks.mechanisms.shared_pass import BackwardRequest, shared_pass
@@ -280,3 +288,192 @@ def test_the_issue_s_commands_give_pictures_of_the_crop(tmp_path):
     assert Image.open(tmp_path / "s.png").size == (224, 224)
     assert result.output.count("no ReLU-family activation") == 1
     assert result.output.count("vit_b_16 takes 224 x 224 inputs only") == 1
+
+
+# --- the size a user asked for -------------------------------------------------------
+
+
+def test_only_a_size_the_user_gave_is_warned_about():
+    # vit_h_14's pretrained weights take 518 x 518: the command's default (224) says nothing
+    assert fixed_size_note("vit_h_14", fixed_input_size("vit_h_14"), None) is None
+    assert "not to --size 224" in fixed_size_note("vit_h_14", 518, 224)
+    assert synthesis_size(518, None, None) == (518, 518) and synthesis_size(518, 300, 200) == (518, 518)
+    assert synthesis_size(None, None, None) == (224, 224) and synthesis_size(None, 300, 200) == (200, 300)
+    assert synthesis_size_note("vit_h_14", 518, None, None) is None
+    assert synthesis_size_note("vit_h_14", 518, 518, None) is None
+    assert synthesis_size_note("resnet50", None, 300, 200) is None
+    assert synthesis_size_note("vit_h_14", 518, 224, 518) == (
+        "vit_h_14 takes 518 x 518 inputs only: the image is synthesised at 518 x 518, not at width 224"
+    )
+
+
+@pytest.fixture
+def tiny_vit_commands(monkeypatch):
+    """The commands load a small ViT (32 x 32 inputs) whatever --model says."""
+    import cnnvis_tasks.runner as runner
+
+    monkeypatch.setattr(runner, "load_model", lambda *args, **kwargs: loaded(tiny_vit(), "tiny-vit"))
+
+    def run(*args):
+        arguments = [str(a) for a in (*args, "--model", "vit_b_16", "--weights", "random", "--threads", "1", "-q")]
+        result = CliRunner().invoke(cli, arguments, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    return run
+
+
+def test_the_commands_warn_about_a_size_only_when_it_is_given(tiny_vit_commands, tmp_path):
+    warning = "tiny-vit takes 32 x 32 inputs only"
+    assert warning not in tiny_vit_commands("grad-cam", "--image", CAT, "--out-dir", tmp_path / "a")
+    assert warning not in tiny_vit_commands("predict", "--image", CAT, "--out", tmp_path / "p.csv")
+    shared = ("shared-pass", "--image", CAT, "--job", f"saliency --out-dir {tmp_path}/s")
+    assert warning not in tiny_vit_commands(*shared)
+    assert (
+        tiny_vit_commands("grad-cam", "--image", CAT, "--size", "224", "--out-dir", tmp_path / "b").count(
+            warning + ": each image is resized to 32"
+        )
+        == 1
+    )
+    two = ("--job", f"saliency --size 224 --out-dir {tmp_path}/t", "--job", f"grad-cam --out-dir {tmp_path}/g")
+    assert tiny_vit_commands("shared-pass", "--image", CAT, *two).count("not to --size 224") == 1
+    assert tiny_vit_commands("class-viz", "--target", "1", "--steps", "1", "--out-dir", tmp_path / "c") == ""
+    assert Image.open(tmp_path / "c" / "class1-none.png").size == (32, 32)
+    output = tiny_vit_commands(
+        "class-viz", "--target", "1", "--steps", "1", "--width", "64", "--out-dir", tmp_path / "d"
+    )
+    assert output.count(f"{warning}: the image is synthesised at 32 x 32, not at width 64") == 1
+    assert read_metadata(tmp_path / "d" / "class1-none.png")["size"] == [32, 32]
+
+
+# --- synthesis at the model's size ----------------------------------------------------
+
+
+class CropFirst(nn.Module):
+    """A model of any input size: the central 32 x 32 of its input, through the tiny ViT."""
+
+    def __init__(self, vit: nn.Module):
+        super().__init__()
+        self.vit = vit
+
+    def forward(self, x):
+        top, left = (x.shape[-2] - 32) // 2, (x.shape[-1] - 32) // 2
+        return self.vit(x[..., top : top + 32, left : left + 32])
+
+
+class ResizeFirst(nn.Module):
+    """A model of any input size: its input resized to 32 x 32, through the tiny ViT."""
+
+    def __init__(self, vit: nn.Module):
+        super().__init__()
+        self.vit = vit
+
+    def forward(self, x):
+        if x.shape[-2:] != (32, 32):
+            x = torch.nn.functional.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False, antialias=True)
+        return self.vit(x)
+
+
+def test_the_robust_warp_without_padding_is_the_padded_warp_s_centre():
+    from cnnvis_tasks.mechanisms.parameterization import random_transform
+
+    x = pixels(32, 2)
+    for seed in range(3):
+        padded = random_transform(x, torch.Generator().manual_seed(seed), pad=8)
+        assert padded.shape[-1] == 48
+        unpadded = random_transform(x, torch.Generator().manual_seed(seed), pad=0)
+        assert torch.allclose(unpadded, padded[..., 8:-8, 8:-8], atol=1e-5)
+
+
+def test_class_viz_on_a_fixed_size_model_is_the_padded_run_seen_through_a_centre_crop():
+    from cnnvis_tasks.mechanisms.ascent import class_visualization
+
+    vit = tiny_vit()
+    settings = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD, "height": 32, "width": 32, "steps": 3, "lr": 0.05}
+    fixed = class_visualization(vit, [1, 2], ["none"], [0.0], **settings)
+    cropped = class_visualization(CropFirst(vit), [1, 2], ["none"], [0.0], **settings)
+    assert torch.allclose(fixed.objective_end, cropped.objective_end, rtol=1e-4, atol=1e-5)
+    assert torch.allclose(fixed.images, cropped.images, atol=1e-4)
+    assert not torch.allclose(fixed.objective_end, fixed.objective_start)  # it moved
+
+
+def test_the_synthesis_techniques_run_at_the_model_s_size():
+    model = loaded(tiny_vit(), "tiny-vit")
+    layer = "encoder.layers.encoder_layer_1"
+    classes = cv.compute("class-viz", model, targets=[1, 2], steps=2)
+    assert classes.maps.shape == (2, 3, 32, 32) and classes.facts["size"] == [32, 32]
+    filters = cv.compute("filter-viz", model, layer=layer, filter=[3, 15], steps=2)
+    assert filters.maps.shape == (2, 3, 32, 32)
+    with pytest.warns(UserWarning, match="synthesised at 32 x 32, not at width 64 and height 48"):
+        assert cv.compute("class-viz", model, targets=[1], steps=1, width=64, height=48).maps.shape[-1] == 32
+    inversion = cv.compute("feature-inversion", model, [CAT, CAT], layer=layer, steps=4, lr=0.1)
+    assert inversion.maps.shape == (2, 3, 32, 32)
+    assert (inversion.row_numbers["loss_end"] < inversion.row_numbers["loss_start"]).all()
+    dream = cv.compute("deep-dream", model, [CAT], layer=layer, filter=15, steps=2)
+    assert dream.maps.shape == (1, 3, 32, 32)
+
+
+def test_a_filter_of_a_token_layer_is_a_channel_of_its_patch_tokens():
+    from cnnvis_tasks.mechanisms.ascent import _ChannelObjective
+
+    vit, x = tiny_vit(), pixels(32)
+    layer = "encoder.layers.encoder_layer_0"
+    kept = {}
+    handle = vit.get_submodule(layer).register_forward_hook(lambda m, i, o: kept.__setitem__("tokens", o))
+    vit(x)
+    handle.remove()
+    tokens = kept["tokens"]  # (2, 1 + 16, 16): the class token, then 4 x 4 patches
+    got = _ChannelObjective(vit, layer, [15, 3])(x)
+    assert torch.allclose(got, torch.stack([tokens[0, 1:, 15], tokens[1, 1:, 3]]))
+    with pytest.raises(CnnvisError, match="filter 16 out of range .* valid 0..15"):
+        _ChannelObjective(vit, layer, [16, 0])(x)
+
+
+def test_deep_dream_octaves_feed_every_octave_at_the_model_s_size():
+    from cnnvis_tasks.mechanisms.ascent import deep_dream
+
+    vit, photo = tiny_vit(), pixels(32, 1)
+    seen = []
+    handle = vit.register_forward_pre_hook(lambda m, args: seen.append(tuple(args[0].shape[-2:])))
+    settings = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD, "octaves": 3, "octave_scale": 1.4, "lr": 0.01}
+    fixed = deep_dream(vit, photo, "encoder.layers.encoder_layer_1", 5, steps_per_octave=2, **settings)
+    handle.remove()
+    assert fixed.octaves == 3 and set(seen) == {(32, 32)}
+    resized = deep_dream(
+        ResizeFirst(vit), photo, "vit.encoder.layers.encoder_layer_1", 5, steps_per_octave=2, **settings
+    )
+    assert torch.allclose(fixed.images, resized.images, atol=1e-6)
+    assert not torch.allclose(fixed.images, photo, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_the_workflow_s_synthesis_jobs_on_a_vit_run(tmp_path, monkeypatch):
+    """A config asking for every synthesis technique on vit_b_16 gives jobs that run (about 10 s)."""
+    from cnnvis_tasks.workflow.config import check_config
+    from cnnvis_tasks.workflow.plan import make_plan
+
+    layer = "encoder.layers.encoder_layer_2"
+    quick = {"steps": 1}
+    config = {
+        "models": {"vit_b_16": {"weights": "random"}},
+        "techniques": {
+            "class_viz": {"classes": [1], "regularizations": ["none"], **quick, "models": {"vit_b_16": {}}},
+            "filter_viz": {**quick, "models": {"vit_b_16": {"filters": [{"layer": layer, "filter": 700}]}}},
+            "deep_dream": {**quick, "models": {"vit_b_16": {"layers": [layer], "filters": [700]}}},
+            "deep_dream_octaves": {**quick, "octaves": 3, "models": {"vit_b_16": {"layers": [layer]}}},
+            "feature_inversion": {**quick, "models": {"vit_b_16": {"layers": [layer]}}},
+        },
+    }
+    config = check_config(config, check_model_names=False)
+    image = [{"name": "cat", "path": str(CAT), "status": "ok", "reason": None, "size": list(Image.open(CAT).size)}]
+    plan = make_plan(config, image, gpu=False, exists=lambda path: False)
+    jobs = [job for job in plan.jobs if job.arguments[0] != "predict"]
+    assert sorted(job.arguments[0] for job in jobs) == sorted(t.replace("_", "-") for t in config["techniques"])
+    monkeypatch.chdir(tmp_path)
+    for job in jobs:
+        result = CliRunner().invoke(cli, [*job.arguments, "--threads", "1"], catch_exceptions=False)
+        assert result.exit_code == 0 and "warning" not in result.output, (job.arguments[0], result.output)
+        pictures = [output.path for output in job.outputs if output.path.endswith(".png")]
+        assert pictures and all(Image.open(path).size == (224, 224) for path in pictures), job.arguments[0]
+        if job.arguments[0] == "deep-dream-octaves":
+            assert read_metadata(pictures[0])["octaves_used"] == 3

@@ -141,7 +141,11 @@ PREDICTION_HEADER = [
     "--image in order.",
 )
 @click.option(
-    "--size", default=DEFAULT_SIZE, type=click.IntRange(min=0, max=MAX_SIZE), help="Shorter side of the input."
+    "--size",
+    default=None,
+    show_default=str(DEFAULT_SIZE),
+    type=click.IntRange(min=0, max=MAX_SIZE),
+    help="Shorter side of the input (a model of fixed input size, a ViT: the central square at its own size).",
 )
 @click.option("--batch-size", default=16, type=click.IntRange(min=1), help="Images per forward pass.")
 @click.option(
@@ -195,11 +199,12 @@ def predict_command(
 
     from ..images import load_batches
     from ..progress import Progress
-    from ..runner import input_crop
+    from ..runner import decoding_size, input_crop
 
     with Progress(len(images), "predict", quiet=quiet) as progress, torch.inference_mode():
         done = 0
         crop = input_crop(loaded, size, warn)
+        size = decoding_size(size)
         for indices, batch in load_batches(list(images), size, batch_size, max_pixels, failed=failed, crop=crop):
             logits = loaded.module(loaded.normalize(batch.to(session.device)))
             probabilities = torch.softmax(logits.float(), dim=1)

@@ -18,9 +18,10 @@ import click
 from click.core import ParameterSource
 
 from ..errors import CnnvisError
+from ..runner import decoding_size
 from . import cli
 from .common import capture_warnings, command, model_options, warn
-from .techniques import PreparedCall, make_command, prepare_call, read_inputs
+from .techniques import PreparedCall, make_command, prepare_call, read_inputs, unset_sizes
 
 # Given once to shared-pass, for every job: (parameter, its flag).
 SHARED_PARAMETERS = {
@@ -58,7 +59,7 @@ def parse_job(text: str, parent: click.Context) -> tuple[Any, dict[str, Any]]:
     for name, flag in SHARED_PARAMETERS.items():
         if sub.get_parameter_source(name) == ParameterSource.COMMANDLINE:
             raise click.UsageError(f"--job {text!r}: give {flag} to shared-pass itself, once for every job")
-    return technique, dict(sub.params)
+    return technique, unset_sizes(sub, dict(sub.params))
 
 
 def check_shared(texts: list[str], calls: list[PreparedCall]) -> None:
@@ -71,9 +72,7 @@ def check_shared(texts: list[str], calls: list[PreparedCall]) -> None:
             if isinstance(needs, str):
                 raise click.UsageError(f"--job {text!r} cannot share the pass: {needs}")
     for name, flag in DECODING:
-        found = {
-            text: call.max_pixels if name == "max_pixels" else call.options[name] for text, call in zip(texts, calls)
-        }
+        found = {text: _decoding(call, name) for text, call in zip(texts, calls)}
         if len(set(found.values())) > 1:
             given = "; ".join(f"{value} in {text!r}" for text, value in found.items())
             raise click.UsageError(f"the jobs decode the same images: give them the same {flag} (got {given})")
@@ -86,6 +85,18 @@ def check_shared(texts: list[str], calls: list[PreparedCall]) -> None:
             if key in seen:
                 raise click.UsageError(f"{path} would be written by two jobs ({seen[key]!r} and {text!r})")
             seen[key] = text
+
+
+def _decoding(call: PreparedCall, name: str) -> Any:
+    """The value of decoding option ``name`` a job runs with (no --size: the default)."""
+    if name == "max_pixels":
+        return call.max_pixels
+    return decoding_size(call.options[name]) if name == "size" else call.options[name]
+
+
+def asked_size(calls: list[PreparedCall]) -> int | None:
+    """The --size the jobs asked for (they agree), None when none gave it."""
+    return next((call.options["size"] for call in calls if call.options["size"] is not None), None)
 
 
 @command(cli, "shared-pass")
@@ -153,7 +164,7 @@ def _run(ctx: click.Context, images, image_list, jobs, common: dict[str, Any]) -
         session,
         [SharedJob(c.technique, c.rows, c.options, c.targets, c.renderings, c.failures, c.png_level) for c in calls],
         first.images,
-        size=first.options["size"],
+        size=asked_size(calls),
         batch_size=first.options["batch_size"],
         max_pixels=first.max_pixels,
         warn=warn,

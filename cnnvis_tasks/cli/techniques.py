@@ -23,7 +23,7 @@ from ..errors import CnnvisError
 from ..image_list import IMAGE_LIST_FILE_NAME
 from ..images import DEFAULT_MAX_PIXELS
 from ..outputs import DEFAULT_PNG_LEVEL
-from ..technique import BOOL, CHOICE, FLOAT, INT, Option, Technique, broadcast, parse_target
+from ..technique import BOOL, CHOICE, FLOAT, INT, SIZED_BY_MODEL, Option, Technique, broadcast, parse_target
 from .common import CONTEXT_SETTINGS, CnnvisCommand, capture_warnings, model_params, warn
 
 RAW = "raw"
@@ -469,11 +469,23 @@ def check_targets(call: PreparedCall, session: Any) -> None:
             check_class_indices([t for t in wanted if isinstance(t, int)], session.model.num_classes)
 
 
+def unset_sizes(context: click.Context, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` with the sizes a model of fixed input size decides (--size, --width,
+    --height) None where the command line left them at their defaults."""
+    from click.core import ParameterSource
+
+    return params | {
+        name: None
+        for name in SIZED_BY_MODEL
+        if name in params and context.get_parameter_source(name) == ParameterSource.DEFAULT
+    }
+
+
 def run_command(technique: Technique, **params: Any) -> None:
     """The body of every technique command: inputs and outputs checked, then the rows run."""
     from ..runner import open_session, run
 
-    call = prepare_call(technique, params)
+    call = prepare_call(technique, unset_sizes(click.get_current_context(), params))
     session = open_session(**call.common)
     check_targets(call, session)
     run(

@@ -31,8 +31,10 @@ from .capture import LayerTap, captured_tensor
 from .parameterization import FourierImage, PixelImage, random_transform
 from .pixels import to_model_space, to_pixels
 from .targets import check_class_indices
+from .tokens import as_feature_map, required_input_size
 
 START_LOW, START_HIGH = 140 / 255, 180 / 255  # the seed's random start, pixel space
+TRANSFORM_PAD = 8  # px of zeros on each side before the robust transform warps
 
 
 @dataclass
@@ -65,11 +67,14 @@ def _frozen(model: nn.Module):
 
 class _ChannelObjective:
     """One layer's activation, of one channel per image or of all channels, flattened to (N, -1).
+    A transformer's tokens are laid out as (N, C, h, w) first (the class token dropped), so
+    that a channel is a channel there too.
 
     Channel indices are checked on the host against the layer's first output:
     reading the device copy would wait for the GPU."""
 
     def __init__(self, model: nn.Module, layer: str, channels: Sequence[int] | None):
+        self.model = model
         self.tap = LayerTap(model, [layer])
         self.layer = layer
         self.host_channels = None if channels is None else [int(c) for c in channels]
@@ -80,6 +85,8 @@ class _ChannelObjective:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         act = captured_tensor(self.tap(x), self.layer)
+        if act.dim() in (3, 4):
+            act = as_feature_map(act, self.model, self.layer)
         if not self.checked:
             _check_channels(act, self.host_channels, self.layer)
             self.checked = True
@@ -133,7 +140,14 @@ def _adam_ascent(image, score, penalty, *, steps, lr, transform, report, stage) 
     return start, evaluate()
 
 
-def _start_image(n, height, width, *, mean, std, robust, seed, device):
+def transform_padding(model: nn.Module) -> int:
+    """The zeros the robust transform pads each side with before it warps: none for a model
+    of fixed input size, which takes the warped image only at that size (warping without
+    padding gives the padded warp's central crop)."""
+    return 0 if required_input_size(model) else TRANSFORM_PAD
+
+
+def _start_image(n, height, width, *, mean, std, robust, seed, device, pad=None):
     generator = torch.Generator().manual_seed(seed)
     if robust:
         image = FourierImage(n, height, width, mean=mean, std=std, generator=generator, device=device)
@@ -144,7 +158,8 @@ def _start_image(n, height, width, *, mean, std, robust, seed, device):
         normalized = to_model_space(pixels.to(device), mean, std)
         image = PixelImage(normalized.expand(n, -1, -1, -1), mean=mean, std=std)
 
-    transform = (lambda x: random_transform(x, generator)) if robust else None
+    pad = TRANSFORM_PAD if pad is None else pad
+    transform = (lambda x: random_transform(x, generator, pad=pad)) if robust else None
     return image, transform
 
 
@@ -196,7 +211,9 @@ def class_visualization(
         return model(x)[rows, index]
 
     with _frozen(model):
-        image, transform = _start_image(n, height, width, mean=mean, std=std, robust=robust, seed=seed, device=device)
+        image, transform = _start_image(
+            n, height, width, mean=mean, std=std, robust=robust, seed=seed, device=device, pad=transform_padding(model)
+        )
         with torch.no_grad():
             classes = model(image.normalized()[:1]).shape[1]
         check_class_indices([int(t) for t in targets], classes)
@@ -243,7 +260,9 @@ def filter_visualization(
         return 0.5 * weight_decay * x.pow(2).sum((1, 2, 3))
 
     with _frozen(model):
-        image, transform = _start_image(n, height, width, mean=mean, std=std, robust=robust, seed=seed, device=device)
+        image, transform = _start_image(
+            n, height, width, mean=mean, std=std, robust=robust, seed=seed, device=device, pad=transform_padding(model)
+        )
         start, end = _adam_ascent(
             image, score, penalty, steps=steps, lr=lr, transform=transform, report=report, stage="filter viz"
         )
@@ -281,7 +300,8 @@ def deep_dream(
     of ``layer``'s activation (channel ``filter``, or all channels for ``None``).
     Octave k (0 = full size) has size ``round(H / octave_scale**k)``; octaves smaller
     than ``min_size`` px or that the network cannot take are skipped
-    (``result.octaves`` says how many ran).  Each step is
+    (``result.octaves`` says how many ran); a model of fixed input size (a ViT) sees
+    every octave resized to its size, so none is skipped.  Each step is
     ``x += lr / mean|g| * g`` (mean per image), then x is clipped to the valid
     normalised range.  The detail an octave adds (result minus its base) is upsampled
     and added to the next octave's base.  ``octaves=1`` is the plain version.
@@ -296,12 +316,15 @@ def deep_dream(
     high = to_model_space(torch.ones((), device=device), mean, std)
     activation = _ChannelObjective(model, layer, None if filter is None else [int(filter)] * x0.shape[0])
     height, width = x0.shape[-2:]
-
-    def score(x):
-        return activation(x).norm(dim=1)
+    side = required_input_size(model)
 
     def resize(x, size):
         return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+    def score(x):
+        if side and tuple(x.shape[-2:]) != (side, side):
+            x = resize(x, (side, side))  # the gradient reaches the octave through the resize
+        return activation(x).norm(dim=1)
 
     with _frozen(model):
         with torch.no_grad():

@@ -35,7 +35,7 @@ from torch import nn
 
 from ..layers import model_device
 from ..technique import SILENT, Report
-from .ascent import _frozen, _model_space_images, _report, _start_image
+from .ascent import _frozen, _model_space_images, _report, _start_image, transform_padding
 from .capture import LayerTap, captured_tensor
 from .pixels import to_model_space
 
@@ -83,15 +83,15 @@ def pixel_bound(mean, std) -> float:
     return float(ends.abs().max())
 
 
-def _paired_transform(generator: torch.Generator) -> Callable[[torch.Tensor, torch.Tensor], tuple]:
+def _paired_transform(generator: torch.Generator, pad: int) -> Callable[[torch.Tensor, torch.Tensor], tuple]:
     """The robust transform applied with one random draw to the image and to the photo."""
     from .parameterization import random_transform
 
     def transform(x, x0):
         state = generator.get_state()
-        warped_photo = random_transform(x0, generator)
+        warped_photo = random_transform(x0, generator, pad=pad)
         generator.set_state(state)
-        return random_transform(x, generator), warped_photo
+        return random_transform(x, generator, pad=pad), warped_photo
 
     return transform
 
@@ -141,7 +141,8 @@ def feature_inversion(
 
     with _frozen(model):
         image, _ = _start_image(n, height, width, mean=mean, std=std, robust=robust, seed=seed, device=device)
-        transform = _paired_transform(torch.Generator().manual_seed(seed + 1)) if robust else None
+        generator = torch.Generator().manual_seed(seed + 1)
+        transform = _paired_transform(generator, transform_padding(model)) if robust else None
         with torch.no_grad():
             _, start = loss_parts(image.normalized())
         optimizer = torch.optim.Adam(image.parameters(), lr=lr)

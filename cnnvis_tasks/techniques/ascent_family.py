@@ -15,8 +15,12 @@ ROBUST_STEPS, ROBUST_LR = 256, 0.05
 PICTURE = Rendering("picture", "PNG of the resulting image.")
 RAW_IMAGE = "Raw image per row (.npy, 3 x H x W float32 in [0, 1])."
 
-WIDTH = Option("width", INT, 224, "Width of the synthesised image.", minimum=8)
-HEIGHT = Option("height", INT, 224, "Height of the synthesised image.", minimum=8)
+WIDTH = Option(
+    "width", INT, 224, "Width of the synthesised image (a model of fixed input size, a ViT: its own).", minimum=8
+)
+HEIGHT = Option(
+    "height", INT, 224, "Height of the synthesised image (a model of fixed input size, a ViT: its own).", minimum=8
+)
 STEPS = Option(
     "steps",
     INT,

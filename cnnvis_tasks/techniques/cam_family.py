@@ -59,6 +59,14 @@ def layer_caption(meta: Mapping[str, Any]) -> list[str]:
     return [f"layer {meta['layer']}"] if meta.get("layer") else []
 
 
+CLASS_AGNOSTIC = "class-agnostic: no target class"
+
+
+def class_agnostic_caption(meta: Mapping[str, Any]) -> list[str]:
+    """A map of the activations alone explains no class: say so where the others name theirs."""
+    return [*layer_caption(meta), CLASS_AGNOSTIC]
+
+
 def render_heat_map(
     values: Any, image: Any, renderings: tuple[str, ...], options: Mapping[str, Any], degenerate_warning: str
 ) -> Rendered:
@@ -181,7 +189,7 @@ def cam_technique(
         raw="Raw map per image (.npy, h x w float32 at the layer's resolution, ReLU'd, not normalised).",
         compute=compute,
         render=render,
-        caption=layer_caption,
+        caption=class_agnostic_caption if activation_map else layer_caption,
         caption_first=True,
         shares_pass=None if cams else _shares_features if activation_map else _shares_pass,
         from_pass=None if cams else from_pass,

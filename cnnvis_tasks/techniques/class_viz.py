@@ -25,8 +25,8 @@ def compute(
     *,
     regularization,
     weight: float | None = None,
-    width: int,
-    height: int,
+    width: int | None = None,
+    height: int | None = None,
     steps: int | None = None,
     lr: float | None = None,
     robust: bool = True,
@@ -37,6 +37,7 @@ def compute(
     """``targets`` are class indices, one per row; ``regularization`` one per row or one for all."""
     import torch
 
+    from ..images import synthesis_size
     from ..mechanisms.ascent import class_visualization
     from ..technique import SILENT, broadcast
 
@@ -49,6 +50,7 @@ def compute(
     )
     weights = [DEFAULT_PENALTIES[r] if weight is None else float(weight) for r in regularizations]
     steps, lr = steps_and_lr(steps, lr, robust)
+    height, width = synthesis_size(model.input_size, width, height)
     outcome = class_visualization(
         model.module,
         targets,

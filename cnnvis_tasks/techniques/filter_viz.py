@@ -17,8 +17,8 @@ def compute(
     layer: str,
     filter,
     weight_decay: float = 1e-6,
-    width: int,
-    height: int,
+    width: int | None = None,
+    height: int | None = None,
     steps: int | None = None,
     lr: float | None = None,
     robust: bool = True,
@@ -27,11 +27,13 @@ def compute(
     **_options: Any,
 ) -> Result:
     """``filter``: a channel index per row (or one)."""
+    from ..images import synthesis_size
     from ..mechanisms.ascent import filter_visualization
     from ..technique import SILENT
 
     filters = [int(f) for f in (filter if isinstance(filter, (list, tuple)) else [filter])]
     steps, lr = steps_and_lr(steps, lr, robust)
+    height, width = synthesis_size(model.input_size, width, height)
     outcome = filter_visualization(
         model.module,
         layer,
