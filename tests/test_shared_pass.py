@@ -61,11 +61,31 @@ def run_shared(common: list[str], images: list[str], job_texts: list[str]):
     return run(["shared-pass", *common, *images, *[a for text in job_texts for a in ("--job", text)]])
 
 
-def assert_same_files(separate: Path, shared: Path) -> int:
-    """Every file of ``separate`` (no other) is in ``shared`` with the same bytes; returns how many."""
+def assert_same_files(separate: Path, shared: Path, close: str | None = None) -> int:
+    """Every file of ``separate`` (no other) is in ``shared`` with the same bytes; returns how many.
+
+    Files under the folder ``close`` need only be close: raw arrays to 1e-5 of their largest
+    value, pictures to one level of each pixel, for rows whose batch differs between the two."""
+    import numpy as np
+    from PIL import Image
+
     names = sorted(p.relative_to(separate) for p in separate.rglob("*") if p.is_file())
     assert names == sorted(p.relative_to(shared) for p in shared.rglob("*") if p.is_file())
-    different = [name for name in names if (separate / name).read_bytes() != (shared / name).read_bytes()]
+    different = []
+    for name in names:
+        if (separate / name).read_bytes() == (shared / name).read_bytes():
+            continue
+        if close is not None and name.parts[0] == close and name.suffix in (".npy", ".png"):
+            if name.suffix == ".npy":
+                a, b = np.load(separate / name), np.load(shared / name)
+                if a.shape == b.shape and np.abs(a - b).max() <= 1e-5 * max(np.abs(a).max(), 1e-30):
+                    continue
+            else:
+                a = np.asarray(Image.open(separate / name), dtype=np.int16)
+                b = np.asarray(Image.open(shared / name), dtype=np.int16)
+                if a.shape == b.shape and np.abs(a - b).max() <= 1:
+                    continue
+        different.append(name)
     assert different == []
     return len(names)
 
@@ -101,7 +121,12 @@ def test_the_shared_pass_writes_the_separate_commands_files_byte_for_byte(tmp_pa
 
 def test_targets_by_label_from_an_image_list_and_an_unlabelled_image(tmp_path):
     """Saliency explains the labels, Grad-CAM the top-1 class (two backwards, one
-    forward); an image without a label fails in saliency only."""
+    forward); an image without a label fails in saliency only.
+
+    The separate saliency job leaves the unlabelled image out of its batch, while the shared
+    backward runs over every image of the batch (Grad-CAM explains them all); float32
+    convolutions may round differently by batch size on some CPUs, so saliency's files need
+    only be close (its raw gradients to 1e-5)."""
     paths = make_images(tmp_path / "in", sizes=((40, 30),) * 4)
     labels = ["281", "n03063599", None, "967"]  # tabby, a WordNet ID (coffee mug), none, espresso
     write_image_list(
@@ -112,13 +137,14 @@ def test_targets_by_label_from_an_image_list_and_an_unlabelled_image(tmp_path):
     common = ["--model", "efficientnet_lite0", "--weights", "default"]
     extra = "--size 40 --keep-going --placeholders"
     separate = [
-        f"saliency --target label --out-dir {tmp_path}/a/s --rendering gray --record {tmp_path}/a/s.json {extra}",
+        f"saliency --target label --out-dir {tmp_path}/a/s --rendering gray --rendering raw "
+        f"--record {tmp_path}/a/s.json {extra}",
         f"grad-cam --out-dir {tmp_path}/a/g --rendering overlay --record {tmp_path}/a/g.json {extra}",
         f"feature-maps --layer _blocks.2 --out-dir {tmp_path}/a/f --record {tmp_path}/a/f.json {extra}",
     ]
     run_separately(common, images, separate)
     run_shared(common, images, [moved(tmp_path / "a", text, tmp_path / "b") for text in separate])
-    assert assert_same_files(tmp_path / "a", tmp_path / "b") == 3 * 4 + 3
+    assert assert_same_files(tmp_path / "a", tmp_path / "b", close="s") == 4 * 4 + 3
     from cnnvis_tasks.outputs import read_metadata
 
     first = read_metadata(tmp_path / "b" / "s" / "im0.png.gray.png")
