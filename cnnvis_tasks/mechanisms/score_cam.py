@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from .attribution import copies_per_forward
 from .cam import CamResult
 from .capture import capture_outputs, captured_feature_map
+from .layout import forward_layout
 from .targets import request_targets, target_indices
 
 EPSILON = 1e-8  # a constant channel masks everything to 0, not NaN
@@ -69,12 +70,12 @@ def masked_scores(model: nn.Module, images: Tensor, activations: Tensor, targets
     scores = activations.new_empty((n, c), dtype=torch.float32)
     dead = activations.flatten(2).eq(0).all(dim=2)
     if bool(dead.any()):
-        zero_logits = model(images.new_zeros((1, *images.shape[1:])))[0].float()
+        zero_logits = model(forward_layout(images.new_zeros((1, *images.shape[1:]))))[0].float()
         scores[dead] = zero_logits[targets[:, None].expand(n, c)[dead]]
     live = (~dead).nonzero()  # (pairs, 2): image, channel
     for start in range(0, live.shape[0], chunk):
         image, channel = live[start : start + chunk].unbind(dim=1)
         masked = images[image] * channel_masks(activations[image, channel], size)
-        logits = model(masked)
+        logits = model(forward_layout(masked))
         scores[image, channel] = logits.gather(1, targets[image][:, None])[:, 0].float()
     return scores
