@@ -46,6 +46,7 @@ SECTIONS: tuple[tuple[str, str, str], ...] = tuple(
     (technique.name, technique.title, technique.description) for technique in all_techniques()
 )
 SECTION_TITLES = {key: title for key, title, _ in SECTIONS}
+TRUST_SECTION = "metrics"  # the technique whose section the trust tables head
 
 
 @functools.cache
@@ -145,6 +146,42 @@ def _cell_view(record: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return {"reason": None, "src": record["src"], "alt": alt, "caption": caption(record)}
 
 
+def trust_view(
+    summary: Sequence[Mapping[str, Any]], links: Mapping[str, str], pictures: Mapping[str, str]
+) -> list[dict[str, Any]]:
+    """The "which method to trust" tables from ``metrics-summary.csv``'s rows: per model,
+    its methods best first (:func:`cnnvis_tasks.workflow.trust.method_order`), each metric
+    as mean [95 % interval] (n), the best value of each column marked; ``links``: the
+    tables' files, ``pictures``: each model's averaged curves (relative to the gallery)."""
+    from .workflow.trust import METRICS, method_order
+
+    views = []
+    for model in dict.fromkeys(str(row["model"]) for row in summary):
+        rows = [row for row in summary if row["model"] == model]
+        metrics = [name for name in METRICS if any(row["metric"] == name for row in rows)]
+        cells = {(row["method"], row["metric"]): row for row in rows}
+        best = {}
+        for name in metrics:
+            means = [float(row["mean"]) for row in rows if row["metric"] == name]
+            best[name] = max(means) if METRICS[name][1] else min(means)
+        methods = []
+        for method in method_order(rows, model):
+            values = []
+            for name in metrics:
+                row = cells.get((method, name))
+                if row is None:
+                    values.append({"text": "-", "best": False})
+                    continue
+                mean, low, high = float(row["mean"]), float(row["low"]), float(row["high"])
+                values.append(
+                    {"text": f"{mean:.3f} [{low:.3f}, {high:.3f}] (n={row['count']})", "best": mean == best[name]}
+                )
+            methods.append({"method": method, "cells": values})
+        headers = [f"{METRICS[name][0]} {'&uarr;' if METRICS[name][1] else '&darr;'}" for name in metrics]
+        views.append({"model": model, "headers": headers, "methods": methods, "picture": pictures.get(model)})
+    return [{"models": views, "links": dict(links)}] if views else []
+
+
 def build_gallery(
     records: Iterable[Mapping[str, Any]],
     *,
@@ -154,6 +191,7 @@ def build_gallery(
     rows_per_page: int = 50,
     note: str = "",
     summary: Mapping[str, Any] | None = None,
+    trust: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, str]:
     """Render ``records`` as ``{relative file name: HTML}`` (see the module doc).
 
@@ -163,7 +201,7 @@ def build_gallery(
     ``summary`` links the run's summary table (``href``) and gives each model's
     ``accuracy`` (``model``, ``right``, ``labelled``).  Each table shows its first ``preview_rows`` rows on
     ``index.html``; longer tables are also split into pages of ``rows_per_page``
-    rows under ``gallery/``.
+    rows under ``gallery/``.  ``trust`` (:func:`trust_view`) heads the trust metrics' section.
     """
     preview_rows = max(1, int(preview_rows))
     rows_per_page = max(1, int(rows_per_page))
@@ -179,7 +217,7 @@ def build_gallery(
     files: dict[str, str] = {}
     sections = []
     for key, technique in SECTION_TECHNIQUES.items():
-        if not tables[key]:
+        if not tables[key] and not (key == TRUST_SECTION and trust):
             continue
         entries = []
         for name, table in tables[key].items():
@@ -220,6 +258,7 @@ def build_gallery(
                 "description": technique.description,
                 "reference": technique.reference,
                 "tables": entries,
+                "trust": list(trust) if key == TRUST_SECTION else [],
             }
         )
     failed = [

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -199,3 +200,102 @@ def overlay(
     blended *= np.float32(alpha)
     blended += np.float32(1 - alpha) * as_array(image01).transpose(1, 2, 0)
     return _bytes(blended)
+
+
+def _figure_pixels(figure: Any) -> np.ndarray:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[:, :, :3].copy()
+
+
+def metric_curves(curves: dict[str, Sequence[float]], title: str = "", dpi: int = 80) -> np.ndarray:
+    """One image's trust-metric curves as an RGB uint8 picture: deletion and insertion
+    (target probability against the fraction of pixels changed), ROAD's most- and
+    least-relevant-first changes of the target logit at their fractions, and the randomisation correlation
+    per stage; panels without data are left out.  Figures are made without pyplot, so
+    writer threads may draw side by side."""
+    from matplotlib.figure import Figure
+
+    panels = [
+        name
+        for name, keys in (
+            ("deletion", ("deletion", "insertion")),
+            ("road", ("road_morf", "road_lerf")),
+            ("randomisation", ("randomisation",)),
+        )
+        if any(curves.get(key) for key in keys)
+    ] or ["deletion"]
+    figure = Figure(figsize=(2.6 * len(panels), 2.4), dpi=dpi, layout="constrained")
+    if title:
+        figure.suptitle(title, fontsize=8)
+    for axes, panel in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels):
+        axes.tick_params(labelsize=6)
+        if panel == "deletion":
+            for key, colour in (("deletion", "tab:red"), ("insertion", "tab:green")):
+                values = list(curves.get(key) or [])
+                if values:
+                    axes.plot(np.linspace(0, 1, len(values)), values, color=colour, label=key)
+            axes.set_xlabel("fraction of pixels", fontsize=7)
+            axes.set_ylabel("target probability", fontsize=7)
+        elif panel == "road":
+            for key, colour, label in (("road_morf", "tab:red", "MoRF"), ("road_lerf", "tab:green", "LeRF")):
+                values = list(curves.get(key) or [])
+                if values:
+                    fractions = np.arange(1, len(values) + 1) / (len(values) + 1)
+                    axes.plot(fractions, values, marker="o", markersize=3, color=colour, label=label)
+            axes.set_xlabel("fraction imputed (ROAD)", fontsize=7)
+            axes.set_ylabel("change in the target logit", fontsize=7)
+        else:
+            values = [np.nan if v is None else v for v in curves.get("randomisation") or []]
+            axes.plot(np.arange(1, len(values) + 1), values, marker="o", markersize=3, color="tab:blue")
+            axes.set_xticks(np.arange(1, len(values) + 1))
+            axes.set_ylim(-1.05, 1.05)
+            axes.set_xlabel("layers randomised (stages)", fontsize=7)
+            axes.set_ylabel("rank correlation", fontsize=7)
+        if panel == "deletion":
+            axes.set_ylim(-0.02, 1.02)
+        if panel != "randomisation":
+            axes.legend(fontsize=6)
+    return _figure_pixels(figure)
+
+
+def method_curves(means: dict[str, dict[str, list[float]]], title: str = "", dpi: int = 90) -> np.ndarray | None:
+    """Each method's curves averaged over a data set (``{method: {curve: values}}``, see
+    :func:`cnnvis_tasks.workflow.trust.mean_curves`), as one RGB uint8 picture: deletion,
+    insertion, and the randomisation correlation per stage, one line per method; None
+    when there is nothing to draw."""
+    from matplotlib.figure import Figure
+
+    panels = [
+        (key, label)
+        for key, label in (
+            ("deletion", "deletion: target probability (lower is better)"),
+            ("insertion", "insertion: target probability (higher is better)"),
+            ("randomisation", "randomisation: rank correlation (lower: explains the model)"),
+        )
+        if any(key in curves for curves in means.values())
+    ]
+    if not panels:
+        return None
+    figure = Figure(figsize=(3.6 * len(panels), 3.0), dpi=dpi, layout="constrained")
+    if title:
+        figure.suptitle(title, fontsize=9)
+    for axes, (key, label) in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels):
+        axes.tick_params(labelsize=7)
+        axes.set_title(label, fontsize=7)
+        for method, curves in sorted(means.items()):
+            values = [np.nan if v is None else v for v in curves.get(key) or []]
+            if not values:
+                continue
+            if key == "randomisation":
+                axes.plot(np.arange(1, len(values) + 1), values, marker="o", markersize=3, label=method)
+                axes.set_xticks(np.arange(1, len(values) + 1))
+                axes.set_xlabel("layers randomised, from the head (stages)", fontsize=7)
+                axes.set_ylim(-1.05, 1.05)
+            else:
+                axes.plot(np.linspace(0, 1, len(values)), values, label=method)
+                axes.set_xlabel(f"fraction of pixels {'removed' if key == 'deletion' else 'inserted'}", fontsize=7)
+        axes.legend(fontsize=6)
+    return _figure_pixels(figure)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -391,6 +392,12 @@ class _Call:
                 self.compute(chunk, None, targets, values, **row_values)
 
 
+def _finite(value: Any) -> float | None:
+    """A number for a JSON record: NaN and infinities (undefined) as None."""
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
 class _Writer:
     """Renders each row of a result and writes its files."""
 
@@ -407,6 +414,8 @@ class _Writer:
         self.technique, self.session, self.images = technique, session, images
         self.renderings, self.options, self.warn = renderings, options, warn
         self.png_level = png_level
+        # each written row's own numbers and facts (Result.row_numbers, row_facts), by id(row), for the record
+        self.measured: dict[int, dict[str, Any]] = {}
 
     def placeholder(self, row: Row, reason: str) -> None:
         """A failed row's files: 1 x 1 gray pictures whose facts say why, an empty array."""
@@ -420,7 +429,8 @@ class _Writer:
                 save_png(path, np.full((1, 1, 3), 128, dtype=np.uint8), record | {"rendering": name}, self.png_level)
 
     def record(self, path: Path, rows: Sequence[Row], failed: dict[int, str]) -> None:
-        """Every row's status, as JSON: image, setting, status (ok|failed), reason."""
+        """Every row's status, as JSON: image, setting, status (ok|failed), reason, and
+        what the technique measured of the row (``measured``: its row numbers and facts), if anything."""
         entries = []
         for position, row in enumerate(rows):
             entries.append(
@@ -431,6 +441,9 @@ class _Writer:
                     "reason": failed.get(position),
                 }
             )
+            measured = self.measured.get(id(row)) if position not in failed else None
+            if measured:
+                entries[-1]["measured"] = measured
         text = json.dumps(
             {"technique": self.technique.name, "model": self.session.model.name, "rows": entries}, indent=1
         )
@@ -453,6 +466,10 @@ class _Writer:
 
         warnings: list[str] = []
         record = self.base(row) | result.record(position, self.session.model.class_name)
+        measured: dict[str, Any] = {name: _finite(values[position]) for name, values in result.row_numbers.items()}
+        measured |= result.row_facts[position] if result.row_facts is not None else {}
+        if measured:
+            self.measured[id(row)] = measured
         if self.renderings:
             several = self.technique.several_renderings
             rendered = self.technique.render(result, position, self.renderings, self.options)

@@ -214,6 +214,9 @@ class Technique:
     render: Callable[..., Rendered]
     reads_images: bool = True
     runs_model: bool = True  # False: reads weights only (kernels): one thread, no GPU
+    # its maps rank the input's pixels for a target class (saliency and CAM families): the trust
+    # metrics (techniques/metrics.py) can score it
+    attribution: bool = False
     item: str | None = None  # techniques without images: the option whose values are the rows' items
     model_rows: ModelRows = ModelRows()
     config_required: tuple[str, ...] = ()  # config keys (besides models) that must be given

@@ -38,9 +38,30 @@ rule summary:
         "cnnvis-tasks summary --spec {params.spec:q} --images {input.status:q} --out {output:q} > {log:q} 2>&1"
 
 
+if PLAN.trust_files:
+
+    rule trust_summary:
+        """metrics.csv and metrics-summary.csv: the trust metrics per image, and per method
+        and model with bootstrap intervals, from the metrics jobs' records."""
+        input:
+            PLAN.trust_records,
+            status=PLAN.image_status_file,
+        output:
+            table=PLAN.trust_files[0],
+            beside=PLAN.trust_files[1:],
+        log:
+            f"{PLAN.results}/logs/trust-summary.log",
+        params:
+            spec=lambda wildcards: PLAN.gallery_spec,
+        shell:
+            "cnnvis-tasks trust-summary --spec {params.spec:q} --images {input.status:q} --out {output.table:q}"
+            " > {log:q} 2>&1"
+
+
 rule gallery:
     """One HTML page of every result, in the gallery's order of techniques."""
     input:
+        PLAN.trust_files,
         status=PLAN.image_status_file,
         summary=PLAN.summary_file,
     output:
@@ -53,7 +74,8 @@ rule gallery:
         title=config["gallery"]["title"],
         preview=config["gallery"]["preview_rows"],
         per_page=config["gallery"]["rows_per_page"],
+        trust=(["--metrics-summary", f"{PLAN.results}/metrics-summary.csv"] if PLAN.trust_files else []),
     shell:
         "cnnvis-tasks gallery --spec {params.spec:q} --images {input.status:q} --summary {input.summary:q}"
         " --out {output.page:q} --title {params.title:q} --preview-rows {params.preview}"
-        " --rows-per-page {params.per_page} > {log:q} 2>&1"
+        " --rows-per-page {params.per_page} {params.trust:q} > {log:q} 2>&1"

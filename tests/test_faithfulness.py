@@ -163,6 +163,7 @@ def small_resnet():
     return model, inputs, targets, maps
 
 
+@pytest.mark.filterwarnings("ignore:__array_wrap__:DeprecationWarning")  # pytorch-grad-cam: np on tensors
 def test_road_equals_pytorch_grad_cam_without_noise(small_resnet):
     from pytorch_grad_cam.metrics.perturbation_confidence import (
         PerturbationConfidenceMetric,
@@ -195,6 +196,7 @@ def test_road_equals_pytorch_grad_cam_without_noise(small_resnet):
         assert ours["removed"][0].tolist() == pytest.approx([103 / 1024, 512 / 1024, 921 / 1024])
 
 
+@pytest.mark.filterwarnings("ignore:__array_wrap__:DeprecationWarning")  # pytorch-grad-cam: np on tensors
 def test_road_combined_equals_pytorch_grad_cam_with_seeded_noise(small_resnet):
     from pytorch_grad_cam.metrics.road import ROADCombined
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget

@@ -250,3 +250,59 @@ def summary_command(spec, images_file, out, debug) -> None:
             click.echo(
                 f"summary: {model}: {right} of {labelled} labelled images right ({right / labelled:.1%})", err=True
             )
+
+
+@command(cli, "trust-summary")
+@click.option("--spec", required=True, metavar="JSON|@FILE", help="The workflow's spec (what the gallery reads too).")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="metrics.csv in the results folder (the records' paths are below it); metrics-summary.csv and "
+    "metrics/MODEL-curves.png are written beside it.",
+)
+@click.option(
+    "--images",
+    "images_file",
+    default=None,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="The image status JSON (check-images --out): images go by their names in the tables, not their paths.",
+)
+@click.option("--resamples", default=2000, show_default=True, type=click.IntRange(min=100), help="Bootstrap resamples.")
+@click.option("--seed", default=0, show_default=True, type=int, help="The bootstrap's random seed.")
+@click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
+def trust_summary_command(spec, out, images_file, resamples, seed, debug) -> None:
+    """The trust metrics of every image (metrics.csv: per image, method and model) and per
+    method and model (metrics-summary.csv: mean, bootstrap 95 % interval, count), from the
+    metrics jobs' records; and each model's curves averaged over its images (a picture)."""
+    from ..outputs import save_png
+    from ..render import method_curves
+    from ..workflow import trust
+    from .gallery import load_json
+
+    spec_data = load_json(spec, "--spec")
+    out_dir = out.parent
+    scores = trust.read_scores(spec_data, out_dir)
+    if images_file is not None:
+        statuses = load_json("@" + str(images_file), "--images")
+        statuses = statuses.get("images", []) if isinstance(statuses, dict) else statuses
+        names = {str(status["path"]): status["name"] for status in statuses}
+        for scored in scores:
+            scored.image = names.get(scored.image, scored.image)
+    summary = trust.summarise(scores, resamples, seed)
+    for path, columns, rows in (
+        (out, trust.ROW_COLUMNS, trust.score_rows(scores)),
+        (out_dir / "metrics-summary.csv", trust.SUMMARY_COLUMNS, summary),
+    ):
+        text = trust.to_csv(columns, rows)
+        atomic_write(path, lambda handle, text=text: handle.write(text.encode("utf-8")))
+    for model in spec_data.get("models", []):
+        picture = method_curves(trust.mean_curves(scores, model), title=f"{model}: averaged over its images")
+        path = out_dir / trust.curves_picture(model)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if picture is None:
+            import numpy as np
+
+            picture = np.full((1, 1, 3), 255, dtype=np.uint8)
+        save_png(path, picture, {"model": model, "images": len({s.image for s in scores if s.model == model})})
+    click.echo(f"trust-summary: {len(scores)} scored rows, {len(summary)} summary rows", err=True)

@@ -158,9 +158,16 @@ def gallery_records(
     type=click.Path(dir_okay=False, path_type=Path),
     help="The run's summary.csv (cnnvis-tasks summary): linked, with each model's accuracy on labelled images.",
 )
+@click.option(
+    "--metrics-summary",
+    "metrics_file",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The run's metrics-summary.csv (cnnvis-tasks trust-summary): the trust metrics' tables, per model.",
+)
 @click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
 def gallery_command(
-    spec, images_file, out, title, preview_rows, rows_per_page, log_template, summary_file, debug
+    spec, images_file, out, title, preview_rows, rows_per_page, log_template, summary_file, metrics_file, debug
 ) -> None:
     """Write an HTML gallery of results: a section per technique in gallery order, each
     a table of the original image beside its variants, with the class, probability
@@ -180,6 +187,9 @@ def gallery_command(
     summary = None
     if summary_file is not None and summary_file.is_file():
         summary = {"href": os.path.relpath(summary_file, root), "accuracy": _accuracy(summary_file, spec_data)}
+    trust = []
+    if metrics_file is not None and metrics_file.is_file():
+        trust = _trust(metrics_file, spec_data, root)
     files = build_gallery(
         records,
         title=title,
@@ -188,6 +198,7 @@ def gallery_command(
         rows_per_page=rows_per_page,
         note=spec_data.get("note", ""),
         summary=summary,
+        trust=trust,
     )
     pages = root / "gallery"
     pages.mkdir(parents=True, exist_ok=True)  # always there: the workflow declares it as an output
@@ -217,3 +228,27 @@ def _accuracy(summary_file: Path, spec: dict[str, Any]) -> list[dict[str, Any]]:
             right, labelled = accuracy(header, rows, model)
             found.append({"model": model, "right": right, "labelled": labelled})
     return found
+
+
+def _trust(metrics_file: Path, spec: dict[str, Any], root: Path) -> list[dict[str, Any]]:
+    """The trust tables' view from metrics-summary.csv, with links to both tables and the
+    models' averaged curves (those that exist beside it)."""
+    import csv
+
+    from ..gallery import trust_view
+    from ..workflow.trust import curves_picture
+
+    with metrics_file.open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    folder = metrics_file.parent
+    links = {
+        name: os.path.relpath(folder / name, root)
+        for name in ("metrics.csv", "metrics-summary.csv")
+        if (folder / name).is_file()
+    }
+    pictures = {
+        model: os.path.relpath(folder / curves_picture(model), root)
+        for model in spec.get("models", [])
+        if (folder / curves_picture(model)).is_file()
+    }
+    return trust_view(rows, links, pictures)

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .attribution import copy_chunks
+from .layout import forward_layout
 
 REDUCTIONS = ("sum", "abs_sum", "max_abs")
 SCORES = ("logit", "probability")
@@ -182,7 +183,7 @@ def deletion_insertion(
         moved = moved.view(-1, 1, height, width)
         start = torch.where(deleting, inputs[owners], blurred[owners])
         finish = torch.where(deleting, fill[owners], inputs[owners])
-        logits = model(torch.where(moved, finish, start))
+        logits = model(forward_layout(torch.where(moved, finish, start)))
         curves[owners, which] = _target_scores(logits.float(), targets[owners], "probability")
     fractions = bounds.double() / pixels
     deletion, insertion = curves[:, :points], curves[:, points:]
@@ -327,7 +328,9 @@ def _road_changes(
     base = torch.cat(
         [
             _target_scores(
-                model(inputs[start : start + batch_size]).float(), targets[start : start + batch_size], score
+                model(forward_layout(inputs[start : start + batch_size])).float(),
+                targets[start : start + batch_size],
+                score,
             )
             for start in range(0, n, max(1, batch_size))
         ]
@@ -338,7 +341,7 @@ def _road_changes(
         batch = torch.stack(
             [road_copy(host[o], masks[o, k], noise, generators[o]) for o, k in zip(owners.tolist(), which.tolist())]
         )
-        logits = model(batch.to(inputs.device, inputs.dtype))
+        logits = model(forward_layout(batch.to(inputs.device, inputs.dtype)))
         after[owners, which] = _target_scores(logits.float(), targets[owners], score)
     change = (after - base[:, None]).view(n, len(orders), len(fractions))
     removed = masks.flatten(2).float().mean(dim=2).view(n, len(orders), len(fractions))

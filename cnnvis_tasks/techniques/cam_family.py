@@ -191,6 +191,7 @@ def cam_technique(
         render=render,
         caption=class_agnostic_caption if activation_map else layer_caption,
         caption_first=True,
+        attribution=True,
         shares_pass=None if cams else _shares_features if activation_map else _shares_pass,
         from_pass=None if cams else from_pass,
     )

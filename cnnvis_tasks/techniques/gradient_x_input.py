@@ -39,4 +39,5 @@ TECHNIQUE = Technique(
     raw=RAW.format(what="gradient x input"),
     compute=compute,
     render=renderer("Gradient x Input"),
+    attribution=True,
 )

@@ -58,6 +58,7 @@ TECHNIQUE = Technique(
     "upsampled Grad-CAM map).",
     compute=compute,
     render=render,
+    attribution=True,
     caption=layer_caption,
     caption_first=True,
 )

@@ -135,5 +135,6 @@ TECHNIQUE = Technique(
     raw=RAW.format(what="attribution"),
     compute=compute,
     render=renderer("Integrated Gradients"),
+    attribution=True,
     caption=caption,
 )

@@ -63,6 +63,7 @@ TECHNIQUE = Technique(
     raw="Raw gradient per image (.npy, 3 x H x W float32, w.r.t. the normalised input).",
     compute=compute,
     render=render,
+    attribution=True,
     shares_pass=shares_pass,
     from_pass=from_pass,
 )

@@ -98,4 +98,5 @@ TECHNIQUE = Technique(
     raw=RAW.format(what="attribution"),
     compute=compute,
     render=renderer("SmoothGrad"),
+    attribution=True,
 )

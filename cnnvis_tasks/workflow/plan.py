@@ -276,6 +276,25 @@ class Plan:
         return [job.outputs[0].path for job in self.jobs] + [r for rule in self.chunk_rules for r in rule.records]
 
     @property
+    def trust_records(self) -> list[str]:
+        """The trust metrics jobs' records: what ``metrics.csv`` is made from."""
+        from .trust import METRICS_TECHNIQUE
+
+        jobs = [job.outputs[0].path for job in self.jobs if job.technique == METRICS_TECHNIQUE]
+        return jobs + [r for rule in self.chunk_rules if rule.technique == METRICS_TECHNIQUE for r in rule.records]
+
+    @property
+    def trust_files(self) -> list[str]:
+        """What the trust summary writes (nothing when no metrics job runs): the tables,
+        then each model's averaged curves."""
+        from .trust import curves_picture
+
+        if not self.trust_records:
+            return []
+        tables = [f"{self.results}/metrics.csv", f"{self.results}/metrics-summary.csv"]
+        return tables + [f"{self.results}/{curves_picture(model)}" for model in self.models]
+
+    @property
     def image_check_mode(self) -> str:
         """How images are checked (as the workflow's start does): decoded, or, in the
         chunk layout, by their headers (their jobs decode them)."""

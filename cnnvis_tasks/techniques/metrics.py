@@ -1,0 +1,247 @@
+"""Trust metrics: how faithful an attribution method's maps are to the model, per image.
+
+Each row scores one method (``--explain 'saliency --method guided'``, see
+:mod:`cnnvis_tasks.explained`) on one image: the method's map is computed for
+the image's target class, then
+
+* deletion and insertion (Petsiuk et al. 2018): the target probability as the
+  most relevant pixels are removed, or put back into a blurred copy, in
+  ``--steps`` steps; the area under each curve (deletion: lower is better;
+  insertion: higher is better);
+* ROAD (Rong et al. 2022): the change in the target logit when the most (MoRF)
+  or least (LeRF) relevant fractions of the pixels are imputed from their
+  neighbours (plus a little noise); the score is half the mean LeRF change minus
+  the mean MoRF change, pytorch-grad-cam's ``ROADCombined`` (higher is better);
+* model randomisation (Adebayo et al. 2018): the Spearman rank correlation of the
+  map with the map on the model whose top layers are re-initialised, stage by
+  stage from the head down (a method that explains the model has low
+  correlations).
+
+The numbers go in the job's record (``results/metrics.csv`` collects them); the
+picture of a row draws its curves.  The tensor work is in
+:mod:`cnnvis_tasks.mechanisms.faithfulness`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ..technique import (
+    BATCH_SIZE,
+    BOOL,
+    INT,
+    SIZE,
+    STRING,
+    TARGET_CLASS,
+    Option,
+    Rendered,
+    Rendering,
+    Result,
+    Technique,
+)
+
+
+def _token(text: Any) -> str:
+    from ..explained import parse_explained
+
+    return parse_explained(text).token
+
+
+def _label(text: Any) -> str:
+    from ..explained import parse_explained
+
+    return parse_explained(text).label
+
+
+def _problem(text: Any) -> str | None:
+    from ..explained import explained_problem
+
+    return explained_problem(text)
+
+
+EXPLAIN = Option(
+    "explain",
+    STRING,
+    "grad-cam",
+    "The attribution method to score: a technique of the saliency or CAM family and its own flags, one value "
+    "each, e.g. 'grad-cam', 'saliency --method guided', 'integrated-gradients --steps 16'. Its target class, "
+    "size and batch size are this command's.",
+    repeatable=True,
+    plural="methods",
+    config_default=["grad-cam"],
+    check=_problem,
+    label=_label,
+    token=_token,
+    metavar="'TECHNIQUE [FLAGS]'",
+)
+OPTIONS = (
+    EXPLAIN,
+    Option("steps", INT, 16, "Deletion and insertion steps (pixels removed or inserted per step: 1/STEPS).", minimum=2),
+    Option("road_steps", INT, 4, "ROAD fractions: 1/(N+1), ..., N/(N+1) of the pixels imputed.", minimum=1),
+    Option(
+        "randomisation_stages",
+        INT,
+        3,
+        "Model randomisation: how many stages of layers, from the head down, are re-initialised in cascade (0: none).",
+        minimum=0,
+    ),
+    Option("road", BOOL, True, "Compute ROAD (its imputation is CPU work).", negative="no-road"),
+    TARGET_CLASS,
+    SIZE,
+    BATCH_SIZE,
+)
+
+
+def _finite(rows: list[list[float]]) -> list[list[float | None]]:
+    """NaN (no correlation) as None: records are JSON."""
+    return [[value if math.isfinite(value) else None for value in row] for row in rows]
+
+
+# Maps that add up to the change in the score (x times a gradient): a pixel's signed sum
+# over channels is its contribution.  Other three-channel maps are gradients, whose sign
+# alone says little: their largest |value| per pixel, as their gray pictures show them.
+ADDITIVE = ("gradient-x-input", "integrated-gradients")
+
+
+def channel_reduction(explained) -> str:
+    """How the metrics make one value per pixel of a method's three-channel map
+    (:func:`cnnvis_tasks.mechanisms.faithfulness.as_pixel_map`): ``sum`` or ``max_abs``."""
+    options = {**explained.technique.defaults(), **explained.options}
+    name = explained.technique.name
+    if name in ADDITIVE or (name == "smooth-grad" and options.get("method") in ADDITIVE):
+        return "sum"
+    return "max_abs"
+
+
+def _explained_maps(explained, model, images, targets, batch_size: int, seed: int):
+    """The method's result on ``images`` for ``targets`` (None: top-1)."""
+    options = {**explained.technique.defaults(), **explained.options, "batch_size": batch_size, "seed": seed}
+    options.pop("target", None)
+    return explained.technique.compute(model, images, targets, **options)
+
+
+def compute(
+    model,
+    images,
+    targets=None,
+    *,
+    explain: str = "grad-cam",
+    steps: int = 16,
+    road_steps: int = 4,
+    randomisation_stages: int = 3,
+    road: bool = True,
+    batch_size: int = 16,
+    seed: int = 0,
+    **_options: Any,
+) -> Result:
+    import dataclasses
+
+    from ..explained import parse_explained
+    from ..mechanisms import faithfulness
+
+    explained = parse_explained(explain)
+    base = _explained_maps(explained, model, images, targets, batch_size, seed)
+    chosen = base.targets
+    if chosen is None:  # a class-agnostic method (Eigen-CAM): scored for the top-1 class
+        from .attribution_family import clean_pass
+
+        chosen, _scores, _probabilities = clean_pass(model.module, model.normalize(images), None)
+    size = tuple(images.shape[-2:])
+    reduce = channel_reduction(explained)
+    pixel_maps = faithfulness.as_pixel_map(base.display if base.display is not None else base.maps, size, reduce)
+    x = model.normalize(images)
+    numbers: dict[str, Any] = {}
+    curves: dict[str, Any] = {}
+    found = faithfulness.deletion_insertion(model.module, x, chosen, pixel_maps, steps=steps, batch_size=batch_size)
+    for kind in ("deletion", "insertion"):
+        curves[kind] = found[kind]
+        numbers[f"{kind}_auc"] = found[f"{kind}_auc"]
+    if road:
+        fractions = [k / (road_steps + 1) for k in range(1, road_steps + 1)]
+        found = faithfulness.road_combined(
+            model.module, x, chosen, pixel_maps, fractions=fractions, seed=seed, batch_size=batch_size
+        )
+        curves["road_morf"], curves["road_lerf"] = found["most"], found["least"]
+        numbers["road"] = found["combined"]
+    if randomisation_stages:
+        stages = faithfulness.cascade_stages(model.module, randomisation_stages)
+
+        def map_of(module):
+            changed = dataclasses.replace(model, module=module)
+            result = _explained_maps(explained, changed, images, chosen, batch_size, seed)
+            shown = result.display if result.display is not None else result.maps
+            return faithfulness.as_pixel_map(shown, size, reduce)
+
+        correlations = faithfulness.randomisation(map_of, model.module, stages, seed=seed)
+        curves["randomisation"] = correlations.T  # (N, stages)
+        # a map that the randomised model makes constant (an all-zero CAM) has no rank
+        # correlation (NaN): the mean is over the stages that have one
+        numbers["randomisation"] = correlations.nanmean(dim=0)
+    n = images.shape[0]
+    host = {name: _finite(value.detach().double().cpu().tolist()) for name, value in curves.items()}
+    # per row, so that the job's record carries them to metrics.csv (Result.facts stay in the pictures)
+    classes = [int(index) for index in chosen.tolist()]
+    row_facts = [
+        {
+            "method": explained.label,
+            "explain": explain,
+            "target": classes[row],
+            "curves": {name: values[row] for name, values in host.items()},
+        }
+        for row in range(n)
+    ]
+    if randomisation_stages:
+        for facts in row_facts:
+            facts["stages"] = [", ".join(stage) for stage in stages]
+    return Result(
+        "metrics",
+        maps=pixel_maps,
+        targets=chosen,
+        probabilities=base.probabilities,
+        inputs=images,
+        facts={
+            "method": explained.label,
+            "explain": explain,
+            "steps": steps,
+            "road_steps": road_steps,
+            "channels": reduce,
+        },
+        row_facts=row_facts,
+        row_numbers=numbers,
+    )
+
+
+def render(result: Result, row: int, renderings: tuple[str, ...], options: dict[str, Any]) -> Rendered:
+    from .. import render as draw
+
+    facts = result.row_facts[row] if result.row_facts else {}
+    picture = draw.metric_curves(facts.get("curves", {}), title=str(result.facts.get("method", "")))
+    return Rendered({"curves": (picture, {})})
+
+
+def caption(meta: dict[str, Any]) -> list[str]:
+    """The row's scores under its curves."""
+    names = (("deletion_auc", "deletion"), ("insertion_auc", "insertion"), ("road", "ROAD"), ("randomisation", "rand."))
+    found = [f"{label} {meta[key]:.3f}" for key, label in names if isinstance(meta.get(key), (int, float))]
+    return [" \u00b7 ".join(found[:2]), " \u00b7 ".join(found[2:])] if found else []
+
+
+TECHNIQUE = Technique(
+    name="metrics",
+    order=110,
+    title="Which explanation to trust",
+    summary="Faithfulness and sanity of attribution methods per image: deletion, insertion, ROAD, randomisation.",
+    description="How well each method's map ranks the pixels the model needs: the target probability as the "
+    "highest-ranked pixels are deleted (lower area is better) or inserted into a blurred copy (higher is better), "
+    "ROAD's least- minus most-relevant-first imputation (higher is better), and the rank correlation of the map "
+    "with the map on a model whose top layers are randomised (lower: the method explains the model).",
+    reference="Petsiuk et al. 2018, RISE; Rong et al. 2022, A consistent and efficient evaluation strategy for "
+    "attribution methods (ROAD); Adebayo et al. 2018, Sanity checks for saliency maps",
+    options=OPTIONS,
+    renderings=(Rendering("curves", "the image's deletion, insertion, ROAD and randomisation curves"),),
+    raw="The method's map at the input's resolution, as the metrics rank it (.npy, H x W float32).",
+    compute=compute,
+    render=render,
+    caption=caption,
+)

@@ -1,0 +1,326 @@
+"""The trust metrics' plumbing: methods named as text, the tables over a data set
+(bootstrap intervals, the methods' order) and the gallery's view of them."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnnvis_tasks.errors import CnnvisError
+from cnnvis_tasks.explained import explained_problem, parse_explained
+from cnnvis_tasks.gallery import build_gallery, trust_view
+from cnnvis_tasks.workflow import trust
+
+
+def test_a_method_is_a_technique_and_its_own_flags():
+    method = parse_explained("saliency --method guided")
+    assert method.technique.name == "saliency"
+    assert method.options == {"method": "guided"}
+    assert method.token == "saliency-guided"
+    assert method.label == "Saliency maps (guided)"
+    steps = parse_explained("integrated-gradients --steps=8 --baseline blurred")
+    assert steps.options == {"steps": 8, "baseline": "blurred"}
+    assert parse_explained("smooth-grad --squared").options == {"squared": True}
+    assert parse_explained("smooth-grad --mean").options == {"squared": False}
+    assert parse_explained("grad-cam").options == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("feature-maps", "makes no attribution map"),
+        ("grad-cam --target 3", "the metrics job gives it"),
+        ("saliency --method sideways", "not one of vanilla, guided, deconv"),
+        ("saliency --method", "needs a value"),
+        ("grad-cam --layer 'a; rm -rf /'", "not a module path"),
+        ("saliency --method guided --method deconv", "given twice"),
+        ("integrated-gradients --steps 0", "below 1"),
+        ("grad-cam 'unclosed", "No closing quotation"),
+        ("", "an empty method"),
+        ("grad-cma", "did you mean grad-cam"),
+    ],
+)
+def test_a_method_that_cannot_be_scored_is_refused_saying_why(text, says):
+    with pytest.raises(CnnvisError, match=None) as error:
+        parse_explained(text)
+    assert says in str(error.value)
+    assert says in explained_problem(text)
+
+
+def test_the_bootstrap_interval_holds_the_mean_and_narrows_with_more_images():
+    rng = np.random.default_rng(1)
+    few, many = rng.normal(0.4, 0.1, 20), rng.normal(0.4, 0.1, 2000)
+    low_few, high_few = trust.bootstrap_interval(few)
+    low_many, high_many = trust.bootstrap_interval(many)
+    assert low_few < few.mean() < high_few
+    assert low_many < many.mean() < high_many
+    # the standard error's 1.96 x: 0.1 / sqrt(n) each side, within the bootstrap's own noise
+    assert high_few - low_few == pytest.approx(2 * 1.96 * few.std() / np.sqrt(20), rel=0.2)
+    assert high_many - low_many == pytest.approx(2 * 1.96 * many.std() / np.sqrt(2000), rel=0.2)
+    assert trust.bootstrap_interval([0.25]) == (0.25, 0.25)
+    assert trust.bootstrap_interval([0.5, 0.5, 0.5]) == (0.5, 0.5)
+
+
+def _scored(model, method, image, **numbers):
+    return trust.Scored(model, method, method, image, 1, numbers, {"deletion": [1.0, 0.5, 0.0]}, [])
+
+
+def test_methods_are_ordered_by_their_mean_rank_over_the_faithfulness_metrics():
+    scores = [
+        # A: best deletion and insertion; B: best ROAD; C: worst everywhere but randomisation
+        _scored("m", "A", "x", deletion_auc=0.1, insertion_auc=0.9, road=0.2, randomisation=0.9),
+        _scored("m", "B", "x", deletion_auc=0.2, insertion_auc=0.8, road=0.3, randomisation=0.5),
+        _scored("m", "C", "x", deletion_auc=0.3, insertion_auc=0.7, road=0.1, randomisation=0.1),
+    ]
+    summary = trust.summarise(scores)
+    assert trust.method_order(summary, "m") == ["A", "B", "C"]
+    by_key = {(row["method"], row["metric"]): row for row in summary}
+    assert by_key[("A", "deletion_auc")]["better"] == "lower"
+    assert by_key[("B", "road")]["mean"] == pytest.approx(0.3)
+    assert by_key[("C", "randomisation")]["count"] == 1
+
+
+def test_metrics_tables_are_read_from_the_jobs_records(tmp_path):
+    spec = {
+        "models": ["m"],
+        "chunks": ["000of001"],
+        "settings": [{"model": "m", "technique": "metrics", "setting": "grad-cam"}],
+        "records": "{model}/{technique}/{setting}/{chunk}.json",
+    }
+    rows = [
+        {
+            "image": f"i{k}.png",
+            "status": "ok",
+            "measured": {
+                "method": "Grad-CAM",
+                "explain": "grad-cam",
+                "target": 3,
+                "deletion_auc": 0.1 * k,
+                "curves": {"deletion": [1.0, 0.1 * k]},
+            },
+        }
+        for k in range(3)
+    ] + [{"image": "broken.png", "status": "failed", "reason": "cannot decode"}]
+    record = tmp_path / "m/metrics/grad-cam/000of001.json"
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"technique": "metrics", "model": "m", "rows": rows}))
+    scores = trust.read_scores(spec, tmp_path)
+    assert [s.image for s in scores] == ["i0.png", "i1.png", "i2.png"]  # the failed row has no scores
+    table = trust.to_csv(trust.ROW_COLUMNS, trust.score_rows(scores)).splitlines()
+    assert table[0] == "model,method,explain,image,target,deletion_auc,insertion_auc,road,randomisation"
+    assert table[2] == "m,Grad-CAM,grad-cam,i1.png,3,0.1,,,"
+    assert trust.mean_curves(scores, "m") == {"Grad-CAM": {"deletion": pytest.approx([1.0, 0.1])}}
+
+
+def test_the_gallery_heads_the_metrics_section_with_each_models_table():
+    scores = [
+        _scored("m", "Saliency <b>", f"i{k}", deletion_auc=0.3 + 0.01 * k, insertion_auc=0.5) for k in range(4)
+    ] + [_scored("m", "Grad-CAM", f"i{k}", deletion_auc=0.1, insertion_auc=0.7) for k in range(4)]
+    summary = [{key: str(value) for key, value in row.items()} for row in trust.summarise(scores)]  # as from CSV
+    view = trust_view(summary, {"metrics.csv": "metrics.csv"}, {"m": "metrics/m-curves.png"})
+    (model,) = view[0]["models"]
+    assert [row["method"] for row in model["methods"]] == ["Grad-CAM", "Saliency <b>"]
+    assert model["methods"][0]["cells"][0] == {"text": "0.100 [0.100, 0.100] (n=4)", "best": True}
+    record = {
+        "section": "metrics",
+        "table": "m",
+        "row": "i0",
+        "row_label": "i0",
+        "column": "c",
+        "column_label": ["Grad-CAM"],
+        "src": "m/metrics/i0.png",
+        "status": "ok",
+        "metadata": {},
+    }
+    page = build_gallery([record], trust=view)["index.html"]
+    assert "Which method to trust: m" in page
+    assert "<strong>0.100 [0.100, 0.100] (n=4)</strong>" in page
+    assert "Saliency &lt;b&gt;" in page  # a method's name is text, not markup
+    assert 'src="metrics/m-curves.png"' in page
+    assert page.index("Which method to trust: m") < page.index('src="m/metrics/i0.png"')
+
+
+def test_an_images_curves_are_drawn_in_one_panel_per_kind():
+    from cnnvis_tasks.render import method_curves, metric_curves
+
+    one = metric_curves({"deletion": [0.9, 0.5, 0.1], "insertion": [0.1, 0.6, 0.9]}, title="Grad-CAM")
+    three = metric_curves(
+        {
+            "deletion": [0.9, 0.1],
+            "insertion": [0.1, 0.9],
+            "road_morf": [0.5],
+            "road_lerf": [0.8],
+            "randomisation": [0.9, 0.4, 0.1],
+        }
+    )
+    assert one.dtype == np.uint8 and one.ndim == 3 and one.shape[2] == 3
+    assert three.shape[0] == one.shape[0] and three.shape[1] > 2.5 * one.shape[1]
+    assert (one < 250).any()  # something is drawn
+    assert method_curves({}) is None
+    assert method_curves({"A": {"deletion": [1.0, 0.0]}}).shape[2] == 3
+
+
+def _write_metrics_records(results, model="m", images=("a b#1.png", "cat.png", "dog.png")):
+    """Two methods' records of one chunk, as the metrics jobs write them, and the spec."""
+    spec = {
+        "models": [model],
+        "chunks": ["000of001"],
+        "settings": [
+            {"model": model, "technique": "metrics", "setting": setting} for setting in ("grad-cam", "saliency")
+        ],
+        "records": "records/{model}/{technique}/{setting}/{chunk}.json",
+        "tables": [],
+    }
+    for k, (setting, method) in enumerate((("grad-cam", "Grad-CAM"), ("saliency", "Saliency maps"))):
+        rows = [
+            {
+                "image": f"/data/{image}",
+                "status": "ok",
+                "measured": {
+                    "method": method,
+                    "explain": setting,
+                    "target": 281,
+                    "deletion_auc": 0.2 + 0.1 * k + 0.01 * i,
+                    "insertion_auc": 0.6 - 0.1 * k,
+                    "road": 0.5 - 0.2 * k,
+                    "randomisation": None if i == 0 else 0.1 + 0.3 * k,
+                    "curves": {
+                        "deletion": [0.9, 0.4 + 0.1 * k, 0.0],
+                        "insertion": [0.1, 0.5, 0.9],
+                        "randomisation": [None if i == 0 else 0.2, 0.1],
+                    },
+                },
+            }
+            for i, image in enumerate(images)
+        ]
+        path = results / spec["records"].format(model=model, technique="metrics", setting=setting, chunk="000of001")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"technique": "metrics", "model": model, "rows": rows}))
+    status = results / "images.json"
+    status.write_text(
+        json.dumps({"images": [{"name": image, "path": f"/data/{image}", "status": "ok"} for image in images]})
+    )
+    return spec, status
+
+
+def test_trust_summary_writes_both_tables_and_the_curves_the_gallery_shows(tmp_path):
+    _trust_page(tmp_path)
+
+
+def _trust_page(tmp_path):
+    """The trust summary and the gallery run on hand-written records: the page, checked."""
+    from click.testing import CliRunner
+
+    from cnnvis_tasks.cli import cli
+
+    results = tmp_path / "results"
+    spec, status = _write_metrics_records(results)
+    runner = CliRunner()
+    out = runner.invoke(
+        cli,
+        ["trust-summary", "--spec", json.dumps(spec), "--images", str(status), "--out", str(results / "metrics.csv")],
+        catch_exceptions=False,
+    )
+    assert out.exit_code == 0, out.output
+    rows = (results / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 1 + 2 * 3
+    assert rows[1].startswith("m,Grad-CAM,grad-cam,a b#1.png,281,0.2,0.6,0.5,")  # the name, not the path
+    assert rows[1].endswith(",")  # no randomisation correlation for the first image: an empty cell
+    summary = (results / "metrics-summary.csv").read_text().splitlines()
+    assert "m,Grad-CAM,randomisation,0.1,0.1,0.1,2,lower" in summary  # two of three images had one
+    assert "m,Saliency maps,deletion_auc,0.31,0.3,0.32,3,lower" in summary
+    assert Image.open(results / "metrics" / "m-curves.png").size[0] > 600
+    page = results / "index.html"
+    out = runner.invoke(
+        cli,
+        [
+            "gallery",
+            "--spec",
+            json.dumps(spec),
+            "--images",
+            str(status),
+            "--out",
+            str(page),
+            "--metrics-summary",
+            str(results / "metrics-summary.csv"),
+        ],
+        catch_exceptions=False,
+    )
+    assert out.exit_code == 0, out.output
+    text = page.read_text()
+    assert text.index("<th>Grad-CAM</th>") < text.index("<th>Saliency maps</th>")  # better first
+    assert 'href="metrics.csv"' in text and 'src="metrics/m-curves.png"' in text
+    return page
+
+
+def test_the_trust_section_opens_in_headless_chromium(tmp_path):
+    from test_gallery import ARTIFACTS, load_checker
+
+    checker = load_checker()
+    if checker.find_browser() is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install chromium); the page check needs a real browser")
+    page = _trust_page(tmp_path)
+    screenshot = ARTIFACTS / "gallery-trust-chromium.png"
+    result = checker.check_page(page, screenshot=screenshot)
+    assert result["errors"] == []
+    curves = [image for image in result["images"] if image["src"].endswith("m-curves.png")]
+    assert curves and curves[0]["naturalWidth"] > 600, result["images"]
+
+
+def test_a_metrics_job_scores_each_image_as_the_metrics_score_the_methods_map(tmp_path):
+    """The command's recorded numbers equal the mechanisms run directly on the method's
+    own map (Grad-CAM, as its command computes it), image by image, and a broken image
+    fails alone."""
+    import torch
+    from test_shared_pass import make_images, run
+
+    from cnnvis_tasks import compute
+    from cnnvis_tasks.images import load_image
+    from cnnvis_tasks.mechanisms import faithfulness
+    from cnnvis_tasks.models import load_model
+
+    paths = make_images(tmp_path / "in", sizes=((48, 40), (40, 48), (48, 48)))
+    (tmp_path / "in" / "zz broken.png").write_text("not an image")
+    record = tmp_path / "record.json"
+    settings = ["--steps", "4", "--road-steps", "2", "--randomisation-stages", "2", "--size", "48"]
+    run(
+        [
+            "metrics",
+            "--model",
+            "efficientnet_lite0",
+            "--weights",
+            "default",
+            "--image",
+            str(tmp_path / "in"),
+            "--explain",
+            "grad-cam",
+            *settings,
+            "--out-dir",
+            str(tmp_path / "out"),
+            "--record",
+            str(record),
+            "--keep-going",
+            "--placeholders",
+        ]
+    )
+    rows = json.loads(record.read_text())["rows"]
+    assert [row["status"] for row in rows] == ["ok", "ok", "ok", "failed"]
+    assert "zz broken.png" in rows[3]["reason"] and "measured" not in rows[3]
+    model = load_model("efficientnet_lite0", weights="default", device=torch.device("cpu"))
+    for path, row in zip(paths, rows):
+        image = load_image(path, 48)[None]
+        cam = compute("grad-cam", model, image)
+        x = model.normalize(image)
+        expected = faithfulness.deletion_insertion(
+            model.module, x, cam.targets, faithfulness.as_pixel_map(cam.display, tuple(x.shape[-2:])), steps=4
+        )
+        measured = row["measured"]
+        assert measured["target"] == int(cam.targets[0])
+        assert measured["deletion_auc"] == pytest.approx(float(expected["deletion_auc"][0]), abs=1e-5)
+        assert measured["insertion_auc"] == pytest.approx(float(expected["insertion_auc"][0]), abs=1e-5)
+        assert measured["curves"]["deletion"] == pytest.approx(expected["deletion"][0].tolist(), abs=1e-5)
+        assert len(measured["curves"]["road_morf"]) == 2 and len(measured["curves"]["randomisation"]) == 2
+        assert 0 <= measured["deletion_auc"] <= 1 and -1 <= (measured["randomisation"] or 0) <= 1
+    picture = Image.open(tmp_path / "out" / f"{paths[0].stem}-grad-cam.png")
+    assert picture.size[0] > 400  # the curves, three panels
