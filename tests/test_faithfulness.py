@@ -307,6 +307,12 @@ def test_randomisation_in_cascade():
     assert (both < 0.9).all()
     # the same seed, the same numbers; the caller's model and the global generator untouched
     torch.testing.assert_close(fa.randomisation(gradient_maps, model, ["head", "conv"], seed=1), both)
+    # given the trained model's maps, it computes only the randomised ones
+    calls = []
+    counted = lambda m: calls.append(m) or gradient_maps(m)  # noqa: E731
+    given = fa.randomisation(counted, model, ["head", "conv"], seed=1, reference=gradient_maps(model))
+    torch.testing.assert_close(given, both)
+    assert len(calls) == 2 and all(m is not model for m in calls)
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key
     assert torch.equal(torch.random.get_rng_state(), rng_state)

@@ -459,8 +459,10 @@ def randomisation(
     *,
     seed: int = 0,
     absolute: bool = True,
+    reference: Tensor | None = None,
 ) -> Tensor:
     """(len(stages), N) float64: Spearman correlation between ``compute_map(model)``
+    (or ``reference``, the same maps when the caller has them already)
     and ``compute_map`` of a copy of ``model`` whose ``stages`` (module names, or lists
     of names, from the head down) are re-initialised in cascade: row k after stages
     0..k (Adebayo et al. 2018's cascading randomisation).  Stage k is re-initialised
@@ -469,7 +471,7 @@ def randomisation(
     ``absolute`` (default): correlate |maps|, as Adebayo et al.'s main figures do for
     gradients, whose sign flips easily; this is the stricter check (a map that only
     flips sign still counts as unchanged).  ``absolute=False``: the signed maps."""
-    reference = compute_map(model).detach()
+    reference = (compute_map(model) if reference is None else reference).detach()
     randomised = copy.deepcopy(model)
     rows = []
     for k, stage in enumerate(stages):

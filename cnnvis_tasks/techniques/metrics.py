@@ -173,7 +173,7 @@ def compute(
             shown = result.display if result.display is not None else result.maps
             return faithfulness.as_pixel_map(shown, size, reduce)
 
-        correlations = faithfulness.randomisation(map_of, model.module, stages, seed=seed)
+        correlations = faithfulness.randomisation(map_of, model.module, stages, seed=seed, reference=pixel_maps)
         curves["randomisation"] = correlations.T  # (N, stages)
         # a map that the randomised model makes constant (an all-zero CAM) has no rank
         # correlation (NaN): the mean is over the stages that have one
