@@ -229,7 +229,8 @@ def render(rows, args, command: str, started: str, loads) -> str:
         "occluded copies to the model channels-last on the CPU (`mechanisms/layout.py`: oneDNN's faster "
         "convolutions), and spreads the windows' drops back with one transposed convolution, where captum adds a "
         "full-size masked tensor per window. `occlusion-channels-last` gives captum its input channels-last too: "
-        "the same arithmetic on both sides (agreement 0), so that row shows what the layout alone is worth."
+        "the same layout on both sides (agreement 0 on VGG16, float32 rounding on EfficientNet-Lite0), so that "
+        "row shows what the layout alone is worth."
     )
     lines.append("")
     return "\n".join(lines)
