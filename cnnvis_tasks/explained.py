@@ -87,7 +87,10 @@ def parse_explained(text: str) -> Explained:
         raise CnnvisError(f"method {text!r}: {error}") from None
     if not words:
         raise CnnvisError("an empty method: give a technique's name, e.g. 'grad-cam' or 'saliency --method guided'")
-    technique = get_technique(words[0])
+    try:
+        technique = get_technique(words[0])
+    except CnnvisError as error:
+        raise CnnvisError(f"method {text!r}: {error}") from None
     if not technique.attribution:
         usable = ", ".join(t.name for t in all_techniques() if t.attribution)
         raise CnnvisError(f"method {text!r}: {technique.name} makes no attribution map to score (usable: {usable})")

@@ -48,6 +48,25 @@ def test_a_method_that_cannot_be_scored_is_refused_saying_why(text, says):
     assert says in explained_problem(text)
 
 
+def test_the_workflow_refuses_a_method_it_cannot_score_before_any_job_runs():
+    from cnnvis_tasks.workflow.config import ConfigError, check_config
+
+    def config(*methods):
+        return {
+            "models": {"efficientnet_lite0": {}},
+            "techniques": {"metrics": {"methods": list(methods), "models": {"efficientnet_lite0": {}}}},
+        }
+
+    check_config(config("grad-cam", "saliency --method guided"), check_model_names=False)
+    for method, says in (
+        ("grad-cam; touch /tmp/x", "method 'grad-cam; touch /tmp/x': unknown technique 'grad-cam;'"),
+        ("saliency --method sideways", "'sideways' is not one of"),
+    ):
+        with pytest.raises(ConfigError, match="techniques.metrics.methods") as error:
+            check_config(config("grad-cam", method), check_model_names=False)
+        assert says in str(error.value)
+
+
 def test_the_bootstrap_interval_holds_the_mean_and_narrows_with_more_images():
     rng = np.random.default_rng(1)
     few, many = rng.normal(0.4, 0.1, 20), rng.normal(0.4, 0.1, 2000)

@@ -239,7 +239,7 @@ def check_config(config: dict[str, Any], *, check_model_names: bool = True) -> d
     """Validate (defaults filled in), then check the names that only the installed
     packages know: models (imports torchvision, seconds: ``check_model_names``
     False skips it where the main process already did) and option values with a
-    check of their own (colormaps)."""
+    check of their own (colormaps, the trust metrics' methods)."""
     validate(config)
     for name in config["models"] if check_model_names else []:
         problem = model_name_problem(name)
@@ -254,10 +254,12 @@ def check_config(config: dict[str, Any], *, check_model_names: bool = True) -> d
                     f"declared: {', '.join(config['models'])}"
                 )
         for option in technique.options:
-            if option.check and option.where not in (COMMAND_ONLY, MODEL_LEVEL) and not option.repeatable:
-                problem = option.check(settings[option.config_key])
-                if problem:
-                    raise ConfigError(f"config error: techniques.{key}.{option.config_key}: {problem}")
+            if option.check and option.where not in (COMMAND_ONLY, MODEL_LEVEL):
+                values = settings[option.config_key]
+                for value in values if option.repeatable else [values]:
+                    problem = option.check(value)
+                    if problem:
+                        raise ConfigError(f"config error: techniques.{key}.{option.config_key}: {problem}")
     for name in config["models"]:
         weights = model_weights(config, name)
         if weights not in ("default", "random") and not os.path.isfile(weights):
