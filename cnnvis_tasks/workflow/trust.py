@@ -28,7 +28,6 @@ METRICS: dict[str, tuple[str, bool, bool]] = {
     "road": ("ROAD (LeRF - MoRF)", True, True),
     "randomisation": ("Randomisation correlation", False, False),
 }
-CURVES = ("deletion", "insertion", "road_morf", "road_lerf", "randomisation")
 ROW_COLUMNS = ("model", "method", "explain", "image", "target", *METRICS)
 SUMMARY_COLUMNS = ("model", "method", "metric", "mean", "low", "high", "count", "better")
 
