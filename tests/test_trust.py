@@ -230,6 +230,7 @@ def test_trust_summary_writes_both_tables_and_the_curves_the_gallery_shows(tmp_p
 def _trust_page(tmp_path):
     """The trust summary and the gallery run on hand-written records: the page, checked."""
     from click.testing import CliRunner
+    from test_gallery import run_gallery
 
     from cnnvis_tasks.cli import cli
 
@@ -250,23 +251,7 @@ def _trust_page(tmp_path):
     assert "m,Grad-CAM,randomisation,0.1,0.1,0.1,2,lower" in summary  # two of three images had one
     assert "m,Saliency maps,deletion_auc,0.31,0.3,0.32,3,lower" in summary
     assert Image.open(results / "metrics" / "m-curves.png").size[0] > 600
-    page = results / "index.html"
-    out = runner.invoke(
-        cli,
-        [
-            "gallery",
-            "--spec",
-            json.dumps(spec),
-            "--images",
-            str(status),
-            "--out",
-            str(page),
-            "--metrics-summary",
-            str(results / "metrics-summary.csv"),
-        ],
-        catch_exceptions=False,
-    )
-    assert out.exit_code == 0, out.output
+    page = run_gallery(results, status, spec, "--metrics-summary", str(results / "metrics-summary.csv"))
     text = page.read_text()
     assert text.index("<th>Grad-CAM</th>") < text.index("<th>Saliency maps</th>")  # better first
     assert 'href="metrics.csv"' in text and 'src="metrics/m-curves.png"' in text

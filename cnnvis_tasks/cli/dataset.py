@@ -236,10 +236,9 @@ def summary_command(spec, images_file, out, debug) -> None:
     """summary.csv: one row per image of the run, with its label, each model's top-1
     class, probability and whether it is right, and each result's status and why."""
     from ..workflow.summary import accuracy, summarize, to_csv
-    from .gallery import load_json
+    from .gallery import load_image_statuses, load_json
 
-    statuses = load_json("@" + str(images_file), "--images")
-    statuses = statuses.get("images", []) if isinstance(statuses, dict) else statuses
+    statuses = load_image_statuses(images_file)
     spec_data = load_json(spec, "--spec")
     header, rows = summarize(spec_data, statuses, out.parent)
     text = to_csv(header, rows)
@@ -278,15 +277,13 @@ def trust_summary_command(spec, out, images_file, resamples, seed, debug) -> Non
     from ..outputs import save_png
     from ..render import method_curves
     from ..workflow import trust
-    from .gallery import load_json
+    from .gallery import load_image_statuses, load_json
 
     spec_data = load_json(spec, "--spec")
     out_dir = out.parent
     scores = trust.read_scores(spec_data, out_dir)
     if images_file is not None:
-        statuses = load_json("@" + str(images_file), "--images")
-        statuses = statuses.get("images", []) if isinstance(statuses, dict) else statuses
-        names = {str(status["path"]): status["name"] for status in statuses}
+        names = {str(status["path"]): status["name"] for status in load_image_statuses(images_file)}
         for scored in scores:
             scored.image = names.get(scored.image, scored.image)
     summary = trust.summarise(scores, resamples, seed)

@@ -41,6 +41,12 @@ def load_json(value: str, what: str) -> Any:
         raise CnnvisError(f"{what} is not valid JSON: {error}") from None
 
 
+def load_image_statuses(path: Path) -> list[dict[str, Any]]:
+    """The image statuses of a ``check-images --out`` file (its ``images`` list, or a bare list)."""
+    data = load_json("@" + str(path), "--images")
+    return data.get("images", []) if isinstance(data, dict) else data
+
+
 def _metadata(root: Path, src: str) -> tuple[str, dict[str, Any], str | None]:
     path = root / src
     if not path.is_file():
@@ -177,8 +183,7 @@ def gallery_command(
         raise CnnvisError("--spec must be a JSON object with a 'tables' list")
     images: list[dict[str, Any]] = []
     if images_file:
-        data = load_json("@" + str(images_file), "--images")
-        images = data.get("images", []) if isinstance(data, dict) else data
+        images = load_image_statuses(images_file)
     root = out.parent
     records = gallery_records(spec_data, images, root)
     for image in images:

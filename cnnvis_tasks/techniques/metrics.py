@@ -142,15 +142,15 @@ def compute(
 
     explained = parse_explained(explain)
     base = _explained_maps(explained, model, images, targets, batch_size, seed)
+    x = model.normalize(images)
     chosen = base.targets
     if chosen is None:  # a class-agnostic method (Eigen-CAM): scored for the top-1 class
         from .attribution_family import clean_pass
 
-        chosen, _scores, _probabilities = clean_pass(model.module, model.normalize(images), None)
+        chosen, _scores, _probabilities = clean_pass(model.module, x, None)
     size = tuple(images.shape[-2:])
     reduce = channel_reduction(explained)
     pixel_maps = faithfulness.as_pixel_map(base.display if base.display is not None else base.maps, size, reduce)
-    x = model.normalize(images)
     numbers: dict[str, Any] = {}
     curves: dict[str, Any] = {}
     found = faithfulness.deletion_insertion(model.module, x, chosen, pixel_maps, steps=steps, batch_size=batch_size)
