@@ -3,7 +3,8 @@
 
 Builds a data set from the sample pictures in images/ (random crops, every other one
 mirrored; every fifth saved both as .png and .jpg, so 000.png lies beside 000.jpg),
-labels it with a CSV of WordNet IDs and class names, adds one truncated PNG and one
+labels it with a CSV of WordNet IDs and class names (and each object's bounding box,
+for the localisation metric), adds one truncated PNG and one
 picture whose name holds spaces, braces and non-ASCII letters, and runs the workflow
 on a copy of it (feature maps, vanilla saliency and Grad-CAM at ``target: label`` on
 the embedded EfficientNet-Lite0) with ``snakemake --cores C``.  Then it checks
@@ -40,6 +41,14 @@ CLASSES = {
     "misc": ("rocket.jpg", "missile", 657),
     "people": ("astronaut.png", "space shuttle", 812),
 }
+# Where the labelled object lies in each sample picture (xmin, ymin, xmax, ymax, marked by
+# eye on a 50-pixel grid): the cup and saucer, the rocket, the shuttle model, the cat's head.
+OBJECT_BOXES = {
+    "chelsea.png": (0, 0, 400, 300),
+    "coffee.png": (90, 14, 480, 382),
+    "rocket.jpg": (298, 125, 345, 410),
+    "astronaut.png": (350, 0, 460, 280),
+}
 ODD_NAME = "people/astronaut {1} ünï.png"
 BROKEN_NAME = "misc/broken.png"
 
@@ -51,12 +60,12 @@ def make_dataset(root: Path, per_class: int) -> dict[str, int]:
     rng = random.Random(0)
     rows, expected = [], {}
 
-    def add(relative: str, picture, label: str, index: int) -> None:
+    def add(relative: str, picture, label: str, index: int, box=None) -> None:
         path = root / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         picture.save(path)
         name = f"{root.name}/{relative}"
-        rows.append((name, label))
+        rows.append((name, label, *(box or ("",) * 4)))
         expected[name] = index
 
     for folder, (source, label, index) in CLASSES.items():
@@ -67,19 +76,36 @@ def make_dataset(root: Path, per_class: int) -> dict[str, int]:
             crop_width, crop_height = int(width * scale), int(height * scale)
             left, top = rng.randint(0, width - crop_width), rng.randint(0, height - crop_height)
             crop = picture.crop((left, top, left + crop_width, top + crop_height))
+            box = crop_box(OBJECT_BOXES[source], left, top, crop_width, crop_height, mirrored=bool(i % 2))
             if i % 2:
                 crop = ImageOps.mirror(crop)
             for extension in ("png", "jpg") if i % 5 == 0 else ("png",):
-                add(f"{folder}/{i:03d}.{extension}", crop, label, index)
-    add(ODD_NAME, Image.open(REPO / "images" / "astronaut.png").convert("RGB"), "space shuttle", 812)
+                add(f"{folder}/{i:03d}.{extension}", crop, label, index, box)
+    add(
+        ODD_NAME,
+        Image.open(REPO / "images" / "astronaut.png").convert("RGB"),
+        "space shuttle",
+        812,
+        OBJECT_BOXES["astronaut.png"],
+    )
     good = (root / ODD_NAME).read_bytes()
     (root / BROKEN_NAME).write_bytes(good[: len(good) // 3])
     rows.append((f"{root.name}/{BROKEN_NAME}", "missile"))
     with open(root.parent / "labels.csv", "w", newline="") as file:
         writer = csv.writer(file)
-        writer.writerow(["path", "label"])
+        writer.writerow(["path", "label", "xmin", "ymin", "xmax", "ymax"])
         writer.writerows(rows)
     return expected
+
+
+def crop_box(box, left: int, top: int, width: int, height: int, mirrored: bool):
+    """``box`` on a crop at (``left``, ``top``) of ``width`` x ``height`` (mirrored left to
+    right after cropping); None when the crop cut the object out."""
+    x0, x1 = max(0, box[0] - left), min(width, box[2] - left)
+    y0, y1 = max(0, box[1] - top), min(height, box[3] - top)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return (width - x1, y0, width - x0, y1) if mirrored else (x0, y0, x1, y1)
 
 
 def config() -> dict:

@@ -20,6 +20,7 @@ import csv
 import glob as globbing
 import hashlib
 import io
+import math
 import os
 import re
 import stat
@@ -39,24 +40,32 @@ _UNSAFE = re.compile(r"[{}\\\x00-\x1f\x7f]")
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
 
+Box = tuple[float, float, float, float]
+# A manifest's optional bounding-box columns: pixel coordinates in the image as shown
+# (EXIF orientation applied), left, top, right, bottom, with (0, 0) the top-left corner
+# of the top-left pixel, so that the box 0, 0, WIDTH, HEIGHT holds the whole image.
+BOX_COLUMNS = ("xmin", "ymin", "xmax", "ymax")
+
+
 class ImageEntry:
-    """One image of a source: where it is, the name its results go by, and its label.
+    """One image of a source: where it is, the name its results go by, its label and
+    its bounding box (:data:`BOX_COLUMNS`; None when the source gives none).
 
     The location is kept as text (``location``) and made a :class:`~pathlib.Path`
     only when asked for (``path``): a million Path objects cost seconds at every
     start of the workflow."""
 
-    __slots__ = ("location", "name", "label")
+    __slots__ = ("location", "name", "label", "box")
 
-    def __init__(self, path: str | os.PathLike, name: str, label: str | None = None):
-        self.location, self.name, self.label = os.fspath(path), name, label
+    def __init__(self, path: str | os.PathLike, name: str, label: str | None = None, box: Box | None = None):
+        self.location, self.name, self.label, self.box = os.fspath(path), name, label, box
 
     @property
     def path(self) -> Path:
         return Path(self.location)
 
     def _key(self) -> tuple:
-        return (self.location, self.name, self.label)
+        return (self.location, self.name, self.label, self.box)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ImageEntry) and self._key() == other._key()
@@ -65,7 +74,8 @@ class ImageEntry:
         return hash(self._key())
 
     def __repr__(self) -> str:
-        return f"ImageEntry(path={self.location!r}, name={self.name!r}, label={self.label!r})"
+        box = f", box={self.box!r}" if self.box is not None else ""
+        return f"ImageEntry(path={self.location!r}, name={self.name!r}, label={self.label!r}{box})"
 
 
 @dataclass
@@ -139,9 +149,32 @@ def _fixed_prefix(pattern: str) -> Path:
     return Path(*fixed) if fixed else Path(".")
 
 
-def _read_manifest(manifest: Path) -> list[tuple[str, str | None]]:
-    """(path, label) rows of a manifest: a CSV with a ``path`` column (and optionally
-    ``label``), or a text file with one path per line (``#`` comments)."""
+def parse_box(values: Sequence[str] | str) -> Box:
+    """A bounding box from its four coordinates (:data:`BOX_COLUMNS`), as four texts or
+    one text separated by commas or spaces; ValueError saying what is wrong."""
+    parts = re.split(r"[,\s]+", values.strip()) if isinstance(values, str) else [v.strip() for v in values]
+    if len(parts) != 4:
+        raise ValueError(f"a box is 4 numbers (xmin, ymin, xmax, ymax), got {len(parts)}")
+    try:
+        box = tuple(float(part) for part in parts)
+    except ValueError:
+        raise ValueError(f"a box is 4 numbers (xmin, ymin, xmax, ymax), got {', '.join(parts)}") from None
+    if not all(math.isfinite(value) for value in box):
+        raise ValueError(f"a box's coordinates must be finite numbers, got {', '.join(parts)}")
+    if not (box[2] > box[0] and box[3] > box[1]):
+        raise ValueError(f"a box needs xmax > xmin and ymax > ymin, got {', '.join(parts)}")
+    return box  # type: ignore[return-value]
+
+
+def box_text(box: Box | None) -> str:
+    """A box as ``check-images`` and image lists write it: four numbers separated by spaces."""
+    return "" if box is None else " ".join(f"{value:g}" for value in box)
+
+
+def _read_manifest(manifest: Path) -> list[tuple[str, str | None, Box | None]]:
+    """(path, label, box) rows of a manifest: a CSV with a ``path`` column (and optionally
+    ``label`` and the box columns :data:`BOX_COLUMNS`), or a text file with one path per
+    line (``#`` comments)."""
     try:
         text = manifest.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
@@ -149,19 +182,33 @@ def _read_manifest(manifest: Path) -> list[tuple[str, str | None]]:
         raise CnnvisError(f"cannot read image manifest {manifest}: {reason}") from None
     if manifest.suffix.lower() != ".csv":
         lines = (line.strip() for line in text.splitlines())
-        return [(line, None) for line in lines if line and not line.startswith("#")]
+        return [(line, None, None) for line in lines if line and not line.startswith("#")]
     rows = list(csv.DictReader(text.splitlines()))
     header = list(rows[0]) if rows else (next(csv.reader(text.splitlines()), []) if text.strip() else [])
     if "path" not in header:
         raise CnnvisError(
             f"image manifest {manifest}: a CSV manifest needs a 'path' column (it has: {', '.join(header)})"
         )
+    boxed = [column for column in BOX_COLUMNS if column in header]
+    if boxed and len(boxed) != len(BOX_COLUMNS):
+        missing = ", ".join(column for column in BOX_COLUMNS if column not in header)
+        raise CnnvisError(
+            f"image manifest {manifest}: a bounding box needs all of {', '.join(BOX_COLUMNS)} (no {missing})"
+        )
     listed = []
     for number, row in enumerate(rows, start=2):
         if not (row.get("path") or "").strip():
             raise CnnvisError(f"image manifest {manifest}, line {number}: no path")
         label = (row.get("label") or "").strip() or None
-        listed.append((row["path"].strip(), label))
+        box = None
+        if boxed:
+            coordinates = [(row.get(column) or "").strip() for column in BOX_COLUMNS]
+            if any(coordinates):  # all empty: this image has no box
+                try:
+                    box = parse_box(coordinates)
+                except ValueError as error:
+                    raise CnnvisError(f"image manifest {manifest}, line {number}: {error}") from None
+        listed.append((row["path"].strip(), label, box))
     return listed
 
 
@@ -210,7 +257,8 @@ def list_images(
       ``extensions`` (hidden files and folders left out); a subfolder is the
       class of the images in it;
     - ``pattern``: every file a glob matches (``**`` recurses);
-    - ``manifest``: a CSV file with a ``path`` and optionally a ``label`` column,
+    - ``manifest``: a CSV file with a ``path`` and optionally a ``label`` column and
+      a bounding box (``xmin``, ``ymin``, ``xmax``, ``ymax``: :data:`BOX_COLUMNS`),
       or a text file with one path per line; relative paths are relative to the
       manifest's folder.
 
@@ -241,12 +289,12 @@ def list_images(
     else:
         manifest = Path(manifest)
         root = manifest.parent
-        for line, label in _read_manifest(manifest):
+        for line, label, box in _read_manifest(manifest):
             path = Path(line).expanduser()
             path = path if path.is_absolute() else Path(os.path.normpath(root / path))
             # listed images are checked, so a missing or broken one is reported by name; labels
             # come from the label column only
-            listing.images.append(ImageEntry(path=path, name=_entry(path, root).name, label=label))
+            listing.images.append(ImageEntry(path=path, name=_entry(path, root).name, label=label, box=box))
     listing.images.sort(key=lambda entry: entry.location)
     listing.skipped.sort(key=lambda item: str(item[0]))
     return listing
@@ -290,7 +338,8 @@ def check_images(
 ) -> list[dict[str, Any]]:
     """Check each image: ``[{"name", "path", "label", "status": "ok"|"failed", "reason",
     "size", "fingerprint"}]`` (``size``: width and height as decoded; ``fingerprint``:
-    the file's size in bytes and modification time in ns).
+    the file's size in bytes and modification time in ns), plus ``"box"`` for an image
+    whose source gives a bounding box.
 
     With ``cache`` (a JSON file), a file whose size and modification time are
     unchanged since it was last checked is not read again; the cache is
@@ -330,17 +379,18 @@ def check_images(
             if fingerprint is not None:
                 known[key] = {"fingerprint": fingerprint, "reason": reason, "size": size, "decoded": decode}
                 changed = True
-        records.append(
-            {
-                "name": entry.name,
-                "path": str(path),
-                "label": entry.label,
-                "status": "failed" if reason else "ok",
-                "reason": reason,
-                "size": size,
-                "fingerprint": fingerprint,
-            }
-        )
+        record = {
+            "name": entry.name,
+            "path": str(path),
+            "label": entry.label,
+            "status": "failed" if reason else "ok",
+            "reason": reason,
+            "size": size,
+            "fingerprint": fingerprint,
+        }
+        if entry.box is not None:
+            record["box"] = list(entry.box)
+        records.append(record)
     if cache and changed:
         write_cache(cache, known)
     return records
@@ -349,6 +399,7 @@ def check_images(
 # --- image lists: a chunk's images, as one file that changes when any of them does ----------
 
 IMAGE_LIST_COLUMNS = ("name", "path", "label", "bytes", "mtime_ns")
+BOX_COLUMN = "box"  # an image list's last column when an image of it has a box: "xmin ymin xmax ymax"
 # File names under --out-dir for images from an image list: the image's name (its path
 # below its source, extension kept), then the rendering.
 IMAGE_LIST_FILE_NAME = "{name}.{rendering}.{ext}"
@@ -356,13 +407,20 @@ IMAGE_LIST_FILE_NAME = "{name}.{rendering}.{ext}"
 
 def image_list_text(records: Iterable[Mapping[str, Any]]) -> str:
     """The CSV text of an image list (columns :data:`IMAGE_LIST_COLUMNS`): each image's
-    name, path, label and fingerprint, so that the text changes when an image does."""
+    name, path, label and fingerprint, so that the text changes when an image does; and
+    when any image has a bounding box, a last column :data:`BOX_COLUMN` (a list without
+    boxes keeps the text it always had, so that its jobs are not re-run)."""
+    records = list(records)
+    boxed = any(record.get("box") for record in records)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(IMAGE_LIST_COLUMNS)
+    writer.writerow([*IMAGE_LIST_COLUMNS, *([BOX_COLUMN] if boxed else [])])
     for record in records:
         size, mtime = record.get("fingerprint") or ("", "")
-        writer.writerow([record["name"], record["path"], record.get("label") or "", size, mtime])
+        row = [record["name"], record["path"], record.get("label") or "", size, mtime]
+        if boxed:
+            row.append(box_text(record.get("box")))
+        writer.writerow(row)
     return buffer.getvalue()
 
 
@@ -389,11 +447,18 @@ def read_image_list(path: str | Path) -> list[ImageEntry]:
     rows = list(csv.reader(io.StringIO(text, newline="")))
     if not rows or tuple(rows[0][:3]) != IMAGE_LIST_COLUMNS[:3]:
         raise CnnvisError(f"image list {path}: expected the columns {', '.join(IMAGE_LIST_COLUMNS)}")
+    box_at = rows[0].index(BOX_COLUMN) if BOX_COLUMN in rows[0] else None
     entries = []
     for number, row in enumerate(rows[1:], start=2):
         if len(row) < 3 or not row[0] or not row[1]:
             raise CnnvisError(f"image list {path}, line {number}: expected a name, a path and a label (may be empty)")
-        entries.append(ImageEntry(path=Path(row[1]), name=row[0], label=row[2] or None))
+        box = None
+        if box_at is not None and len(row) > box_at and row[box_at].strip():
+            try:
+                box = parse_box(row[box_at])
+            except ValueError as error:
+                raise CnnvisError(f"image list {path}, line {number}: {error}") from None
+        entries.append(ImageEntry(path=Path(row[1]), name=row[0], label=row[2] or None, box=box))
     return entries
 
 

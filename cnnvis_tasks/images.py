@@ -201,11 +201,43 @@ def load_image(
     """Read ``path`` as a (3, H, W) float tensor in [0, 1], shorter side ``size`` (with
     ``crop``: its centre, ``crop`` x ``crop``, :func:`fit_square`); an image larger than
     ``max_pixels`` once resized is refused before it is resized."""
+    return _load_sized(path, size, max_pixels, crop)[0]
+
+
+def _load_sized(
+    path: str | Path, size: int, max_pixels: int | None, crop: int | None
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """:func:`load_image`'s tensor and the image's (width, height) as read."""
     image = open_rgb(path)
     problem = size_problem(*image.size, size, max_pixels, crop)
     if problem:
         raise ImageError(f"image {path} is {problem}")
-    return to_tensor(fit_square(image, crop) if crop else resize_shorter_side(image, size))
+    return to_tensor(fit_square(image, crop) if crop else resize_shorter_side(image, size)), image.size
+
+
+def input_box(
+    box: Sequence[float], width: int, height: int, size: int, crop: int | None = None
+) -> tuple[float, float, float, float] | None:
+    """A box in an image's pixels (x0, y0, x1, y1; the image is ``width`` x ``height``)
+    as it lies on the input :func:`load_image` makes of it (shorter side ``size``, or
+    with ``crop`` the central square at ``crop`` x ``crop``), clipped to the input;
+    None when nothing of it is left (it lies outside the crop)."""
+    if crop:
+        square = min(width, height)
+        left, top, scale_x, scale_y = (width - square) / 2, (height - square) / 2, crop / square, crop / square
+        out_width = out_height = crop
+    else:
+        out_width, out_height = resized(width, height, size)
+        left, top, scale_x, scale_y = 0.0, 0.0, out_width / width, out_height / height
+    x0, y0, x1, y1 = (
+        (box[0] - left) * scale_x,
+        (box[1] - top) * scale_y,
+        (box[2] - left) * scale_x,
+        (box[3] - top) * scale_y,
+    )
+    x0, x1 = max(0.0, x0), min(float(out_width), x1)
+    y0, y1 = max(0.0, y0), min(float(out_height), y1)
+    return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
 
 
 def load_batches(
@@ -216,6 +248,7 @@ def load_batches(
     failed: Callable[[int, ImageError], None] | None = None,
     workers: int = 0,
     crop: int | None = None,
+    sizes: dict[int, tuple[int, int]] | None = None,
 ) -> Iterator[tuple[list[int], torch.Tensor]]:
     """Read images ``batch_size`` at a time and stack those of equal size.
 
@@ -227,7 +260,8 @@ def load_batches(
     raises, or with ``failed`` is handed to it (in the caller's thread, in order)
     and left out.  With ``workers``, that many threads decode the next batch while
     the caller works on this one; at most two batches of images are held in
-    memory at once, however long ``paths`` is.
+    memory at once, however long ``paths`` is.  With ``sizes``, each yielded image's
+    (width, height) as read goes in it, by position (for :func:`input_box`).
     """
     import torch
 
@@ -235,7 +269,7 @@ def load_batches(
 
     if batch_size < 1:
         raise CnnvisError(f"--batch-size must be at least 1, got {batch_size}")
-    decoded = in_order(lambda path: load_image(path, size, max_pixels, crop), paths, workers, ahead=batch_size)
+    decoded = in_order(lambda path: _load_sized(path, size, max_pixels, crop), paths, workers, ahead=batch_size)
     with contextlib.closing(decoded):
         for start in range(0, len(paths), batch_size):
             by_shape: dict[tuple[int, ...], list[tuple[int, torch.Tensor]]] = {}
@@ -246,6 +280,9 @@ def load_batches(
                         raise error
                     failed(index, error)
                     continue
+                image, original = image
+                if sizes is not None:
+                    sizes[index] = original
                 by_shape.setdefault(tuple(image.shape), []).append((index, image))
             for group in by_shape.values():
                 yield [index for index, _ in group], torch.stack([image for _, image in group])

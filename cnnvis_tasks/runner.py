@@ -169,6 +169,7 @@ def run(
     *,
     images: Sequence[Path] = (),
     targets: Sequence[int | str | None] | None = None,
+    boxes: Sequence[Sequence[float] | None] | None = None,
     renderings: Sequence[str] = (),
     failures: Failures | None = None,
     max_pixels: int | None = None,
@@ -182,6 +183,8 @@ def run(
     its path is given).  Per-image techniques read ``images`` (the rows' image
     indices point into it) with the target of each image in ``targets`` (None:
     its top-1 prediction; a label: a class index, WordNet ID or class name).
+    A technique that reads boxes gets each image's box in ``boxes`` (in the image's
+    own pixels, None: no box) moved onto its input (:func:`~.images.input_box`).
     An image that fails (it cannot be read, it is larger than ``max_pixels``
     after resizing, its label names no class, the model fails on it alone)
     stops the call, or with ``failures.keep_going`` fails alone; so does a row
@@ -193,7 +196,7 @@ def run(
     with Progress(len(rows), technique.name, quiet=session.quiet) as progress, Behind(session.io_workers) as behind:
         call = _Call(technique, session, rows, options, writer, progress, note, failures, behind)
         if technique.reads_images:
-            call.per_image(images, call.resolved(targets), max_pixels)
+            call.per_image(images, call.resolved(targets), max_pixels, boxes if technique.reads_boxes else None)
         else:
             call.per_item()
         call.collect()
@@ -326,9 +329,17 @@ class _Call:
         for k, position in enumerate(positions):
             self.behind.submit(position, self.writer.write, host, k, self.rows[position])
 
-    def per_image(self, images: Sequence[Path], targets: Sequence[int | None] | None, max_pixels: int | None):
+    def per_image(
+        self,
+        images: Sequence[Path],
+        targets: Sequence[int | None] | None,
+        max_pixels: int | None,
+        boxes: Sequence[Sequence[float] | None] | None = None,
+    ):
         """Images are decoded a batch at a time (once for all settings); each setting is one compute."""
-        from .images import load_batches
+        import torch
+
+        from .images import input_box, load_batches
 
         by_image: dict[int, list[int]] = {}
         for position, row in enumerate(self.rows):
@@ -344,6 +355,7 @@ class _Call:
         def unreadable(index: int, error: Exception) -> None:
             self.fail(by_image[order[index]], str(error))
 
+        sizes: dict[int, tuple[int, int]] | None = {} if boxes is not None else None
         batches = load_batches(
             [images[i] for i in order],
             size,
@@ -352,11 +364,20 @@ class _Call:
             failed=unreadable if self.failures.keep_going else None,
             workers=self.session.io_workers,
             crop=crop,
+            sizes=sizes,
         )
         with contextlib.closing(batches):  # on an error, its decoding threads stop now
             for indices, batch in batches:
                 batch_images = [order[i] for i in indices]
                 pixels = batch.to(self.session.device)
+                per_row: dict[str, Any] = {}
+                if sizes is not None:
+                    moved = [
+                        input_box(box, *sizes.pop(i), size, crop) if (box := boxes[order[i]]) is not None else None
+                        for i in indices
+                    ]
+                    nan = (math.nan,) * 4
+                    per_row["boxes"] = torch.tensor([box or nan for box in moved], dtype=torch.float32)
                 for values, members in settings:
                     wanted = [(k, p) for k, image in enumerate(batch_images) for p in by_image[image] if p in members]
                     if not wanted:
@@ -364,7 +385,8 @@ class _Call:
                     picked = [k for k, _ in wanted]
                     inputs = pixels if picked == list(range(len(batch_images))) else pixels[picked]
                     batch_targets = None if targets is None else [targets[batch_images[k]] for k in picked]
-                    self.compute([p for _, p in wanted], inputs, batch_targets, values)
+                    rows = {name: value[picked] for name, value in per_row.items()}
+                    self.compute([p for _, p in wanted], inputs, batch_targets, values, **rows)
 
     def per_item(self) -> None:
         """Techniques without images: rows that differ only in per-row values share a batch."""

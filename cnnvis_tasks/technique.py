@@ -217,6 +217,9 @@ class Technique:
     # its maps rank the input's pixels for a target class (saliency and CAM families): the trust
     # metrics (techniques/metrics.py) can score it
     attribution: bool = False
+    # compute takes ``boxes``: each image's bounding box in input pixels, (N, 4) x0, y0, x1,
+    # y1, NaN where it has none (the command's --box, an image list's box column)
+    reads_boxes: bool = False
     item: str | None = None  # techniques without images: the option whose values are the rows' items
     model_rows: ModelRows = ModelRows()
     config_required: tuple[str, ...] = ()  # config keys (besides models) that must be given

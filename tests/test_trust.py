@@ -127,8 +127,8 @@ def test_metrics_tables_are_read_from_the_jobs_records(tmp_path):
     scores = trust.read_scores(spec, tmp_path)
     assert [s.image for s in scores] == ["i0.png", "i1.png", "i2.png"]  # the failed row has no scores
     table = trust.to_csv(trust.ROW_COLUMNS, trust.score_rows(scores)).splitlines()
-    assert table[0] == "model,method,explain,image,target,deletion_auc,insertion_auc,road,randomisation"
-    assert table[2] == "m,Grad-CAM,grad-cam,i1.png,3,0.1,,,"
+    assert table[0] == "model,method,explain,image,target,deletion_auc,insertion_auc,road,randomisation,localisation"
+    assert table[2] == "m,Grad-CAM,grad-cam,i1.png,3,0.1,,,,"
     assert trust.mean_curves(scores, "m") == {"Grad-CAM": {"deletion": pytest.approx([1.0, 0.1])}}
 
 
@@ -328,3 +328,47 @@ def test_a_metrics_job_scores_each_image_as_the_metrics_score_the_methods_map(tm
         assert 0 <= measured["deletion_auc"] <= 1 and -1 <= (measured["randomisation"] or 0) <= 1
     picture = Image.open(tmp_path / "out" / f"{paths[0].stem}-grad-cam.png")
     assert picture.size[0] > 400  # the curves, three panels
+
+
+@pytest.mark.parametrize("layout", ["pictures", "chunks"])
+def test_the_metrics_refuse_large_images_sooner_than_the_other_techniques(layout):
+    """Each image goes through the model dozens of times in the metrics: their own
+    max_pixels (1,000,000 unless the config says otherwise) holds their jobs, the
+    workflow's (4,000,000) the rest; a technique may set its own."""
+    from test_plan import parse
+
+    from cnnvis_tasks.workflow import check_config, make_plan
+
+    def block(**more):
+        return {"size": 96, "models": {"efficientnet_lite0": {}}, **more}
+
+    settings = {
+        "images": {"folder": "ds"},
+        "layout": layout,
+        "share_passes": False,
+        "models": {"efficientnet_lite0": {}},
+        "techniques": {"metrics": block(), "grad_cam": block(), "saliency": block(max_pixels=50_000)},
+    }
+    config = check_config(settings, check_model_names=False)
+    strip = {"name": "strip.png", "path": "ds/strip.png", "status": "ok", "reason": None, "size": [4000, 20]}
+    photo = {"name": "photo.png", "path": "ds/photo.png", "status": "ok", "reason": None, "size": [600, 400]}
+    plan = make_plan(config, [strip, photo], exists=None)
+    limits = {}
+    if layout == "chunks":
+        for rule in plan.chunk_rules:
+            arguments = list(rule.arguments)
+            if "--max-pixels" in arguments:  # not the predictions: they keep the command's default
+                limits[rule.technique] = arguments[arguments.index("--max-pixels") + 1]
+    else:
+        for job in plan.jobs:
+            if "--max-pixels" in job.arguments:
+                limits[job.arguments[0]] = str(parse(job).params["max_pixels"])
+        failures = {table["section"]: table["failures"] for table in plan.gallery_tables}
+        # 4000 x 20 at shorter side 96: 19,200 x 96 = 1,843,200 pixels
+        assert (
+            "strip.png" in failures["metrics"]
+            and "1,843,200 pixels > max_pixels 1,000,000" in (failures["metrics"]["strip.png"])
+        )
+        assert failures["grad-cam"] == {}
+        assert set(failures["saliency"]) == {"strip.png"}  # and the photo's 144 x 96 fits 50,000
+    assert limits == {"metrics": "1000000", "grad-cam": "4000000", "saliency": "50000"}

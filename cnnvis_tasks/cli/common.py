@@ -89,6 +89,18 @@ class CnnvisCommand(click.Command):
             raise click.ClickException(str(error)) from None
 
 
+def image_list_settings(instead_of: str, then: str = "") -> dict[str, Any]:
+    """The ``--image-list`` option's settings, the same in every command that reads one
+    (``click.option("--image-list", **...)`` or ``click.Option(["--image-list"], **...)``)."""
+    from pathlib import Path
+
+    return {
+        "type": click.Path(dir_okay=False, exists=True, path_type=Path),
+        "help": "Read the images from this CSV (columns name, path, label; the workflow's chunk layout writes "
+        f"one per chunk) instead of {instead_of}" + (f"; {then}" if then else "") + ".",
+    }
+
+
 def command(group: click.Group, name: str, **kwargs: Any) -> Callable:
     """Register a command on ``group`` with the shared error handling."""
     return group.command(name, cls=CnnvisCommand, context_settings=CONTEXT_SETTINGS, **kwargs)

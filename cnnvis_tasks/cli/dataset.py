@@ -25,7 +25,7 @@ from ..images import DEFAULT_MAX_PIXELS, DEFAULT_SIZE
 from ..outputs import atomic_write
 from ..technique import MAX_SIZE
 from . import cli
-from .common import command, model_options, warn
+from .common import command, image_list_settings, model_options, warn
 
 
 @command(cli, "check-images")
@@ -128,11 +128,7 @@ PREDICTION_HEADER = [
     type=click.Path(dir_okay=False, path_type=Path),
     help="An image; repeat for many.",
 )
-@click.option(
-    "--image-list",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="Read the images and their labels from this CSV (columns name, path, label) instead of --image/--label.",
-)
+@click.option("--image-list", **image_list_settings("--image and --label", "its labels are the true classes"))
 @click.option(
     "--label",
     "labels",

@@ -20,7 +20,7 @@ from click.core import ParameterSource
 from ..errors import CnnvisError
 from ..runner import decoding_size
 from . import cli
-from .common import capture_warnings, command, model_options, warn
+from .common import capture_warnings, command, image_list_settings, model_options, warn
 from .techniques import PreparedCall, make_command, prepare_call, read_inputs, unset_sizes
 
 # Given once to shared-pass, for every job: (parameter, its flag).
@@ -108,11 +108,7 @@ def asked_size(calls: list[PreparedCall]) -> int | None:
     type=click.Path(path_type=Path),
     help="Input image, a folder of images or a quoted glob; repeat for many.",
 )
-@click.option(
-    "--image-list",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="Read the images (and labels, for --target label) from this CSV (columns name, path, label).",
-)
+@click.option("--image-list", **image_list_settings("--image", "--target label in a job explains each image's label"))
 @click.option(
     "--job",
     "jobs",

@@ -20,11 +20,11 @@ from typing import Any
 import click
 
 from ..errors import CnnvisError
-from ..image_list import IMAGE_LIST_FILE_NAME
+from ..image_list import IMAGE_LIST_FILE_NAME, Box
 from ..images import DEFAULT_MAX_PIXELS
 from ..outputs import DEFAULT_PNG_LEVEL
 from ..technique import BOOL, CHOICE, FLOAT, INT, SIZED_BY_MODEL, Option, Technique, broadcast, parse_target
-from .common import CONTEXT_SETTINGS, CnnvisCommand, capture_warnings, model_params, warn
+from .common import CONTEXT_SETTINGS, CnnvisCommand, capture_warnings, image_list_settings, model_params, warn
 
 RAW = "raw"
 PLACEHOLDERS = ("{path}", "{name}", "{stem}", "{parent}", "{index}", "{setting}", "{rendering}", "{ext}")
@@ -186,6 +186,11 @@ def command_help(technique: Technique) -> str:
             "with the columns name, path, label, as the workflow's chunk layout writes it; --out-dir then "
             f"names files {IMAGE_LIST_FILE_NAME} by default."
         )
+    if technique.reads_boxes:
+        text += (
+            " Its optional last column, box ('XMIN YMIN XMAX YMAX' in the image's own pixels), gives each "
+            "image's bounding box, as --box does."
+        )
     return text
 
 
@@ -213,9 +218,18 @@ def expand_images(values: Sequence[Path]) -> list[tuple[Path, str]]:
     return found
 
 
-def read_inputs(images: Sequence[Path], image_list: Path | None) -> tuple[list[tuple[Path, str]], list[str | None]]:
-    """The command's images as (file, name) and their labels: from --image, or from
-    --image-list (a name, path and label per image)."""
+@dataclass
+class Inputs:
+    """A command's images as (file, name), with each one's label and bounding box (None: none)."""
+
+    files: list[tuple[Path, str]]
+    labels: list[str | None]
+    boxes: list[Box | None]
+
+
+def read_inputs(images: Sequence[Path], image_list: Path | None) -> Inputs:
+    """The command's images: from --image, or from --image-list (a name, path, label and
+    optionally a bounding box per image)."""
     from ..image_list import read_image_list
 
     if image_list is not None and images:
@@ -223,12 +237,33 @@ def read_inputs(images: Sequence[Path], image_list: Path | None) -> tuple[list[t
     if image_list is None:
         if not images:
             raise click.UsageError("give the images: --image (a file, folder or glob; repeat for many) or --image-list")
-        inputs = expand_images(images)
-        return inputs, [None] * len(inputs)
+        files = expand_images(images)
+        return Inputs(files, [None] * len(files), [None] * len(files))
     entries = read_image_list(image_list)
     if not entries:
         raise click.BadParameter(f"{image_list} lists no images", param_hint="--image-list")
-    return [(entry.path, entry.name) for entry in entries], [entry.label for entry in entries]
+    return Inputs(
+        [(entry.path, entry.name) for entry in entries],
+        [entry.label for entry in entries],
+        [entry.box for entry in entries],
+    )
+
+
+def given_boxes(values: Sequence[str], count: int, image_list: bool) -> list[Box | None] | None:
+    """``--box`` values as one box (or None, for ``none``) per image; None when none was given."""
+    from ..image_list import parse_box
+
+    if not values:
+        return None
+    if image_list:
+        raise click.UsageError("--box goes with --image; with --image-list the boxes come from its box column")
+    boxes = []
+    for value in broadcast(list(values), count, "--box", "images"):
+        try:
+            boxes.append(None if value.strip().lower() == "none" else parse_box(value))
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="--box") from None
+    return boxes
 
 
 def _parsed(option: Option, value: Any) -> Any:
@@ -383,15 +418,14 @@ class PreparedCall:
     options: dict[str, Any]
     images: list[Path]
     targets: list[int | str | None] | None
+    boxes: list[Box | None] | None  # per image: its bounding box or None (techniques that read boxes)
     renderings: list[str]
     failures: Any  # runner.Failures
     max_pixels: int | None
     png_level: int
 
 
-def prepare_call(
-    technique: Technique, params: dict[str, Any], inputs: tuple[list[tuple[Path, str]], list[str | None]] | None = None
-) -> PreparedCall:
+def prepare_call(technique: Technique, params: dict[str, Any], inputs: Inputs | None = None) -> PreparedCall:
     """A technique command's parameters (as click gives them) as a :class:`PreparedCall`:
     every output path checked, the rows planned.  ``inputs``: the images and labels
     already read (else read from ``images`` and ``image_list``)."""
@@ -415,10 +449,16 @@ def prepare_call(
         check_writable(failures.record)
     image_list = params.pop("image_list", None)
     images_given = params.pop("images", ())
+    box_values = params.pop("boxes", ())
     if inputs is None:
-        inputs = read_inputs(images_given, image_list) if technique.reads_images else ([], [])
-    files, labels = inputs
+        inputs = read_inputs(images_given, image_list) if technique.reads_images else Inputs([], [], [])
+    files, labels = inputs.files, inputs.labels
     images = [path for path, _ in files]
+    boxes = None
+    if technique.reads_boxes:
+        boxes = given_boxes(box_values, len(images), image_list is not None)
+        if boxes is None and any(box is not None for box in inputs.boxes):
+            boxes = list(inputs.boxes)
 
     values: dict[str, list[Any]] = {}
     options: dict[str, Any] = {}
@@ -456,7 +496,9 @@ def prepare_call(
             targets = [parse_target(v) for v in broadcast(target_values, len(images), "--target", "images")]
         except ValueError as error:
             raise click.BadParameter(str(error), param_hint="--target") from None
-    return PreparedCall(technique, common, rows, options, images, targets, renderings, failures, max_pixels, png_level)
+    return PreparedCall(
+        technique, common, rows, options, images, targets, boxes, renderings, failures, max_pixels, png_level
+    )
 
 
 def check_targets(call: PreparedCall, session: Any) -> None:
@@ -495,6 +537,7 @@ def run_command(technique: Technique, **params: Any) -> None:
         call.options,
         images=call.images,
         targets=call.targets,
+        boxes=call.boxes,
         renderings=call.renderings,
         failures=call.failures,
         max_pixels=call.max_pixels,
@@ -523,10 +566,18 @@ def make_command(technique: Technique) -> click.Command:
         )
         params.append(
             click.Option(
-                ["--image-list"],
-                type=click.Path(dir_okay=False, exists=True, path_type=Path),
-                help="Read the images from this CSV (columns name, path, label) instead of --image; "
-                "--target label then explains each image's label.",
+                ["--image-list"], **image_list_settings("--image", "--target label then explains each image's label")
+            )
+        )
+    if technique.reads_boxes:
+        params.append(
+            click.Option(
+                ["--box", "boxes"],
+                multiple=True,
+                metavar="XMIN,YMIN,XMAX,YMAX|none",
+                help="Each image's bounding box in its own pixels ((0, 0): the top-left corner; 'none': no box), "
+                "once for all images or once per --image, in order; an --image-list takes them from its box "
+                "column. Resized and cropped with the image.",
             )
         )
     params += [option_param(option) for option in technique.options]

@@ -15,7 +15,11 @@ the image's target class, then
 * model randomisation (Adebayo et al. 2018): the Spearman rank correlation of the
   map with the map on the model whose top layers are re-initialised, stage by
   stage from the head down (a method that explains the model has low
-  correlations).
+  correlations);
+* localisation, for an image with a bounding box (a manifest's ``xmin``, ``ymin``,
+  ``xmax``, ``ymax`` columns, or ``--box``): the share of the map's positive
+  attribution inside the box (a plausibility check: it tells whether the map points
+  at the object a person marked, not whether the model used it).
 
 The numbers go in the job's record (``results/metrics.csv`` collects them); the
 picture of a row draws its curves.  The tensor work is in
@@ -77,6 +81,13 @@ EXPLAIN = Option(
 )
 OPTIONS = (
     EXPLAIN,
+    Option(
+        "deletion_insertion",
+        BOOL,
+        True,
+        "Compute deletion and insertion (2 x STEPS forwards per image).",
+        negative="no-deletion-insertion",
+    ),
     Option("steps", INT, 16, "Deletion and insertion steps (pixels removed or inserted per step: 1/STEPS).", minimum=2),
     Option("road_steps", INT, 4, "ROAD fractions: 1/(N+1), ..., N/(N+1) of the pixels imputed.", minimum=1),
     Option(
@@ -127,15 +138,19 @@ def compute(
     targets=None,
     *,
     explain: str = "grad-cam",
+    deletion_insertion: bool = True,
     steps: int = 16,
     road_steps: int = 4,
     randomisation_stages: int = 3,
     road: bool = True,
     batch_size: int = 16,
     seed: int = 0,
+    boxes=None,
     **_options: Any,
 ) -> Result:
     import dataclasses
+
+    import torch
 
     from ..explained import parse_explained
     from ..mechanisms import faithfulness
@@ -153,10 +168,11 @@ def compute(
     pixel_maps = faithfulness.as_pixel_map(base.display if base.display is not None else base.maps, size, reduce)
     numbers: dict[str, Any] = {}
     curves: dict[str, Any] = {}
-    found = faithfulness.deletion_insertion(model.module, x, chosen, pixel_maps, steps=steps, batch_size=batch_size)
-    for kind in ("deletion", "insertion"):
-        curves[kind] = found[kind]
-        numbers[f"{kind}_auc"] = found[f"{kind}_auc"]
+    if deletion_insertion:
+        found = faithfulness.deletion_insertion(model.module, x, chosen, pixel_maps, steps=steps, batch_size=batch_size)
+        for kind in ("deletion", "insertion"):
+            curves[kind] = found[kind]
+            numbers[f"{kind}_auc"] = found[f"{kind}_auc"]
     if road:
         fractions = [k / (road_steps + 1) for k in range(1, road_steps + 1)]
         found = faithfulness.road_combined(
@@ -178,6 +194,11 @@ def compute(
         # a map that the randomised model makes constant (an all-zero CAM) has no rank
         # correlation (NaN): the mean is over the stages that have one
         numbers["randomisation"] = correlations.nanmean(dim=0)
+    if boxes is not None:
+        boxes = boxes.to(pixel_maps.device)
+        shares = faithfulness.localisation(pixel_maps, boxes.nan_to_num(0.0))
+        # an image without a box (NaN coordinates) or whose box the crop left out has no share
+        numbers["localisation"] = torch.where(boxes.isnan().any(dim=1), math.nan, shares)
     n = images.shape[0]
     host = {name: _finite(value.detach().double().cpu().tolist()) for name, value in curves.items()}
     # per row, so that the job's record carries them to metrics.csv (Result.facts stay in the pictures)
@@ -222,20 +243,28 @@ def render(result: Result, row: int, renderings: tuple[str, ...], options: dict[
 
 def caption(meta: dict[str, Any]) -> list[str]:
     """The row's scores under its curves."""
-    names = (("deletion_auc", "deletion"), ("insertion_auc", "insertion"), ("road", "ROAD"), ("randomisation", "rand."))
+    names = (
+        ("deletion_auc", "deletion"),
+        ("insertion_auc", "insertion"),
+        ("road", "ROAD"),
+        ("randomisation", "rand."),
+        ("localisation", "in box"),
+    )
     found = [f"{label} {meta[key]:.3f}" for key, label in names if isinstance(meta.get(key), (int, float))]
-    return [" \u00b7 ".join(found[:2]), " \u00b7 ".join(found[2:])] if found else []
+    return [" \u00b7 ".join(found[i : i + 2]) for i in range(0, len(found), 2)]
 
 
 TECHNIQUE = Technique(
     name="metrics",
     order=110,
     title="Which explanation to trust",
-    summary="Faithfulness and sanity of attribution methods per image: deletion, insertion, ROAD, randomisation.",
+    summary="Faithfulness and sanity of attribution methods per image: deletion, insertion, ROAD, randomisation, "
+    "localisation.",
     description="How well each method's map ranks the pixels the model needs: the target probability as the "
     "highest-ranked pixels are deleted (lower area is better) or inserted into a blurred copy (higher is better), "
     "ROAD's least- minus most-relevant-first imputation (higher is better), and the rank correlation of the map "
-    "with the map on a model whose top layers are randomised (lower: the method explains the model).",
+    "with the map on a model whose top layers are randomised (lower: the method explains the model); and for an "
+    "image with a bounding box, the share of the map's positive attribution inside it.",
     reference="Petsiuk et al. 2018, RISE; Rong et al. 2022, A consistent and efficient evaluation strategy for "
     "attribution methods (ROAD); Adebayo et al. 2018, Sanity checks for saliency maps",
     options=OPTIONS,
@@ -244,4 +273,17 @@ TECHNIQUE = Technique(
     compute=compute,
     render=render,
     caption=caption,
+    reads_boxes=True,
+    # A metric runs the model on each image dozens of times (and a perturbation method,
+    # Occlusion or Score-CAM, hundreds), so its jobs refuse large inputs sooner than the rest.
+    config_extra={
+        "max_pixels": {
+            "type": ["integer", "null"],
+            "minimum": 1,
+            "default": 1_000_000,
+            "description": "The largest image, in pixels after resizing, the metrics take (null: the workflow's "
+            "max_pixels); a larger one fails alone, with the reason. Lower than the workflow's: each image "
+            "goes through the model dozens of times.",
+        }
+    },
 )

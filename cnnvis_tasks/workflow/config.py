@@ -96,6 +96,18 @@ _ENABLED = {
     "description": "Set to false to leave the technique out without deleting its settings.",
 }
 _RAW = {"type": "boolean", "default": False, "description": "Also write the raw array (.npy) beside each picture."}
+_MAX_PIXELS = {
+    "type": ["integer", "null"],
+    "minimum": 1,
+    "default": None,
+    "description": "The largest image, in pixels after resizing, this technique takes (null: the workflow's "
+    "max_pixels); a larger one fails alone, with the reason.",
+}
+
+
+def technique_max_pixels(config: dict[str, Any], settings: dict[str, Any]) -> int:
+    """The largest input a technique's jobs take: its own ``max_pixels``, else the workflow's."""
+    return settings.get("max_pixels") or config["max_pixels"]
 
 
 def technique_schema(technique: Technique) -> dict[str, Any]:
@@ -123,6 +135,8 @@ def technique_schema(technique: Technique) -> dict[str, Any]:
             "description": "Pictures to write.",
         }
     properties["raw"] = dict(_RAW)
+    if technique.reads_images:
+        properties["max_pixels"] = dict(_MAX_PIXELS)
     properties.update(copy.deepcopy(dict(technique.config_extra)))
     return {
         "description": f"{technique.title}: {technique.description}",

@@ -18,7 +18,7 @@ from ..errors import CnnvisError
 from ..outputs import read_cache, write_cache
 from .config import ConfigError, enabled_techniques, model_weights
 
-CHECK_VERSION = 1  # bump when what is checked changes
+CHECK_VERSION = 2  # bump when what is checked changes
 
 
 def questions(config: dict[str, Any]) -> dict[str, list[tuple[str, str, Any]]]:
@@ -36,6 +36,9 @@ def questions(config: dict[str, Any]) -> dict[str, list[tuple[str, str, Any]]]:
                 layer = values.get("layer")
                 if layer is not None and layer != "auto":
                     found.append((where, "layer", layer))
+                explained = _explained_layer(values)
+                if explained is not None:
+                    found.append((f"{key}.methods ({values['explain']!r})", "layer", explained))
                     if "filter" in values:
                         filters = values["filter"] if isinstance(values["filter"], list) else [values["filter"]]
                         found += [(where, "filter", (layer, f)) for f in filters if str(f) != "all"]
@@ -48,6 +51,20 @@ def questions(config: dict[str, Any]) -> dict[str, list[tuple[str, str, Any]]]:
             if isinstance(settings.get("target"), int):
                 found.append((f"{key}.target", "class", settings["target"]))
     return {model: sorted(set(found), key=repr) for model, found in asked.items()}
+
+
+def _explained_layer(values: dict[str, Any]) -> str | None:
+    """The layer a scored method's text names (``--explain 'grad-cam --layer features.28'``), if any."""
+    text = values.get("explain")
+    if not isinstance(text, str):
+        return None
+    from ..explained import parse_explained
+
+    try:
+        layer = parse_explained(text).options.get("layer")
+    except CnnvisError:
+        return None  # the config check reports the text itself
+    return layer if isinstance(layer, str) and layer != "auto" else None
 
 
 def _answers(model: str, asked: Iterable[tuple[str, str, Any]], check_classes: bool) -> str | None:

@@ -37,12 +37,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..image_list import IMAGE_LIST_FILE_NAME
+from ..image_list import IMAGE_LIST_FILE_NAME, box_text
 from ..images import size_problem
 from ..names import fixed_input_size
 from ..technique import BOOL, COMMAND_ONLY, MODEL_LEVEL, Technique, slug
 from ..techniques import all_techniques
-from .config import ConfigError, enabled_techniques, model_weights
+from .config import ConfigError, enabled_techniques, model_weights, technique_max_pixels
 
 RAW = "raw"
 PREDICTIONS = "predictions"
@@ -217,6 +217,7 @@ class Plan:
     chunk_rules: list[ChunkRule] = field(default_factory=list)  # the chunk layout's jobs
     chunk_count: int = 1
     fingerprints: dict[str, Any] = field(default_factory=dict)  # name -> [bytes, mtime_ns] (chunk layout)
+    boxes: dict[str, list[float]] = field(default_factory=dict)  # name -> its bounding box, where the source gives one
 
     @property
     def image_lists(self) -> dict[str, str]:
@@ -224,13 +225,14 @@ class Plan:
         return {chunk: f"{self.results}/" + IMAGE_LIST_PATTERN.format(chunk=chunk) for chunk in self.chunks}
 
     def image_list_records(self, chunk: str) -> list[dict[str, Any]]:
-        """What a chunk's image list holds: each image's name, path, label and fingerprint."""
+        """What a chunk's image list holds: each image's name, path, label, fingerprint and box."""
         return [
             {
                 "name": name,
                 "path": self.images[name],
                 "label": self.labels.get(name),
                 "fingerprint": self.fingerprints.get(name),
+                "box": self.boxes.get(name),
             }
             for name in self.chunks[chunk]
         ]
@@ -581,7 +583,7 @@ class _Planner:
             arguments, runtime = _scalar_arguments(technique, settings, values)
             for option in technique.repeatable:
                 arguments += [option.flag, str(values[option.name])]
-            arguments += ["--max-pixels", str(self.config["max_pixels"])]
+            arguments += ["--max-pixels", str(technique_max_pixels(self.config, settings))]
             if labelled:
                 arguments += ["--target", "label"]
             for rendering in [*renderings, *([RAW] if settings["raw"] else [])]:
@@ -613,7 +615,7 @@ class _Planner:
         for name in self.plan.images:
             problem = None
             if size is not None and self.sizes.get(name):
-                problem = size_problem(*self.sizes[name], size, self.config["max_pixels"], crop)
+                problem = size_problem(*self.sizes[name], size, technique_max_pixels(self.config, settings), crop)
                 problem = f"{self.plan.images[name]} is {problem}" if problem else None
             if problem is None and labelled and not self.plan.labels.get(name):
                 problem = (
@@ -634,17 +636,20 @@ class _Planner:
             options, runtime = _scalar_arguments(technique, settings, values)
             for option in technique.repeatable:
                 options += [option.flag, str(values[option.name])]
-            options += ["--max-pixels", str(self.config["max_pixels"])]
+            options += ["--max-pixels", str(technique_max_pixels(self.config, settings))]
             labels = {o.name: o.token(values[o.name]) for o in technique.repeatable}
             for chunk, names in self.plan.chunks.items():
                 names = [name for name in names if name not in left_out]
                 if not names:
                     continue
                 arguments, outputs = list(options), []
+                boxed = technique.reads_boxes and any(name in self.plan.boxes for name in names)
                 for name in names:
                     arguments += ["--image", self.plan.images[name]]
                     if labelled:
                         arguments += ["--target", str(self.plan.labels[name])]
+                    if boxed:
+                        arguments += ["--box", box_text(self.plan.boxes.get(name)) or "none"]
                     for flag, output, _ in self.files(
                         technique, settings, f"{folder}/{name}/{setting}", {"image": name} | labels, model
                     ):
@@ -837,6 +842,7 @@ def make_plan(
         layout=layout,
         chunk_count=count,
         fingerprints={record["name"]: record.get("fingerprint") for record in usable} if layout == "chunks" else {},
+        boxes={record["name"]: record["box"] for record in usable if record.get("box")},
     )
     planner = _Planner(config, plan, {r["name"]: r.get("size") for r in usable}, gpu=gpu, exists=exists)
     for technique, settings in enabled_techniques(config):

@@ -2,10 +2,10 @@
 and model, from the metrics jobs' records, and per method and model their mean with a
 bootstrap 95 % interval.  Torch-free (NumPy for the bootstrap).
 
-A metric is *better* high (insertion, ROAD) or low (deletion; randomisation, where a
-low correlation means the map changes when the model does).  Methods are ordered by
-their mean rank over the faithfulness metrics (deletion, insertion, ROAD), the
-randomisation check shown beside them.
+A metric is *better* high (insertion, ROAD, localisation) or low (deletion;
+randomisation, where a low correlation means the map changes when the model does).
+Methods are ordered by their mean rank over the faithfulness metrics (deletion,
+insertion, ROAD), the randomisation and localisation checks shown beside them.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ METRICS: dict[str, tuple[str, bool, bool]] = {
     "insertion_auc": ("Insertion AUC", True, True),
     "road": ("ROAD (LeRF - MoRF)", True, True),
     "randomisation": ("Randomisation correlation", False, False),
+    "localisation": ("Attribution in box", True, False),
 }
 ROW_COLUMNS = ("model", "method", "explain", "image", "target", *METRICS)
 SUMMARY_COLUMNS = ("model", "method", "metric", "mean", "low", "high", "count", "better")
