@@ -63,11 +63,13 @@ class Clock:
     def __init__(self):
         self.main: dict[str, float] = {}
         self.busy: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}  # CPU time of the threads in it (no waiting for a core)
         self.lock = threading.Lock()
 
-    def add(self, name: str, seconds: float) -> None:
+    def add(self, name: str, seconds: float, cpu: float = 0.0) -> None:
         with self.lock:
             self.busy[name] = self.busy.get(name, 0.0) + seconds
+            self.cpu[name] = self.cpu.get(name, 0.0) + cpu
             if threading.current_thread() is threading.main_thread():
                 self.main[name] = self.main.get(name, 0.0) + seconds
 
@@ -75,11 +77,11 @@ class Clock:
         function = getattr(owner, attribute)
 
         def timed(*args, **kwargs):
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.thread_time()
             try:
                 return function(*args, **kwargs)
             finally:
-                self.add(name, time.perf_counter() - start)
+                self.add(name, time.perf_counter() - start, time.thread_time() - start_cpu)
 
         setattr(owner, attribute, timed)
 
@@ -117,7 +119,8 @@ def job_process(args: argparse.Namespace) -> None:
     clock = Clock()
     clock.wrap(runner, "load_model", "model load")
     clock.wrap(cam_family, "automatic_layer", "automatic layer")
-    clock.wrap(images, "load_image", "decode")
+    # the decoder of one image: load_image before the box work, _load_sized after
+    clock.wrap(images, "_load_sized" if hasattr(images, "_load_sized") else "load_image", "decode")
     clock.wrap_iterator(images, "load_batches", "decode wait")
     clock.wrap(runner._Call, "_compute", "compute+submit")
     clock.wrap(runner._Writer, "write", "render+encode")
@@ -153,6 +156,7 @@ def job_process(args: argparse.Namespace) -> None:
                 "total": end - T0,
                 "main": clock.main,
                 "busy": clock.busy,
+                "cpu": clock.cpu,
                 "pillow": outputs.Image.__version__,
             }
         )
@@ -243,7 +247,7 @@ def check_outputs(out: Path, technique: str, count: int) -> None:
 
 def split(job: dict, count: int) -> dict:
     """The job's main-thread time by part, and its threads' busy time per image."""
-    main, busy = job["main"], job["busy"]
+    main, busy, cpu = job["main"], job["busy"], job.get("cpu", {})
     auto = main.get("automatic layer", 0.0)
     main_write = main.get("render+encode", 0.0)
     compute = main.get("compute+submit", 0.0) - main_write - auto
@@ -264,6 +268,7 @@ def split(job: dict, count: int) -> dict:
         "decode busy": busy.get("decode", 0.0) / count * 1000,
         "render busy": (busy.get("render+encode", 0.0) - busy.get("encode", 0.0)) / count * 1000,
         "encode busy": busy.get("encode", 0.0) / count * 1000,
+        "render+encode cpu": cpu.get("render+encode", 0.0) / count * 1000,
     }
 
 
@@ -298,7 +303,12 @@ def _pictures(paths: list[Path]) -> list:
     return [np.ascontiguousarray(p) for p in pictures]
 
 
-def _encode(picture, level: int) -> int:
+def _encode(picture, level: int, writer: str = "cnnvis") -> int:
+    """Bytes of one PNG: Pillow's encoder (adaptive filters, zlib), or ours (Sub filter, ISA-L)."""
+    if writer == "cnnvis":
+        from cnnvis_tasks.png import encode_png
+
+        return len(encode_png(picture, {"cnnvis": "{}"}, level))
     from PIL import Image
 
     buffer = io.BytesIO()
@@ -306,19 +316,27 @@ def _encode(picture, level: int) -> int:
     return buffer.tell()
 
 
-def _encode_all(pictures: list, level: int) -> int:
-    return sum(_encode(p, level) for p in pictures)
+def _encode_all(pictures: list, level: int, writer: str = "cnnvis") -> int:
+    return sum(_encode(p, level, writer) for p in pictures)
 
 
 def png_levels(pictures: list, repeats: int) -> list[dict]:
     rows = []
-    for level in range(10):
-        best = float("inf")
-        for _ in range(repeats):
-            start = time.perf_counter()
-            size = _encode_all(pictures, level)
-            best = min(best, time.perf_counter() - start)
-        rows.append({"level": level, "ms": best / len(pictures) * 1000, "kib": size / len(pictures) / 1024})
+    for writer, levels in (("Pillow", range(10)), ("cnnvis", range(1, 4))):
+        for level in levels:
+            best = float("inf")
+            for _ in range(repeats):
+                start = time.perf_counter()
+                size = _encode_all(pictures, level, writer.lower())
+                best = min(best, time.perf_counter() - start)
+            rows.append(
+                {
+                    "writer": writer,
+                    "level": level,
+                    "ms": best / len(pictures) * 1000,
+                    "kib": size / len(pictures) / 1024,
+                }
+            )
     return rows
 
 
@@ -348,8 +366,9 @@ def table(results: list[dict]) -> list[str]:
     lines = [
         "| job | images | code | total s | start-up s | decode s | compute s | auto layer s | "
         "render+encode s | other s | compute alone s | job / compute alone | job - start-up - auto layer "
-        "/ compute alone | decode / render / encode ms per image (busy, all threads) |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "/ compute alone | decode / render / encode ms per image (busy, all threads) | render+encode CPU ms "
+        "per image |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for r in results:
         s, alone = r["split"], r["alone"]
@@ -358,7 +377,8 @@ def table(results: list[dict]) -> list[str]:
             f"| {r['technique']} | {r['count']} | {r['code']} | {s['total']:.1f} | {s['startup']:.1f} | "
             f"{s['decode']:.2f} | {s['compute']:.1f} | {s['auto layer']:.1f} | {s['write']:.2f} | {s['other']:.2f} | "
             f"{alone:.1f} | {s['total'] / alone:.2f}x | {net:.2f}x | "
-            f"{s['decode busy']:.1f} / {s['render busy']:.1f} / {s['encode busy']:.1f} |"
+            f"{s['decode busy']:.1f} / {s['render busy']:.1f} / {s['encode busy']:.1f} | "
+            f"{s['render+encode cpu']:.1f} |"
         )
     return lines
 
@@ -384,7 +404,8 @@ def write_report(path: Path, info: dict, results: list[dict], identical: list[st
         "the main thread rendering and writing (before) or waiting for the writer threads (after). *compute alone*: "
         "the same images' compute and read-back in another process, decoded and the automatic layer chosen "
         "beforehand. The last column is the time per image in each stage summed over all threads (wall time on "
-        "each thread: on a busy machine it includes waiting for a core).",
+        "each thread: on a busy machine it includes waiting for a core); the column after it is the CPU time "
+        "of the threads rendering and writing (`time.thread_time`), the work itself.",
         "",
         *table(results),
         "",
@@ -395,27 +416,32 @@ def write_report(path: Path, info: dict, results: list[dict], identical: list[st
             if len(pair) == 2:
                 b, a = pair["before"]["split"], pair["after"]["split"]
                 speed = (b["render busy"] + b["encode busy"]) / max(a["render busy"] + a["encode busy"], 1e-9)
+                cpu_speed = b["render+encode cpu"] / max(a["render+encode cpu"], 1e-9)
                 lines.append(
                     f"- {technique}, {count} images: job {b['total']:.1f} s -> {a['total']:.1f} s "
                     f"({b['total'] / a['total']:.2f}x faster); render+encode per image "
                     f"{b['render busy'] + b['encode busy']:.1f} -> {a['render busy'] + a['encode busy']:.1f} ms "
-                    f"({speed:.1f}x less CPU)."
+                    f"busy ({speed:.1f}x less), {b['render+encode cpu']:.1f} -> {a['render+encode cpu']:.1f} ms "
+                    f"CPU ({cpu_speed:.1f}x less)."
                 )
     lines += ["", *identical, "", *notes, ""]
     if levels:
         lines += [
-            "PNG level (Pillow `compress_level`, zlib of Pillow's wheel), best of "
+            "PNG writers and levels, best of "
             f"{info['repeats']} over {info['pictures']} real pictures (224 x 298: gray, heatmap, "
-            "overlay, saliency color and gray of the synthetic images), one thread:",
+            "overlay, saliency color and gray of the synthetic images), one thread. *Pillow*: its encoder "
+            "(`compress_level`, a filter chosen per row, zlib of Pillow's wheel), which writes levels 0 and 4-9; "
+            "*cnnvis*: `cnnvis_tasks/png.py` (the Sub filter on every row, ISA-L's deflate), which writes "
+            "levels 1-3:",
             "",
-            "| level | ms per picture | KiB per picture |",
-            "|---:|---:|---:|",
-            *[f"| {r['level']} | {r['ms']:.2f} | {r['kib']:.1f} |" for r in levels],
+            "| writer | level | ms per picture | KiB per picture |",
+            "|---|---:|---:|---:|",
+            *[f"| {r['writer']} | {r['level']} | {r['ms']:.2f} | {r['kib']:.1f} |" for r in levels],
             "",
         ]
     if pool_rows:
         lines += [
-            f"Encoding {info['pool pictures']} pictures at level 1 with {info['workers pool']} workers "
+            f"Encoding {info['pool pictures']} pictures at level 1 (our writer) with {info['workers pool']} workers "
             "(ms per picture, wall): " + ", ".join(f"{r['pool']} {r['ms']:.2f}" for r in pool_rows) + ".",
             "",
         ]

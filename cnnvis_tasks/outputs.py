@@ -12,6 +12,8 @@ from typing import Any, BinaryIO
 import numpy as np
 from PIL import Image, PngImagePlugin
 
+from . import png
+
 METADATA_KEY = "cnnvis"
 
 
@@ -50,15 +52,14 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     return path
 
 
-# zlib level of the PNGs written: 1 writes 2-3 times faster than Pillow's default 6 for
-# files 5-40 % larger (bench/RESULTS.md, "PNG level"); a runtime choice, --png-level.
+# zlib level of the PNGs written: 1 writes fastest (our own writer, cnnvis_tasks/png.py),
+# 9 smallest; a runtime choice, --png-level, and png_level in the config.
 DEFAULT_PNG_LEVEL = 1
-# zlib's run-length strategy at the fast levels: measured faster than the default
-# strategy at level 1 on photographs, overlays, saliency maps and grids, with files
-# no larger (bench/RESULTS.md, "Chunk job"); levels 4-9 keep zlib's default, byte for
-# byte the files of earlier versions at level 6.
-_Z_RLE = 3
-_FAST_LEVELS = range(1, 4)
+# Levels 1-3 go through cnnvis_tasks/png.py (the Sub filter and ISA-L's deflate: several
+# times faster than Pillow's adaptive filters, files no larger; bench/RESULTS.md, "PNG
+# writer"); level 0 and levels 4-9 through Pillow, whose adaptive filters make the
+# smallest files at the slow levels (byte for byte the files of earlier versions).
+_FAST_MODES = ("L", "RGB", "RGBA")  # Pillow images whose pixels are what the fast writer writes
 
 
 def save_png(
@@ -68,12 +69,17 @@ def save_png(
     level: int = DEFAULT_PNG_LEVEL,
 ) -> Path:
     """Save an RGB/gray uint8 picture as PNG (zlib ``level`` 0-9), with ``metadata`` as a JSON text chunk."""
+    text = json.dumps(metadata, sort_keys=True, default=_json_default) if metadata else None
+    if level in png.FAST_LEVELS and not (isinstance(image, Image.Image) and image.mode not in _FAST_MODES):
+        array = np.asarray(image)
+        if png.writable(array):
+            data = png.encode_png(array, {METADATA_KEY: text} if text else None, level)
+            return atomic_write(path, lambda handle: handle.write(data))
     picture = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
     info = PngImagePlugin.PngInfo()
-    if metadata:
-        info.add_text(METADATA_KEY, json.dumps(metadata, sort_keys=True, default=_json_default))
-    options = {"compress_level": level} | ({"compress_type": _Z_RLE} if level in _FAST_LEVELS else {})
-    return atomic_write(path, lambda handle: picture.save(handle, format="PNG", pnginfo=info, **options))
+    if text:
+        info.add_text(METADATA_KEY, text)
+    return atomic_write(path, lambda handle: picture.save(handle, format="PNG", pnginfo=info, compress_level=level))
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:

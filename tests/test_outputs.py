@@ -50,7 +50,7 @@ def test_written_files_honour_the_umask(tmp_path):
         assert target.stat().st_mode & 0o777 == expected, oct(target.stat().st_mode)
 
 
-def test_every_png_level_keeps_pixels_and_facts_and_the_fast_levels_use_run_lengths(tmp_path):
+def test_every_png_level_keeps_pixels_and_facts_and_the_fast_levels_use_our_writer(tmp_path):
     import io
 
     from PIL import Image as PILImage
@@ -71,9 +71,81 @@ def test_every_png_level_keeps_pixels_and_facts_and_the_fast_levels_use_run_leng
     plain = io.BytesIO()
     PILImage.fromarray(picture).save(plain, format="PNG", compress_level=6, pnginfo=_info({"technique": "x"}))
     assert (tmp_path / "l6.png").read_bytes() == plain.getvalue()  # level 6: the files of earlier versions
-    fast = io.BytesIO()
-    PILImage.fromarray(picture).save(fast, format="PNG", compress_level=1, pnginfo=_info({"technique": "x"}))
-    assert (tmp_path / "l1.png").read_bytes() != fast.getvalue()  # level 1: zlib's run-length strategy
+    assert _filters((tmp_path / "l1.png").read_bytes()) == {1}  # level 1: ours, every row Sub-filtered
+    assert len(_filters(plain.getvalue())) > 1  # where Pillow picks a filter per row
+
+
+def _chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    """The (type, data) chunks of a PNG file, each CRC checked (a reader of our own)."""
+    import struct
+    import zlib
+
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    chunks, at = [], 8
+    while at < len(data):
+        (length,) = struct.unpack(">I", data[at : at + 4])
+        kind, body = data[at + 4 : at + 8], data[at + 8 : at + 8 + length]
+        assert struct.unpack(">I", data[at + 8 + length : at + 12 + length])[0] == zlib.crc32(kind + body)
+        chunks.append((kind, body))
+        at += 12 + length
+    return chunks
+
+
+def _filters(data: bytes) -> set[int]:
+    import struct
+    import zlib
+
+    chunks = _chunks(data)
+    width, height, _depth, color = struct.unpack(">IIBB", chunks[0][1][:10])
+    channels = {0: 1, 2: 3, 6: 4}[color]
+    lines = np.frombuffer(zlib.decompress(b"".join(body for kind, body in chunks if kind == b"IDAT")), np.uint8)
+    return set(lines.reshape(height, 1 + width * channels)[:, 0].tolist())
+
+
+@pytest.mark.parametrize(
+    "shape", [(1, 1), (1, 1, 3), (7, 5), (5, 7, 3), (9, 13, 4), (33, 2, 1), (224, 298, 3)], ids=str
+)
+def test_the_fast_writer_decodes_to_the_same_pixels(tmp_path, shape):
+    """Gray, RGB and RGBA pictures of any size, noise included (every Sub difference wraps
+    around), read back by Pillow and by a decoder written here (zlib and a running sum)."""
+    import struct
+    import zlib
+
+    from cnnvis_tasks import png
+
+    picture = np.random.default_rng(sum(shape)).integers(0, 256, size=shape, dtype=np.uint8)
+    data = png.encode_png(picture, {"cnnvis": '{"a": 1}', "other": "caf\u00e9"}, level=2)
+    path = tmp_path / "x.png"
+    path.write_bytes(data)
+    with Image.open(path) as image:
+        expected = picture[..., 0] if picture.ndim == 3 and picture.shape[2] == 1 else picture
+        assert np.array_equal(np.asarray(image), expected)
+        assert image.text == {"cnnvis": '{"a": 1}', "other": "caf\u00e9"}
+    chunks = _chunks(data)
+    width, height = struct.unpack(">II", chunks[0][1][:8])
+    channels = 1 if picture.ndim == 2 else picture.shape[2]
+    lines = np.frombuffer(zlib.decompress(chunks[-2][1]), np.uint8).reshape(height, 1 + width * channels)
+    assert (lines[:, 0] == 1).all()
+    restored = np.cumsum(lines[:, 1:].reshape(height, width, channels).astype(np.int64), axis=1) % 256
+    assert np.array_equal(restored.reshape(picture.shape), picture)
+
+
+def test_pictures_the_fast_writer_does_not_take_go_through_pillow(tmp_path):
+    """A palette or gray-and-alpha image, 16-bit arrays: Pillow writes them at any level."""
+    palette = Image.new("P", (4, 3), 5)
+    palette.putpalette([v for k in range(256) for v in (k, 255 - k, 7)])
+    path = save_png(tmp_path / "p.png", palette, {"a": 1}, level=1)
+    with Image.open(path) as image:
+        assert image.mode == "P" and np.array_equal(
+            np.asarray(image.convert("RGB")), np.asarray(palette.convert("RGB"))
+        )
+    gray_alpha = Image.new("LA", (4, 3), (10, 200))
+    with Image.open(save_png(tmp_path / "c.png", gray_alpha, level=2)) as image:
+        assert image.mode == "LA" and np.array_equal(np.asarray(image), np.asarray(gray_alpha))
+    wide = np.arange(12, dtype=np.uint16).reshape(3, 4) * 1000
+    with Image.open(save_png(tmp_path / "w.png", wide, level=1)) as image:
+        assert np.array_equal(np.asarray(image), wide)
+    assert read_metadata(path) == {"a": 1}
 
 
 def _info(metadata):
