@@ -52,13 +52,14 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     return path
 
 
-# zlib level of the PNGs written: 1 writes fastest (our own writer, cnnvis_tasks/png.py),
-# 9 smallest; a runtime choice, --png-level, and png_level in the config.
+# Compression level of the PNGs written: 1 writes fastest, 9 smallest; a runtime choice,
+# --png-level, and png_level in the config.
 DEFAULT_PNG_LEVEL = 1
-# Levels 1-3 go through cnnvis_tasks/png.py (the Sub filter and ISA-L's deflate: several
-# times faster than Pillow's adaptive filters, files no larger; bench/RESULTS.md, "PNG
-# writer"); level 0 and levels 4-9 through Pillow, whose adaptive filters make the
-# smallest files at the slow levels (byte for byte the files of earlier versions).
+# Levels 1-3 go through cnnvis_tasks/png.py (the Sub filter and ISA-L's deflate: about
+# ten times faster than Pillow's encoder, files up to 12 % larger; bench/RESULTS.md,
+# "Chunk job: where the time goes"); level 0 and levels 4-9 through Pillow, whose
+# filter per row makes the smallest files at the slow levels (byte for byte the files
+# of earlier versions).
 _FAST_MODES = ("L", "RGB", "RGBA")  # Pillow images whose pixels are what the fast writer writes
 
 

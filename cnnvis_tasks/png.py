@@ -2,11 +2,11 @@
 
 Pillow's PNG encoder tries five filters on every row and keeps the best, which costs
 more than the deflate itself at zlib level 1.  Our pictures (heatmaps, overlays,
-gradient maps, photographs) compress as well with the *Sub* filter alone (each byte
-minus the byte one pixel to its left), computed with one NumPy subtraction, and
-deflated by ISA-L (the ``isal`` package) at its levels 1-3, several times faster than
-zlib for files as small (``bench/RESULTS.md``, "PNG writer").  Where ``isal`` is not
-installed, zlib does the deflate.
+gradient maps, photographs) compress nearly as well with the *Sub* filter alone (each
+byte minus the byte one pixel to its left), computed with one NumPy subtraction and
+deflated by ISA-L (the ``isal`` package) at its levels 1-3: about ten times faster
+than Pillow at level 1, for files up to 12 % larger (``bench/RESULTS.md``, "Chunk
+job: where the time goes").  Where ``isal`` is not installed, zlib does the deflate.
 
 Only 8-bit gray, RGB and RGBA pictures go this way; the file is a plain PNG (the
 signature, IHDR, one tEXt chunk per text, one IDAT, IEND) that any reader opens.
@@ -38,6 +38,17 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
 
 
+def _text_chunk(key: str, text: str) -> bytes:
+    """A tEXt chunk, or an iTXt chunk (UTF-8) for text outside Latin-1, as Pillow writes them."""
+    name = key.encode("latin-1")
+    if not 1 <= len(name) <= 79 or b"\0" in name:
+        raise ValueError(f"a PNG text key is 1-79 Latin-1 characters without NUL, got {key!r}")
+    try:
+        return _chunk(b"tEXt", name + b"\0" + text.encode("latin-1"))
+    except UnicodeEncodeError:  # uncompressed, no language, no translated key
+        return _chunk(b"iTXt", name + b"\0\0\0\0\0" + text.encode("utf-8"))
+
+
 def writable(array: np.ndarray) -> bool:
     """Whether :func:`encode_png` takes ``array``: uint8, (H, W) or (H, W, 1|3|4), not empty."""
     if array.dtype != np.uint8 or array.size == 0:
@@ -60,8 +71,8 @@ def sub_filtered(array: np.ndarray) -> np.ndarray:
 
 
 def encode_png(array: np.ndarray, texts: Mapping[str, str] | None = None, level: int = 1) -> bytes:
-    """The PNG file of an 8-bit picture (:func:`writable`) with Latin-1 ``texts`` as tEXt
-    chunks, deflated at ``level`` (1-3)."""
+    """The PNG file of an 8-bit picture (:func:`writable`) with ``texts`` as text chunks
+    (tEXt, or iTXt for text outside Latin-1), deflated at ``level`` (1-3)."""
     if not writable(array):
         raise ValueError(f"expected a uint8 (H, W) or (H, W, 1|3|4) picture, got {array.dtype} {array.shape}")
     if level not in FAST_LEVELS:
@@ -71,7 +82,7 @@ def encode_png(array: np.ndarray, texts: Mapping[str, str] | None = None, level:
     header = struct.pack(">IIBBBBB", width, height, 8, COLOR_TYPES[channels], 0, 0, 0)
     parts = [SIGNATURE, _chunk(b"IHDR", header)]
     for key, text in (texts or {}).items():
-        parts.append(_chunk(b"tEXt", key.encode("latin-1") + b"\0" + text.encode("latin-1")))
+        parts.append(_text_chunk(key, text))
     parts.append(_chunk(b"IDAT", _deflate_module.compress(sub_filtered(array).tobytes(), level)))
     parts.append(_chunk(b"IEND", b""))
     return b"".join(parts)

@@ -351,3 +351,8 @@ def test_localisation_share_of_positive_mass_in_the_box():
     # the whole image holds everything; a pixel is in when its centre is
     assert fa.localisation(maps[:2], torch.tensor([[0.0, 0.0, 6.0, 4.0]] * 2)).tolist() == [1.0, 1.0]
     assert fa.localisation(maps[:1], torch.tensor([[2.4, 1.4, 2.6, 1.6]])).item() == pytest.approx(0.75)
+    # boxes that touch share no pixel: the halves of a uniform map hold half each
+    halves = fa.localisation(maps[[1, 1]], torch.tensor([[0.0, 0.0, 3.0, 4.0], [3.0, 0.0, 6.0, 4.0]]))
+    assert halves.tolist() == [0.5, 0.5]
+    # a box between pixel centres holds no pixel: no share, not 0
+    assert math.isnan(fa.localisation(maps[1:2], torch.tensor([[2.6, 1.6, 2.9, 1.9]])).item())

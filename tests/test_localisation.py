@@ -121,7 +121,7 @@ def _share(raw: np.ndarray, box) -> float:
         for j in range(width):
             value = max(float(raw[i, j]), 0.0)
             total += value
-            if box[0] <= j + 0.5 <= box[2] and box[1] <= i + 0.5 <= box[3]:
+            if box[0] <= j + 0.5 < box[2] and box[1] <= i + 0.5 < box[3]:
                 inside += value
     return inside / total
 
@@ -231,3 +231,24 @@ def test_the_workflow_hands_each_image_its_box_in_either_layout(tmp_path, layout
         else:
             assert "boxes" not in context.params and "--box" not in job.arguments  # Grad-CAM reads no boxes
     assert given == {"ds/im0.png": "1 2 30 40", "ds/im1.png": "none", "ds/im2.png": "0.5 0 8 9.25"}
+
+
+@pytest.mark.parametrize(
+    "boxes, says",
+    [
+        (["1,2,3,4", "none", "1,1,2,2"], "got 2 images but 3 --box"),
+        (["1,2,3"], "a box is 4 numbers"),
+        (["5,1,2,4"], "xmax > xmin"),
+    ],
+)
+def test_a_wrong_box_on_the_command_line_is_a_usage_error(tmp_path, boxes, says):
+    from click.testing import CliRunner
+
+    from cnnvis_tasks.cli import cli
+
+    images = [str(write(tmp_path / name)) for name in ("a.png", "b.png")]
+    arguments = ["metrics", *[a for image in images for a in ("--image", image)]]
+    arguments += [a for box in boxes for a in ("--box", box)] + ["--out-dir", str(tmp_path / "out")]
+    result = CliRunner().invoke(cli, arguments)
+    assert result.exit_code == 2 and "Invalid value for --box" in result.output, result.output
+    assert says in result.output and "Traceback" not in result.output

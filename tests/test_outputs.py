@@ -114,13 +114,13 @@ def test_the_fast_writer_decodes_to_the_same_pixels(tmp_path, shape):
     from cnnvis_tasks import png
 
     picture = np.random.default_rng(sum(shape)).integers(0, 256, size=shape, dtype=np.uint8)
-    data = png.encode_png(picture, {"cnnvis": '{"a": 1}', "other": "caf\u00e9"}, level=2)
+    data = png.encode_png(picture, {"cnnvis": '{"a": 1}', "other": "caf\u00e9", "wide": "\u732b \u2713"}, level=2)
     path = tmp_path / "x.png"
     path.write_bytes(data)
     with Image.open(path) as image:
         expected = picture[..., 0] if picture.ndim == 3 and picture.shape[2] == 1 else picture
         assert np.array_equal(np.asarray(image), expected)
-        assert image.text == {"cnnvis": '{"a": 1}', "other": "caf\u00e9"}
+        assert image.text == {"cnnvis": '{"a": 1}', "other": "caf\u00e9", "wide": "\u732b \u2713"}
     chunks = _chunks(data)
     width, height = struct.unpack(">II", chunks[0][1][:8])
     channels = 1 if picture.ndim == 2 else picture.shape[2]

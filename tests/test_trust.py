@@ -352,17 +352,21 @@ def test_the_metrics_refuse_large_images_sooner_than_the_other_techniques(layout
     config = check_config(settings, check_model_names=False)
     strip = {"name": "strip.png", "path": "ds/strip.png", "status": "ok", "reason": None, "size": [4000, 20]}
     photo = {"name": "photo.png", "path": "ds/photo.png", "status": "ok", "reason": None, "size": [600, 400]}
-    plan = make_plan(config, [strip, photo], exists=None)
-    limits = {}
-    if layout == "chunks":
+
+    def limits_of(plan):
+        found = {}
         for rule in plan.chunk_rules:
             arguments = list(rule.arguments)
             if "--max-pixels" in arguments:  # not the predictions: they keep the command's default
-                limits[rule.technique] = arguments[arguments.index("--max-pixels") + 1]
-    else:
+                found[rule.technique] = arguments[arguments.index("--max-pixels") + 1]
         for job in plan.jobs:
             if "--max-pixels" in job.arguments:
-                limits[job.arguments[0]] = str(parse(job).params["max_pixels"])
+                found[job.arguments[0]] = str(parse(job).params["max_pixels"])
+        return found
+
+    plan = make_plan(config, [strip, photo], exists=None)
+    assert limits_of(plan) == {"metrics": "1000000", "grad-cam": "4000000", "saliency": "50000"}
+    if layout == "pictures":
         failures = {table["section"]: table["failures"] for table in plan.gallery_tables}
         # 4000 x 20 at shorter side 96: 19,200 x 96 = 1,843,200 pixels
         assert (
@@ -371,4 +375,46 @@ def test_the_metrics_refuse_large_images_sooner_than_the_other_techniques(layout
         )
         assert failures["grad-cam"] == {}
         assert set(failures["saliency"]) == {"strip.png"}  # and the photo's 144 x 96 fits 50,000
-    assert limits == {"metrics": "1000000", "grad-cam": "4000000", "saliency": "50000"}
+    # a technique's own limit only lowers the workflow's: below 1,000,000 the workflow's holds
+    lowered = check_config(dict(settings, max_pixels=200_000), check_model_names=False)
+    assert limits_of(make_plan(lowered, [photo], exists=None)) == {
+        "metrics": "200000",
+        "grad-cam": "200000",
+        "saliency": "50000",
+    }
+
+
+@pytest.mark.parametrize(
+    "technique, bad, good, says",
+    [
+        (
+            "metrics",
+            {"methods": ["saliency", "grad-cam --layer _blocks.99"]},
+            {"methods": ["grad-cam --layer _blocks.15"]},
+            "techniques.metrics.methods ('grad-cam --layer _blocks.99')",
+        ),
+        (
+            "filter_viz",
+            {"filters": [{"layer": "_blocks.1", "filter": 999}]},
+            {"filters": [{"layer": "_blocks.1", "filter": 3}]},
+            "filter 999 out of range for layer '_blocks.1'",
+        ),
+    ],
+)
+def test_the_workflow_start_checks_the_layers_of_scored_methods_and_the_filters(technique, bad, good, says):
+    """A layer named inside a method's text, like a configured layer and filter, is checked
+    against the model before any job runs; the right one passes."""
+    from cnnvis_tasks.workflow import ConfigError, check_config
+    from cnnvis_tasks.workflow.model_check import check_models
+
+    def config(settings):
+        block = dict(settings) if technique == "metrics" else {"models": {"efficientnet_lite0": dict(settings)}}
+        block.setdefault("models", {"efficientnet_lite0": {}})
+        return check_config(
+            {"models": {"efficientnet_lite0": {}}, "techniques": {technique: block}}, check_model_names=False
+        )
+
+    with pytest.raises(ConfigError) as error:
+        check_models(config(bad), None)
+    assert says in str(error.value)
+    check_models(config(good), None)

@@ -143,7 +143,8 @@ def output_params(technique: Technique) -> list[click.Parameter]:
             ["--png-level"],
             type=click.IntRange(0, 9),
             default=DEFAULT_PNG_LEVEL,
-            help="zlib level of the PNGs: 1 writes fastest, 9 smallest; the pixels are the same.",
+            help="PNG compression level: 1 writes fastest (1-3: cnnvis's own writer), 9 smallest; the pixels "
+            "are the same.",
         ),
     ]
     return params
@@ -257,13 +258,13 @@ def given_boxes(values: Sequence[str], count: int, image_list: bool) -> list[Box
         return None
     if image_list:
         raise click.UsageError("--box goes with --image; with --image-list the boxes come from its box column")
-    boxes = []
-    for value in broadcast(list(values), count, "--box", "images"):
-        try:
-            boxes.append(None if value.strip().lower() == "none" else parse_box(value))
-        except ValueError as error:
-            raise click.BadParameter(str(error), param_hint="--box") from None
-    return boxes
+    try:
+        return [
+            None if value.strip().lower() == "none" else parse_box(value)
+            for value in broadcast(list(values), count, "--box", "images")
+        ]
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--box") from None
 
 
 def _parsed(option: Option, value: Any) -> Any:

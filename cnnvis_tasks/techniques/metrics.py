@@ -281,9 +281,9 @@ TECHNIQUE = Technique(
             "type": ["integer", "null"],
             "minimum": 1,
             "default": 1_000_000,
-            "description": "The largest image, in pixels after resizing, the metrics take (null: the workflow's "
-            "max_pixels); a larger one fails alone, with the reason. Lower than the workflow's: each image "
-            "goes through the model dozens of times.",
+            "description": "The largest image, in pixels after resizing, the metrics take, when lower than the "
+            "workflow's max_pixels (null: the workflow's); a larger one fails alone, with the reason. Lower than "
+            "the workflow's by default: each image goes through the model dozens of times.",
         }
     },
 )

@@ -100,14 +100,16 @@ _MAX_PIXELS = {
     "type": ["integer", "null"],
     "minimum": 1,
     "default": None,
-    "description": "The largest image, in pixels after resizing, this technique takes (null: the workflow's "
-    "max_pixels); a larger one fails alone, with the reason.",
+    "description": "The largest image, in pixels after resizing, this technique takes, when lower than the "
+    "workflow's max_pixels (null: the workflow's); a larger one fails alone, with the reason.",
 }
 
 
 def technique_max_pixels(config: dict[str, Any], settings: dict[str, Any]) -> int:
-    """The largest input a technique's jobs take: its own ``max_pixels``, else the workflow's."""
-    return settings.get("max_pixels") or config["max_pixels"]
+    """The largest input a technique's jobs take: its own ``max_pixels`` where lower than the
+    workflow's (a technique may refuse more images, never take ones the workflow refuses)."""
+    own = settings.get("max_pixels")
+    return min(own, config["max_pixels"]) if own else config["max_pixels"]
 
 
 def technique_schema(technique: Technique) -> dict[str, Any]:

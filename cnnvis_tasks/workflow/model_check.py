@@ -36,12 +36,12 @@ def questions(config: dict[str, Any]) -> dict[str, list[tuple[str, str, Any]]]:
                 layer = values.get("layer")
                 if layer is not None and layer != "auto":
                     found.append((where, "layer", layer))
-                explained = _explained_layer(values)
-                if explained is not None:
-                    found.append((f"{key}.methods ({values['explain']!r})", "layer", explained))
                     if "filter" in values:
                         filters = values["filter"] if isinstance(values["filter"], list) else [values["filter"]]
                         found += [(where, "filter", (layer, f)) for f in filters if str(f) != "all"]
+                explained = _explained_layer(values)
+                if explained is not None:
+                    found.append((f"{key}.methods ({values['explain']!r})", "layer", explained))
                 if values.get("parameter") is not None:
                     found.append((where, "parameter", int(values["parameter"])))
                 targets = values.get("target")
