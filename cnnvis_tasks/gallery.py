@@ -182,6 +182,16 @@ def trust_view(
     return [{"models": views, "links": dict(links)}] if views else []
 
 
+def sample_images(images: Sequence[Mapping[str, Any]], limit: int) -> list[Mapping[str, Any]]:
+    """The images the per-image tables show: every one that has a row (not the skipped
+    files), or with ``limit`` (0: no limit) at most that many, spread evenly over them
+    (every class of a class-folder data set, not the first few), in their order."""
+    rows = [image for image in images if image.get("status") != "skipped"]
+    if not limit or len(rows) <= limit:
+        return rows
+    return [rows[k * len(rows) // limit] for k in range(limit)]
+
+
 def build_gallery(
     records: Iterable[Mapping[str, Any]],
     *,

@@ -74,8 +74,10 @@ rule gallery:
         title=config["gallery"]["title"],
         preview=config["gallery"]["preview_rows"],
         per_page=config["gallery"]["rows_per_page"],
+        max_images=config["gallery"]["max_images"],
         trust=(["--metrics-summary", f"{PLAN.results}/metrics-summary.csv"] if PLAN.trust_files else []),
     shell:
         "cnnvis-tasks gallery --spec {params.spec:q} --images {input.status:q} --summary {input.summary:q}"
         " --out {output.page:q} --title {params.title:q} --preview-rows {params.preview}"
-        " --rows-per-page {params.per_page} {params.trust:q} > {log:q} 2>&1"
+        " --rows-per-page {params.per_page} --max-images {params.max_images} {params.trust:q}"
+        " > {log:q} 2>&1"

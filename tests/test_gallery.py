@@ -380,3 +380,44 @@ def test_the_page_check_sees_a_broken_image(tmp_path, checker):
     result = checker.check_page(page)
     assert result["images"][0]["naturalWidth"] == 0
     assert any("missing.png" in error or "ERR_FILE_NOT_FOUND" in error for error in result["errors"]), result["errors"]
+
+
+def test_a_large_data_set_shows_an_even_sample_and_opens_only_its_pictures(tmp_path, monkeypatch):
+    """--max-images: the per-image tables hold that many images spread over every class,
+    the page says so, every failure is still listed, and only the shown images'
+    pictures are read."""
+    from cnnvis_tasks.cli import gallery as gallery_cli
+    from cnnvis_tasks.gallery import sample_images
+
+    names = [f"class{k // 10}/img{k % 10}.png" for k in range(40)]
+    statuses = [{"name": name, "path": str(tmp_path / name), "status": "ok", "reason": None} for name in names]
+    statuses[3] = statuses[3] | {"status": "failed", "reason": "cannot read image: truncated"}
+    statuses.append({"name": "notes.txt", "path": str(tmp_path / "notes.txt"), "status": "skipped", "reason": "x"})
+    picked = sample_images(statuses, 8)
+    assert [image["name"] for image in picked] == [names[k] for k in range(0, 40, 5)]
+    assert sample_images(statuses, 0) == statuses[:40] and sample_images(statuses, 100) == statuses[:40]
+    status = tmp_path / "images.json"
+    status.write_text(json.dumps({"images": statuses}))
+    spec = {
+        "tables": [
+            {
+                "section": "grad-cam",
+                "table": "m",
+                "per_image": True,
+                "columns": [{"key": "overlay", "label": ["m", "overlay"], "path": "m/grad-cam/{image}/overlay.png"}],
+            }
+        ]
+    }
+    opened = []
+    real = gallery_cli._metadata
+    monkeypatch.setattr(gallery_cli, "_metadata", lambda root, src: opened.append(src) or real(root, src))
+    results = tmp_path / "results"
+    page = run_gallery(results, status, spec, "--max-images", "8", "--preview-rows", "50").read_text()
+    assert len(opened) == 8 and {src.split("/")[2] for src in opened} == {"class0", "class1", "class2", "class3"}
+    rows = re.findall(r"<figcaption>([^<]+)</figcaption></figure></th>", page)
+    assert rows == [names[k] for k in range(0, 40, 5)]
+    assert "show 8 of the 40 images" in page
+    assert "class0/img3.png" in page and "truncated" in page  # a failure not in the sample is still listed
+    opened.clear()
+    run_gallery(results, status, spec, "--preview-rows", "50")  # the command's default: every image
+    assert len(opened) == 39  # the failed image has no picture to open

@@ -199,7 +199,7 @@ def test_schema_accepts_both_configs_and_fills_defaults():
     assert config["images"] == {"folder": "images", "extensions": config["images"]["extensions"]}
     assert config["results"] == "results" and config["weights"] is None and config["device"] == "auto"
     assert config["models"]["vgg16"] == {"weights": "default"}
-    assert config["gallery"] == {"title": "cnnvis gallery", "preview_rows": 20, "rows_per_page": 50}
+    assert config["gallery"] == {"title": "cnnvis gallery", "preview_rows": 20, "rows_per_page": 50, "max_images": 1000}
     saliency = config["techniques"]["saliency"]
     assert saliency["methods"] == ["vanilla", "guided", "deconv"] and saliency["renderings"] == ["color", "gray"]
     assert saliency["target"] == "top1" and saliency["size"] == 224 and saliency["raw"] is False

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from ..errors import CnnvisError
-from ..gallery import SECTION_TECHNIQUES, build_gallery, target_label
+from ..gallery import SECTION_TECHNIQUES, build_gallery, sample_images, target_label
 from ..outputs import atomic_write, read_metadata
 from ..workflow.plan import chunk_name, chunk_of
 from . import cli
@@ -171,9 +171,27 @@ def gallery_records(
     type=click.Path(dir_okay=False, path_type=Path),
     help="The run's metrics-summary.csv (cnnvis-tasks trust-summary): the trust metrics' tables, per model.",
 )
+@click.option(
+    "--max-images",
+    default=0,
+    type=click.IntRange(min=0),
+    show_default=True,
+    help="Rows of the per-image tables: at most this many images, spread evenly over them (0: every image); "
+    "the failed ones are all listed at the top either way.",
+)
 @click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
 def gallery_command(
-    spec, images_file, out, title, preview_rows, rows_per_page, log_template, summary_file, metrics_file, debug
+    spec,
+    images_file,
+    out,
+    title,
+    preview_rows,
+    rows_per_page,
+    log_template,
+    summary_file,
+    metrics_file,
+    max_images,
+    debug,
 ) -> None:
     """Write an HTML gallery of results: a section per technique in gallery order, each
     a table of the original image beside its variants, with the class, probability
@@ -185,7 +203,15 @@ def gallery_command(
     if images_file:
         images = load_image_statuses(images_file)
     root = out.parent
-    records = gallery_records(spec_data, images, root)
+    every, shown = sample_images(images, 0), sample_images(images, max_images)
+    # only the pictures of the images shown are opened: a million-image run's gallery reads thousands
+    records = gallery_records(spec_data, shown, root)
+    note = spec_data.get("note", "")
+    if len(shown) < len(every):
+        note = (note + " " if note else "") + (
+            f"The per-image tables show {len(shown):,} of the {len(every):,} images, spread evenly over "
+            "them (gallery: max_images); summary.csv lists every image."
+        )
     for image in images:
         if image.get("status") != "ok" and log_template:
             image["log"] = log_template.replace("{image}", image["name"])
@@ -201,7 +227,7 @@ def gallery_command(
         images=images,
         preview_rows=preview_rows,
         rows_per_page=rows_per_page,
-        note=spec_data.get("note", ""),
+        note=note,
         summary=summary,
         trust=trust,
     )
