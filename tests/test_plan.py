@@ -161,7 +161,7 @@ def test_every_job_of_both_configs_is_a_valid_command_line():
 
 
 def test_jobs_settings_paths_and_commands_of_the_default_gallery():
-    plan = make_plan(shipped(), status(bad=("rocket",)), exists=None)
+    plan = make_plan(shipped(share_passes=False), status(bad=("rocket",)), exists=None)
     assert plan.bad_images == {"rocket": "broken"} and plan.chunks == {"chunk000of001": NAMES[:3]}
     rules = {job.rule: job for job in plan.jobs}
     assert len(rules) == len(plan.jobs)  # one rule per job, each named apart
@@ -217,7 +217,7 @@ def test_penalties_of_the_seed_config_reach_their_jobs():
 def test_gpu_and_weights_files_and_missing_outputs(tmp_path):
     weights = tmp_path / "lite.pth"
     weights.write_bytes(b"x")
-    config = shipped(models={"efficientnet_lite0": {"weights": str(weights)}})
+    config = shipped(models={"efficientnet_lite0": {"weights": str(weights)}}, share_passes=False)
     # every file is there but one gray saliency map and the records (the summary asks for those)
     lost = "results/efficientnet_lite0/saliency/chelsea/vanilla-gray.png"
     plan = make_plan(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 from pathlib import Path
 
 import pytest
@@ -230,3 +231,110 @@ def test_one_forward_and_one_backward_serve_three_techniques(tmp_path, monkeypat
     run_shared(common, images, [moved(tmp_path / "a", text, tmp_path / "b") for text in separate])
     assert counts == {"forward": 1, "backward": 1}
     assert assert_same_files(tmp_path / "a", tmp_path / "b") == 9
+
+
+# --- the pictures layout -----------------------------------------------------------------
+
+PICTURES_CONFIG = {
+    "layout": "pictures",
+    "device": "cpu",
+    "models": {"efficientnet_lite0": {}},
+    "techniques": {
+        "saliency": {
+            "size": 64,
+            "methods": ["vanilla", "guided"],
+            "renderings": ["gray"],
+            "models": {"efficientnet_lite0": {}},
+        },
+        "grad_cam": {"size": 64, "renderings": ["overlay"], "raw": True, "models": {"efficientnet_lite0": {}}},
+        "feature_maps": {"size": 64, "channels": 8, "models": {"efficientnet_lite0": {"layers": ["_blocks.4"]}}},
+    },
+}
+
+
+def test_the_pictures_layout_shares_a_pass_per_model_and_chunk():
+    """The jobs of one chunk that can share a pass become one shared-pass job whose outputs
+    are theirs and whose --job texts each technique's own command takes; guided saliency
+    keeps its job; the summary and the gallery still see every technique's records."""
+    import copy
+    import shlex
+
+    from test_plan import parse
+
+    from cnnvis_tasks.cli import cli
+    from cnnvis_tasks.workflow import check_config, make_plan
+
+    names = ["chelsea.png", "coffee.png", "n {x}.png"]
+    statuses = [{"name": n, "path": f"images/{n}", "status": "ok", "reason": None, "size": [60, 40]} for n in names]
+    separate = make_plan(
+        check_config(copy.deepcopy(PICTURES_CONFIG) | {"share_passes": False}, check_model_names=False),
+        statuses,
+        exists=None,
+    )
+    plan = make_plan(check_config(copy.deepcopy(PICTURES_CONFIG), check_model_names=False), statuses, exists=None)
+    rules = {job.rule: job for job in plan.jobs}
+    assert sorted(rules) == [
+        "predictions_efficientnet_lite0_chunk000of001",
+        "saliency_efficientnet_lite0_guided_chunk000of001",
+        "shared_pass_efficientnet_lite0_chunk000of001",
+    ]
+    shared = rules["shared_pass_efficientnet_lite0_chunk000of001"]
+    assert [(m.technique, m.setting) for m in shared.members] == [  # in gallery order
+        ("feature-maps", "_blocks.4"),
+        ("saliency", "vanilla"),
+        ("grad-cam", "auto"),
+    ]
+    members = {(job.technique, job.setting): job for job in separate.jobs}
+    assert shared.members == tuple(members[(m.technique, m.setting)] for m in shared.members)
+    assert shared.outputs == tuple(o for m in shared.members for o in m.outputs)
+    assert shared.images == tuple(f"images/{n}" for n in names) and shared.untracked  # the brace: untracked
+    assert sorted(plan.records) == sorted(separate.records)
+    specs = (plan.spec, separate.spec)
+    settings = [sorted(json.dumps(s, sort_keys=True) for s in spec.pop("settings")) for spec in specs]
+    assert specs[0] == specs[1] and settings[0] == settings[1]  # the same, but for the order of the settings
+    context = parse(shared)
+    assert [str(image) for image in context.params["images"]] == [f"images/{n}" for n in names]
+    for text, member in zip(context.params["jobs"], shared.members):
+        words = shlex.split(text)
+        command = cli.commands[words[0]]
+        own = command.make_context(words[0], words[1:])  # each technique's own command takes its text
+        assert "--image" not in words and own.params["record"] is not None
+        assert words[1:] == [w for w in member.arguments[7:] if w not in member.images and w != "--image"] + list(
+            member.runtime
+        )
+
+
+@pytest.mark.slow
+def test_a_pictures_layout_run_writes_the_same_pictures_with_and_without_shared_passes(tmp_path):
+    import copy
+
+    import yaml
+    from test_workflow import make_copy, planned, snakemake
+
+    config = copy.deepcopy(PICTURES_CONFIG)
+    workdir = make_copy(tmp_path / "wf", images=("chelsea.png", "coffee.png", "rocket.jpg"), config=config)
+    assert {rule for rule in planned(workdir, by_rule=True) if rule.startswith("shared_pass")} == {
+        "shared_pass_efficientnet_lite0_chunk000of001"
+    }
+    snakemake(workdir)
+    results = workdir / "results"
+
+    def pictures() -> dict:
+        return {
+            p.relative_to(results): p.read_bytes()
+            for p in results.glob("efficientnet_lite0/**/*.*")
+            if p.suffix in (".png", ".npy")
+        }
+
+    shared = pictures()
+    assert planned(workdir) == {}
+    # a deleted picture of a shared technique: the shared job runs again
+    picture = next(results.glob("efficientnet_lite0/grad-cam/**/*.png"))
+    picture.unlink()
+    assert planned(workdir, by_rule=True)["shared_pass_efficientnet_lite0_chunk000of001"] == 1
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config | {"share_passes": False}, sort_keys=False))
+    shutil.rmtree(results / "efficientnet_lite0")
+    snakemake(workdir)
+    separate = pictures()
+    # 3 images: saliency vanilla and guided gray, grad-cam overlay and raw, feature maps grid
+    assert len(separate) == 3 * 5 and separate == shared

@@ -252,10 +252,20 @@ def test_a_wrong_config_stops_at_once_naming_the_key_and_allowed_values(tmp_path
 def test_dry_run_of_the_default_config_resolves_every_rule(tmp_path):
     workdir = make_copy(tmp_path / "wf", images=("chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg"))
     jobs = planned(workdir)
+    # the techniques that share one forward and backward run in one shared-pass job
+    shared = {"feature_maps", "grad_cam", "grad_cam_plus_plus", "xgrad_cam", "hires_cam", "layer_cam", "eigen_cam"}
+    assert jobs.pop("shared_pass_efficientnet_lite0_chunk000of001") == 1
+    for rule in (t.config_key for t in all_techniques()):
+        own = any(name == rule or name.startswith(rule + "_chunk") for name in jobs)
+        assert own != (rule in shared), f"{rule}: {jobs}"
+    assert jobs["gallery"] == 1 and jobs["image_status"] == 1 and jobs["all"] == 1
+    # four images in one chunk: one job per model and method, not per image (vanilla: in the shared pass)
+    assert jobs["saliency_chunk000of001"] == 2
+    no_sharing = yaml.safe_load((workdir / "config.yaml").read_text()) | {"share_passes": False}
+    (workdir / "config.yaml").write_text(yaml.safe_dump(no_sharing, sort_keys=False))
+    jobs = planned(workdir)
     for rule in (t.config_key for t in all_techniques()):
         assert any(name == rule or name.startswith(rule + "_chunk") for name in jobs), f"no {rule} job in {jobs}"
-    assert jobs["gallery"] == 1 and jobs["image_status"] == 1 and jobs["all"] == 1
-    # four images in one chunk: one job per model and layer/method/filter, not per image
     assert jobs["saliency_chunk000of001"] == 3 and jobs["feature_maps_chunk000of001"] == 4
 
 
@@ -265,9 +275,9 @@ def test_dry_run_of_the_seed_config_resolves_every_rule(tmp_path):
     workdir = make_copy(tmp_path / "wf")
     jobs = planned(workdir, "--configfile", "config/seed.yaml")
     expected = {
-        "feature_maps_chunk000of001": 4,
+        "shared_pass_vgg16_chunk000of001": 1,  # feature maps at 4 layers and vanilla saliency: one pass
         "kernels": 6,
-        "saliency_chunk000of001": 3,
+        "saliency_chunk000of001": 2,
         "class_viz": 3,
         "filter_viz": 2,
         "deep_dream_chunk000of001": 2,
@@ -286,7 +296,7 @@ def test_per_image_jobs_are_rules_without_wildcards_and_the_gallery_names_one_fi
     # What keeps the DAG of a large data set quick to build (bench/dataset.py, dry
     # run): every per-image output is a plain path, and the gallery depends on each
     # per-image job through one file, not one per picture.
-    config = {**TINY, "chunk_size": 1}
+    config = {**TINY, "chunk_size": 1, "share_passes": False}  # a job per technique, setting and chunk
     config.pop("chunk_count")
     workdir = make_copy(
         tmp_path / "wf", images=("chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg"), config=config

@@ -34,7 +34,7 @@ import math
 import os
 import shlex
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..image_list import IMAGE_LIST_FILE_NAME, box_text
@@ -104,6 +104,13 @@ class Job:
     threads: int
     gpu: int
     device: str
+    # A shared pass (technique "shared-pass"): the jobs it stands for; their outputs are its own.
+    members: tuple[Job, ...] = ()
+
+    @property
+    def parts(self) -> tuple[Job, ...]:
+        """The jobs whose outputs this one writes: its members, or itself."""
+        return self.members or (self,)
 
     @property
     def command(self) -> str:
@@ -275,7 +282,9 @@ class Plan:
         of thousands of images would cost Snakemake seconds per thousand; Snakemake
         re-runs a job only for missing outputs that are asked for, so ``all`` also
         asks for :attr:`missing`."""
-        return [job.outputs[0].path for job in self.jobs] + [r for rule in self.chunk_rules for r in rule.records]
+        return [part.outputs[0].path for job in self.jobs for part in job.parts] + [
+            r for rule in self.chunk_rules for r in rule.records
+        ]
 
     @property
     def trust_records(self) -> list[str]:
@@ -312,10 +321,10 @@ class Plan:
         models, the chunks and the settings of the jobs over images, whose records lie
         at :data:`RECORD_PATTERN` below the results folder (so that the spec stays
         small however many images there are)."""
-        parts = [part for rule in self.chunk_rules for part in rule.parts]
+        parts = [part for rule in [*self.jobs, *self.chunk_rules] for part in rule.parts]
         settings = {
             (job.model, job.technique, job.setting): None
-            for job in [*self.jobs, *parts]
+            for job in parts
             if (job.chunk is not None if isinstance(job, Job) else True) and job.technique != PREDICTIONS
         }
         return {
@@ -807,7 +816,78 @@ def share_passes(rules: list[ChunkRule], techniques: Mapping[str, Technique]) ->
     return kept
 
 
-def _setting_values(technique: Technique, rule: ChunkRule) -> list[tuple[Any, str]]:
+def share_job_passes(jobs: list[Job], techniques: Mapping[str, Technique]) -> list[Job]:
+    """The pictures layout's :func:`share_passes`: the jobs of one model and chunk whose
+    settings can share one forward and backward and that decode the same images in the
+    same batches, folded into one ``shared-pass`` job (in the place of the first of
+    them), whose outputs are theirs; the others are kept as they are."""
+    groups: dict[tuple, list[Job]] = {}
+    for job in jobs:
+        technique = techniques.get(job.technique)
+        needs = None
+        if job.chunk is not None and technique is not None and technique.shares_pass and technique.from_pass:
+            values = {o.name: technique.option(o.name).parse(v) for o, v in _setting_values(technique, job)}
+            needs = technique.shares_pass(values)
+        if needs is None or isinstance(needs, str):
+            continue
+        decoding = (
+            job.model,
+            job.chunk,
+            job.images,
+            _option_value(job.arguments, "--size"),
+            _option_value(job.arguments, "--max-pixels"),
+            _option_value(job.runtime, "--batch-size"),
+        )
+        groups.setdefault(decoding, []).append(job)
+    replaced: dict[int, Job | None] = {}  # id of a job -> the shared job in its place (None: folded in)
+    numbers: dict[tuple[str, str | None], int] = {}
+    for members in groups.values():
+        if len(members) == 1:
+            continue
+        first = members[0]
+        number = numbers.setdefault((first.model, first.chunk), 0)
+        numbers[(first.model, first.chunk)] += 1
+        texts: list[str] = []
+        for member in members:
+            rest = _without_images(member.arguments[HEAD_LENGTH:])
+            texts += ["--job", shlex.join([member.technique, *rest, *member.runtime])]
+        name = SHARED_PASS + (f"-{number}" if number else "")
+        where = f"{first.model}/{name}/{first.chunk}"
+        results = first.log.split("/logs/", 1)[0]
+        replaced.update({id(member): None for member in members})
+        replaced[id(first)] = replace(
+            first,
+            rule=slug(f"{name.replace('-', '_')}_{first.model}_{first.chunk}"),
+            technique=SHARED_PASS,
+            setting="",
+            arguments=(
+                SHARED_PASS,
+                *first.arguments[1:HEAD_LENGTH],
+                *[word for image in first.images for word in ("--image", image)],
+                *texts,
+            ),
+            runtime=(),
+            outputs=tuple(output for member in members for output in member.outputs),
+            log=f"{results}/logs/{where}.log",
+            benchmark=f"{results}/benchmarks/{where}.tsv",
+            members=tuple(members),
+        )
+    kept = [replaced.get(id(job), job) for job in jobs]
+    return [job for job in kept if job is not None]
+
+
+def _without_images(arguments: Sequence[str]) -> list[str]:
+    """A job's arguments less its ``--image`` pairs (a shared pass gives the images once)."""
+    kept, words = [], iter(arguments)
+    for word in words:
+        if word == "--image":
+            next(words, None)
+        else:
+            kept.append(word)
+    return kept
+
+
+def _setting_values(technique: Technique, rule: ChunkRule | Job) -> list[tuple[Any, str]]:
     """The repeatable options' values of a rule, as its command gives them."""
     return [
         (option, _option_value(rule.arguments, option.flag))
@@ -855,8 +935,12 @@ def make_plan(
                 planner.per_image(technique, settings, model)
             else:
                 planner.without_images(technique, settings, model)
-    if layout == "chunks" and config.get("share_passes", True):
-        plan.chunk_rules = share_passes(plan.chunk_rules, {t.name: t for t in all_techniques()})
+    if config.get("share_passes", True):
+        techniques = {t.name: t for t in all_techniques()}
+        if layout == "chunks":
+            plan.chunk_rules = share_passes(plan.chunk_rules, techniques)
+        else:
+            plan.jobs = share_job_passes(plan.jobs, techniques)
     for model in plan.models:
         if layout == "chunks":
             if plan.chunks:
