@@ -307,6 +307,8 @@ def test_the_pictures_layout_shares_a_pass_per_model_and_chunk():
 @pytest.mark.slow
 def test_a_pictures_layout_run_writes_the_same_pictures_with_and_without_shared_passes(tmp_path):
     import copy
+    import os
+    import time
 
     import yaml
     from test_workflow import make_copy, planned, snakemake
@@ -323,15 +325,34 @@ def test_a_pictures_layout_run_writes_the_same_pictures_with_and_without_shared_
         return {
             p.relative_to(results): p.read_bytes()
             for p in results.glob("efficientnet_lite0/**/*.*")
-            if p.suffix in (".png", ".npy")
+            if p.suffix in (".png", ".npy") and p.is_file()  # a folder is named by its image: chelsea.png/
         }
 
     shared = pictures()
     assert planned(workdir) == {}
-    # a deleted picture of a shared technique: the shared job runs again
-    picture = next(results.glob("efficientnet_lite0/grad-cam/**/*.png"))
+    after = {"summary": 1, "gallery": 1, "all": 1}
+    # a deleted picture of a shared technique: the shared job runs again, nothing else
+    picture = next(p for p in results.glob("efficientnet_lite0/grad-cam/**/*.png") if p.is_file())
     picture.unlink()
-    assert planned(workdir, by_rule=True)["shared_pass_efficientnet_lite0_chunk000of001"] == 1
+    assert planned(workdir, by_rule=True) == {"shared_pass_efficientnet_lite0_chunk000of001": 1, **after}
+    snakemake(workdir)
+    assert picture.is_file() and planned(workdir) == {}
+    # a changed setting of one member: the shared job (guided saliency keeps its own job)
+    changed = copy.deepcopy(config)
+    changed["techniques"]["grad_cam"]["alpha"] = 0.3
+    (workdir / "config.yaml").write_text(yaml.safe_dump(changed, sort_keys=False))
+    assert planned(workdir, by_rule=True) == {"shared_pass_efficientnet_lite0_chunk000of001": 1, **after}
+    # a touched image (Snakemake compares small inputs by checksum: times alone here): every job over it
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    later = time.time_ns() + 10**9
+    os.utime(workdir / "images" / "coffee.png", ns=(later, later))
+    assert planned(workdir, "--max-checksum-file-size", "0", by_rule=True) == {
+        "shared_pass_efficientnet_lite0_chunk000of001": 1,
+        "saliency_efficientnet_lite0_guided_chunk000of001": 1,
+        "predictions_efficientnet_lite0_chunk000of001": 1,
+        "image_status": 1,
+        **after,
+    }
     (workdir / "config.yaml").write_text(yaml.safe_dump(config | {"share_passes": False}, sort_keys=False))
     shutil.rmtree(results / "efficientnet_lite0")
     snakemake(workdir)

@@ -45,6 +45,9 @@ TINY = {
     "images": {"folder": "images"},
     "chunk_size": 1,
     "chunk_count": 2,
+    # one job per technique, setting and chunk, so that a change re-runs exactly its own
+    # (test_shared_pass runs the shared jobs of this layout)
+    "share_passes": False,
     "threads": 1,
     "device": "cpu",
     "models": {"efficientnet_lite0": {"weights": "default"}},
@@ -296,7 +299,7 @@ def test_per_image_jobs_are_rules_without_wildcards_and_the_gallery_names_one_fi
     # What keeps the DAG of a large data set quick to build (bench/dataset.py, dry
     # run): every per-image output is a plain path, and the gallery depends on each
     # per-image job through one file, not one per picture.
-    config = {**TINY, "chunk_size": 1, "share_passes": False}  # a job per technique, setting and chunk
+    config = {**TINY, "chunk_size": 1}
     config.pop("chunk_count")
     workdir = make_copy(
         tmp_path / "wf", images=("chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg"), config=config
