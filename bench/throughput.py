@@ -11,9 +11,9 @@ thread per job, in fresh folders:
 
 * ``before``: the workflow at ``--before`` (default 22d3227: serial jobs, PNG
   level 6, one job per technique and chunk), from a temporary ``git worktree``;
-* ``pictures``: this checkout, the default layout (pipelined jobs, PNG level 1);
-* ``chunks``: this checkout, ``layout: chunks`` with ``share_passes`` (one job per
-  chunk for all three techniques).
+* ``pictures``: this checkout, the default layout (pipelined jobs, PNG level 1,
+  ``share_passes``: one job per chunk for all three techniques);
+* ``chunks``: this checkout, ``layout: chunks`` with ``share_passes`` (likewise).
 
 The ratio of each to ``before`` is the figure. Writes its section of bench/RESULTS.md.
 """
