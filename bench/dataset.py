@@ -223,7 +223,17 @@ def one_per_job_count(names: list[str]) -> int:
     return count
 
 
-def run_config(image_source: dict, *, size: int, chunk_size: int | None = None, chunk_count: int | None = None) -> dict:
+def run_config(
+    image_source: dict,
+    *,
+    size: int,
+    chunk_size: int | None = None,
+    chunk_count: int | None = None,
+    share_passes: bool | None = None,
+) -> dict:
+    """The run's config: vanilla saliency, Grad-CAM and feature maps.  ``share_passes``
+    False keeps one job per technique (what this benchmark times per job); None leaves
+    the workflow's default (and a config the old workflow of ``before`` can read)."""
     config = {
         "images": image_source,
         "results": "results",
@@ -242,6 +252,8 @@ def run_config(image_source: dict, *, size: int, chunk_size: int | None = None, 
         config["chunk_size"] = chunk_size
     if chunk_count:
         config["chunk_count"] = chunk_count
+    if share_passes is not None:
+        config["share_passes"] = share_passes
     return config
 
 
@@ -338,7 +350,7 @@ def job_commands(images: list, out: Path, threads: int, size: int, batch_size: i
 
     images = list(images)
     entries = images if all(isinstance(image, ImageEntry) for image in images) else entries_for(images)
-    config = run_config({"folder": str(Path(entries[0].path).parent)}, size=size, chunk_count=1)
+    config = run_config({"folder": str(Path(entries[0].path).parent)}, size=size, chunk_count=1, share_passes=False)
     config.update(results=str(out), threads=threads)
     for block in config["techniques"].values():
         block["batch_size"] = batch_size
@@ -518,7 +530,13 @@ def part_run(args, tmp: Path, logs: Path, results: dict, flush) -> None:
             raise RuntimeError(f"{label}: the workflow names the images {names[:3]} ..., expected {all_names[:3]} ...")
         workdir = make_workdir(
             tmp / label,
-            run_config({"folder": str(subset(count))}, size=args.size, chunk_size=chunk_size, chunk_count=chunk_count),
+            run_config(
+                {"folder": str(subset(count))},
+                size=args.size,
+                chunk_size=chunk_size,
+                chunk_count=chunk_count,
+                share_passes=False,
+            ),
         )
         result = snakemake_run(workdir, args.cores, run_targets(names), args.timeout, label, logs)
         rows = benchmark_rows(workdir)

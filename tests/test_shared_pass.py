@@ -359,3 +359,40 @@ def test_a_pictures_layout_run_writes_the_same_pictures_with_and_without_shared_
     separate = pictures()
     # 3 images: saliency vanilla and guided gray, grad-cam overlay and raw, feature maps grid
     assert len(separate) == 3 * 5 and separate == shared
+
+
+def test_a_group_too_long_for_one_command_keeps_its_jobs_and_logs_stay_in_the_results():
+    """A pictures-layout member names every picture of its chunk; Linux refuses one
+    argument over 128 KiB, so a group whose --job text would pass plan.MAX_JOB_TEXT keeps
+    its jobs apart.  A shared job's log lies in the results folder even when a folder
+    above it is called logs."""
+    import copy
+
+    from cnnvis_tasks.workflow import check_config, make_plan
+    from cnnvis_tasks.workflow.plan import MAX_JOB_TEXT
+
+    def plan(count, length, results="results"):
+        names = [f"{'x' * length}{k:04d}.png" for k in range(count)]
+        statuses = [{"name": n, "path": f"ds/{n}", "status": "ok", "reason": None, "size": [60, 40]} for n in names]
+        config = copy.deepcopy(PICTURES_CONFIG) | {"chunk_count": 1, "results": results}
+        return make_plan(check_config(config, check_model_names=False), statuses, exists=None)
+
+    small = plan(8, 10, results="/srv/logs/run1")
+    (shared,) = [job for job in small.jobs if job.technique == "shared-pass"]
+    assert shared.log == "/srv/logs/run1/logs/efficientnet_lite0/shared-pass/chunk000of001.log"
+    assert shared.benchmark.startswith("/srv/logs/run1/benchmarks/")
+    chunked = make_plan(
+        check_config(
+            copy.deepcopy(PICTURES_CONFIG) | {"layout": "chunks", "results": "/srv/logs/run1"}, check_model_names=False
+        ),
+        [{"name": "a.png", "path": "ds/a.png", "status": "ok", "reason": None, "size": [60, 40]}],
+        exists=None,
+    )
+    (rule,) = [rule for rule in chunked.chunk_rules if rule.technique == "shared-pass"]
+    assert rule.log == "/srv/logs/run1/logs/efficientnet_lite0/shared-pass/{chunk}.log"
+    # 300 images with long names: saliency's text names 300 pictures of about 250 characters
+    large = plan(300, 200)
+    longest = max(len(" ".join(job.arguments).encode()) for job in large.jobs)
+    assert longest > MAX_JOB_TEXT
+    assert not any(job.technique == "shared-pass" for job in large.jobs)
+    assert {job.technique for job in large.jobs} >= {"saliency", "grad-cam", "feature-maps"}

@@ -50,13 +50,18 @@ def check_device(config: dict[str, Any], *, local: bool) -> None:
 
 @contextlib.contextmanager
 def _no_cycle_collection() -> Iterator[None]:
-    """Python's cycle collector off while the plan is made, and what it made frozen after.
+    """Python's cycle collector off while the images are listed and planned, and what
+    that made frozen after.
 
     A million images make millions of dicts, lists and strings, none of them in a
     cycle; the collector would walk all of them again and again while they are made
     (a third of the start of a 1,000,000-image workflow), and then at every later
-    collection while Snakemake builds its DAG.  Reference counting still frees them."""
+    collection while Snakemake builds its DAG.  Reference counting still frees them.
+    One collection before (cheap: the plan is not made yet) frees the cycles made so
+    far, such as the model architecture the layer check builds, so that the freeze
+    keeps none of them for good."""
     enabled = gc.isenabled()
+    gc.collect()
     gc.disable()
     try:
         yield
@@ -70,22 +75,23 @@ def load_plan(config: dict[str, Any], *, main_process: bool = True) -> Plan:
     """Check ``config`` (defaults filled in, in place), list and check its images,
     and plan every job.  ``main_process``: the Snakemake the user started (not a
     job it started on a cluster): checks model names and notes missing outputs."""
-    with _no_cycle_collection():
-        return _load_plan(config, main_process)
-
-
-def _load_plan(config: dict[str, Any], main_process: bool) -> Plan:
-    from ..image_list import check_images, list_images, skipped_records
-
     check_config(config, check_model_names=main_process)
     check_results_folder(config["results"])
-    results = config["results"].rstrip("/") or "."
     if main_process:
         from .model_check import check_models
 
-        check_models(config, f"{results}/.cache/model-check.json")
+        check_models(config, f"{config['results'].rstrip('/') or '.'}/.cache/model-check.json")
     # Jobs run the cnnvis-tasks of the Python environment Snakemake runs in, activated or not.
     put_on_path(os.path.dirname(sys.executable), "cnnvis-tasks")
+    with _no_cycle_collection():
+        return _plan_images(config, main_process)
+
+
+def _plan_images(config: dict[str, Any], main_process: bool) -> Plan:
+    """:func:`load_plan` once the config is checked: the images listed and checked, the plan."""
+    from ..image_list import check_images, list_images, skipped_records
+
+    results = config["results"].rstrip("/") or "."
     source = config["images"]
     try:
         listing = list_images(

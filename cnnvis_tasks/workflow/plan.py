@@ -756,7 +756,7 @@ def _option_value(arguments: Sequence[str], flag: str) -> str | None:
     return arguments[arguments.index(flag) + 1] if flag in arguments else None
 
 
-def share_passes(rules: list[ChunkRule], techniques: Mapping[str, Technique]) -> list[ChunkRule]:
+def share_passes(rules: list[ChunkRule], techniques: Mapping[str, Technique], results: str) -> list[ChunkRule]:
     """Rules of one model whose settings can share one forward and backward (vanilla
     saliency, feature maps, the gradient CAMs) and decode the same batches, folded into
     one ``shared-pass`` rule per model and chunk; the others are kept as they are."""
@@ -791,7 +791,6 @@ def share_passes(rules: list[ChunkRule], techniques: Mapping[str, Technique]) ->
             jobs += ["--job", shlex.join([member.technique, *rest, *member.runtime])]
         suffix = f"-{number}" if len(shared) > 1 else ""
         where = f"{first.model}/{SHARED_PASS}{suffix}"
-        results = first.log.split("/logs/", 1)[0]
         kept.append(
             ChunkRule(
                 rule=slug(f"shared_pass_{first.model}{suffix.replace('-', '_')}"),
@@ -816,11 +815,20 @@ def share_passes(rules: list[ChunkRule], techniques: Mapping[str, Technique]) ->
     return kept
 
 
-def share_job_passes(jobs: list[Job], techniques: Mapping[str, Technique]) -> list[Job]:
+# A shared job's command carries each member's command as one argument; Linux refuses
+# a single argument over 128 KiB (MAX_ARG_STRLEN) and a command over about 2 MB, and a
+# pictures-layout member names every picture of its chunk.  Larger groups keep their
+# jobs apart (chunk_size 256 with paths of usual length stays well under).
+MAX_JOB_TEXT = 100_000
+MAX_SHARED_COMMAND = 1_000_000
+
+
+def share_job_passes(jobs: list[Job], techniques: Mapping[str, Technique], results: str) -> list[Job]:
     """The pictures layout's :func:`share_passes`: the jobs of one model and chunk whose
     settings can share one forward and backward and that decode the same images in the
     same batches, folded into one ``shared-pass`` job (in the place of the first of
-    them), whose outputs are theirs; the others are kept as they are."""
+    them), whose outputs are theirs; the others are kept as they are, and so are the
+    jobs of a group whose command would be too long to start (:data:`MAX_JOB_TEXT`)."""
     groups: dict[tuple, list[Job]] = {}
     for job in jobs:
         technique = techniques.get(job.technique)
@@ -845,15 +853,17 @@ def share_job_passes(jobs: list[Job], techniques: Mapping[str, Technique]) -> li
         if len(members) == 1:
             continue
         first = members[0]
-        number = numbers.setdefault((first.model, first.chunk), 0)
-        numbers[(first.model, first.chunk)] += 1
         texts: list[str] = []
         for member in members:
-            rest = _without_images(member.arguments[HEAD_LENGTH:])
+            rest = _without_images(member.arguments[HEAD_LENGTH:], member.images)
             texts += ["--job", shlex.join([member.technique, *rest, *member.runtime])]
+        longest, total = max(len(text.encode()) for text in texts), sum(len(text.encode()) for text in texts)
+        if longest > MAX_JOB_TEXT or total + sum(len(image.encode()) for image in first.images) > MAX_SHARED_COMMAND:
+            continue
+        number = numbers.setdefault((first.model, first.chunk), 0)
+        numbers[(first.model, first.chunk)] += 1
         name = SHARED_PASS + (f"-{number}" if number else "")
         where = f"{first.model}/{name}/{first.chunk}"
-        results = first.log.split("/logs/", 1)[0]
         replaced.update({id(member): None for member in members})
         replaced[id(first)] = replace(
             first,
@@ -876,14 +886,18 @@ def share_job_passes(jobs: list[Job], techniques: Mapping[str, Technique]) -> li
     return [job for job in kept if job is not None]
 
 
-def _without_images(arguments: Sequence[str]) -> list[str]:
-    """A job's arguments less its ``--image`` pairs (a shared pass gives the images once)."""
-    kept, words = [], iter(arguments)
-    for word in words:
-        if word == "--image":
-            next(words, None)
-        else:
-            kept.append(word)
+def _without_images(arguments: Sequence[str], images: Sequence[str]) -> list[str]:
+    """A job's arguments less its ``--image IMAGE`` pairs, in the order of ``images`` (a
+    shared pass gives the images once); a value that only looks like one stays."""
+    arguments = list(arguments)
+    kept, at, position = [], 0, 0
+    while position < len(arguments):
+        word = arguments[position]
+        if word == "--image" and at < len(images) and arguments[position + 1 : position + 2] == [images[at]]:
+            at, position = at + 1, position + 2
+            continue
+        kept.append(word)
+        position += 1
     return kept
 
 
@@ -938,9 +952,9 @@ def make_plan(
     if config.get("share_passes", True):
         techniques = {t.name: t for t in all_techniques()}
         if layout == "chunks":
-            plan.chunk_rules = share_passes(plan.chunk_rules, techniques)
+            plan.chunk_rules = share_passes(plan.chunk_rules, techniques, plan.results)
         else:
-            plan.jobs = share_job_passes(plan.jobs, techniques)
+            plan.jobs = share_job_passes(plan.jobs, techniques, plan.results)
     for model in plan.models:
         if layout == "chunks":
             if plan.chunks:
