@@ -141,7 +141,7 @@ def job_process(args: argparse.Namespace) -> None:
         return original(*a, **k)
 
     images.load_batches = marked
-    command = [args.technique, *JOBS[args.technique], "--out-dir", str(args.out), "--device", "cpu"]
+    command = [args.technique, *JOBS[args.technique], "--out-dir", str(args.out), "--device", args.device]
     command += ["--threads", str(args.threads), "-q", "--keep-going", "--record", str(args.out / "record.json")]
     command += [item for path in args.images for item in ("--image", str(path))]
     if args.png_level is not None:
@@ -173,16 +173,18 @@ def compute_process(args: argparse.Namespace) -> None:
     from cnnvis_tasks.techniques import get_technique
     from cnnvis_tasks.techniques.cam_family import automatic_layer
 
-    session = open_session("efficientnet_lite0", device="cpu", threads=args.threads, quiet=True)
+    session = open_session("efficientnet_lite0", device=args.device, threads=args.threads, quiet=True)
     torch.set_num_threads(args.threads)
     technique = get_technique(args.technique)
-    batches = [batch for _, batch in load_batches(args.images, 224, 16)]
+    batches = [batch.to(session.device) for _, batch in load_batches(args.images, 224, 16)]
     options = (
         {"method": "vanilla"} if args.technique == "saliency" else {"layer": automatic_layer(session.model.module)}
     )
+    if session.device.type != "cpu":  # a warm-up: cuDNN picks its algorithms on the first call
+        technique.compute(session.model, batches[0], None, **options).to_host()
     start = time.perf_counter()
     for batch in batches:
-        technique.compute(session.model, batch, None, **options).to_host()
+        technique.compute(session.model, batch, None, **options).to_host()  # to_host waits for the device
     args.json.write_text(json.dumps({"compute": time.perf_counter() - start}))
 
 
@@ -462,6 +464,12 @@ def main() -> None:
     )
     parser.add_argument("--repeats", type=int, default=5, help="repeats of the PNG and pool measurements  [5]")
     parser.add_argument("--quick", action="store_true", help="no PNG level and pool measurements")
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="where the jobs compute  [cpu]; with cuda: images per second of each job against its compute "
+        "alone and the device's busy fraction, in the section '## Chunk job on the GPU' (no before run)",
+    )
     parser.add_argument("--tmp", type=Path, default=None, help="work folder (kept); default: a temporary one")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results file  [bench/RESULTS.md]")
     # inside a child process
@@ -480,6 +488,9 @@ def main() -> None:
     sys.path.insert(0, str(REPO / "bench"))
     from dataset import machine_info
 
+    if args.device != "cpu":
+        device_run(args)
+        return
     work = Path(args.tmp or tempfile.mkdtemp(prefix="cnnvis-job-split-"))
     work.mkdir(parents=True, exist_ok=True)
     counts = [int(c) for c in args.counts.split(",")]
@@ -545,6 +556,67 @@ def main() -> None:
         report()
     if args.tmp is None:
         subprocess.run(["git", "worktree", "remove", "--force", str(before)], cwd=REPO, capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"wrote {args.out}")
+
+
+GPU_SECTION = "## Chunk job on the GPU: images per second"
+
+
+def device_run(args: argparse.Namespace) -> None:
+    """Each job on ``args.device`` against its compute alone there: images per second from
+    the first batch to the end (start-up apart), and the device's busy fraction (the
+    compute alone over that time: the share of the job the device spent computing)."""
+    from dataset import machine_info
+    from results_file import display_command, write_section
+
+    work = Path(args.tmp or tempfile.mkdtemp(prefix="cnnvis-job-split-"))
+    work.mkdir(parents=True, exist_ok=True)
+    counts = [int(c) for c in args.counts.split(",")]
+    paths = make_images(work / "images", max(counts))
+    info = machine_info()
+    rows = []
+    for count in counts:
+        for technique in args.techniques.split(","):
+            chosen = paths[:count]
+            alone = child(
+                "--_compute", REPO, technique, chosen, args.threads, _fresh(work / "alone"), device=args.device
+            )["compute"]
+            folder = _fresh(work / "job")
+            job = child("--_job", REPO, technique, chosen, args.threads, folder, device=args.device)
+            check_outputs(folder / "out", technique, count)
+            s = split(job, count)
+            running = s["total"] - s["startup"] - s["auto layer"]
+            rows.append(
+                f"| {technique} | {count} | {s['total']:.1f} | {s['startup']:.1f} | {count / running:.0f} | "
+                f"{count / alone:.0f} | {alone / running:.0%} | {s['decode busy']:.1f} / {s['render busy']:.1f} / "
+                f"{s['encode busy']:.1f} |"
+            )
+            print(rows[-1], flush=True)
+    lines = [
+        GPU_SECTION,
+        "",
+        f"Run {datetime.date.today().isoformat()} on {info['cpu']} ({info['cores']}), device {args.device}, "
+        f"Python {info['python']}, torch {info['torch']}. Command:",
+        "",
+        f"    {display_command()}",
+        "",
+        f"One job = one `cnnvis-tasks` process, EfficientNet-Lite0, `--device {args.device} --threads "
+        f"{args.threads}` (on a GPU every thread but torch's decodes, renders and writes), batch 16, 224 px, over "
+        "synthetic 500 x 375 JPEGs, writing every picture (Grad-CAM 3 per image, saliency 2). *job images/s*: "
+        "images over the job's time from its first batch to its end (the start-up and the automatic layer "
+        "apart); *compute alone*: the same images' compute and read-back in another process, decoded "
+        "beforehand; *device busy*: compute alone over the job's time, the share of the job the device "
+        "computed. Per image, busy wall time on all threads: decode / render / encode ms.",
+        "",
+        "| job | images | total s | start-up s | job images/s | compute alone images/s | device busy | "
+        "decode / render / encode ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+        *rows,
+        "",
+    ]
+    write_section(args.out, "\n".join(lines))
+    if args.tmp is None:
         shutil.rmtree(work, ignore_errors=True)
     print(f"wrote {args.out}")
 
