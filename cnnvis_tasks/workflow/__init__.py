@@ -77,21 +77,21 @@ def load_plan(config: dict[str, Any], *, main_process: bool = True) -> Plan:
     job it started on a cluster): checks model names and notes missing outputs."""
     check_config(config, check_model_names=main_process)
     check_results_folder(config["results"])
+    results = config["results"].rstrip("/") or "."
     if main_process:
         from .model_check import check_models
 
-        check_models(config, f"{config['results'].rstrip('/') or '.'}/.cache/model-check.json")
+        check_models(config, f"{results}/.cache/model-check.json")
     # Jobs run the cnnvis-tasks of the Python environment Snakemake runs in, activated or not.
     put_on_path(os.path.dirname(sys.executable), "cnnvis-tasks")
     with _no_cycle_collection():
-        return _plan_images(config, main_process)
+        return _plan_images(config, results, main_process)
 
 
-def _plan_images(config: dict[str, Any], main_process: bool) -> Plan:
+def _plan_images(config: dict[str, Any], results: str, main_process: bool) -> Plan:
     """:func:`load_plan` once the config is checked: the images listed and checked, the plan."""
     from ..image_list import check_images, list_images, skipped_records
 
-    results = config["results"].rstrip("/") or "."
     source = config["images"]
     try:
         listing = list_images(

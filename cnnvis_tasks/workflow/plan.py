@@ -763,22 +763,10 @@ def share_passes(rules: list[ChunkRule], techniques: Mapping[str, Technique], re
     groups: dict[tuple, list[ChunkRule]] = {}
     kept: list[ChunkRule] = []
     for rule in rules:
-        technique = techniques.get(rule.technique)
-        needs = None
-        if technique is not None and technique.shares_pass is not None and technique.from_pass is not None:
-            values = {o.name: technique.option(o.name).parse(v) for o, v in _setting_values(technique, rule)}
-            needs = technique.shares_pass(values)
-        if needs is None or isinstance(needs, str):
+        if not _can_share(techniques, rule):
             kept.append(rule)
             continue
-        decoding = (
-            rule.model,
-            _option_value(rule.arguments, "--size"),
-            _option_value(rule.arguments, "--max-pixels"),
-            _option_value(rule.runtime, "--batch-size"),
-            rule.chunks,
-        )
-        groups.setdefault(decoding, []).append(rule)
+        groups.setdefault((*_decoding(rule), rule.chunks), []).append(rule)
     kept += [members[0] for members in groups.values() if len(members) == 1]
     shared = [members for members in groups.values() if len(members) > 1]
     for number, members in enumerate(shared):
@@ -788,7 +776,7 @@ def share_passes(rules: list[ChunkRule], techniques: Mapping[str, Technique], re
             rest = list(member.arguments[HEAD_LENGTH:])
             at = rest.index("--image-list")
             del rest[at : at + 2]
-            jobs += ["--job", shlex.join([member.technique, *rest, *member.runtime])]
+            jobs += _job_text(member, rest)
         suffix = f"-{number}" if len(shared) > 1 else ""
         where = f"{first.model}/{SHARED_PASS}{suffix}"
         kept.append(
@@ -831,22 +819,8 @@ def share_job_passes(jobs: list[Job], techniques: Mapping[str, Technique], resul
     jobs of a group whose command would be too long to start (:data:`MAX_JOB_TEXT`)."""
     groups: dict[tuple, list[Job]] = {}
     for job in jobs:
-        technique = techniques.get(job.technique)
-        needs = None
-        if job.chunk is not None and technique is not None and technique.shares_pass and technique.from_pass:
-            values = {o.name: technique.option(o.name).parse(v) for o, v in _setting_values(technique, job)}
-            needs = technique.shares_pass(values)
-        if needs is None or isinstance(needs, str):
-            continue
-        decoding = (
-            job.model,
-            job.chunk,
-            job.images,
-            _option_value(job.arguments, "--size"),
-            _option_value(job.arguments, "--max-pixels"),
-            _option_value(job.runtime, "--batch-size"),
-        )
-        groups.setdefault(decoding, []).append(job)
+        if job.chunk is not None and _can_share(techniques, job):
+            groups.setdefault((*_decoding(job), job.chunk, job.images), []).append(job)
     replaced: dict[int, Job | None] = {}  # id of a job -> the shared job in its place (None: folded in)
     numbers: dict[tuple[str, str | None], int] = {}
     for members in groups.values():
@@ -855,8 +829,7 @@ def share_job_passes(jobs: list[Job], techniques: Mapping[str, Technique], resul
         first = members[0]
         texts: list[str] = []
         for member in members:
-            rest = _without_images(member.arguments[HEAD_LENGTH:], member.images)
-            texts += ["--job", shlex.join([member.technique, *rest, *member.runtime])]
+            texts += _job_text(member, _without_images(member.arguments[HEAD_LENGTH:], member.images))
         longest, total = max(len(text.encode()) for text in texts), sum(len(text.encode()) for text in texts)
         if longest > MAX_JOB_TEXT or total + sum(len(image.encode()) for image in first.images) > MAX_SHARED_COMMAND:
             continue
@@ -884,6 +857,32 @@ def share_job_passes(jobs: list[Job], techniques: Mapping[str, Technique], resul
         )
     kept = [replaced.get(id(job), job) for job in jobs]
     return [job for job in kept if job is not None]
+
+
+def _can_share(techniques: Mapping[str, Technique], rule: ChunkRule | Job) -> bool:
+    """Whether a rule's (or job's) setting can take its results from a shared pass."""
+    technique = techniques.get(rule.technique)
+    if technique is None or technique.shares_pass is None or technique.from_pass is None:
+        return False
+    values = {o.name: technique.option(o.name).parse(v) for o, v in _setting_values(technique, rule)}
+    needs = technique.shares_pass(values)
+    return needs is not None and not isinstance(needs, str)
+
+
+def _decoding(rule: ChunkRule | Job) -> tuple:
+    """What must be the same for rules to decode the same batches: model, size, max pixels, batch size."""
+    return (
+        rule.model,
+        _option_value(rule.arguments, "--size"),
+        _option_value(rule.arguments, "--max-pixels"),
+        _option_value(rule.runtime, "--batch-size"),
+    )
+
+
+def _job_text(member: ChunkRule | Job, arguments: Sequence[str]) -> list[str]:
+    """A member's ``--job`` text for the shared-pass command: its technique, the given
+    arguments (the head and the images taken out) and its runtime options."""
+    return ["--job", shlex.join([member.technique, *arguments, *member.runtime])]
 
 
 def _without_images(arguments: Sequence[str], images: Sequence[str]) -> list[str]:
