@@ -133,7 +133,8 @@ def section(rows: list[dict], args: argparse.Namespace) -> str:
         "`snakemake -n --cores 2` of five per-image techniques (one setting each) and the predictions, "
         "over N tiny images in class folders; cold: no image-check cache and no image "
         "lists; warm: the second dry run. Seconds, wall clock, the whole `snakemake` process (Python start, "
-        "reading the workflow, listing and checking the images, the plan, the DAG).",
+        "reading the workflow, listing the images, the plan, the DAG). At the start the pictures layout decodes "
+        "every image (cached by size and time); the chunk layout opens none (its jobs decode them).",
         "",
         "| images | layout | chunk_size | jobs | cold (s) | warm (s) | per picture, warm (ms) |",
         "|---:|---|---:|---:|---:|---:|---:|",

@@ -16,20 +16,32 @@ import time
 import urllib.parse
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from PIL import Image
 from test_workflow import REPO, make_copy, planned, snakemake
 
+from cnnvis_tasks.errors import CnnvisError
 from cnnvis_tasks.image_list import (
     IMAGE_LIST_FILE_NAME,
+    ImageEntry,
     check_images,
     image_list_text,
+    listed_images,
     read_image_list,
     write_image_list,
 )
+from cnnvis_tasks.outputs import save_png
 from cnnvis_tasks.workflow import ConfigError, check_config, make_plan
-from cnnvis_tasks.workflow.chunks import SNAKEMAKE_TIMESTAMP, folder_changed, stale_records, write_image_lists
+from cnnvis_tasks.workflow.chunks import (
+    PNG_END,
+    SNAKEMAKE_TIMESTAMP,
+    damaged_picture,
+    folder_changed,
+    stale_records,
+    write_image_lists,
+)
 
 CONFIG = {
     "images": {"folder": "ds"},
@@ -216,7 +228,7 @@ def finished_chunk(folder: Path, record: Path, past: int) -> None:
     """A job's folder of pictures and its record, as Snakemake leaves them, ``past`` ns ago."""
     for name in ("cat/1.png.gray.png", "cat/2.png.gray.png", "top.png.gray.png"):
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        (folder / name).write_bytes(b"png")
+        save_png(folder / name, np.full((2, 3, 3), 7, dtype=np.uint8), {"image": name}, 1)
     (folder / SNAKEMAKE_TIMESTAMP).write_bytes(b"")
     record.parent.mkdir(parents=True, exist_ok=True)
     record.write_text("{}")
@@ -250,10 +262,45 @@ def test_stale_records_are_those_of_changed_chunks_only(tmp_path, monkeypatch):
     for chunk in plan.chunks:
         (paths,) = vanilla.paths(chunk)
         finished_chunk(Path(paths["folder"]), Path(paths["record"]), past=10**10)
-    assert stale_records(plan) == []
+    assert stale_records(plan) == [] and stale_records(plan, verify=True) == []
     (changed,) = vanilla.paths("chunk002of004")
     (Path(changed["folder"]) / "top.png.gray.png").unlink()
-    assert stale_records(plan) == [changed["record"]]
+    assert stale_records(plan) == [(changed["record"], "pictures of this chunk were deleted or replaced")]
+    # overwritten in place: the folder keeps its time; only verify sees it
+    (other,) = vanilla.paths("chunk003of004")
+    picture = Path(other["folder"]) / "cat" / "1.png.gray.png"
+    picture.write_bytes(picture.read_bytes())
+    assert stale_records(plan) == [(changed["record"], "pictures of this chunk were deleted or replaced")]
+    assert stale_records(plan, verify=True) == [
+        (changed["record"], "pictures of this chunk were deleted or replaced"),
+        (other["record"], f"{picture} was written after its job finished"),
+    ]
+
+
+@pytest.mark.parametrize("damage", ["none", "cut", "empty", "rewritten", "rewritten_nested", "old_times_cut"])
+def test_verify_finds_a_picture_overwritten_in_place_or_cut_short(tmp_path, damage):
+    folder, record = tmp_path / "chunk000of001", tmp_path / "records" / "chunk000of001.json"
+    finished_chunk(folder, record, past=10**10)
+    picture = folder / ("cat/2.png.gray.png" if damage.endswith("nested") else "top.png.gray.png")
+    whole = picture.read_bytes()
+    stat = picture.stat()
+    if damage in ("cut", "old_times_cut"):
+        picture.write_bytes(whole[:-5])
+    elif damage == "empty":
+        picture.write_bytes(b"")
+    elif damage.startswith("rewritten"):
+        picture.write_bytes(whole)
+    if damage == "old_times_cut":  # a copy that kept the times but not the bytes
+        os.utime(picture, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert folder_changed(str(folder), str(record)) is False  # the folder itself did not change
+    found = damaged_picture(str(folder), str(record))
+    if damage == "none":
+        assert found is None
+    elif damage == "old_times_cut":
+        assert found == f"{picture} is cut short (not a whole PNG)"
+    else:
+        assert found == f"{picture} was written after its job finished"
+    assert whole[-12:] == PNG_END  # what a whole PNG of our writer ends with
 
 
 def test_the_header_check_reads_sizes_without_decoding_and_a_decoded_check_is_not_skipped(tmp_path):
@@ -271,6 +318,33 @@ def test_the_header_check_reads_sizes_without_decoding_and_a_decoded_check_is_no
     assert header["good.png"]["fingerprint"] == [good.stat().st_size, good.stat().st_mtime_ns]
     decoded = {r["name"]: r for r in check_images([good, truncated], cache, decode=True)}
     assert decoded["truncated.jpg"]["status"] == "failed"  # a header-only entry does not stand in for decoding
+
+
+def test_listing_images_opens_none_of_them(tmp_path, monkeypatch):
+    good = tmp_path / "cat" / "good.png"
+    good.parent.mkdir()
+    shutil.copy2(REPO / "images" / "chelsea.png", good)
+    (tmp_path / "cat" / "broken.png").write_text("not an image")
+    boxed = ImageEntry(good, name="boxed.png", label="cat", box=(1, 2, 3, 4))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("an image was opened")
+
+    monkeypatch.setattr("cnnvis_tasks.image_list.check_image", refuse)
+    records = {r["name"]: r for r in listed_images([good, tmp_path / "cat" / "broken.png", boxed])}
+    assert records["good.png"] == {
+        "name": "good.png",
+        "path": str(good),
+        "label": None,
+        "status": "ok",
+        "reason": None,
+        "size": None,
+        "fingerprint": [good.stat().st_size, good.stat().st_mtime_ns],
+    }
+    assert records["broken.png"]["status"] == "ok" and records["broken.png"]["fingerprint"][0] == 12
+    assert records["boxed.png"]["box"] == [1, 2, 3, 4] and records["boxed.png"]["label"] == "cat"
+    with pytest.raises(CnnvisError, match="share the result name 'good.png'"):
+        listed_images([good, ImageEntry(tmp_path / "other.png", name="good.png")])
 
 
 def test_a_technique_command_reads_an_image_list_with_labels(tmp_path):
@@ -320,10 +394,17 @@ def test_a_chunk_layout_dry_run_declares_one_wildcard_rule_per_setting(tmp_path)
     odd_data_set(workdir)
     jobs = planned(workdir, by_rule=True)
     lists = sorted((workdir / "results" / "chunk-lists").glob("chunk*.csv"))
-    assert len(lists) >= 2 and sum(len(read_image_list(path)) for path in lists) == 4  # not the broken file
+    # the start opens no image: the broken file is in a chunk, whose jobs fail it alone
+    assert len(lists) >= 2 and sum(len(read_image_list(path)) for path in lists) == 5
     for rule in ("saliency_efficientnet_lite0_vanilla", "grad_cam_efficientnet_lite0_auto"):
         assert jobs[rule] == len(lists)  # one job per chunk of a rule
     assert jobs["predictions_efficientnet_lite0"] == len(lists)
+    # strict_images: the start reads the headers, and the broken file stops the run
+    config = CONFIG | {"strict_images": True}
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    result = snakemake(workdir, "--dry-run", expect=1)
+    text = result.stdout + result.stderr
+    assert "strict_images: 1 image cannot be used: espresso/broken.png: cannot read image" in text
 
 
 @pytest.mark.slow
@@ -350,6 +431,14 @@ def test_a_chunk_layout_run_builds_the_gallery_and_reruns_exactly_the_changed_ch
     assert planned(workdir, by_rule=True) == {"shared_pass_efficientnet_lite0": 1, **AFTER}
     snakemake(workdir)
     assert picture.is_file() and planned(workdir) == {}
+    # a picture cut short in place: seen with verify_pictures only
+    picture.write_bytes(picture.read_bytes()[:-20])
+    assert planned(workdir) == {}
+    result = snakemake(workdir, "--dry-run", "--config", "verify_pictures=True")
+    assert f"{picture.relative_to(workdir)} was written after its job finished" in result.stderr
+    assert planned(workdir, by_rule=True) == {"shared_pass_efficientnet_lite0": 1, **AFTER}
+    snakemake(workdir)
+    assert picture.read_bytes().endswith(PNG_END) and planned(workdir) == {}
     # a changed image: every job of its chunk
     image = workdir / "ds" / "espresso" / "001.png"
     os.utime(image, ns=(time.time_ns(), time.time_ns()))
@@ -365,7 +454,8 @@ def test_a_chunk_layout_run_builds_the_gallery_and_reruns_exactly_the_changed_ch
     snakemake(workdir)
     config["techniques"]["grad_cam"]["alpha"] = 0.3
     (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    assert planned(workdir, by_rule=True) == {"shared_pass_efficientnet_lite0": 2, **AFTER}
+    chunks = len(list((results / "chunk-lists").glob("chunk*.csv")))
+    assert chunks == 3 and planned(workdir, by_rule=True) == {"shared_pass_efficientnet_lite0": chunks, **AFTER}
 
     # the same pictures as one job per technique: byte for byte
     def pictures() -> dict:
@@ -377,7 +467,13 @@ def test_a_chunk_layout_run_builds_the_gallery_and_reruns_exactly_the_changed_ch
     shutil.rmtree(results / "chunks")
     snakemake(workdir)
     separate = pictures()
-    assert len(separate) == 12 and separate == shared  # 4 images: saliency, grad-cam overlay and raw
+    # 5 images x (saliency, grad-cam overlay and raw); the broken file's are placeholders that say why
+    assert len(separate) == 15 and separate == shared
+    from cnnvis_tasks.outputs import read_metadata
+
+    placeholder = next(results.glob("chunks/efficientnet_lite0/grad-cam/auto/*/espresso/broken.png.overlay.png"))
+    facts = read_metadata(placeholder)
+    assert facts["status"] == "failed" and "not a recognised image file" in facts["reason"]
 
 
 AFTER = {"summary": 1, "gallery": 1, "all": 1}

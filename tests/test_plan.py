@@ -114,6 +114,11 @@ def test_defaults_are_filled_in_and_copies_are_not_shared():
         ),
         ({"techniques": {"grad_cam": {"models": {"other": {}}}}}, "model 'other' is not declared under models"),
         (
+            {"verify_pictures": "true", "techniques": {"grad_cam": {"models": {"m": {}}}}},  # as --config gives it
+            "verify_pictures: 'true' is not a boolean; write true or false in a config file, or "
+            "verify_pictures=True / False with --config",
+        ),
+        (
             {"techniques": {"filter_viz": {"models": {"m": {"filters": [{"layer": "x"}]}}}}},
             "techniques.filter_viz.models.m.filters[0]: 'filter' is a required property",
         ),

@@ -90,7 +90,7 @@ def load_plan(config: dict[str, Any], *, main_process: bool = True) -> Plan:
 
 def _plan_images(config: dict[str, Any], results: str, main_process: bool) -> Plan:
     """:func:`load_plan` once the config is checked: the images listed and checked, the plan."""
-    from ..image_list import check_images, list_images, skipped_records
+    from ..image_list import check_images, list_images, listed_images, skipped_records
 
     source = config["images"]
     try:
@@ -100,31 +100,38 @@ def _plan_images(config: dict[str, Any], results: str, main_process: bool) -> Pl
             manifest=source.get("manifest"),
             extensions=source["extensions"],
         )
-        # Decoding every image is cheap and cached (size, mtime), so it is done here,
-        # when the workflow is read: an image that cannot be used never enters a chunk.
-        statuses = check_images(
-            listing.images,
-            cache=f"{results}/.cache/image-check.json",
-            decode=config["layout"] != "chunks",  # a million images are not decoded at every start
-        )
+        if config["layout"] == "chunks" and not config["strict_images"]:
+            # A million header reads cost a minute; the chunk jobs decode every image,
+            # and one that cannot be read fails there, alone (the image_status job
+            # reads the headers for the summary).
+            statuses = listed_images(listing.images)
+        else:
+            # In the pictures layout every image is decoded here, when the workflow is
+            # read (cheap, and cached by size and time): an image that cannot be used
+            # never becomes a job.  strict_images in the chunk layout reads the headers.
+            statuses = check_images(
+                listing.images, cache=f"{results}/.cache/image-check.json", decode=config["layout"] != "chunks"
+            )
     except CnnvisError as error:
         raise ConfigError(f"config error: images: {error}") from None
     bad = [record for record in statuses if record["status"] != "ok"]
     if bad and config["strict_images"]:
         shown = "; ".join(f"{record['name']}: {record['reason']}" for record in bad[:3])
         more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
-        raise ConfigError(f"config error: strict_images: {len(bad)} images cannot be used: {shown}{more}")
+        counted = "1 image cannot" if len(bad) == 1 else f"{len(bad)} images cannot"
+        raise ConfigError(f"config error: strict_images: {counted} be used: {shown}{more}")
     statuses += skipped_records(listing)
     plan = make_plan(config, statuses, gpu=uses_gpu(config["device"]), exists=os.path.exists if main_process else None)
     if main_process and plan.layout == "chunks":
-        prepare_chunks(plan)
+        prepare_chunks(plan, verify=config["verify_pictures"])
     return plan
 
 
-def prepare_chunks(plan: Plan) -> None:
+def prepare_chunks(plan: Plan, verify: bool = False) -> None:
     """The chunk layout, at the start of a run: write the image lists that changed, and
     ask for every job whose record or folder is missing, or whose folder of pictures
-    changed since it ran (its record is removed: the job runs again).  Snakemake
+    changed since it ran (its record is removed: the job runs again); ``verify`` also
+    looks at every picture (config ``verify_pictures``).  Snakemake
     re-runs a job for a missing output only when that output is asked for."""
     from .chunks import missing_records, stale_records, write_image_lists
 
@@ -132,8 +139,8 @@ def prepare_chunks(plan: Plan) -> None:
         write_image_lists(plan)
     except OSError as error:
         raise ConfigError(f"config error: results: cannot write the chunks' image lists: {error}") from None
-    for record in stale_records(plan):
-        print(f"cnnvis: {record}: pictures of this chunk were deleted or replaced; it runs again", file=sys.stderr)
+    for record, why in stale_records(plan, verify):
+        print(f"cnnvis: {record}: {why}; this chunk's job runs again", file=sys.stderr)
         try:
             os.remove(record)
         except OSError:

@@ -10,8 +10,11 @@ pictures.  Two things keep that exact at the chunk level:
 * :func:`stale_records` finds the jobs whose folder changed after the job
   finished (a picture deleted, added or replaced: each changes the modification
   time of the folder that holds it), so that their records can be removed and
-  the chunk runs again.  A file overwritten in place, without a new name, is not
-  seen; cnnvis itself never writes so.
+  the chunk runs again.  That costs one look per folder, not per picture.  A
+  file overwritten in place, without a new name, or cut short by a broken copy
+  is seen only with ``verify`` (config ``verify_pictures``): every file's time,
+  and the end of every PNG, is then checked.  cnnvis itself writes every file
+  under a new name and renames it, so a job never leaves one half-written.
 """
 
 from __future__ import annotations
@@ -54,26 +57,75 @@ def _mtime(path: str) -> int | None:
         return None
 
 
+def _finished(folder: str, record: str) -> int | None:
+    """When a job finished: the later of its record and Snakemake's mark in its folder."""
+    return max(filter(None, (_mtime(record), _mtime(os.path.join(folder, SNAKEMAKE_TIMESTAMP)))), default=None)
+
+
 def folder_changed(folder: str, record: str) -> bool:
     """Whether a folder of pictures changed after its job finished: a folder in it
     was modified after the record and Snakemake's mark were written."""
-    finished = max(filter(None, (_mtime(record), _mtime(os.path.join(folder, SNAKEMAKE_TIMESTAMP)))), default=None)
+    finished = _finished(folder, record)
     if finished is None:
         return False
     return any((_mtime(path) or 0) > finished for path in _folders(folder))
 
 
-def stale_records(plan: Plan) -> list[str]:
-    """Records of finished jobs whose folder changed since (their chunk must run again)."""
+# Every PNG ends with its IEND chunk: length 0, the type, and the type's CRC.
+PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+
+
+def _png_cut_short(path: str) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(-len(PNG_END), os.SEEK_END)
+            return handle.read() != PNG_END
+    except OSError:  # shorter than its end, or unreadable
+        return True
+
+
+def damaged_picture(folder: str, record: str) -> str | None:
+    """The first file of a job's folder that was written after the job finished, or
+    a PNG that does not end as a PNG must (cut short); None when every file is sound.
+    Reads every file's time and the last bytes of every PNG."""
+    finished = _finished(folder, record)
+    if finished is None:
+        return None
+    for path in _folders(folder):
+        try:
+            with os.scandir(path) as entries:
+                files = [entry for entry in entries if entry.is_file(follow_symlinks=False)]
+        except OSError:
+            continue
+        for entry in files:
+            if entry.name == SNAKEMAKE_TIMESTAMP:
+                continue
+            try:
+                modified = entry.stat(follow_symlinks=False).st_mtime_ns
+            except OSError:
+                continue
+            if modified > finished:
+                return f"{entry.path} was written after its job finished"
+            if entry.name.endswith(".png") and _png_cut_short(entry.path):
+                return f"{entry.path} is cut short (not a whole PNG)"
+    return None
+
+
+def stale_records(plan: Plan, verify: bool = False) -> list[tuple[str, str]]:
+    """Records of finished jobs whose folder changed since (their chunk must run
+    again), each with why; ``verify`` also checks every file (:func:`damaged_picture`)."""
     stale = []
     for rule in plan.chunk_rules:
         for chunk in rule.chunks:
             for paths in rule.paths(chunk):
                 if paths["folder"] is None:
                     continue
-                finished = os.path.exists(paths["record"]) and os.path.isdir(paths["folder"])
-                if finished and folder_changed(paths["folder"], paths["record"]):
-                    stale.append(paths["record"])
+                if not (os.path.exists(paths["record"]) and os.path.isdir(paths["folder"])):
+                    continue
+                if folder_changed(paths["folder"], paths["record"]):
+                    stale.append((paths["record"], "pictures of this chunk were deleted or replaced"))
+                elif verify and (damage := damaged_picture(paths["folder"], paths["record"])):
+                    stale.append((paths["record"], damage))
     return stale
 
 

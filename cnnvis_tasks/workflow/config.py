@@ -224,6 +224,12 @@ def describe(error: jsonschema.ValidationError) -> str:
         return f"config key {where}: {error.instance!r} is not allowed; it must match {error.validator_value}"
     if error.validator == "minProperties":
         return f"config key {where}: must not be empty"
+    if error.validator == "type" and error.validator_value == "boolean" and isinstance(error.instance, str):
+        # Snakemake's --config reads only True and False as booleans
+        return (
+            f"config key {where}: {error.instance!r} is not a boolean; write true or false in a "
+            f"config file, or {where.split('.')[-1]}=True / False with --config"
+        )
     return f"config key {where}: {error.message}"
 
 

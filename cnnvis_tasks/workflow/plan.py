@@ -307,8 +307,9 @@ class Plan:
 
     @property
     def image_check_mode(self) -> str:
-        """How images are checked (as the workflow's start does): decoded, or, in the
-        chunk layout, by their headers (their jobs decode them)."""
+        """How the image_status job checks the images: decoded (as the workflow's start
+        does in the pictures layout), or, in the chunk layout, by their headers (the
+        start only lists them; their jobs decode them)."""
         return "--header-only" if self.layout == "chunks" else "--decode"
 
     @property
