@@ -247,6 +247,10 @@ def check_outputs(out: Path, technique: str, count: int) -> None:
         raise RuntimeError(f"{out}: {len(pictures)} pictures, {len(failed)} failed rows")
 
 
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
 def split(job: dict, count: int) -> dict:
     """The job's main-thread time by part, and its threads' busy time per image."""
     main, busy, cpu = job["main"], job["busy"], job.get("cpu", {})
@@ -403,7 +407,9 @@ def write_report(path: Path, info: dict, results: list[dict], identical: list[st
         f"(`{info['after']}`; decoding ahead and writing behind on {info['workers']} I/O thread(s); PNG level 1). "
         "Times are on the job's main thread, from the first line of the process (the interpreter's own start "
         "excluded); *start-up* is everything before the first batch (imports, model load); *render+encode* is "
-        "the main thread rendering and writing (before) or waiting for the writer threads (after). *compute alone*: "
+        "the main thread rendering and writing (before) or waiting for the writer threads (after); the after job "
+        f"and the compute alone ran in {info['job repeats']} alternating rounds, and each is the round of median "
+        "time (the rounds are listed below the table). *compute alone*: "
         "the same images' compute and read-back in another process, decoded and the automatic layer chosen "
         "beforehand. The last column is the time per image in each stage summed over all threads (wall time on "
         "each thread: on a busy machine it includes waiting for a core); the column after it is the CPU time "
@@ -465,6 +471,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="repeats of the PNG and pool measurements  [5]")
     parser.add_argument("--quick", action="store_true", help="no PNG level and pool measurements")
     parser.add_argument(
+        "--job-repeats",
+        type=int,
+        default=3,
+        help="rounds of the after job and the compute alone; the table has the median of each  [3]",
+    )
+    parser.add_argument(
         "--device",
         default="cpu",
         help="where the jobs compute  [cpu]; with cuda: images per second of each job against its compute "
@@ -509,6 +521,7 @@ def main() -> None:
         "after": commit.stdout.strip() + (" + changes" if dirty.stdout.strip() else ""),
         "workers": split_cores(args.threads, "cpu")[1],
         "repeats": args.repeats,
+        "job repeats": args.job_repeats,
     }
     results, identical, notes = [], [], []
     levels = pool_rows = None
@@ -519,16 +532,35 @@ def main() -> None:
     for count in counts:
         chosen = paths[:count]
         for technique in techniques:
-            alone = child("--_compute", REPO, technique, chosen, args.threads, _fresh(work / "alone"))["compute"]
-            for code, root in (("before", before), ("after", REPO)):
-                folder = _fresh(work / f"job-{code}")
-                job = child("--_job", root, technique, chosen, args.threads, folder)
+            # The after job and the compute alone, in alternating rounds: on a shared two-core
+            # machine one run can be 30-50 % slower than the next; each is the round of median time.
+            alones, afters = [], []
+            for _ in range(args.job_repeats):
+                alones.append(child("--_compute", REPO, technique, chosen, args.threads, _fresh(work / "alone")))
+                folder = _fresh(work / "job-after")
+                afters.append(child("--_job", REPO, technique, chosen, args.threads, folder))
                 check_outputs(folder / "out", technique, count)
+            alone = _median([run["compute"] for run in alones])
+            folder = _fresh(work / "job-before")
+            before_job = child("--_job", before, technique, chosen, args.threads, folder)
+            check_outputs(folder / "out", technique, count)
+            after_job = sorted(afters, key=lambda run: run["total"])[len(afters) // 2]
+            for code, job in (("before", before_job), ("after", after_job)):
                 results.append(
                     {"technique": technique, "count": count, "code": code, "split": split(job, count), "alone": alone}
                 )
                 info["pillow"] = job["pillow"]
                 print(f"{technique} {count} {code}: {job['total']:.1f} s (compute alone {alone:.1f} s)", flush=True)
+            if args.job_repeats > 1:
+                rounds = ", ".join(
+                    f"{(a['total'] - a['before first batch'] - split(a, count)['auto layer']) / c['compute']:.2f}x"
+                    for a, c in zip(afters, alones, strict=True)
+                )
+                seconds = ", ".join(f"{run['compute']:.1f}" for run in alones)
+                notes.append(
+                    f"- {technique}, {count} images: after job minus start-up over compute alone, round by round: "
+                    f"{rounds} (compute alone {seconds} s)."
+                )
             for chosen_split in filter(None, args.splits.split(";") if count == counts[0] else []):
                 job = child("--_job", REPO, technique, chosen, args.threads, _fresh(work / "split"), split=chosen_split)
                 check_outputs(work / "split" / "out", technique, count)
