@@ -247,8 +247,9 @@ def check_outputs(out: Path, technique: str, count: int) -> None:
         raise RuntimeError(f"{out}: {len(pictures)} pictures, {len(failed)} failed rows")
 
 
-def _median(values: list[float]) -> float:
-    return sorted(values)[len(values) // 2]
+def _net_ratio(job: dict, alone: float, count: int) -> float:
+    """A job's time without its start-up and automatic layer, over the compute alone."""
+    return (job["total"] - job["before first batch"] - split(job, count)["auto layer"]) / alone
 
 
 def split(job: dict, count: int) -> dict:
@@ -407,9 +408,10 @@ def write_report(path: Path, info: dict, results: list[dict], identical: list[st
         f"(`{info['after']}`; decoding ahead and writing behind on {info['workers']} I/O thread(s); PNG level 1). "
         "Times are on the job's main thread, from the first line of the process (the interpreter's own start "
         "excluded); *start-up* is everything before the first batch (imports, model load); *render+encode* is "
-        "the main thread rendering and writing (before) or waiting for the writer threads (after); the after job "
-        f"and the compute alone ran in {info['job repeats']} alternating rounds, and each is the round of median "
-        "time (the rounds are listed below the table). *compute alone*: "
+        "the main thread rendering and writing (before) or waiting for the writer threads (after). The compute "
+        f"alone, the before job and the after job ran in {info['job repeats']} alternating rounds; each pair of rows "
+        "is the round whose after job over compute alone is the median (every round is listed below the table). "
+        "*compute alone*: "
         "the same images' compute and read-back in another process, decoded and the automatic layer chosen "
         "beforehand. The last column is the time per image in each stage summed over all threads (wall time on "
         "each thread: on a busy machine it includes waiting for a core); the column after it is the CPU time "
@@ -474,7 +476,7 @@ def main() -> None:
         "--job-repeats",
         type=int,
         default=3,
-        help="rounds of the after job and the compute alone; the table has the median of each  [3]",
+        help="rounds of the compute alone, the before and the after job; the table has the median round  [3]",
     )
     parser.add_argument(
         "--device",
@@ -491,6 +493,8 @@ def main() -> None:
         parser.add_argument(hidden, help=argparse.SUPPRESS)
     parser.add_argument("--images", nargs="*", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.job_repeats < 1:
+        parser.error("--job-repeats must be at least 1")
     if args._job or args._compute:
         args.root, args.json, args.threads = Path(args.root), Path(args.json), int(args.threads)
         args.out = Path(args.out)
@@ -532,34 +536,36 @@ def main() -> None:
     for count in counts:
         chosen = paths[:count]
         for technique in techniques:
-            # The after job and the compute alone, in alternating rounds: on a shared two-core
-            # machine one run can be 30-50 % slower than the next; each is the round of median time.
-            alones, afters = [], []
+            # The before job, the after job and the compute alone, in alternating rounds: on a
+            # shared two-core machine one run can be 30-50 % slower than the next. The table
+            # shows the round whose after ratio is the median, that round's three runs together.
+            rounds = []
             for _ in range(args.job_repeats):
-                alones.append(child("--_compute", REPO, technique, chosen, args.threads, _fresh(work / "alone")))
-                folder = _fresh(work / "job-after")
-                afters.append(child("--_job", REPO, technique, chosen, args.threads, folder))
-                check_outputs(folder / "out", technique, count)
-            alone = _median([run["compute"] for run in alones])
-            folder = _fresh(work / "job-before")
-            before_job = child("--_job", before, technique, chosen, args.threads, folder)
-            check_outputs(folder / "out", technique, count)
-            after_job = sorted(afters, key=lambda run: run["total"])[len(afters) // 2]
-            for code, job in (("before", before_job), ("after", after_job)):
+                alone = child("--_compute", REPO, technique, chosen, args.threads, _fresh(work / "alone"))
+                jobs = {}
+                for code, root in (("before", before), ("after", REPO)):
+                    folder = _fresh(work / f"job-{code}")
+                    jobs[code] = child("--_job", root, technique, chosen, args.threads, folder)
+                    check_outputs(folder / "out", technique, count)
+                rounds.append({"alone": alone["compute"], **jobs})
+            ratios = [_net_ratio(r["after"], r["alone"], count) for r in rounds]
+            chosen_round = rounds[sorted(range(len(rounds)), key=ratios.__getitem__)[len(rounds) // 2]]
+            for code in ("before", "after"):
+                job, alone = chosen_round[code], chosen_round["alone"]
                 results.append(
                     {"technique": technique, "count": count, "code": code, "split": split(job, count), "alone": alone}
                 )
                 info["pillow"] = job["pillow"]
                 print(f"{technique} {count} {code}: {job['total']:.1f} s (compute alone {alone:.1f} s)", flush=True)
             if args.job_repeats > 1:
-                rounds = ", ".join(
-                    f"{(a['total'] - a['before first batch'] - split(a, count)['auto layer']) / c['compute']:.2f}x"
-                    for a, c in zip(afters, alones, strict=True)
-                )
-                seconds = ", ".join(f"{run['compute']:.1f}" for run in alones)
+                listed = ", ".join(f"{ratio:.2f}x" for ratio in ratios)
+                seconds = ", ".join(f"{r['alone']:.1f}" for r in rounds)
+                befores = ", ".join(f"{r['before']['total']:.1f}" for r in rounds)
+                afters = ", ".join(f"{r['after']['total']:.1f}" for r in rounds)
                 notes.append(
-                    f"- {technique}, {count} images: after job minus start-up over compute alone, round by round: "
-                    f"{rounds} (compute alone {seconds} s)."
+                    f"- {technique}, {count} images, round by round: after job minus start-up and auto layer over "
+                    f"compute alone {listed}; compute alone {seconds} s; before job {befores} s; after job "
+                    f"{afters} s."
                 )
             for chosen_split in filter(None, args.splits.split(";") if count == counts[0] else []):
                 job = child("--_job", REPO, technique, chosen, args.threads, _fresh(work / "split"), split=chosen_split)

@@ -1,6 +1,7 @@
 # The image check, the summary table and the HTML gallery.  An image that cannot
-# be used never enters a job: the check lists it with the reason, and so do the
-# summary and the gallery (with strict_images: true it stops the run instead).
+# be used is listed by the check with the reason, and so do the summary and the
+# gallery; it never enters a job in the pictures layout, and fails alone in its
+# jobs in the chunk layout (with strict_images: true it stops the run instead).
 
 
 rule image_status:

@@ -32,7 +32,7 @@ from cnnvis_tasks.image_list import (
     read_image_list,
     write_image_list,
 )
-from cnnvis_tasks.outputs import save_png
+from cnnvis_tasks.outputs import save_npy, save_png
 from cnnvis_tasks.workflow import ConfigError, check_config, make_plan
 from cnnvis_tasks.workflow.chunks import (
     PNG_END,
@@ -225,10 +225,11 @@ def test_write_image_lists_rewrites_only_the_chunk_of_a_changed_image(tmp_path, 
 
 
 def finished_chunk(folder: Path, record: Path, past: int) -> None:
-    """A job's folder of pictures and its record, as Snakemake leaves them, ``past`` ns ago."""
+    """A job's folder of pictures and raw arrays and its record, as Snakemake leaves them, ``past`` ns ago."""
     for name in ("cat/1.png.gray.png", "cat/2.png.gray.png", "top.png.gray.png"):
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         save_png(folder / name, np.full((2, 3, 3), 7, dtype=np.uint8), {"image": name}, 1)
+        save_npy(folder / name.replace(".gray.png", ".raw.npy"), np.ones((4, 5), dtype=np.float32))
     (folder / SNAKEMAKE_TIMESTAMP).write_bytes(b"")
     record.parent.mkdir(parents=True, exist_ok=True)
     record.write_text("{}")
@@ -277,30 +278,37 @@ def test_stale_records_are_those_of_changed_chunks_only(tmp_path, monkeypatch):
     ]
 
 
-@pytest.mark.parametrize("damage", ["none", "cut", "empty", "rewritten", "rewritten_nested", "old_times_cut"])
+@pytest.mark.parametrize(
+    "damage", ["none", "cut", "empty", "rewritten", "rewritten_nested", "old_times_cut", "old_times_empty", "npy_cut"]
+)
 def test_verify_finds_a_picture_overwritten_in_place_or_cut_short(tmp_path, damage):
     folder, record = tmp_path / "chunk000of001", tmp_path / "records" / "chunk000of001.json"
     finished_chunk(folder, record, past=10**10)
+    assert damaged_picture(str(folder), str(record)) is None
     picture = folder / ("cat/2.png.gray.png" if damage.endswith("nested") else "top.png.gray.png")
+    if damage == "npy_cut":
+        picture = folder / "cat" / "1.png.raw.npy"
     whole = picture.read_bytes()
     stat = picture.stat()
-    if damage in ("cut", "old_times_cut"):
+    if damage in ("cut", "old_times_cut", "npy_cut"):
         picture.write_bytes(whole[:-5])
-    elif damage == "empty":
+    elif damage in ("empty", "old_times_empty"):
         picture.write_bytes(b"")
     elif damage.startswith("rewritten"):
         picture.write_bytes(whole)
-    if damage == "old_times_cut":  # a copy that kept the times but not the bytes
+    if damage.startswith("old_times") or damage == "npy_cut":  # a copy that kept the times but not the bytes
         os.utime(picture, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert folder_changed(str(folder), str(record)) is False  # the folder itself did not change
     found = damaged_picture(str(folder), str(record))
     if damage == "none":
         assert found is None
-    elif damage == "old_times_cut":
+    elif damage.startswith("old_times"):
         assert found == f"{picture} is cut short (not a whole PNG)"
+    elif damage == "npy_cut":
+        assert found == f"{picture} is cut short (not the bytes its array header says)"
     else:
         assert found == f"{picture} was written after its job finished"
-    assert whole[-12:] == PNG_END  # what a whole PNG of our writer ends with
+    assert whole[-12:] == PNG_END or picture.suffix == ".npy"  # what a whole PNG of our writer ends with
 
 
 def test_the_header_check_reads_sizes_without_decoding_and_a_decoded_check_is_not_skipped(tmp_path):
@@ -330,7 +338,8 @@ def test_listing_images_opens_none_of_them(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("an image was opened")
 
-    monkeypatch.setattr("cnnvis_tasks.image_list.check_image", refuse)
+    monkeypatch.setattr("PIL.Image.open", refuse)
+    monkeypatch.setattr("builtins.open", refuse)
     records = {r["name"]: r for r in listed_images([good, tmp_path / "cat" / "broken.png", boxed])}
     assert records["good.png"] == {
         "name": "good.png",

@@ -80,6 +80,7 @@ def test_summary_joins_the_check_the_predictions_and_the_records(tmp_path):
                 "rows": [
                     {"image": "ds/cat/1.png", "setting": "vanilla", "status": "ok", "reason": None},
                     {"image": "ds/cat/2.png", "setting": "vanilla", "status": "failed", "reason": "out of memory"},
+                    {"image": "ds/tried.png", "setting": "vanilla", "status": "failed", "reason": "truncated"},
                 ]
             }
         )
@@ -97,11 +98,15 @@ def test_summary_joins_the_check_the_predictions_and_the_records(tmp_path):
         {"name": "cat/2.png", "path": "ds/cat/2.png", "status": "ok", "reason": None, "label": "cat"},
         {"name": "x.png", "path": "ds/x.png", "status": "ok", "reason": None, "label": None},
         {"name": "bad.png", "path": "ds/bad.png", "status": "failed", "reason": "not an image", "label": None},
+        # failed the image check, yet tried by its job (the chunk layout): the job's reason
+        {"name": "tried.png", "path": "ds/tried.png", "status": "failed", "reason": "header", "label": None},
     ]
     header, rows = summarize(spec, statuses, root)
     table = [dict(zip(header, row)) for row in rows]
-    assert [row["m correct"] for row in table] == ["yes", "no", "", ""]
-    assert [row["m saliency vanilla status"] for row in table] == ["ok", "failed", "left out", "left out"]
+    assert [row["m correct"] for row in table] == ["yes", "no", "", "", ""]
+    assert [row["m saliency vanilla status"] for row in table] == ["ok", "failed", "left out", "left out", "failed"]
+    assert table[3]["m saliency vanilla reason"] == "the image cannot be used"
+    assert table[4]["m saliency vanilla reason"] == "truncated" and table[4]["reason"] == "header"
     assert table[1]["m saliency vanilla reason"] == "out of memory" and table[2]["m saliency vanilla reason"] == (
         "too large"
     )

@@ -13,12 +13,13 @@ pictures.  Two things keep that exact at the chunk level:
   the chunk runs again.  That costs one look per folder, not per picture.  A
   file overwritten in place, without a new name, or cut short by a broken copy
   is seen only with ``verify`` (config ``verify_pictures``): every file's time,
-  and the end of every PNG, is then checked.  cnnvis itself writes every file
+  the end of every PNG and the length of every raw .npy array are then checked.  cnnvis itself writes every file
   under a new name and renames it, so a job never leaves one half-written.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator
 
@@ -75,19 +76,48 @@ def folder_changed(folder: str, record: str) -> bool:
 PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 
 
-def _png_cut_short(path: str) -> bool:
+def _png_problem(handle) -> str | None:
+    size = os.fstat(handle.fileno()).st_size
+    if size < len(PNG_END):
+        return "is cut short (not a whole PNG)"
+    handle.seek(-len(PNG_END), os.SEEK_END)
+    return None if handle.read() == PNG_END else "is cut short (not a whole PNG)"
+
+
+def _npy_problem(handle) -> str | None:
+    from numpy.lib import format as npy
+
+    try:
+        version = npy.read_magic(handle)
+        reader = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+        shape, _, dtype = reader(handle)
+    except ValueError:
+        return "is not a whole NumPy array file"
+    expected = handle.tell() + math.prod(shape) * dtype.itemsize
+    if os.fstat(handle.fileno()).st_size != expected:
+        return "is cut short (not the bytes its array header says)"
+    return None
+
+
+CONTENT_CHECKS = {".png": _png_problem, ".npy": _npy_problem}
+
+
+def _content_problem(path: str) -> str | None:
+    """Why a picture (PNG) or raw array (.npy) is not whole, or None; other files pass."""
+    check = CONTENT_CHECKS.get(os.path.splitext(path)[1])
+    if check is None:
+        return None
     try:
         with open(path, "rb") as handle:
-            handle.seek(-len(PNG_END), os.SEEK_END)
-            return handle.read() != PNG_END
-    except OSError:  # shorter than its end, or unreadable
-        return True
+            return check(handle)
+    except OSError as error:
+        return f"cannot be read ({error.strerror or error})"
 
 
 def damaged_picture(folder: str, record: str) -> str | None:
     """The first file of a job's folder that was written after the job finished, or
-    a PNG that does not end as a PNG must (cut short); None when every file is sound.
-    Reads every file's time and the last bytes of every PNG."""
+    a PNG or .npy file that is not whole (cut short); None when every file is sound.
+    Reads every file's time, the end of every PNG and the header of every .npy."""
     finished = _finished(folder, record)
     if finished is None:
         return None
@@ -98,16 +128,15 @@ def damaged_picture(folder: str, record: str) -> str | None:
         except OSError:
             continue
         for entry in files:
-            if entry.name == SNAKEMAKE_TIMESTAMP:
-                continue
             try:
                 modified = entry.stat(follow_symlinks=False).st_mtime_ns
             except OSError:
                 continue
             if modified > finished:
                 return f"{entry.path} was written after its job finished"
-            if entry.name.endswith(".png") and _png_cut_short(entry.path):
-                return f"{entry.path} is cut short (not a whole PNG)"
+            problem = _content_problem(entry.path)
+            if problem:
+                return f"{entry.path} {problem}"
     return None
 
 

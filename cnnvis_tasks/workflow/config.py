@@ -226,10 +226,8 @@ def describe(error: jsonschema.ValidationError) -> str:
         return f"config key {where}: must not be empty"
     if error.validator == "type" and error.validator_value == "boolean" and isinstance(error.instance, str):
         # Snakemake's --config reads only True and False as booleans
-        return (
-            f"config key {where}: {error.instance!r} is not a boolean; write true or false in a "
-            f"config file, or {where.split('.')[-1]}=True / False with --config"
-        )
+        hint = f", or {where}=True / False with --config" if len(error.absolute_path) == 1 else ""
+        return f"config key {where}: {error.instance!r} is not a boolean; write true or false in a config file{hint}"
     return f"config key {where}: {error.message}"
 
 

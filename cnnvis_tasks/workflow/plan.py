@@ -211,7 +211,7 @@ class ChunkRule:
 @dataclass
 class Plan:
     results: str
-    statuses: list[dict[str, Any]]  # every entry of the source: ok, failed or skipped, with why
+    statuses: list[dict[str, Any]]  # every entry of the source: ok, failed or skipped, with why (chunks: never failed)
     images: dict[str, str]  # name -> path of every usable image
     labels: dict[str, str | None]  # name -> its label, as the source gives it
     chunks: dict[str, list[str]]  # chunk name -> names of its images

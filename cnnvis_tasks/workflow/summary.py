@@ -74,12 +74,14 @@ def summarize(
             found = predictions.get((model, name), {})
             row += [found.get(column.replace(" ", "_").replace("-", ""), "") for column in PREDICTION_COLUMNS]
         for model, technique, setting in results:
+            tried = results[(model, technique, setting)].get(name)
             if status["status"] != "ok":
-                row += ["left out", "the image cannot be used"]
+                # the chunk layout's jobs try every image: their reason is the one to show
+                row += list(tried) if tried else ["left out", "the image cannot be used"]
             elif name in left_out.get((model, technique), {}):
                 row += ["left out", left_out[(model, technique)][name]]
             else:
-                row += list(results[(model, technique, setting)].get(name, ("not built", "")))
+                row += list(tried or ("not built", ""))
         rows.append(row)
     return header, rows
 
