@@ -13,8 +13,9 @@ pictures.  Two things keep that exact at the chunk level:
   the chunk runs again.  That costs one look per folder, not per picture.  A
   file overwritten in place, without a new name, or cut short by a broken copy
   is seen only with ``verify`` (config ``verify_pictures``): every file's time,
-  the end of every PNG and the length of every raw .npy array are then checked.  cnnvis itself writes every file
-  under a new name and renames it, so a job never leaves one half-written.
+  the end of every PNG and the length of every raw .npy array are then checked.
+  cnnvis itself writes every file under a new name and renames it, so a job
+  never leaves one half-written.
 """
 
 from __future__ import annotations
