@@ -51,7 +51,11 @@ def resolve_label(label: str | int, categories: Sequence[str], model: str = "the
     names = _names(tuple(categories))
     if _key(text) in names:
         return names[_key(text)]
-    raise CnnvisError(f"label {text!r} is neither a class index, a WordNet ID nor a class name of {model}")
+    shown = ", ".join(categories[:5]) + (", ..." if len(categories) > 5 else "")
+    raise CnnvisError(
+        f"label {text!r} names no class of {model} (neither a class index, a WordNet ID nor one of its "
+        f"{len(categories)} class names: {shown})"
+    )
 
 
 @functools.cache

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import CnnvisError
+from .names import DEFAULT_MODEL
 from .outputs import DEFAULT_PNG_LEVEL, atomic_write, save_npy, save_png
 from .pipeline import Behind
 from .progress import Progress
@@ -57,15 +58,20 @@ def load_model(*args: Any, **kwargs: Any) -> LoadedModel:
 
 
 def open_session(
-    model: str,
+    model: str = DEFAULT_MODEL,
     weights: str = "default",
     device: str = "auto",
     seed: int = 0,
     threads: int | None = None,
     quiet: bool = False,
-    **_ignored: Any,
+    debug: bool = False,
+    **spec_options: Any,
 ) -> Session:
-    """Configure threads and seed, then load the model once for this process."""
+    """Configure threads and seed, then load the model once for this process.
+    ``spec_options``: the model's other options (:func:`cnnvis_tasks.model_spec.spec_from_options`)."""
+    from .model_spec import spec_from_options
+
+    spec = spec_from_options(model, weights, **spec_options)
     import torch
 
     from .devices import configure_threads, default_threads, resolve_device, use_full_precision
@@ -77,7 +83,7 @@ def open_session(
     configure_threads(compute_threads)
     torch.manual_seed(seed)
     use_full_precision(torch_device)
-    model_loaded = load_model(model, weights, torch_device, seed)
+    model_loaded = load_model(spec, device=torch_device, seed=seed)
     return Session(model=model_loaded, device=torch_device, seed=seed, quiet=quiet, io_workers=io_workers)
 
 
@@ -476,6 +482,7 @@ class _Writer:
             "technique": self.technique.name,
             "model": self.session.model.name,
             "weights": self.session.model.weights,
+            "preprocessing": self.session.model.preprocessing,
         }
         if row.image is not None:
             record["image"] = str(self.images[row.image])

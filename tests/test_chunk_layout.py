@@ -101,7 +101,7 @@ def test_the_chunk_layout_has_one_rule_per_technique_model_and_setting_not_per_j
     assert {job.technique for job in plan.jobs} == {"class-viz"} and len(plan.jobs) == 3  # one per regularization
     vanilla = next(rule for rule in per_image if rule.setting == "vanilla")
     assert vanilla.chunks == tuple(plan.chunks)
-    assert vanilla.inputs == ["results/chunk-lists/{chunk}.csv"]
+    assert vanilla.inputs == ["results/chunk-lists/{chunk}.csv", "results/models/efficientnet_lite0.json"]
     assert vanilla.record == "results/records/efficientnet_lite0/saliency/vanilla/{chunk}.json"
     assert vanilla.folder == "results/chunks/efficientnet_lite0/saliency/vanilla/{chunk}"
     command = shlex.split(vanilla.command)
@@ -144,12 +144,10 @@ def test_settings_that_can_share_a_pass_become_one_shared_pass_rule_per_model():
         ("grad-cam", "auto"),
     ]
     command = shlex.split(shared.command)
-    assert command[:9] == [
+    assert command[:7] == [
         "shared-pass",
-        "--model",
-        "efficientnet_lite0",
-        "--weights",
-        "default",
+        "--model-file",
+        "results/models/efficientnet_lite0.json",
         "--seed",
         "0",
         "--image-list",

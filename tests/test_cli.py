@@ -130,7 +130,7 @@ def test_weights_that_do_not_match_are_one_line(tmp_path, small_image):
         ],
     )
     assert result.exit_code == 1
-    _one_line_error(result, "does not match the resnet18 architecture")
+    _one_line_error(result, "does not fit resnet18")
 
 
 def test_mismatched_counts_are_usage_errors(tmp_path, small_image):

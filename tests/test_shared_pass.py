@@ -15,6 +15,7 @@ from PIL import Image
 
 from cnnvis_tasks.cli import cli
 from cnnvis_tasks.image_list import write_image_list
+from cnnvis_tasks.workflow.plan import HEAD_LENGTH
 
 REPO = Path(__file__).resolve().parent.parent
 DEVICE = ["--device", "cpu", "--threads", "1", "--quiet"]
@@ -299,9 +300,9 @@ def test_the_pictures_layout_shares_a_pass_per_model_and_chunk():
         command = cli.commands[words[0]]
         own = command.make_context(words[0], words[1:])  # each technique's own command takes its text
         assert "--image" not in words and own.params["record"] is not None
-        assert words[1:] == [w for w in member.arguments[7:] if w not in member.images and w != "--image"] + list(
-            member.runtime
-        )
+        assert words[1:] == [
+            w for w in member.arguments[HEAD_LENGTH:] if w not in member.images and w != "--image"
+        ] + list(member.runtime)
 
 
 @pytest.mark.slow

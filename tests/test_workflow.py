@@ -201,7 +201,12 @@ def test_schema_accepts_both_configs_and_fills_defaults():
     validate(config)
     assert config["images"] == {"folder": "images", "extensions": config["images"]["extensions"]}
     assert config["results"] == "results" and config["weights"] is None and config["device"] == "auto"
-    assert config["models"]["vgg16"] == {"weights": "default"}
+    assert config["models"]["vgg16"] == {
+        "weights": "default",
+        "input_size": None,
+        "arch_args": {},
+        "trust_pickle": False,
+    }
     assert config["gallery"] == {"title": "cnnvis gallery", "preview_rows": 20, "rows_per_page": 50, "max_images": 1000}
     saliency = config["techniques"]["saliency"]
     assert saliency["methods"] == ["vanilla", "guided", "deconv"] and saliency["renderings"] == ["color", "gray"]
@@ -224,7 +229,7 @@ def test_schema_accepts_both_configs_and_fills_defaults():
             {"techniques": {"saliency": {"methods": ["vanilla", "smoothgrad"], "models": {"efficientnet_lite0": {}}}}},
             ["techniques.saliency.methods[1]", "smoothgrad", "vanilla, guided, deconv"],
         ),
-        ({"models": {"vgg1": {}}}, ["unknown model 'vgg1'", "did you mean vgg19", "resnet50"]),
+        ({"models": {"vgg1": {}}}, ["unknown model 'vgg1'", "did you mean vgg19", "timm:NAME"]),
         (
             {"techniques": {"grad_cam": {"colormap": "jett", "models": {"efficientnet_lite0": {}}}}},
             ["techniques.grad_cam.colormap", "jett", "viridis"],

@@ -25,9 +25,10 @@ MODEL_OPTIONS: list[tuple[list[str], dict[str, Any]]] = [
         ["--model"],
         {
             "default": DEFAULT_MODEL,
-            "metavar": "NAME",
-            "help": "Model name: the embedded efficientnet_lite0 or any torchvision classifier "
-            "(see: cnnvis-tasks models).",
+            "metavar": "ARCH",
+            "help": "The model: the embedded efficientnet_lite0, a torchvision name (resnet18), timm:NAME, "
+            "hf:FOLDER (a transformers save_pretrained folder), module:package.module:function (your own "
+            "code, called with --arch-args) or torchscript (--weights is the archive); see docs/models.md.",
         },
     ),
     (
@@ -36,7 +37,63 @@ MODEL_OPTIONS: list[tuple[list[str], dict[str, Any]]] = [
             "default": "default",
             "metavar": "default|random|PATH",
             "help": "'default': the model's standard pretrained weights (torch hub cache for torchvision "
-            "models); 'random': seeded random initialisation; or a .pth/.pt state-dict file.",
+            "models); 'random': seeded random initialisation; or a checkpoint (a state dict, a training "
+            "checkpoint with a state_dict / model / model_state_dict entry, .safetensors); a fine-tuned "
+            "head of any size is read from it.",
+        },
+    ),
+    (
+        ["--classes"],
+        {
+            "default": None,
+            "metavar": "FILE|FOLDER",
+            "help": "The model's class names: a text file (one per line), a CSV or JSON index -> name, a YAML "
+            "list, or a data set folder whose class folders, sorted, are the classes (ImageFolder's order) "
+            "[default: those stored in the checkpoint, else the source's (ImageNet's for a 1000-class head)]",
+        },
+    ),
+    (
+        ["--mean"],
+        {
+            "default": None,
+            "metavar": "R,G,B",
+            "help": "Normalisation mean of the model's inputs  [default: its source's (torchvision's weights, "
+            "timm's pretrained config, the transformers processor)]",
+        },
+    ),
+    (["--std"], {"default": None, "metavar": "R,G,B", "help": "Normalisation std  [default: its source's]"}),
+    (
+        ["--input-size"],
+        {
+            "default": None,
+            "type": click.IntRange(min=8),
+            "help": "A fixed square input size: each image's central square is resized to it  [default: the "
+            "model's own where it has one (a ViT), else any size]",
+        },
+    ),
+    (
+        ["--arch-args"],
+        {
+            "default": None,
+            "metavar": "JSON",
+            "help": "Keyword arguments for building the architecture, as a JSON object (module: and timm: models).",
+        },
+    ),
+    (
+        ["--trust-pickle"],
+        {
+            "is_flag": True,
+            "help": "Load a checkpoint that pickles a whole model: this runs code from the file; only for files "
+            "you trust (better: save model.state_dict()).",
+        },
+    ),
+    (
+        ["--model-file"],
+        {
+            "default": None,
+            "type": click.Path(dir_okay=False),
+            "help": "A model description written by the workflow (RESULTS/models/NAME.json), instead of the "
+            "options above.",
         },
     ),
     (
@@ -59,6 +116,22 @@ MODEL_OPTIONS: list[tuple[list[str], dict[str, Any]]] = [
     (["--quiet", "-q"], {"is_flag": True, "help": "No progress output."}),
     (["--debug"], {"is_flag": True, "help": "Show Python tracebacks for errors."}),
 ]
+
+
+# The parameters that describe the model (cnnvis_tasks.model_spec.spec_from_options) and
+# those that say how a command runs: together, what every model-loading command takes first.
+MODEL_SPEC_PARAMETERS = (
+    "model",
+    "weights",
+    "classes",
+    "mean",
+    "std",
+    "input_size",
+    "arch_args",
+    "trust_pickle",
+    "model_file",
+)
+SESSION_PARAMETERS = (*MODEL_SPEC_PARAMETERS, "device", "seed", "threads", "quiet", "debug")
 
 
 def model_params() -> list[click.Parameter]:

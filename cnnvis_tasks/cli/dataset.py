@@ -153,9 +153,7 @@ PREDICTION_HEADER = [
     type=click.Path(dir_okay=False, path_type=Path),
     help="CSV: image, label, its class, the top-1 class and probability, correct, status, reason.",
 )
-def predict_command(
-    model, weights, device, seed, threads, images, image_list, labels, size, batch_size, max_pixels, out, quiet, debug
-) -> None:
+def predict_command(images, image_list, labels, size, batch_size, max_pixels, out, **session_options) -> None:
     """Each image's top-1 class and its probability, and whether it is the image's
     label: the workflow's summary.csv and accuracy come from these tables. An image
     that cannot be used gets a row that says why."""
@@ -176,7 +174,7 @@ def predict_command(
         raise click.UsageError(f"got {len(images)} images but {len(labels)} --label; give one per image ('' for none)")
     if out.suffix.lower() != ".csv":
         raise click.UsageError(f"{out}: --out writes a CSV file; name it *.csv")
-    session = open_session(model, weights, device, seed, threads, quiet)
+    session = open_session(**session_options)
     loaded = session.model
     rows: dict[int, list] = {}
     for index, label in enumerate(labels or [""] * len(images)):
@@ -197,7 +195,7 @@ def predict_command(
     from ..progress import Progress
     from ..runner import decoding_size, input_crop
 
-    with Progress(len(images), "predict", quiet=quiet) as progress, torch.inference_mode():
+    with Progress(len(images), "predict", quiet=session_options["quiet"]) as progress, torch.inference_mode():
         done = 0
         crop = input_crop(loaded, size, warn)
         size = decoding_size(size)

@@ -221,6 +221,14 @@ def gallery_command(
     trust = []
     if metrics_file is not None and metrics_file.is_file():
         trust = _trust(metrics_file, spec_data, root)
+    # an image whose label names no class of a model it is explained for is not usable either
+    problems = spec_data.get("label_problems") or {}
+    images = [
+        image | {"status": "failed", "reason": problems[image["name"]]}
+        if image.get("status") == "ok" and image.get("name") in problems
+        else image
+        for image in images
+    ]
     files = build_gallery(
         records,
         title=title,

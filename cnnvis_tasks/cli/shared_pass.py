@@ -20,18 +20,12 @@ from click.core import ParameterSource
 from ..errors import CnnvisError
 from ..runner import decoding_size
 from . import cli
-from .common import capture_warnings, command, image_list_settings, model_options, warn
+from .common import SESSION_PARAMETERS, capture_warnings, command, image_list_settings, model_options, warn
 from .techniques import PreparedCall, make_command, prepare_call, read_inputs, unset_sizes
 
 # Given once to shared-pass, for every job: (parameter, its flag).
 SHARED_PARAMETERS = {
-    "model": "--model",
-    "weights": "--weights",
-    "device": "--device",
-    "seed": "--seed",
-    "threads": "--threads",
-    "quiet": "--quiet",
-    "debug": "--debug",
+    **{name: "--" + name.replace("_", "-") for name in SESSION_PARAMETERS},
     "images": "--image",
     "image_list": "--image-list",
 }

@@ -24,7 +24,15 @@ from ..image_list import IMAGE_LIST_FILE_NAME, Box
 from ..images import DEFAULT_MAX_PIXELS
 from ..outputs import DEFAULT_PNG_LEVEL
 from ..technique import BOOL, CHOICE, FLOAT, INT, SIZED_BY_MODEL, Option, Technique, broadcast, parse_target
-from .common import CONTEXT_SETTINGS, CnnvisCommand, capture_warnings, image_list_settings, model_params, warn
+from .common import (
+    CONTEXT_SETTINGS,
+    SESSION_PARAMETERS,
+    CnnvisCommand,
+    capture_warnings,
+    image_list_settings,
+    model_params,
+    warn,
+)
 
 RAW = "raw"
 PLACEHOLDERS = ("{path}", "{name}", "{stem}", "{parent}", "{index}", "{setting}", "{rendering}", "{ext}")
@@ -414,7 +422,7 @@ class PreparedCall:
     """A technique command's arguments checked and turned into rows, before any model loads."""
 
     technique: Technique
-    common: dict[str, Any]  # the model options: model, weights, device, seed, threads, quiet, debug
+    common: dict[str, Any]  # the model and session options (common.SESSION_PARAMETERS)
     rows: list
     options: dict[str, Any]
     images: list[Path]
@@ -433,7 +441,7 @@ def prepare_call(technique: Technique, params: dict[str, Any], inputs: Inputs | 
     from ..runner import Failures
 
     params = dict(params)
-    common = {name: params.pop(name) for name in ("model", "weights", "device", "seed", "threads", "quiet", "debug")}
+    common = {name: params.pop(name) for name in SESSION_PARAMETERS}
     given = {r.name: params.pop(f"out_{r.name}") for r in technique.renderings}
     given[RAW] = params.pop("out_raw")
     out_dir, name_pattern, chosen = params.pop("out_dir"), params.pop("name_pattern"), params.pop("chosen")
@@ -503,7 +511,18 @@ def prepare_call(technique: Technique, params: dict[str, Any], inputs: Inputs | 
 
 
 def check_targets(call: PreparedCall, session: Any) -> None:
-    """Class indices given on the command line are classes of the loaded model."""
+    """Class indices given on the command line are classes of the loaded model, and a
+    model without named layers (a TorchScript archive) is not asked for one."""
+    if not session.model.has_module_tree:
+        from ..model_spec import needs_module_tree
+
+        for row in call.rows:
+            why = needs_module_tree(call.technique, {**call.options, **row.values})
+            if why:
+                raise CnnvisError(
+                    f"{call.technique.name} cannot run on a TorchScript archive ({session.model.name}): {why}; "
+                    "load the model from its architecture and a state dict instead"
+                )
     if call.targets is not None or call.technique.item == "target":
         from ..mechanisms.targets import check_class_indices
 

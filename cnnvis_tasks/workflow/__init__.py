@@ -78,10 +78,6 @@ def load_plan(config: dict[str, Any], *, main_process: bool = True) -> Plan:
     check_config(config, check_model_names=main_process)
     check_results_folder(config["results"])
     results = config["results"].rstrip("/") or "."
-    if main_process:
-        from .model_check import check_models
-
-        check_models(config, f"{results}/.cache/model-check.json")
     # Jobs run the cnnvis-tasks of the Python environment Snakemake runs in, activated or not.
     put_on_path(os.path.dirname(sys.executable), "cnnvis-tasks")
     with _no_cycle_collection():
@@ -120,11 +116,31 @@ def _plan_images(config: dict[str, Any], results: str, main_process: bool) -> Pl
         more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
         counted = "1 image cannot" if len(bad) == 1 else f"{len(bad)} images cannot"
         raise ConfigError(f"config error: strict_images: {counted} be used: {shown}{more}")
+    models = _checked_models(config, results, statuses, main_process)
     statuses += skipped_records(listing)
-    plan = make_plan(config, statuses, gpu=uses_gpu(config["device"]), exists=os.path.exists if main_process else None)
+    plan = make_plan(
+        config,
+        statuses,
+        models=models,
+        gpu=uses_gpu(config["device"]),
+        exists=os.path.exists if main_process else None,
+    )
     if main_process and plan.layout == "chunks":
         prepare_chunks(plan, verify=config["verify_pictures"])
     return plan
+
+
+def _checked_models(config: dict[str, Any], results: str, statuses: list[dict[str, Any]], main_process: bool):
+    """Each model loaded as its jobs will (cached), its file written for them, and what the
+    config asks of it checked: ``classes: {from: folders}`` reads the source's class folders."""
+    from .model_check import check_models, resolve_models
+
+    folder = config["images"].get("folder")
+    labels = {record["label"] for record in statuses if record.get("label")}
+    models = resolve_models(config, results, folder_root=folder, folder_labels=labels, main_process=main_process)
+    if main_process:
+        check_models(config, models, f"{results}/.cache/model-check.json")
+    return models
 
 
 def prepare_chunks(plan: Plan, verify: bool = False) -> None:

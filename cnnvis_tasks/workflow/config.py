@@ -23,7 +23,9 @@ import jsonschema
 import yaml
 from jsonschema import validators
 
-from ..names import known_models, model_name_problem
+from ..errors import CnnvisError
+from ..model_spec import EMBEDDED, HF, TORCHSCRIPT, TORCHVISION, ModelSpec, spec_from_config
+from ..names import model_name_problem
 from ..technique import COMMAND_ONLY, MODEL_LEVEL, Option, Technique
 from ..techniques import all_techniques
 
@@ -255,16 +257,44 @@ def model_weights(config: dict[str, Any], model: str) -> str:
     return config["weights"] or config["models"][model]["weights"]
 
 
+def model_spec(config: dict[str, Any], model: str) -> ModelSpec:
+    """The config's ``models.MODEL`` entry as a :class:`ModelSpec` (``--config weights=...`` applied)."""
+    try:
+        return spec_from_config(model, config["models"][model], config["weights"])
+    except CnnvisError as error:
+        raise ConfigError(f"config error: models.{model}: {error}") from None
+
+
+def _model_problem(config: dict[str, Any], name: str, check_names: bool) -> str | None:
+    """What is wrong with model ``name``'s entry that a look at the files and names shows."""
+    spec = model_spec(config, name)
+    where = f"config error: models.{name}"
+    if spec.source in (TORCHVISION, EMBEDDED) and check_names:
+        problem = model_name_problem(spec.target)
+        if problem:
+            return f"{where}.arch: {problem}; or timm:NAME, hf:FOLDER, module:pkg.mod:function, torchscript"
+    if spec.source == HF and not os.path.isfile(os.path.join(os.path.expanduser(spec.target), "config.json")):
+        return f"{where}.arch: {spec.target!r} is not a transformers model folder (no config.json in it)"
+    weights = spec.weights
+    if spec.source == TORCHSCRIPT and weights in ("default", "random"):
+        return f"{where}.weights: arch torchscript loads a torch.jit archive: give its file as weights"
+    if weights not in ("default", "random") and not os.path.isfile(weights):
+        return f"{where}.weights: {weights!r} is neither default, random nor a file"
+    if isinstance(spec.classes, str) and not os.path.exists(spec.classes):
+        return f"{where}.classes: {spec.classes!r}: no such file"
+    return None
+
+
 def check_config(config: dict[str, Any], *, check_model_names: bool = True) -> dict[str, Any]:
     """Validate (defaults filled in), then check the names that only the installed
     packages know: models (imports torchvision, seconds: ``check_model_names``
     False skips it where the main process already did) and option values with a
     check of their own (colormaps, the trust metrics' methods)."""
     validate(config)
-    for name in config["models"] if check_model_names else []:
-        problem = model_name_problem(name)
+    for name in config["models"]:
+        problem = _model_problem(config, name, check_model_names)
         if problem:
-            raise ConfigError(f"config error: models.{name}: {problem}; allowed: {', '.join(known_models())}")
+            raise ConfigError(problem)
     for technique, settings in enabled_techniques(config):
         key = technique.config_key
         for name in settings["models"]:
@@ -280,8 +310,24 @@ def check_config(config: dict[str, Any], *, check_model_names: bool = True) -> d
                     problem = option.check(value)
                     if problem:
                         raise ConfigError(f"config error: techniques.{key}.{option.config_key}: {problem}")
-    for name in config["models"]:
-        weights = model_weights(config, name)
-        if weights not in ("default", "random") and not os.path.isfile(weights):
-            raise ConfigError(f"config error: models.{name}.weights: {weights!r} is neither default, random nor a file")
+    _check_module_trees(config)
     return config
+
+
+def _check_module_trees(config: dict[str, Any]) -> None:
+    """A TorchScript archive has no named layers: the settings that need them are refused."""
+    from ..model_spec import needs_module_tree
+    from .plan import job_settings
+
+    for technique, settings in enabled_techniques(config):
+        for name, per_model in settings["models"].items():
+            if model_spec(config, name).source != TORCHSCRIPT:
+                continue
+            for values in job_settings(technique, settings, per_model):
+                why = needs_module_tree(technique, {**settings, **values})
+                if why:
+                    raise ConfigError(
+                        f"config error: techniques.{technique.config_key}.models.{name}: {technique.name} cannot run "
+                        f"on a TorchScript archive ({name}): {why}; load the model from its architecture and a "
+                        "state dict instead"
+                    )

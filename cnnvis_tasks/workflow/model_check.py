@@ -1,10 +1,14 @@
-"""The config's layer names, filter and parameter indices and class indices,
-checked against each model's architecture when the workflow is read, so that a
-typo stops the run at once, naming the key, not inside a job an hour later.
+"""Each model of the config, loaded once when the workflow is read, and the config's
+layer names, filter and parameter indices and class indices checked against it, so
+that a typo, a checkpoint that does not fit its architecture or a class list that
+does not fit its head stops the run at once, naming the key, not inside a job an
+hour later.
 
-The architecture is built on the meta device (no weights, no arithmetic); what
-was asked of a model and found right is cached, so a later start imports no
-torch for it.
+:func:`resolve_models` loads each model as its jobs will (same code) and writes what
+it found, the model's classes and preprocessing, to ``RESULTS/models/NAME.json``,
+the file every job of that model loads it from.  What was found is cached by the
+model's description and its files' sizes and times, so a later start imports no
+torch for it.  The layer checks build the architecture on the meta device.
 """
 
 from __future__ import annotations
@@ -15,10 +19,128 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CnnvisError
-from ..outputs import read_cache, write_cache
-from .config import ConfigError, enabled_techniques, model_weights
+from ..model_spec import HF, TORCHSCRIPT, ModelSpec, read_spec_file
+from ..outputs import atomic_write, read_cache, write_cache
+from .config import ConfigError, enabled_techniques, model_spec
 
-CHECK_VERSION = 2  # bump when what is checked changes
+CHECK_VERSION = 3  # bump when what is checked changes
+MODEL_FILE_PATTERN = "models/{model}.json"
+
+
+def model_file(results: str, model: str) -> str:
+    """Where the workflow writes model ``model``'s description for its jobs."""
+    return f"{results}/" + MODEL_FILE_PATTERN.format(model=model)
+
+
+def _fingerprints(spec: ModelSpec) -> list[Any]:
+    """Sizes and times of the files a model is loaded from: a changed file is loaded again."""
+    paths = [spec.weights_file] if spec.weights_file else []
+    if spec.source == HF:
+        folder = Path(spec.target).expanduser()
+        paths += sorted(str(p) for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+    found = []
+    for path in paths:
+        try:
+            status = Path(path).stat()
+            found.append([path, status.st_size, status.st_mtime_ns])
+        except OSError:
+            found.append([path, None])
+    return found
+
+
+def _with_class_names(
+    spec: ModelSpec, where: str, folder_root: str | None, folder_labels: Iterable[str] | None
+) -> ModelSpec:
+    """``spec`` with its class names read (a file, the class folders) into a list."""
+    from dataclasses import replace
+
+    from ..class_lists import read_class_list
+
+    if spec.classes is None or isinstance(spec.classes, tuple):
+        return spec
+    try:
+        names = read_class_list(spec.classes, folder_root=folder_root, folder_labels=folder_labels)
+    except CnnvisError as error:
+        raise ConfigError(f"config error: {where}.classes: {error}") from None
+    return replace(spec, classes=tuple(names))
+
+
+def _load_facts(spec: ModelSpec) -> ModelSpec:
+    """``spec`` as its jobs will load it: classes, mean, std and input size as found."""
+    from dataclasses import replace
+
+    from ..model_spec import EMBEDDED, TORCHVISION
+    from ..models import load_model, standard_model_facts
+
+    if spec.source in (TORCHVISION, EMBEDDED) and spec.weights == "default":
+        # the source's own weights always fit: read what they are from their metadata, and
+        # load nothing (they may not be downloaded yet; the first job fetches them)
+        return standard_model_facts(spec)
+    loaded = load_model(spec, device="cpu")
+    return replace(
+        spec,
+        classes=tuple(loaded.categories) if loaded.categories else None,
+        mean=tuple(loaded.mean),
+        std=tuple(loaded.std),
+        input_size=loaded.input_size,
+    )
+
+
+def resolve_models(
+    config: dict[str, Any],
+    results: str,
+    *,
+    folder_root: str | None = None,
+    folder_labels: Iterable[str] | None = None,
+    main_process: bool = True,
+) -> dict[str, ModelSpec]:
+    """Each model of the config as its jobs load it (:class:`ModelSpec` with its class
+    names, mean, std and input size found), written to :func:`model_file` where it
+    changed.  A job Snakemake started elsewhere (``main_process`` False) reads those
+    files instead.  A model that cannot be loaded is a one-line :class:`ConfigError`."""
+    cache_path = f"{results}/.cache/model-check.json"
+    known = read_cache(cache_path) if main_process else {}
+    resolved: dict[str, ModelSpec] = {}
+    changed = False
+    for name in config["models"]:
+        path = model_file(results, name)
+        if not main_process:
+            try:
+                resolved[name] = read_spec_file(path)
+            except CnnvisError as error:
+                raise ConfigError(
+                    f"config error: models.{name}: {error} (written by the run that started this job)"
+                ) from None
+            continue
+        spec = _with_class_names(model_spec(config, name), f"models.{name}", folder_root, folder_labels)
+        key = json.dumps(["model", CHECK_VERSION, spec.as_dict(), _fingerprints(spec)], sort_keys=True)
+        if isinstance(known.get(key), dict):
+            found = ModelSpec(**known[key])
+        else:
+            try:
+                found = _load_facts(spec)
+            except CnnvisError as error:
+                raise ConfigError(f"config error: models.{name}: {error}") from None
+            known[key] = found.as_dict()
+            changed = True
+        _write_if_changed(path, found.to_json())
+        resolved[name] = found
+    if changed:
+        write_cache(cache_path, known)
+    return resolved
+
+
+def _write_if_changed(path: str, text: str) -> None:
+    """Write a model file only when its text changes: its time is what re-runs the model's jobs."""
+    try:
+        if Path(path).read_text(encoding="utf-8") == text:
+            return
+    except OSError:
+        pass
+    try:
+        atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+    except OSError as error:
+        raise ConfigError(f"config error: results: cannot write {path}: {error}") from None
 
 
 def questions(config: dict[str, Any]) -> dict[str, list[tuple[str, str, Any]]]:
@@ -67,26 +189,27 @@ def _explained_layer(values: dict[str, Any]) -> str | None:
     return layer if isinstance(layer, str) and layer != "auto" else None
 
 
-def _answers(model: str, asked: Iterable[tuple[str, str, Any]], check_classes: bool) -> str | None:
-    """The first problem with what is asked of ``model``, or None."""
+def _answers(spec: ModelSpec, asked: Iterable[tuple[str, str, Any]]) -> str | None:
+    """The first problem with what is asked of model ``spec`` (resolved: its classes known), or None."""
     from ..layers import layer_table
     from ..mechanisms.tokens import required_input_size
     from ..models import build_on_meta
 
-    module = build_on_meta(model)
-    modules = dict(module.named_modules())
-    try:
-        shapes = {name: shape for name, _kind, shape in layer_table(module, required_input_size(module) or 224)}
-    except Exception:  # an op without a meta kernel: names only
-        shapes = {}
-    parameters = len(list(module.named_parameters()))
-    classes = None
-    last = None
-    for child in module.modules():
-        if type(child).__name__ == "Linear":
-            last = child
-    if last is not None:
-        classes = last.out_features
+    model = spec.name
+    classes = len(spec.classes) if spec.classes else None
+    if spec.source == TORCHSCRIPT:  # no named layers (the settings that need them are refused): classes only
+        module = None
+        modules, shapes, parameters = {}, {}, 0
+        asked = [entry for entry in asked if entry[1] == "class"]
+    else:
+        module = build_on_meta(spec)
+        modules = dict(module.named_modules())
+        try:
+            side = spec.input_size or required_input_size(module) or 224
+            shapes = {name: shape for name, _kind, shape in layer_table(module, side)}
+        except Exception:  # an op without a meta kernel: names only
+            shapes = {}
+        parameters = len(list(module.named_parameters()))
     for where, kind, value in asked:
         if kind == "layer" and value not in modules:
             from ..layers import get_module
@@ -105,22 +228,22 @@ def _answers(model: str, asked: Iterable[tuple[str, str, Any]], check_classes: b
                 )
         elif kind == "parameter" and not 0 <= value < parameters:
             return f"config error: {where}: parameter index {value} out of range for {model} (0..{parameters - 1})"
-        elif kind == "class" and check_classes and classes is not None and not 0 <= value < classes:
+        elif kind == "class" and classes is not None and not 0 <= value < classes:
             return f"config error: {where}: class index {value} out of range for {model} (0..{classes - 1})"
     return None
 
 
-def check_models(config: dict[str, Any], cache: str | Path | None) -> None:
-    """Raise a one-line :class:`ConfigError` for the first name or index no model has."""
+def check_models(config: dict[str, Any], models: dict[str, ModelSpec], cache: str | Path | None) -> None:
+    """Raise a one-line :class:`ConfigError` for the first name or index no model has
+    (``models``: as :func:`resolve_models` found them)."""
     known = read_cache(cache)
     changed = False
     for model, asked in questions(config).items():
-        weights = model_weights(config, model)
-        check_classes = weights in ("default", "random")  # a weights file may have other classes
-        key = json.dumps([CHECK_VERSION, model, check_classes, asked], default=list)
+        spec = models[model]
+        key = json.dumps([CHECK_VERSION, spec.as_dict(), asked], default=list, sort_keys=True)
         if known.get(key) == "ok":
             continue
-        problem = _answers(model, asked, check_classes)
+        problem = _answers(spec, asked)
         if problem:
             raise ConfigError(problem)
         known[key] = "ok"

@@ -37,12 +37,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ..errors import CnnvisError
 from ..image_list import IMAGE_LIST_FILE_NAME, box_text
 from ..images import size_problem
+from ..labels import resolve_label
+from ..model_spec import ModelSpec
 from ..names import fixed_input_size
 from ..technique import BOOL, COMMAND_ONLY, MODEL_LEVEL, Technique, slug
 from ..techniques import all_techniques
-from .config import ConfigError, enabled_techniques, model_weights, technique_max_pixels
+from .config import ConfigError, enabled_techniques, model_spec, technique_max_pixels
+from .model_check import model_file
 
 RAW = "raw"
 PREDICTIONS = "predictions"
@@ -54,7 +58,7 @@ IMAGE_LIST_PATTERN = "chunk-lists/{chunk}.csv"
 CHUNK_FOLDER_PATTERN = "chunks/{model}/{technique}/{setting}/{chunk}"
 CHUNK_FILE_NAME = IMAGE_LIST_FILE_NAME  # inside a chunk's folder: the command's default with --image-list
 CHUNK_WILDCARD = r"chunk\d+of\d+"
-HEAD_LENGTH = 7  # a job's command starts: NAME --model M --weights W --seed S
+HEAD_LENGTH = 5  # a job's command starts: NAME --model-file RESULTS/models/M.json --seed S
 
 
 @dataclass(frozen=True)
@@ -225,6 +229,7 @@ class Plan:
     chunk_count: int = 1
     fingerprints: dict[str, Any] = field(default_factory=dict)  # name -> [bytes, mtime_ns] (chunk layout)
     boxes: dict[str, list[float]] = field(default_factory=dict)  # name -> its bounding box, where the source gives one
+    label_problems: dict[str, str] = field(default_factory=dict)  # name -> why its label names no class of a model
 
     @property
     def image_lists(self) -> dict[str, str]:
@@ -337,6 +342,7 @@ class Plan:
             "settings": [{"model": m, "technique": t, "setting": s} for m, t, s in settings],
             "records": RECORD_PATTERN,
             "predictions": PREDICTIONS_PATTERN,
+            "label_problems": self.label_problems,
         }
 
     @property
@@ -444,12 +450,15 @@ class _Planner:
         config: dict[str, Any],
         plan: Plan,
         sizes: dict[str, Any],
+        models: Mapping[str, ModelSpec],
         *,
         gpu: bool,
         exists: Callable[[str], bool] | None,
     ):
         self.config, self.plan, self.sizes, self.gpu, self.exists = config, plan, sizes, gpu, exists
         self.results = plan.results
+        self.models = models
+        self._label_problems: dict[tuple[str, str], str | None] = {}
         self.category = {t.name: f"{position}. {t.title}" for position, t in enumerate(all_techniques(), start=1)}
 
     def relative(self, path: str) -> str:
@@ -483,16 +492,53 @@ class _Planner:
         return [model, *technique.setting_labels(values)] + ([rendering] if technique.several_renderings else [])
 
     def head(self, name: str, model: str) -> tuple[str, ...]:
-        """The start of a job's command: the command, then the model, its weights and the
-        seed (:data:`HEAD_LENGTH` words)."""
+        """The start of a job's command: the command, then the model's file (its
+        architecture, weights, classes and preprocessing) and the seed (:data:`HEAD_LENGTH` words)."""
         command = "predict" if name == PREDICTIONS else name
-        weights = model_weights(self.config, model)
-        return (command, "--model", model, "--weights", weights, "--seed", str(self.config["seed"]))
+        return (command, "--model-file", model_file(self.results, model), "--seed", str(self.config["seed"]))
 
     def weights_files(self, model: str) -> tuple[str, ...]:
-        """The model's weights file, when it has one (an input: a new file re-runs its jobs)."""
-        weights = model_weights(self.config, model)
-        return (weights,) if weights not in ("default", "random") else ()
+        """The model's file and its weights file, when it has one (inputs: a changed
+        description or a new weights file re-runs its jobs)."""
+        weights = self.models[model].weights_file
+        return (model_file(self.results, model), *((weights,) if weights else ()))
+
+    def label_problem(self, model: str, name: str) -> str | None:
+        """Why image ``name``'s label names no class of ``model``; None when it does (or the
+        model's classes are not known here)."""
+        label = self.plan.labels.get(name)
+        classes = self.models[model].classes
+        if not label or not classes:
+            return None
+        key = (model, label)
+        if key not in self._label_problems:
+            try:
+                resolve_label(label, classes, model)
+                self._label_problems[key] = None
+            except CnnvisError as error:
+                self._label_problems[key] = str(error)
+        problem = self._label_problems[key]
+        return f"{self.plan.images[name]}: {problem}" if problem else None
+
+    def unusable_labels(self) -> dict[str, str]:
+        """Images whose label names no class of a model that a ``target: label`` technique
+        explains, with why (the first such model's reason)."""
+        models = {
+            model
+            for technique, settings in enabled_techniques(self.config)
+            if labelled_target(technique, settings)
+            for model in settings["models"]
+        }
+        found: dict[str, str] = {}
+        for model in sorted(models):
+            if not self.models[model].classes:
+                continue
+            for name in self.plan.images:
+                if name not in found:
+                    problem = self.label_problem(model, name)
+                    if problem:
+                        found[name] = problem
+        return found
 
     def add_job(
         self,
@@ -553,7 +599,8 @@ class _Planner:
             arguments += ["--keep-going", "--placeholders", "--record", record]
             runtime = [*runtime, "--png-level", str(self.config["png_level"])]
         head = self.head(name, model)
-        braces = [a for a in (*head, *arguments) if not declarable(a.replace("{chunk}", ""))]
+        words = (*head, *arguments, *self.weights_files(model))
+        braces = [a for a in words if not declarable(a.replace("{chunk}", ""))]
         if braces:
             raise ConfigError(
                 f"config error: layout: chunks: {braces[0]!r} holds a brace, which Snakemake would read as a "
@@ -620,7 +667,7 @@ class _Planner:
         (cropped, for a model of fixed input size), no label."""
         reasons = {}
         size = settings.get("size")
-        crop = fixed_input_size(model, model_weights(self.config, model))
+        crop = self.models[model].input_size
         labelled = labelled_target(technique, settings)
         for name in self.plan.images:
             problem = None
@@ -632,6 +679,8 @@ class _Planner:
                     f"{self.plan.images[name]} has no label (target: label): give it a label column in "
                     "the manifest, or put it in a folder named by its class"
                 )
+            if problem is None and labelled:
+                problem = self.label_problem(model, name)
             if problem:
                 reasons[name] = problem
         return reasons
@@ -914,13 +963,16 @@ def make_plan(
     config: dict[str, Any],
     image_status: Sequence[Mapping[str, Any]],
     *,
+    models: Mapping[str, ModelSpec] | None = None,
     gpu: bool = False,
     exists: Callable[[str], bool] | None = os.path.exists,
 ) -> Plan:
     """The plan of a checked config (:func:`cnnvis_tasks.workflow.config.check_config`)
     over ``image_status`` (:func:`cnnvis_tasks.image_list.check_images`, plus skipped files).
 
-    ``gpu``: compute jobs ask for a GPU.  ``exists`` tells which outputs exist,
+    ``models``: each model as :func:`~cnnvis_tasks.workflow.model_check.resolve_models`
+    found it (its classes resolve the labels; None: as the config describes them,
+    labels unchecked).  ``gpu``: compute jobs ask for a GPU.  ``exists`` tells which outputs exist,
     for :attr:`Plan.missing`; None leaves that empty (a job Snakemake started,
     which builds no gallery)."""
     usable = [record for record in image_status if record["status"] == "ok"]
@@ -938,7 +990,9 @@ def make_plan(
         fingerprints={record["name"]: record.get("fingerprint") for record in usable} if layout == "chunks" else {},
         boxes={record["name"]: record["box"] for record in usable if record.get("box")},
     )
-    planner = _Planner(config, plan, {r["name"]: r.get("size") for r in usable}, gpu=gpu, exists=exists)
+    if models is None:
+        models = {name: _unresolved(config, name) for name in config["models"]}
+    planner = _Planner(config, plan, {r["name"]: r.get("size") for r in usable}, models, gpu=gpu, exists=exists)
     for technique, settings in enabled_techniques(config):
         for model in settings["models"]:
             if model not in plan.models:
@@ -955,6 +1009,7 @@ def make_plan(
             plan.chunk_rules = share_passes(plan.chunk_rules, techniques, plan.results)
         else:
             plan.jobs = share_job_passes(plan.jobs, techniques, plan.results)
+    plan.label_problems = planner.unusable_labels()
     for model in plan.models:
         if layout == "chunks":
             if plan.chunks:
@@ -962,6 +1017,16 @@ def make_plan(
         else:
             planner.predictions(model)
     return plan
+
+
+def _unresolved(config: dict[str, Any], name: str) -> ModelSpec:
+    """A model as the config describes it, where it was not loaded: its fixed input size
+    as the model's name says (torchvision's ViTs), its classes unknown."""
+    from dataclasses import replace
+
+    spec = model_spec(config, name)
+    side = spec.input_size or fixed_input_size(spec.target, spec.weights)
+    return replace(spec, classes=None, input_size=side)
 
 
 def image_source_arguments(config: Mapping[str, Any]) -> list[str]:
