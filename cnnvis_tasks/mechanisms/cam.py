@@ -29,7 +29,7 @@ from ..layers import architecture_key
 from ..outputs import read_cache, write_cache
 from .capture import Call, capture_outputs, captured_tensor, device_calls, meta_calls, trace_calls
 from .targets import request_targets, target_indices
-from .tokens import as_feature_map, required_input_size, transformer_cam_layer
+from .tokens import as_feature_map, no_token_layer_message, required_input_size, transformer_cam_layer
 
 Weighting = Callable[[Tensor, Tensor], Tensor]
 
@@ -100,8 +100,9 @@ def _passes_through(module: nn.Module) -> bool:
 
 
 def default_cam_layer(model: nn.Module, input_size: tuple[int, int] | None = None) -> str:
-    """The layer a person would pick for Grad-CAM: for torchvision's vision transformers
-    the usual one (:func:`.tokens.transformer_cam_layer`), else the last spatial feature map.
+    """The layer a person would pick for Grad-CAM: for vision transformers (torchvision's,
+    timm's, Hugging Face's) the usual one (:func:`.tokens.transformer_cam_layer`), else the
+    last spatial feature map.
 
     The latter is the choice of :func:`traced_cam_layer` at ``input_size`` (None: the
     size the model needs, else 224 x 224), remembered on disk
@@ -110,11 +111,20 @@ def default_cam_layer(model: nn.Module, input_size: tuple[int, int] | None = Non
     (a trace of EfficientNet-Lite0 costs seconds).  Only choices from the
     shape-only meta trace are kept: it reads no weights, so they hold for any
     checkpoint of the architecture.  An entry that cannot be read, or names no
-    module of the model, is ignored.
+    module of the model, is ignored.  A last spatial map inside a patch embedding
+    (a token model the first rule does not know) is an error saying to name the layer.
     """
     transformer = transformer_cam_layer(model)
     if transformer is not None:
         return transformer
+    layer = _last_spatial_layer(model, input_size)
+    if any(part.startswith("patch_embed") for part in layer.split(".")):
+        raise CnnvisError(no_token_layer_message(model))
+    return layer
+
+
+def _last_spatial_layer(model: nn.Module, input_size: tuple[int, int] | None) -> str:
+    """:func:`traced_cam_layer` at ``input_size``, remembered (:func:`default_cam_layer`)."""
     if input_size is None:
         side = required_input_size(model) or 224
         input_size = (side, side)
