@@ -1,9 +1,10 @@
 """cnnvis: see what a convolutional network does.
 
-From Python, every technique is one call (see :mod:`cnnvis_tasks.api`)::
+From Python, every technique is one call (see :mod:`cnnvis_tasks.api` and ``docs/python.md``)::
 
     import cnnvis_tasks as cv
-    result = cv.compute("saliency", cv.load_model(), cv.load_images(["images/chelsea.png"]), method="guided")
+    result = cv.compute("grad-cam", my_module, "images/chelsea.png", target="tabby", classes=names)
+    cv.save_picture(result, 0, "cat.png", "overlay")
 
 Names load lazily: ``import cnnvis_tasks`` imports no torch.
 """
@@ -12,11 +13,11 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["compute", "load_images", "load_model", "technique_names"]
+__all__ = ["compute", "load_images", "load_model", "save_picture", "technique_names", "wrap_model"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("compute", "load_images", "load_model"):
+    if name in ("compute", "load_images", "load_model", "save_picture", "wrap_model"):
         from . import api
 
         return getattr(api, name)

@@ -245,7 +245,7 @@ def test_a_random_vit_head_is_not_zero():
 
 
 def test_the_workflow_takes_a_vit_and_checks_sizes_on_its_crop():
-    from cnnvis_tasks.workflow.config import check_config
+    from cnnvis_tasks.workflow.config import check_config, model_spec
     from cnnvis_tasks.workflow.model_check import check_models
     from cnnvis_tasks.workflow.plan import make_plan
 
@@ -258,7 +258,7 @@ def test_the_workflow_takes_a_vit_and_checks_sizes_on_its_crop():
     }
     config = check_config(config, check_model_names=False)
     config["techniques"]["grad_cam"]["models"]["resnet18"] = {"layers": ["auto"]}
-    check_models(config, None)  # the layer exists: no error
+    check_models(config, {name: model_spec(config, name) for name in config["models"]}, None)  # the layer exists
     wide = [{"name": "wide", "path": "images/wide.png", "status": "ok", "reason": None, "size": [600, 300]}]
     plan = make_plan(config, wide, gpu=False, exists=lambda path: False)
     tables = {table["table"]: table for table in plan.gallery_tables if table["section"] == "grad-cam"}
@@ -400,12 +400,12 @@ def test_class_viz_on_a_fixed_size_model_is_the_padded_run_seen_through_a_centre
 def test_the_synthesis_techniques_run_at_the_model_s_size():
     model = loaded(tiny_vit(), "tiny-vit")
     layer = "encoder.layers.encoder_layer_1"
-    classes = cv.compute("class-viz", model, targets=[1, 2], steps=2)
+    classes = cv.compute("class-viz", model, target=[1, 2], steps=2)
     assert classes.maps.shape == (2, 3, 32, 32) and classes.facts["size"] == [32, 32]
     filters = cv.compute("filter-viz", model, layer=layer, filter=[3, 15], steps=2)
     assert filters.maps.shape == (2, 3, 32, 32)
     with pytest.warns(UserWarning, match="synthesised at 32 x 32, not at width 64 and height 48"):
-        assert cv.compute("class-viz", model, targets=[1], steps=1, width=64, height=48).maps.shape[-1] == 32
+        assert cv.compute("class-viz", model, target=[1], steps=1, width=64, height=48).maps.shape[-1] == 32
     inversion = cv.compute("feature-inversion", model, [CAT, CAT], layer=layer, steps=4, lr=0.1)
     assert inversion.maps.shape == (2, 3, 32, 32)
     assert (inversion.row_numbers["loss_end"] < inversion.row_numbers["loss_start"]).all()
