@@ -3,6 +3,8 @@
 # gallery; it never enters a job in the pictures layout, and fails alone in its
 # jobs in the chunk layout (with strict_images: true it stops the run instead).
 
+from cnnvis_tasks.workflow.run_report import finish_run
+
 
 rule image_status:
     """The status of every input image (ok, failed or skipped, with a one-line
@@ -82,3 +84,13 @@ rule gallery:
         " --out {output.page:q} --title {params.title:q} --preview-rows {params.preview}"
         " --rows-per-page {params.per_page} --max-images {params.max_images} {params.trust:q}"
         " > {log:q} 2>&1"
+
+
+# The end of a run (not a dry run): what it made and what failed, in a few lines; a
+# run in which a technique failed on every result exits with status 1, naming it.
+onsuccess:
+    finish_run(PLAN, success=True)
+
+
+onerror:
+    finish_run(PLAN, success=False)
