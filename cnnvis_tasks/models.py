@@ -63,6 +63,7 @@ class LoadedModel:
     input_side: int | None = None  # a fixed input size the user or the model's source gave
     preprocessing: dict[str, Any] = field(default_factory=dict)  # as used: recorded with every picture
     has_module_tree: bool = True  # False: a TorchScript archive (no named layers to hook)
+    outputs: int | None = None  # the number of class scores the model gives (None: not known)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """Pixel images in [0, 1], (N, 3, H, W), to the model's input space."""
@@ -221,6 +222,8 @@ def _timm(spec: ModelSpec, pretrained: bool, num_classes: int | None) -> Built:
     kwargs = dict(spec.arch_args)
     if num_classes:
         kwargs["num_classes"] = num_classes
+    if pretrained and os.environ.get("CNNVIS_OFFLINE"):
+        _hub_offline()
     try:
         module = timm.create_model(spec.target, pretrained=pretrained, **kwargs)
     except Exception as error:  # the hub client's errors have many types
@@ -247,6 +250,18 @@ def _timm(spec: ModelSpec, pretrained: bool, num_classes: int | None) -> Built:
         preprocessing=preprocessing,
         head_key=head_key,
     )
+
+
+def _hub_offline() -> None:
+    """The Hugging Face hub client answers from its cache alone (CNNVIS_OFFLINE): without
+    this it retries every download for about a minute before it gives up."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        from huggingface_hub import constants
+
+        constants.HF_HUB_OFFLINE = True
+    except (ImportError, AttributeError):
+        pass
 
 
 def _hf_folder(spec: ModelSpec) -> Path:
@@ -566,6 +581,7 @@ def load_model(
         input_side=side,
         preprocessing=preprocessing,
         has_module_tree=has_tree,
+        outputs=rows,
     )
 
 

@@ -43,9 +43,20 @@ def model_name_problem(name: str) -> str | None:
     known = known_models()
     if name in known:
         return None
+    if _timm_knows(name):
+        return f"unknown torchvision model {name!r}: it is a timm architecture; write timm:{name}"
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     return f"unknown model {name!r}{hint} (list them with: cnnvis-tasks models)"
+
+
+def _timm_knows(name: str) -> bool:
+    """Whether timm has an architecture ``name`` (imports timm: only on the way to an error)."""
+    try:
+        import timm
+    except ImportError:
+        return False
+    return bool(timm.is_model(name))
 
 
 def fixed_input_size(name: str, weights: str = "default") -> int | None:

@@ -405,7 +405,11 @@ def test_the_workflow_start_checks_the_layers_of_scored_methods_and_the_filters(
     """A layer named inside a method's text, like a configured layer and filter, is checked
     against the model before any job runs; the right one passes."""
     from cnnvis_tasks.workflow import ConfigError, check_config
-    from cnnvis_tasks.workflow.model_check import check_models
+    from cnnvis_tasks.workflow.config import model_spec
+    from cnnvis_tasks.workflow.model_check import check_models as check
+
+    def check_models(config, cache):
+        return check(config, {"efficientnet_lite0": model_spec(config, "efficientnet_lite0")}, cache)
 
     def config(settings):
         block = dict(settings) if technique == "metrics" else {"models": {"efficientnet_lite0": dict(settings)}}

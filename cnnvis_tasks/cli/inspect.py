@@ -25,17 +25,28 @@ def models_command(debug: bool) -> None:
     for name, available, source in rows:
         click.echo(f"{name:<{width}}  {available:<7}  {source}")
     click.echo(f"\nweights cache: {cached_weights_path('resnet18').parent} (set TORCH_HOME to move it)")
+    click.echo(
+        "Also: timm:NAME (any timm architecture), hf:FOLDER (a transformers save_pretrained folder), "
+        "module:package.module:function (your own code), torchscript (a torch.jit archive); see docs/models.md."
+    )
 
 
 @command(cli, "layers")
-@click.option("--model", default=DEFAULT_MODEL, metavar="NAME", help="Model name (see: cnnvis-tasks models).")
+@click.option(
+    "--model",
+    default=DEFAULT_MODEL,
+    metavar="ARCH",
+    help="The architecture: a torchvision name, efficientnet_lite0, timm:NAME, hf:FOLDER or "
+    "module:package.module:function (see docs/models.md).",
+)
+@click.option("--arch-args", default=None, metavar="JSON", help="Keyword arguments for building it (JSON object).")
 @click.option(
     "--size",
     type=click.IntRange(min=1),
     help="Input size for the output shapes [default: 224; a model of fixed input size: that size].",
 )
 @click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
-def layers_command(model: str, size: int | None, debug: bool) -> None:
+def layers_command(model: str, arch_args: str | None, size: int | None, debug: bool) -> None:
     """Every addressable module path of a model with its type and output shape
     (channels x height x width for a SIZE x SIZE input). Paths are what --layer takes.
     Modules that do not run in the forward pass show '-'."""
@@ -46,7 +57,10 @@ def layers_command(model: str, size: int | None, debug: bool) -> None:
     size_given = size is not None
     size = size or 224
 
-    module = build_on_meta(model)
+    from ..model_spec import spec_from_options
+
+    spec = spec_from_options(model, "random", arch_args=arch_args)
+    module = build_on_meta(spec)
     side = required_input_size(module)
     if side and side != size:
         if size_given:
@@ -55,7 +69,7 @@ def layers_command(model: str, size: int | None, debug: bool) -> None:
     try:
         table = layer_table(module, size)
     except (NotImplementedError, RuntimeError):  # an op without meta support: compute for real
-        module = load_model(model, "random").module
+        module = load_model(spec).module
         table = layer_table(module, size)
     width = max(len(name) for name, _, _ in table)
     type_width = max(len(kind) for _, kind, _ in table)

@@ -48,25 +48,30 @@ def _fingerprints(spec: ModelSpec) -> list[Any]:
     return found
 
 
-def _with_class_names(
+def _class_names(
     spec: ModelSpec, where: str, folder_root: str | None, folder_labels: Iterable[str] | None
-) -> ModelSpec:
-    """``spec`` with its class names read (a file, the class folders) into a list."""
-    from dataclasses import replace
-
+) -> tuple[list[str] | None, str]:
+    """The class names ``spec`` gives (read from a file or the class folders), and where they came from."""
     from ..class_lists import read_class_list
 
-    if spec.classes is None or isinstance(spec.classes, tuple):
-        return spec
+    if spec.classes is None:
+        return None, ""
+    source = spec.classes
+    if isinstance(source, dict):
+        described = f"the class folders of {folder_root}" if folder_root else "the labels' sorted names"
+    elif isinstance(source, str):
+        described = source
+    else:
+        described = "the list given"
     try:
-        names = read_class_list(spec.classes, folder_root=folder_root, folder_labels=folder_labels)
+        return read_class_list(source, folder_root=folder_root, folder_labels=folder_labels), described
     except CnnvisError as error:
         raise ConfigError(f"config error: {where}.classes: {error}") from None
-    return replace(spec, classes=tuple(names))
 
 
-def _load_facts(spec: ModelSpec) -> ModelSpec:
-    """``spec`` as its jobs will load it: classes, mean, std and input size as found."""
+def _load_facts(spec: ModelSpec, classes: list[str] | None, described: str) -> ModelSpec:
+    """``spec`` as its jobs will load it: classes (``classes``, else the model's own), mean,
+    std and input size as found; a class list that does not fit the head is an error."""
     from dataclasses import replace
 
     from ..model_spec import EMBEDDED, TORCHVISION
@@ -75,11 +80,17 @@ def _load_facts(spec: ModelSpec) -> ModelSpec:
     if spec.source in (TORCHVISION, EMBEDDED) and spec.weights == "default":
         # the source's own weights always fit: read what they are from their metadata, and
         # load nothing (they may not be downloaded yet; the first job fetches them)
-        return standard_model_facts(spec)
-    loaded = load_model(spec, device="cpu")
+        return standard_model_facts(replace(spec, classes=tuple(classes) if classes else None))
+    if spec.weights == "random":  # the head is built to the classes' number
+        loaded = load_model(replace(spec, classes=tuple(classes) if classes else None), device="cpu")
+    else:
+        loaded = load_model(replace(spec, classes=None), device="cpu")
+    if classes and loaded.outputs is not None and len(classes) != loaded.outputs:
+        raise CnnvisError(f"{len(classes)} class names ({described}) but its head has {loaded.outputs} outputs")
+    names = classes or loaded.categories
     return replace(
         spec,
-        classes=tuple(loaded.categories) if loaded.categories else None,
+        classes=tuple(names) if names else None,
         mean=tuple(loaded.mean),
         std=tuple(loaded.std),
         input_size=loaded.input_size,
@@ -112,15 +123,18 @@ def resolve_models(
                     f"config error: models.{name}: {error} (written by the run that started this job)"
                 ) from None
             continue
-        spec = _with_class_names(model_spec(config, name), f"models.{name}", folder_root, folder_labels)
-        key = json.dumps(["model", CHECK_VERSION, spec.as_dict(), _fingerprints(spec)], sort_keys=True)
+        spec = model_spec(config, name)
+        classes, described = _class_names(spec, f"models.{name}", folder_root, folder_labels)
+        key = json.dumps(["model", CHECK_VERSION, spec.as_dict(), classes, _fingerprints(spec)], sort_keys=True)
         if isinstance(known.get(key), dict):
             found = ModelSpec(**known[key])
         else:
             try:
-                found = _load_facts(spec)
+                found = _load_facts(spec, classes, described)
             except CnnvisError as error:
-                raise ConfigError(f"config error: models.{name}: {error}") from None
+                raise ConfigError(
+                    f"config error: models.{name}: {str(error).removeprefix(f'model {name}: ')}"
+                ) from None
             known[key] = found.as_dict()
             changed = True
         _write_if_changed(path, found.to_json())
