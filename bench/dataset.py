@@ -346,6 +346,7 @@ def job_commands(images: list, out: Path, threads: int, size: int, batch_size: i
     out: the run's targets are the three techniques' pictures."""
     from cnnvis_tasks.image_list import ImageEntry, check_images, entries_for
     from cnnvis_tasks.workflow import check_config, make_plan
+    from cnnvis_tasks.workflow.model_check import resolve_models
     from cnnvis_tasks.workflow.plan import PREDICTIONS
 
     images = list(images)
@@ -359,7 +360,9 @@ def job_commands(images: list, out: Path, threads: int, size: int, batch_size: i
     bad = [record for record in statuses if record["status"] != "ok"]
     if bad:
         raise RuntimeError(f"{len(bad)} images cannot be used, e.g. {bad[0]['path']}: {bad[0]['reason']}")
-    jobs = [job for job in make_plan(config, statuses, exists=None).jobs if job.technique != PREDICTIONS]
+    models, _ = resolve_models(config, config["results"])  # the model's file its jobs load, as the workflow's start
+    plan = make_plan(config, statuses, models=models, exists=None)
+    jobs = [job for job in plan.jobs if job.technique != PREDICTIONS]
     commands = {
         job.technique.replace("-", "_"): [
             *job.arguments,

@@ -448,6 +448,12 @@ def compute(
     if layer is not None:
         options["layer"] = _layer_path(layer, model)
     chosen = _options(technique, options)
+    if not model.has_module_tree:
+        from .model_spec import needs_module_tree
+
+        why = needs_module_tree(technique, chosen)
+        if why:
+            raise CnnvisError(f"{technique.name} cannot run on a TorchScript model ({model.name}): {why}")
     side = model.input_size
     if technique.reads_images:
         if images is None:

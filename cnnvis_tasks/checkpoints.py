@@ -9,6 +9,7 @@ DenseNet's old names).
 
 from __future__ import annotations
 
+import argparse
 import json
 import pickle
 import re
@@ -100,7 +101,7 @@ def fit_state_dict(state: Mapping[str, V], expected_keys: Iterable[str]) -> dict
     load to report. Works on any values (tensors, or the shapes from ``tensor_shapes``).
     """
     expected = set(expected_keys)
-    best, best_score = None, -1
+    best, best_score, best_prefix = None, -1, ""
     # Shortest first, and only a strictly better fit replaces: a prefix is never stripped when
     # the keys as saved fit as well (an HF model whose real top-level child is 'model').
     for prefix in sorted(_wrapper_prefixes(state), key=lambda p: (len(p), p)):
@@ -113,8 +114,15 @@ def fit_state_dict(state: Mapping[str, V], expected_keys: Iterable[str]) -> dict
         else:
             score = sum(key in expected for key in renamed)
             if score > best_score:
-                best, best_score = renamed, score
-    return best if best is not None else dict(state)
+                best, best_score, best_prefix = renamed, score, prefix
+    if best is None:
+        return dict(state)
+    if best_prefix:  # a wrapper's own entries beside the model's (Lightning's loss weights): not the model's
+        kept = {key for key in state if key.startswith(best_prefix)}
+        best = {
+            new: value for (key, _), (new, value) in zip(state.items(), best.items()) if key in kept or new in expected
+        }
+    return best
 
 
 def head_size(state: Mapping[str, Any], head_weight_keys: Sequence[str]) -> int | None:
@@ -236,7 +244,9 @@ def _jit_load(path: Path) -> torch.nn.Module:
 def _torch_load(path: Path, trust_pickle: bool) -> Any:
     try:
         try:
-            return _load_mapped(path, weights_only=True)
+            # timm's and many training scripts' checkpoints hold their argparse arguments: plain data
+            with torch.serialization.safe_globals([argparse.Namespace]):
+                return _load_mapped(path, weights_only=True)
         except pickle.UnpicklingError as error:
             if "Weights only load failed" not in str(error):
                 raise

@@ -143,8 +143,7 @@ def read_spec_file(path: str | Path) -> ModelSpec:
         raise CnnvisError(f"model file not found: {path}") from None
     except (OSError, ValueError) as error:
         raise CnnvisError(f"cannot read model file {path}: {error}") from None
-    unknown = sorted(set(data) - _SPEC_FIELDS)
-    if not isinstance(data, dict) or unknown or "name" not in data or "arch" not in data:
+    if not isinstance(data, dict) or set(data) - _SPEC_FIELDS or "name" not in data or "arch" not in data:
         raise CnnvisError(f"{path} is not a model file (keys {', '.join(_SPEC_FIELDS)})")
     return ModelSpec(**data)
 

@@ -11,6 +11,7 @@ torchvision model needs it, never for the embedded model.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import os
@@ -202,8 +203,26 @@ def _torchvision(spec: ModelSpec, pretrained: bool, num_classes: int | None) -> 
         tuple(transforms.std),
         list(meta["categories"]) if meta else None,
         preprocessing=preprocessing,
-        head_key=_last_linear_key(module),
+        head_key=_torchvision_head_key(name, json.dumps(kwargs, sort_keys=True, default=str)),
     )
+
+
+@functools.cache
+def _torchvision_head_key(name: str, kwargs: str) -> str | None:
+    """The classifier's weight of torchvision's ``name``: the first tensor whose rows change
+    with ``num_classes`` (a Linear, or SqueezeNet's 1x1 convolution), found on the meta device."""
+    import torchvision
+
+    built = {}
+    for classes in (1000, 1001):
+        arguments = {**json.loads(kwargs), "num_classes": classes}
+        module = on_meta(lambda: torchvision.models.get_model(name, weights=None, **arguments))  # noqa: B023
+        built[classes] = {key: tuple(value.shape) for key, value in module.state_dict().items()}
+    changed = [
+        key for key, shape in built[1000].items() if shape[:1] == (1000,) and built[1001].get(key, shape)[:1] == (1001,)
+    ]
+    weights = [key for key in changed if len(built[1000][key]) >= 2]
+    return weights[-1] if weights else None
 
 
 def _timm(spec: ModelSpec, pretrained: bool, num_classes: int | None) -> Built:
@@ -236,10 +255,11 @@ def _timm(spec: ModelSpec, pretrained: bool, num_classes: int | None) -> Built:
         ) from None
     cfg = dict(getattr(module, "pretrained_cfg", {}) or {})
     side = cfg.get("input_size", (3, 224, 224))[-1]
-    classes = list(IMAGENET_CATEGORIES) if pretrained and _head_rows(module) == 1000 else None
+    classes = list(IMAGENET_CATEGORIES) if pretrained and getattr(module, "num_classes", None) == 1000 else None
     preprocessing = {k: cfg[k] for k in ("interpolation", "crop_pct", "crop_mode") if k in cfg}
     preprocessing["input_size"] = side
     head = cfg.get("classifier")
+    head = head[0] if isinstance(head, (tuple, list)) and head else head  # distilled: (head, head_dist)
     head_key = f"{head}.weight" if isinstance(head, str) else _last_linear_key(module)
     return Built(
         module,
@@ -307,7 +327,10 @@ def _hf(spec: ModelSpec, from_folder: bool, num_classes: int | None) -> Built:
         for key in ("size", "crop_size", "do_center_crop", "resample"):
             if key in settings:
                 preprocessing[key] = settings[key]
-    return Built(logits_only(module), mean, std, classes, preprocessing=preprocessing)
+    from .mechanisms.tokens import required_input_size
+
+    module = logits_only(module)
+    return Built(module, mean, std, classes, input_size=required_input_size(module), preprocessing=preprocessing)
 
 
 def _module(spec: ModelSpec) -> Built:
@@ -330,7 +353,7 @@ def _module(spec: ModelSpec) -> Built:
         raise CnnvisError(f"model {spec.arch}: calling {function_name}(**arch_args) failed: {error}") from None
     if not isinstance(module, nn.Module):
         raise CnnvisError(f"model {spec.arch}: {function_name} returned a {type(module).__name__}, not an nn.Module")
-    return Built(module, head_key=_last_linear_key(module))
+    return Built(module)  # its head is the user's: the outputs are counted by a forward pass
 
 
 def _build(spec: ModelSpec, pretrained: bool, num_classes: int | None = None) -> Built:
@@ -355,6 +378,12 @@ def _last_linear_key(model: nn.Module) -> str | None:
     return key
 
 
+def _built_rows(built: Built) -> int | None:
+    """The rows of an architecture's classifier (its number of classes), where it is known."""
+    weight = built.module.state_dict().get(built.head_key) if built.head_key else None
+    return int(weight.shape[0]) if weight is not None and weight.ndim >= 2 else _head_rows(built.module)
+
+
 def _head_rows(model: nn.Module) -> int | None:
     last = _last_linear(model)
     return last.out_features if last is not None else None
@@ -375,6 +404,16 @@ def wake_zero_head(model: nn.Module) -> None:
     head = _last_linear(model)
     if head is not None and not head.weight.is_meta and not head.weight.any():
         head.reset_parameters()
+
+
+def on_meta(make: Any) -> Any:
+    """``make()`` on the meta device (no memory, no arithmetic); for an architecture whose
+    builder computes with tensors (RegNet's widths), on the CPU."""
+    try:
+        with torch.device("meta"):
+            return make()
+    except NotImplementedError:
+        return make()
 
 
 def _on_meta(model: nn.Module) -> bool:
@@ -414,10 +453,18 @@ def _shapes(state: dict[str, Any]) -> dict[str, tuple[int, ...]]:
 
 
 def _load_into(model: nn.Module, state: dict[str, torch.Tensor], spec: ModelSpec, path: Path) -> nn.Module:
-    """Strict load; a mismatch becomes a one-line error naming the file."""
-    problem = state_problem(_shapes(model.state_dict()), _shapes(state))
+    """Strict load; a mismatch becomes a one-line error naming the file.  Half-precision
+    weights (fp16, bf16) become the model's own precision: the techniques compute in it."""
+    expected = model.state_dict()
+    problem = state_problem(_shapes(expected), _shapes(state))
     if problem:
         raise CnnvisError(f"weights file {path} does not fit {spec.arch}: {problem}")
+    state = {
+        key: value.to(expected[key].dtype)
+        if value.is_floating_point() and expected[key].is_floating_point() and value.dtype != expected[key].dtype
+        else value
+        for key, value in state.items()
+    }
     model.load_state_dict(state, strict=True, assign=True)
     return model
 
@@ -432,14 +479,14 @@ def _from_checkpoint(spec: ModelSpec, path: Path, pretrained: bool = False) -> t
         return Built(checkpoint.module, head_key=None), checkpoint.classes, checkpoint.form
     if spec.source == TORCHSCRIPT:
         raise CnnvisError(f"{path} holds weights, not a TorchScript archive: give its architecture as arch")
+    spec = _with_auxiliary_heads(spec, checkpoint.state, pretrained)
     if spec.source == HF:
         built = _hf(spec, from_folder=False, num_classes=None)
     else:
-        with torch.device("meta"):
-            built = _build(spec, pretrained=pretrained)
+        built = on_meta(lambda: _build(spec, pretrained=pretrained))
     state = fit_state_dict(checkpoint.state, built.module.state_dict().keys())
     rows = head_size(state, [built.head_key] if built.head_key else [])
-    if rows is not None and rows != _head_rows(built.module) and spec.source != MODULE:
+    if rows is not None and rows != _built_rows(built) and spec.source != MODULE:
         built = _rebuild(spec, rows, pretrained)
         state = fit_state_dict(checkpoint.state, built.module.state_dict().keys())
     built.module = _load_into(built.module, state, spec, path)
@@ -450,11 +497,23 @@ def _from_checkpoint(spec: ModelSpec, path: Path, pretrained: bool = False) -> t
     return built, checkpoint.classes, checkpoint.form
 
 
+def _with_auxiliary_heads(spec: ModelSpec, state: dict[str, Any], pretrained: bool) -> ModelSpec:
+    """Inception v3 and GoogLeNet as fine-tuned from torchvision's weights (the usual start):
+    with their input transform, and with the auxiliary heads the checkpoint holds or not
+    (``arch_args`` say otherwise where given)."""
+    from dataclasses import replace
+
+    if spec.source != TORCHVISION or spec.target not in _PRETRAINED_BUILDER_KWARGS or pretrained:
+        return spec
+    auxiliary = any(part in f".{key}" for key in state for part in (".AuxLogits.", ".aux1.", ".aux2."))
+    defaults = {**_PRETRAINED_BUILDER_KWARGS[spec.target], "aux_logits": auxiliary}
+    return replace(spec, arch_args={**defaults, **spec.arch_args})
+
+
 def _rebuild(spec: ModelSpec, num_classes: int, pretrained: bool = False) -> Built:
     if spec.source == HF:
         return _hf(spec, from_folder=False, num_classes=num_classes)
-    with torch.device("meta"):
-        return _build(spec, pretrained=pretrained, num_classes=num_classes)
+    return on_meta(lambda: _build(spec, pretrained=pretrained, num_classes=num_classes))
 
 
 def _seeded(seed: int, make):
@@ -479,11 +538,15 @@ def _given_classes(spec: ModelSpec) -> list[str] | None:
     return read_class_list(spec.classes)
 
 
-def _output_rows(module: nn.Module, side: int | None, has_tree: bool) -> int | None:
-    """How many classes the model's output has: its last Linear, else one forward."""
-    rows = _head_rows(module) if has_tree else None
-    if rows is not None:
-        return rows
+def _output_rows(module: nn.Module, side: int | None, has_tree: bool, head_key: str | None) -> int | None:
+    """How many classes the model's output has: its classifier's rows, else one forward."""
+    labels = getattr(getattr(module, "config", None), "num_labels", None)  # a transformers model
+    if isinstance(labels, int):
+        return labels
+    if has_tree and head_key:
+        weight = module.state_dict().get(head_key)
+        if weight is not None and weight.ndim >= 2:
+            return int(weight.shape[0])
     try:
         with torch.inference_mode():
             output = module(torch.zeros(1, 3, side or 224, side or 224))
@@ -511,7 +574,7 @@ def load_model(
     """
     spec = name if isinstance(name, ModelSpec) else spec_from_options(name, weights, **spec_options)
     device = torch.device(device)
-    if spec.source in (TORCHVISION, EMBEDDED):
+    if spec.source in (TORCHVISION, EMBEDDED) and not _may_be_pickled(spec):
         check_model_name(spec.target)
     form = None
     stored_classes = None
@@ -548,7 +611,7 @@ def load_model(
         parameter.requires_grad_(False)
     side = spec.input_size or built.input_size
     classes = _given_classes(spec) or stored_classes or built.classes
-    rows = _output_rows(module, side, has_tree)
+    rows = _output_rows(module, side, has_tree, built.head_key)
     module.to(device)
     if classes is not None and rows is not None and len(classes) != rows:
         raise CnnvisError(
@@ -585,11 +648,16 @@ def load_model(
     )
 
 
+def _may_be_pickled(spec: ModelSpec) -> bool:
+    """A trusted weights file may hold the whole model: then ``arch`` only names it."""
+    return spec.trust_pickle and spec.weights_file is not None
+
+
 def _classes_source(spec: ModelSpec, stored: list[str] | None) -> str:
     if isinstance(spec.classes, (str, Path)):
         return str(spec.classes)
     if spec.classes is not None:
-        return "classes"
+        return "the list given"
     return "stored in the checkpoint" if stored else "the source's"
 
 
@@ -601,10 +669,9 @@ def standard_model_facts(spec: ModelSpec) -> ModelSpec:
     from .mechanisms.tokens import required_input_size
 
     check_model_name(spec.target)
-    with torch.device("meta"):
-        built = _torchvision(spec, pretrained=True, num_classes=None)
+    built = on_meta(lambda: _torchvision(spec, pretrained=True, num_classes=None))
     given = _given_classes(spec)
-    rows = _head_rows(built.module)
+    rows = _built_rows(built)
     classes = given or built.classes
     if given and rows is not None and len(given) != rows:
         raise CnnvisError(
@@ -626,5 +693,4 @@ def build_on_meta(name: str | ModelSpec) -> nn.Module:
         check_model_name(spec.target)
     if spec.source == HF:
         return _hf(spec, from_folder=False, num_classes=None).module.eval()
-    with torch.device("meta"):
-        return _build(spec, pretrained=False).module.eval()
+    return on_meta(lambda: _build(spec, pretrained=False)).module.eval()

@@ -230,8 +230,9 @@ def test_gpu_and_weights_files_and_missing_outputs(tmp_path):
         config, status(["chelsea"]), gpu=True, exists=lambda path: path != lost and "/records/" not in path
     )
     job = next(job for job in plan.jobs if job.rule.startswith("saliency_efficientnet_lite0_vanilla"))
-    assert job.weights == ("results/models/efficientnet_lite0.json", str(weights)) and job.gpu == 1
-    assert job.arguments[1:3] == ("--model-file", "results/models/efficientnet_lite0.json")
+    model_file = job.arguments[2]
+    assert job.weights == (model_file, str(weights)) and job.gpu == 1 and job.arguments[1] == "--model-file"
+    assert model_file.startswith("results/models/efficientnet_lite0-") and model_file.endswith(".json")
     assert plan.records.count(job.outputs[0].path) == 1 and job.outputs[0].path.endswith("chunk000of001.json")
     assert plan.missing == [lost]  # `all` asks for it, so its job runs again
 
@@ -345,7 +346,7 @@ def test_a_new_technique_is_followed_everywhere_from_its_description(with_bright
     arguments[arguments.index(job.outputs[1].path)] = str(tmp_path / "b.png")
     model_file = tmp_path / "model.json"  # the workflow writes it when it loads the model at its start
     model_file.write_text(ModelSpec(name="efficientnet_lite0", arch="efficientnet_lite0").to_json())
-    arguments[arguments.index("results/models/efficientnet_lite0.json")] = str(model_file)
+    arguments[arguments.index("--model-file") + 1] = str(model_file)
     result = CliRunner().invoke(command, arguments, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     from PIL import Image

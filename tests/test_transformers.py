@@ -450,6 +450,7 @@ def test_deep_dream_octaves_feed_every_octave_at_the_model_s_size():
 def test_the_workflow_s_synthesis_jobs_on_a_vit_run(tmp_path, monkeypatch):
     """A config asking for every synthesis technique on vit_b_16 gives jobs that run (about 10 s)."""
     from cnnvis_tasks.workflow.config import check_config
+    from cnnvis_tasks.workflow.model_check import resolve_models
     from cnnvis_tasks.workflow.plan import make_plan
 
     layer = "encoder.layers.encoder_layer_2"
@@ -466,10 +467,11 @@ def test_the_workflow_s_synthesis_jobs_on_a_vit_run(tmp_path, monkeypatch):
     }
     config = check_config(config, check_model_names=False)
     image = [{"name": "cat", "path": str(CAT), "status": "ok", "reason": None, "size": list(Image.open(CAT).size)}]
-    plan = make_plan(config, image, gpu=False, exists=lambda path: False)
+    monkeypatch.chdir(tmp_path)
+    models, _ = resolve_models(config, "results")  # writes the model's file, as the workflow's start does
+    plan = make_plan(config, image, models=models, gpu=False, exists=lambda path: False)
     jobs = [job for job in plan.jobs if job.arguments[0] != "predict"]
     assert sorted(job.arguments[0] for job in jobs) == sorted(t.replace("_", "-") for t in config["techniques"])
-    monkeypatch.chdir(tmp_path)
     for job in jobs:
         result = CliRunner().invoke(cli, [*job.arguments, "--threads", "1"], catch_exceptions=False)
         assert result.exit_code == 0 and "warning" not in result.output, (job.arguments[0], result.output)

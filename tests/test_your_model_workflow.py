@@ -55,8 +55,10 @@ def test_labels_are_resolved_against_the_model_s_own_classes_at_the_start(flower
     table = next(t for t in plan.gallery_tables if t["section"] == "grad-cam")
     assert sorted(table["failures"]) == ["orchid/photo 0.png", "orchid/photo 1.png"]
     grad_cam = next(job for job in plan.jobs if job.technique in ("grad-cam", "shared-pass"))
-    assert grad_cam.arguments[1:3] == ("--model-file", "results/models/flowers.json")
-    assert "results/models/flowers.json" in grad_cam.weights and "best.pt" in grad_cam.weights
+    job_file = grad_cam.arguments[2]
+    assert grad_cam.arguments[1] == "--model-file" and job_file.startswith("results/models/flowers-")
+    assert json.loads(open(job_file).read()) == model_file  # what the job loads is what the start found
+    assert job_file in grad_cam.weights and "best.pt" in grad_cam.weights
     targets = [grad_cam.arguments[i + 1] for i, word in enumerate(grad_cam.arguments) if word == "--target"]
     assert "orchid" not in " ".join(targets)
     # the feature maps need no label: orchids are drawn there
@@ -65,13 +67,23 @@ def test_labels_are_resolved_against_the_model_s_own_classes_at_the_start(flower
     assert json.loads(plan.gallery_spec)["label_problems"] == plan.label_problems
 
 
-def test_a_model_file_is_rewritten_only_when_the_model_changes(flowers):
-    load_plan(_config())
-    before = os.stat("results/models/flowers.json").st_mtime_ns
-    load_plan(_config())
-    assert os.stat("results/models/flowers.json").st_mtime_ns == before  # its jobs are not re-run
-    load_plan(_config(mean=[0.5, 0.5, 0.5]))
-    assert json.loads(open("results/models/flowers.json").read())["mean"] == [0.5, 0.5, 0.5]
+def _job_file(plan):
+    return next(job.arguments[2] for job in plan.jobs if job.arguments[1] == "--model-file")
+
+
+def test_a_job_s_model_file_never_changes_under_it(flowers):
+    first = _job_file(load_plan(_config()))
+    before = os.stat(first).st_mtime_ns
+    assert _job_file(load_plan(_config())) == first and os.stat(first).st_mtime_ns == before  # nothing re-runs
+    # another config (a dry run with other settings while a run goes on) writes a file of its own
+    changed = _job_file(load_plan(_config(mean=[0.5, 0.5, 0.5])))
+    assert changed != first and json.loads(open(changed).read())["mean"] == [0.5, 0.5, 0.5]
+    assert json.loads(open(first).read())["mean"] == [0.485, 0.456, 0.406] and os.stat(first).st_mtime_ns == before
+    assert json.loads(open("results/models/flowers.json").read())["mean"] == [0.5, 0.5, 0.5]  # the latest, to read
+    # a retrained checkpoint in the same file is loaded again at the start
+    torch.save(torchvision.models.resnet18(num_classes=4).state_dict(), "best.pt")
+    with pytest.raises(ConfigError, match="5 class names .* but its head has 4 outputs"):
+        load_plan(_config())
 
 
 def test_classes_from_the_folders_follow_imagefolder_s_order(flowers):
@@ -109,3 +121,26 @@ def test_a_torchscript_model_is_refused_by_name_for_what_needs_layers(flowers):
     plan = load_plan(config)
     assert json.loads(open("results/models/flowers.json").read())["classes"] == FLOWERS
     assert sorted(plan.label_problems) == ["orchid/photo 0.png", "orchid/photo 1.png"]
+
+
+def test_an_image_is_unusable_only_when_no_labelled_model_knows_its_label(flowers):
+    with open("six.txt", "w") as handle:
+        handle.write("\n".join(sorted([*FLOWERS, "orchid"])) + "\n")
+    torch.save(torchvision.models.resnet18(num_classes=6).state_dict(), "six.pt")
+    config = _config()
+    config["models"]["six"] = {"arch": "resnet18", "weights": "six.pt", "classes": "six.txt"}
+    config["techniques"]["grad_cam"]["models"]["six"] = {}
+    plan = load_plan(config)
+    assert plan.label_problems == {}  # 'six' knows orchids: only flowers' tables leave them out
+    tables = {t["table"]: t for t in plan.gallery_tables if t["section"] == "grad-cam"}
+    assert sorted(tables["flowers"]["failures"]) == ["orchid/photo 0.png", "orchid/photo 1.png"]
+    assert tables["six"]["failures"] == {}
+
+
+def test_numeric_and_wordnet_class_names_are_their_own_classes(flowers):
+    from cnnvis_tasks.labels import resolve_label
+
+    folders = ["0", "1", "10", "11", "2"]  # ImageFolder's order of folders named by number
+    assert [resolve_label(name, folders) for name in ("10", "2", "11")] == [2, 4, 3]
+    assert resolve_label("n01440764", ["n02102040", "n01440764"]) == 1  # Imagenette's folders
+    assert resolve_label("4", folders) == 4  # a number no class is named: an index

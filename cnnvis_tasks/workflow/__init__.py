@@ -137,7 +137,11 @@ def _checked_models(config: dict[str, Any], results: str, statuses: list[dict[st
 
     folder = config["images"].get("folder")
     labels = {record["label"] for record in statuses if record.get("label")}
-    models = resolve_models(config, results, folder_root=folder, folder_labels=labels, main_process=main_process)
+    models, loaded = resolve_models(
+        config, results, folder_root=folder, folder_labels=labels, main_process=main_process
+    )
+    if loaded:
+        gc.collect()  # a model held by a reference cycle would stay for the run: the collector is off here
     if main_process:
         check_models(config, models, f"{results}/.cache/model-check.json")
     return models

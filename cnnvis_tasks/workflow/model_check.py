@@ -13,38 +13,86 @@ torch for it.  The layer checks build the architecture on the meta device.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from ..errors import CnnvisError
-from ..model_spec import HF, TORCHSCRIPT, ModelSpec, read_spec_file
+from ..model_spec import HF, MODULE, TORCHSCRIPT, ModelSpec, read_spec_file
 from ..outputs import atomic_write, read_cache, write_cache
 from .config import ConfigError, enabled_techniques, model_spec
 
-CHECK_VERSION = 3  # bump when what is checked changes
+CHECK_VERSION = 4  # bump when what is checked changes
 MODEL_FILE_PATTERN = "models/{model}.json"
 
 
-def model_file(results: str, model: str) -> str:
-    """Where the workflow writes model ``model``'s description for its jobs."""
+def model_file(results: str, spec: ModelSpec) -> str:
+    """Where the workflow writes a model's description for its jobs: named by its content,
+    so that a later start with another config (a dry run, ``--config weights=random``)
+    never changes the file a running or queued job loads."""
+    digest = hashlib.sha1(spec.to_json().encode("utf-8")).hexdigest()[:12]
+    return f"{results}/" + MODEL_FILE_PATTERN.format(model=f"{spec.name}-{digest}")
+
+
+def readable_model_file(results: str, model: str) -> str:
+    """The description of model ``model`` the last start found, for people to read."""
     return f"{results}/" + MODEL_FILE_PATTERN.format(model=model)
 
 
-def _fingerprints(spec: ModelSpec) -> list[Any]:
-    """Sizes and times of the files a model is loaded from: a changed file is loaded again."""
+def model_inputs(spec: ModelSpec) -> list[str]:
+    """The files a model is loaded from (its weights file; a transformers folder's files):
+    a changed one re-runs the model's jobs and is loaded again at the start."""
     paths = [spec.weights_file] if spec.weights_file else []
     if spec.source == HF:
         folder = Path(spec.target).expanduser()
         paths += sorted(str(p) for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
-    found = []
-    for path in paths:
+    if spec.source == MODULE:
+        paths += _module_source(spec.target.rsplit(":", 1)[0])
+    return paths
+
+
+def _module_source(name: str) -> list[str]:
+    """The file of the user's module ``name`` (imported by path only: nothing runs)."""
+    import importlib.util
+    import os
+    import sys
+
+    here = os.getcwd()
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    try:
+        found = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return []
+    return [found.origin] if found is not None and found.origin and os.path.isfile(found.origin) else []
+
+
+def _fingerprints(spec: ModelSpec) -> list[Any]:
+    """Sizes and times of the files a model is loaded from, and the versions of the
+    libraries that build it: a change is loaded and checked again."""
+    found: list[Any] = [_versions()]
+    for path in model_inputs(spec):
         try:
             status = Path(path).stat()
             found.append([path, status.st_size, status.st_mtime_ns])
         except OSError:
             found.append([path, None])
+    return found
+
+
+@functools.cache
+def _versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found: dict[str, str | None] = {}
+    for package in ("torch", "torchvision", "timm", "transformers"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = None
     return found
 
 
@@ -64,6 +112,10 @@ def _class_names(
     else:
         described = "the list given"
     try:
+        if isinstance(source, str) and Path(source).is_dir():
+            from ..class_lists import folder_classes
+
+            return folder_classes(source), f"the class folders of {source}"
         return read_class_list(source, folder_root=folder_root, folder_labels=folder_labels), described
     except CnnvisError as error:
         raise ConfigError(f"config error: {where}.classes: {error}") from None
@@ -104,30 +156,30 @@ def resolve_models(
     folder_root: str | None = None,
     folder_labels: Iterable[str] | None = None,
     main_process: bool = True,
-) -> dict[str, ModelSpec]:
+) -> tuple[dict[str, ModelSpec], bool]:
     """Each model of the config as its jobs load it (:class:`ModelSpec` with its class
-    names, mean, std and input size found), written to :func:`model_file` where it
-    changed.  A job Snakemake started elsewhere (``main_process`` False) reads those
-    files instead.  A model that cannot be loaded is a one-line :class:`ConfigError`."""
+    names, mean, std and input size found), written to :func:`model_file`, and whether
+    any model was loaded (not cached).  A job Snakemake started elsewhere
+    (``main_process`` False) loads nothing: it finds what the start found in the cache,
+    else in :func:`readable_model_file`.  A model that cannot be loaded is a one-line
+    :class:`ConfigError`."""
     cache_path = f"{results}/.cache/model-check.json"
-    known = read_cache(cache_path) if main_process else {}
+    known = read_cache(cache_path)
     resolved: dict[str, ModelSpec] = {}
-    changed = False
+    loaded = False
     for name in config["models"]:
-        path = model_file(results, name)
-        if not main_process:
-            try:
-                resolved[name] = read_spec_file(path)
-            except CnnvisError as error:
-                raise ConfigError(
-                    f"config error: models.{name}: {error} (written by the run that started this job)"
-                ) from None
-            continue
         spec = model_spec(config, name)
         classes, described = _class_names(spec, f"models.{name}", folder_root, folder_labels)
         key = json.dumps(["model", CHECK_VERSION, spec.as_dict(), classes, _fingerprints(spec)], sort_keys=True)
         if isinstance(known.get(key), dict):
             found = ModelSpec(**known[key])
+        elif not main_process:
+            try:
+                found = read_spec_file(readable_model_file(results, name))
+            except CnnvisError as error:
+                raise ConfigError(
+                    f"config error: models.{name}: {error} (written by the run that started this job)"
+                ) from None
         else:
             try:
                 found = _load_facts(spec, classes, described)
@@ -136,12 +188,15 @@ def resolve_models(
                     f"config error: models.{name}: {str(error).removeprefix(f'model {name}: ')}"
                 ) from None
             known[key] = found.as_dict()
-            changed = True
-        _write_if_changed(path, found.to_json())
+            loaded = True
+        if main_process:
+            text = found.to_json()
+            _write_if_changed(model_file(results, found), text)
+            _write_if_changed(readable_model_file(results, name), text)
         resolved[name] = found
-    if changed:
+    if loaded:
         write_cache(cache_path, known)
-    return resolved
+    return resolved, loaded
 
 
 def _write_if_changed(path: str, text: str) -> None:
@@ -216,7 +271,12 @@ def _answers(spec: ModelSpec, asked: Iterable[tuple[str, str, Any]]) -> str | No
         modules, shapes, parameters = {}, {}, 0
         asked = [entry for entry in asked if entry[1] == "class"]
     else:
-        module = build_on_meta(spec)
+        if spec.trust_pickle and spec.weights_file:  # the file may hold the whole model: its layers are its own
+            from ..models import load_model
+
+            module = load_model(spec).module
+        else:
+            module = build_on_meta(spec)
         modules = dict(module.named_modules())
         try:
             side = spec.input_size or required_input_size(module) or 224
@@ -254,7 +314,7 @@ def check_models(config: dict[str, Any], models: dict[str, ModelSpec], cache: st
     changed = False
     for model, asked in questions(config).items():
         spec = models[model]
-        key = json.dumps([CHECK_VERSION, spec.as_dict(), asked], default=list, sort_keys=True)
+        key = json.dumps([CHECK_VERSION, spec.as_dict(), _fingerprints(spec), asked], default=list, sort_keys=True)
         if known.get(key) == "ok":
             continue
         problem = _answers(spec, asked)

@@ -46,7 +46,7 @@ from ..names import fixed_input_size
 from ..technique import BOOL, COMMAND_ONLY, MODEL_LEVEL, Technique, slug
 from ..techniques import all_techniques
 from .config import ConfigError, enabled_techniques, model_spec, technique_max_pixels
-from .model_check import model_file
+from .model_check import model_file, model_inputs
 
 RAW = "raw"
 PREDICTIONS = "predictions"
@@ -58,7 +58,7 @@ IMAGE_LIST_PATTERN = "chunk-lists/{chunk}.csv"
 CHUNK_FOLDER_PATTERN = "chunks/{model}/{technique}/{setting}/{chunk}"
 CHUNK_FILE_NAME = IMAGE_LIST_FILE_NAME  # inside a chunk's folder: the command's default with --image-list
 CHUNK_WILDCARD = r"chunk\d+of\d+"
-HEAD_LENGTH = 5  # a job's command starts: NAME --model-file RESULTS/models/M.json --seed S
+HEAD_LENGTH = 5  # a job's command starts: NAME --model-file RESULTS/models/M-HASH.json --seed S
 
 
 @dataclass(frozen=True)
@@ -495,13 +495,14 @@ class _Planner:
         """The start of a job's command: the command, then the model's file (its
         architecture, weights, classes and preprocessing) and the seed (:data:`HEAD_LENGTH` words)."""
         command = "predict" if name == PREDICTIONS else name
-        return (command, "--model-file", model_file(self.results, model), "--seed", str(self.config["seed"]))
+        spec = self.models[model]
+        return (command, "--model-file", model_file(self.results, spec), "--seed", str(self.config["seed"]))
 
     def weights_files(self, model: str) -> tuple[str, ...]:
         """The model's file and its weights file, when it has one (inputs: a changed
         description or a new weights file re-runs its jobs)."""
-        weights = self.models[model].weights_file
-        return (model_file(self.results, model), *((weights,) if weights else ()))
+        spec = self.models[model]
+        return (model_file(self.results, spec), *model_inputs(spec))
 
     def label_problem(self, model: str, name: str) -> str | None:
         """Why image ``name``'s label names no class of ``model``; None when it does (or the
@@ -521,23 +522,24 @@ class _Planner:
         return f"{self.plan.images[name]}: {problem}" if problem else None
 
     def unusable_labels(self) -> dict[str, str]:
-        """Images whose label names no class of a model that a ``target: label`` technique
-        explains, with why (the first such model's reason)."""
-        models = {
-            model
-            for technique, settings in enabled_techniques(self.config)
-            if labelled_target(technique, settings)
-            for model in settings["models"]
-        }
+        """Images whose label names no class of any model a ``target: label`` technique
+        explains them on, with why (for the gallery's count of usable images; an image
+        only one of several models cannot take is left out of that model's tables alone)."""
+        models = sorted(
+            {
+                model
+                for technique, settings in enabled_techniques(self.config)
+                if labelled_target(technique, settings)
+                for model in settings["models"]
+            }
+        )
+        if not models or any(not self.models[model].classes for model in models):
+            return {}
         found: dict[str, str] = {}
-        for model in sorted(models):
-            if not self.models[model].classes:
-                continue
-            for name in self.plan.images:
-                if name not in found:
-                    problem = self.label_problem(model, name)
-                    if problem:
-                        found[name] = problem
+        for name in self.plan.images:
+            problems = [self.label_problem(model, name) for model in models]
+            if all(problems):
+                found[name] = problems[0]
         return found
 
     def add_job(
