@@ -52,6 +52,11 @@ def resolve_label(label: str | int, categories: Sequence[str], model: str = "the
     names = _names(tuple(categories))
     if _key(text) in names:
         return names[_key(text)]
+    if _WNID.match(text):
+        raise CnnvisError(
+            f"label {text}: a WordNet ID, but {model} has {len(categories)} classes, not ImageNet's, and none is "
+            "named so"
+        )
     shown = ", ".join(categories[:5]) + (", ..." if len(categories) > 5 else "")
     raise CnnvisError(
         f"label {text!r} names no class of {model} (neither a class index, a WordNet ID nor one of its "

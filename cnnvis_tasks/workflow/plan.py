@@ -43,7 +43,7 @@ from ..images import size_problem
 from ..labels import resolve_label
 from ..model_spec import ModelSpec
 from ..names import fixed_input_size
-from ..technique import BOOL, COMMAND_ONLY, MODEL_LEVEL, Technique, slug
+from ..technique import BOOL, COMMAND_ONLY, MODEL_LEVEL, SIZE, Technique, slug
 from ..techniques import all_techniques
 from .config import ConfigError, enabled_techniques, model_spec, technique_max_pixels
 from .model_check import model_file, model_inputs
@@ -782,10 +782,24 @@ class _Planner:
             {"section": technique.name, "table": model, "per_image": False, "rows": list(rows.values())}
         )
 
+    def prediction_size(self, model: str) -> list[str]:
+        """``--size`` of a model's predictions (summary.csv's top-1 classes): the size most of
+        its techniques over images compute at, so that the summary's prediction is theirs
+        (none: the command's default, which most use)."""
+        sizes = [
+            settings.get("size")
+            for technique, settings in enabled_techniques(self.config)
+            if technique.reads_images and model in settings["models"] and settings.get("size") is not None
+        ]
+        if not sizes:
+            return []
+        size = max(dict.fromkeys(sizes), key=sizes.count)  # the commonest; a tie: the first in gallery order
+        return [] if size == SIZE.default else ["--size", str(size)]
+
     def predictions(self, model: str) -> None:
         """Each chunk's top-1 classes and probabilities, and its labels' classes, for summary.csv."""
         for chunk, names in self.plan.chunks.items():
-            arguments = []
+            arguments = self.prediction_size(model)
             for name in names:
                 arguments += ["--image", self.plan.images[name], "--label", self.plan.labels.get(name) or ""]
             output = Output(f"{self.results}/" + PREDICTIONS_PATTERN.format(model=model, chunk=chunk))
@@ -1015,7 +1029,7 @@ def make_plan(
     for model in plan.models:
         if layout == "chunks":
             if plan.chunks:
-                planner.add_chunk_rule(PREDICTIONS, model, "", [], [], None)
+                planner.add_chunk_rule(PREDICTIONS, model, "", planner.prediction_size(model), [], None)
         else:
             planner.predictions(model)
     return plan
