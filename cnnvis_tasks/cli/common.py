@@ -92,7 +92,7 @@ MODEL_OPTIONS: list[tuple[list[str], dict[str, Any]]] = [
         {
             "default": None,
             "type": click.Path(dir_okay=False),
-            "help": "A model description written by the workflow (RESULTS/models/NAME.json), instead of the "
+            "help": "A model description written by the workflow (RESULTS/models/NAME-HASH.json), instead of the "
             "options above.",
         },
     ),
