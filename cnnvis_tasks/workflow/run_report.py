@@ -327,7 +327,8 @@ def report_lines(report: RunReport, success: bool = True) -> list[str]:
         lines += [f"      {count:>7,}  {why}" for why, count in tally.reasons.most_common(reasons[position])]
     if rest:
         lines.append(
-            f"  {_plural(len(rest), 'more technique-model pair')}: {sum(t.written for t in rest):,} written, "
+            f"  {_plural(len(rest), 'more technique-model pair' if shown else 'technique-model pair')}: "
+            f"{sum(t.written for t in rest):,} written, "
             f"{sum(t.failed for t in rest):,} failed"
         )
     not_run = sum(t.not_run for t in tallies)
