@@ -683,7 +683,8 @@ def test_a_class_folder_data_set_with_labels_and_odd_names_runs_end_to_end(tmp_p
     assert summary["misc/tall.png"]["efficientnet_lite0 grad-cam auto status"] == "left out"
     assert summary["misc/broken.png"]["status"] == "failed"
     assert summary[str(Path("ds/misc/pipe.png"))]["status"] == "skipped"
-    # the summary's accuracy is the model's on these labels, computed here on its own
+    # the summary's accuracy is the model's on these labels, computed here on its own at the size the
+    # techniques use (64), as the summary's predictions are
     from cnnvis_tasks.images import load_image
     from cnnvis_tasks.models import load_model
 
@@ -693,7 +694,7 @@ def test_a_class_folder_data_set_with_labels_and_odd_names_runs_end_to_end(tmp_p
         import torch
 
         with torch.inference_mode():
-            top1 = int(loaded.module(loaded.normalize(load_image(workdir / "ds" / name)[None])).argmax())
+            top1 = int(loaded.module(loaded.normalize(load_image(workdir / "ds" / name, 64)[None])).argmax())
         assert summary[name]["efficientnet_lite0 correct"] == ("yes" if top1 == label else "no"), name
     assert summary[name]["efficientnet_lite0 label class"] == "967"
     page = (results / "index.html").read_text()
