@@ -36,7 +36,7 @@ rule summary:
     log:
         f"{PLAN.results}/logs/summary.log",
     params:
-        spec=lambda wildcards: PLAN.gallery_spec,  # a function: its "{image}" is not a wildcard
+        spec=lambda wildcards: PLAN.gallery_spec_argument,  # a function: its "{image}" is not a wildcard
     shell:
         "cnnvis-tasks summary --spec {params.spec:q} --images {input.status:q} --out {output:q} > {log:q} 2>&1"
 
@@ -55,7 +55,7 @@ if PLAN.trust_files:
         log:
             f"{PLAN.results}/logs/trust-summary.log",
         params:
-            spec=lambda wildcards: PLAN.gallery_spec,
+            spec=lambda wildcards: PLAN.gallery_spec_argument,
         shell:
             "cnnvis-tasks trust-summary --spec {params.spec:q} --images {input.status:q} --out {output.table:q}"
             " > {log:q} 2>&1"
@@ -73,7 +73,7 @@ rule gallery:
     log:
         f"{PLAN.results}/logs/gallery.log",
     params:
-        spec=lambda wildcards: PLAN.gallery_spec,
+        spec=lambda wildcards: PLAN.gallery_spec_argument,
         title=config["gallery"]["title"],
         preview=config["gallery"]["preview_rows"],
         per_page=config["gallery"]["rows_per_page"],

@@ -144,3 +144,17 @@ def test_numeric_and_wordnet_class_names_are_their_own_classes(flowers):
     assert [resolve_label(name, folders) for name in ("10", "2", "11")] == [2, 4, 3]
     assert resolve_label("n01440764", ["n02102040", "n01440764"]) == 1  # Imagenette's folders
     assert resolve_label("4", folders) == 4  # a number no class is named: an index
+
+
+def test_a_spec_too_long_for_one_argument_goes_to_the_commands_as_a_file(flowers):
+    from cnnvis_tasks.cli.gallery import load_json
+
+    plan = load_plan(_config())
+    assert json.loads(plan.gallery_spec_argument) == plan.spec  # short: the argument itself
+    plan = load_plan(_config())
+    plan.label_problems = {
+        f"orchid/{index:05}.png": "label 'orchid' names no class of flowers" for index in range(3000)
+    }
+    argument = plan.gallery_spec_argument
+    assert argument.startswith("@results/.cache/gallery-spec-") and len(argument) < 100
+    assert load_json(argument, "--spec") == json.loads(json.dumps(plan.spec))

@@ -27,6 +27,7 @@ for the others, ``.npy`` for raw arrays; each job also writes its record,
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -348,6 +349,23 @@ class Plan:
     @property
     def gallery_spec(self) -> str:
         return json.dumps(self.spec, sort_keys=True)
+
+    @functools.cached_property
+    def gallery_spec_argument(self) -> str:
+        """``--spec`` of the summary, trust-summary and gallery commands: the spec itself, or,
+        when it is too long for one command-line argument (Linux: 128 KiB; many images left
+        out with their reasons), ``@FILE``, a file named by its content (a changed spec is a
+        changed argument: the commands run again)."""
+        text = self.gallery_spec
+        if len(text.encode("utf-8")) <= MAX_JOB_TEXT:
+            return text
+        digest = hashlib.sha1(text.encode("utf-8")).hexdigest()[:12]
+        path = f"{self.results}/.cache/gallery-spec-{digest}.json"
+        if not os.path.isfile(path):
+            from ..outputs import atomic_write
+
+            atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+        return "@" + path
 
 
 def chunk_count(image_count: int, chunk_size: int, pinned: int | None = None) -> int:
