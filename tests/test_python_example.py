@@ -1,4 +1,4 @@
-"""examples/python_api.py runs as it stands, quickly, and writes the pictures it says."""
+"""docs/examples/python_api.py runs as it stands, quickly, and writes the pictures it says."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 from conftest import REPO
 from PIL import Image
 
-EXAMPLE = REPO / "examples" / "python_api.py"
+EXAMPLE = REPO / "docs" / "examples" / "python_api.py"
 STEMS = ("astronaut", "chelsea", "coffee", "rocket")
 
 

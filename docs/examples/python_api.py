@@ -1,6 +1,6 @@
 """cnnvis from Python, notebook style: run it whole, or cell by cell (``# %%``) in an editor.
 
-    python examples/python_api.py [OUT_DIR]      # pictures go to OUT_DIR, else $OUT, else a temporary folder
+    python docs/examples/python_api.py [OUT_DIR]      # pictures go to OUT_DIR, else $OUT, else a temporary folder
 
 A small torchvision ResNet-18 with random weights and five classes stands in for your
 own model: any classifier ``nn.Module`` is called the same way.  See docs/python.md.
@@ -24,7 +24,7 @@ model = cv.wrap_model(module, classes=CLASSES, name="resnet18-5")  # ImageNet me
 out = Path(sys.argv[1] if len(sys.argv) > 1 else os.environ.get("OUT") or tempfile.mkdtemp(prefix="cnnvis-"))
 
 # %% Images: paths, PIL images or tensors in [0, 1]
-folder = Path(__file__).resolve().parent.parent / "images"
+folder = Path(__file__).resolve().parents[2] / "images"  # the repository's sample images
 paths = [folder / name for name in ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg")]
 images = cv.load_images(paths, 128, crop=True)  # central squares, so that they share a batch
 print("images", tuple(images.shape))
