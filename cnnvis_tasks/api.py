@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import difflib
 import numbers
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -156,20 +155,6 @@ def _model(model: Any, keywords: dict[str, Any]) -> LoadedModel:
         f"model: give an nn.Module, a model name or a loaded model (load_model, wrap_model), "
         f"not a {type(model).__name__}"
     )
-
-
-@contextmanager
-def _frozen(module: nn.Module) -> Iterator[None]:
-    """Parameters without ``requires_grad`` for the call, restored after: the maps need
-    gradients of the inputs and layers only, and a user's module stays as it was."""
-    flags = [(parameter, parameter.requires_grad) for parameter in module.parameters()]
-    for parameter, _ in flags:
-        parameter.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for parameter, flag in flags:
-            parameter.requires_grad_(flag)
 
 
 # --- images ------------------------------------------------------------------------------
@@ -472,6 +457,8 @@ def compute(
     targets = _targets(technique, model, target, 0 if images is None else images.shape[0])
     if any(option.name == "target" and option.per_image for option in technique.options):
         chosen["target"] = targets
+    from .mechanisms.ascent import _frozen  # the parameters' own flags back after the call
+
     with _frozen(model.module):
         result = technique.compute(model, images, targets, seed=seed, report=report, **chosen)
     result.options = chosen

@@ -27,6 +27,19 @@ _NESTED_KEYS = ("classes", "class_names", "names", "labels", "id2label", "idx_to
 _INTEGER = re.compile(r"\s*[+-]?\d+\s*\Z")
 
 
+def class_names(
+    source: str | os.PathLike | Sequence[str] | Mapping[str, Any],
+    *,
+    folder_root: str | Path | None = None,
+    folder_labels: Iterable[str] | None = None,
+) -> list[str]:
+    """:func:`read_class_list`, and a folder: its class folders (:func:`folder_classes`),
+    as ``--classes DATA_FOLDER`` and ``classes: DATA_FOLDER`` give them."""
+    if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
+        return folder_classes(source)
+    return read_class_list(source, folder_root=folder_root, folder_labels=folder_labels)
+
+
 def read_class_list(
     source: str | os.PathLike | Sequence[str] | Mapping[str, Any],
     *,

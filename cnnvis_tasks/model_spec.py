@@ -100,6 +100,11 @@ class ModelSpec:
         """The weights file, when the model has one (hf: the folder holds its weights)."""
         return None if self.weights in ("default", "random") else self.weights
 
+    @property
+    def may_be_pickled_model(self) -> bool:
+        """A trusted weights file may hold the whole model: then ``arch`` only names it."""
+        return self.trust_pickle and self.weights_file is not None
+
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         for key in ("classes", "mean", "std"):
@@ -182,6 +187,16 @@ def spec_from_options(
         arch_args=arch_args or {},
         trust_pickle=trust_pickle,
     )
+
+
+def import_from_working_directory() -> None:
+    """Let ``module:`` models import the user's own code beside their config."""
+    import os
+    import sys
+
+    here = os.getcwd()
+    if here not in sys.path:
+        sys.path.insert(0, here)
 
 
 def needs_module_tree(technique: Any, values: Mapping[str, Any]) -> str | None:

@@ -15,7 +15,6 @@ import functools
 import importlib
 import json
 import os
-import sys
 import urllib.error
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,17 @@ from torch import nn
 from .errors import CnnvisError
 from .imagenet import IMAGENET_CATEGORIES
 from .mechanisms.pixels import to_model_space
-from .model_spec import EMBEDDED, HF, MODULE, TIMM, TORCHSCRIPT, TORCHVISION, ModelSpec, spec_from_options
+from .model_spec import (
+    EMBEDDED,
+    HF,
+    MODULE,
+    TIMM,
+    TORCHSCRIPT,
+    TORCHVISION,
+    ModelSpec,
+    import_from_working_directory,
+    spec_from_options,
+)
 from .names import (  # noqa: F401  (known_models and torchvision_model_names: re-exported)
     DEFAULT_MODEL,
     EMBEDDED_MODEL,
@@ -335,14 +344,12 @@ def _hf(spec: ModelSpec, from_folder: bool, num_classes: int | None) -> Built:
 
 def _module(spec: ModelSpec) -> Built:
     module_name, function_name = spec.target.rsplit(":", 1)
-    here = os.getcwd()
-    if here not in sys.path:
-        sys.path.insert(0, here)  # the user's own code beside their config
+    import_from_working_directory()
     try:
         found = importlib.import_module(module_name)
     except ImportError as error:
         raise CnnvisError(
-            f"model {spec.arch}: cannot import {module_name} (from {here} or the installed packages): {error}"
+            f"model {spec.arch}: cannot import {module_name} (from {os.getcwd()} or the installed packages): {error}"
         ) from None
     function = getattr(found, function_name, None)
     if not callable(function):
@@ -527,15 +534,9 @@ def _seeded(seed: int, make):
 
 def _given_classes(spec: ModelSpec) -> list[str] | None:
     """Class names the spec gives: a resolved list, or a file or folder to read them from."""
-    if spec.classes is None:
-        return None
-    if isinstance(spec.classes, (list, tuple)):
-        return [str(name) for name in spec.classes]
-    from .class_lists import folder_classes, read_class_list
+    from .class_lists import class_names
 
-    if isinstance(spec.classes, (str, Path)) and Path(spec.classes).is_dir():
-        return folder_classes(spec.classes)
-    return read_class_list(spec.classes)
+    return None if spec.classes is None else class_names(spec.classes)
 
 
 def _output_rows(module: nn.Module, side: int | None, has_tree: bool, head_key: str | None) -> int | None:
@@ -574,7 +575,7 @@ def load_model(
     """
     spec = name if isinstance(name, ModelSpec) else spec_from_options(name, weights, **spec_options)
     device = torch.device(device)
-    if spec.source in (TORCHVISION, EMBEDDED) and not _may_be_pickled(spec):
+    if spec.source in (TORCHVISION, EMBEDDED) and not spec.may_be_pickled_model:
         check_model_name(spec.target)
     form = None
     stored_classes = None
@@ -646,11 +647,6 @@ def load_model(
         has_module_tree=has_tree,
         outputs=rows,
     )
-
-
-def _may_be_pickled(spec: ModelSpec) -> bool:
-    """A trusted weights file may hold the whole model: then ``arch`` only names it."""
-    return spec.trust_pickle and spec.weights_file is not None
 
 
 def _classes_source(spec: ModelSpec, stored: list[str] | None) -> str:

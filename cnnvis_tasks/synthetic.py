@@ -22,7 +22,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import time
 import warnings
 import zlib
@@ -33,6 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from .class_lists import folder_classes  # noqa: F401  (the classes of a split: ImageFolder's order)
 
 if TYPE_CHECKING:
     import torch
@@ -240,12 +241,6 @@ def read_manifest(root: str | Path, split: str = "") -> list[Record]:
         )
         for row in rows
     ]
-
-
-def folder_classes(root: str | Path) -> list[str]:
-    """The class names of an ImageFolder layout, in its order: the subfolders' names, sorted
-    (torchvision's ``find_classes``); a class's index is its position here."""
-    return sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
 
 
 def load_tensors(records: Sequence[Record], size: int = SIZE) -> torch.Tensor:

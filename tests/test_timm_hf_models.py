@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from test_transformers import hand_grad_cam as grid_grad_cam
 from torch import nn
 
 from cnnvis_tasks.errors import CnnvisError
@@ -178,27 +179,8 @@ def test_grad_cam_on_each_model_gives_a_map_of_the_image_s_size(built, name):
 
 
 def hand_grad_cam(model: nn.Module, x: torch.Tensor, layer: str, prefix: int) -> torch.Tensor:
-    """Grad-CAM written out: the layer's tokens and their gradient, ``prefix`` tokens dropped,
-    the rest on the square grid, weights the mean gradient, upsampled to the input."""
-    kept = {}
-
-    def hook(_module, _inputs, output):
-        output.retain_grad()
-        kept["tokens"] = output
-
-    handle = model.get_submodule(layer).register_forward_hook(hook)
-    with torch.enable_grad():
-        x = x.clone().requires_grad_(True)  # parameters are frozen: the graph starts here
-        logits = model(x)
-        logits.gather(1, logits.argmax(1, keepdim=True)).sum().backward()
-    handle.remove()
-    tokens, grads = kept["tokens"].detach(), kept["tokens"].grad
-    n, count, channels = tokens.shape
-    side = int((count - prefix) ** 0.5)
-    activations = tokens[:, prefix:].reshape(n, side, side, channels).permute(0, 3, 1, 2)
-    gradients = grads[:, prefix:].reshape(n, side, side, channels).permute(0, 3, 1, 2)
-    weights = gradients.mean(dim=(2, 3))
-    cams = torch.relu((weights[:, :, None, None] * activations).sum(1))
+    """Grad-CAM written out on the token grid (``test_transformers``'), upsampled to the input."""
+    cams = grid_grad_cam(model, x, layer, prefix)
     return F.interpolate(cams[:, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
 
 

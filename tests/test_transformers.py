@@ -108,8 +108,9 @@ def test_feature_maps_of_a_token_layer_are_laid_out_on_the_grid():
 # --- Grad-CAM on token sequences --------------------------------------------------------
 
 
-def hand_grad_cam(model: nn.Module, x: torch.Tensor, layer: str) -> torch.Tensor:
-    """Grad-CAM written out: tokens and their gradient, class token dropped, on the grid."""
+def hand_grad_cam(model: nn.Module, x: torch.Tensor, layer: str, prefix: int = 1) -> torch.Tensor:
+    """Grad-CAM written out: tokens and their gradient, the ``prefix`` tokens (the class
+    token) dropped, on the grid."""
     kept = {}
 
     def hook(_module, _inputs, output):
@@ -124,9 +125,9 @@ def hand_grad_cam(model: nn.Module, x: torch.Tensor, layer: str) -> torch.Tensor
     handle.remove()
     tokens, grads = kept["tokens"].detach(), kept["tokens"].grad
     n, count, channels = tokens.shape
-    side = int((count - 1) ** 0.5)
-    activations = tokens[:, 1:].reshape(n, side, side, channels).permute(0, 3, 1, 2)
-    gradients = grads[:, 1:].reshape(n, side, side, channels).permute(0, 3, 1, 2)
+    side = int((count - prefix) ** 0.5)
+    activations = tokens[:, prefix:].reshape(n, side, side, channels).permute(0, 3, 1, 2)
+    gradients = grads[:, prefix:].reshape(n, side, side, channels).permute(0, 3, 1, 2)
     weights = gradients.mean(dim=(2, 3))
     return torch.relu((weights[:, :, None, None] * activations).sum(1))
 

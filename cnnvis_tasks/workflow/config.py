@@ -269,8 +269,7 @@ def _model_problem(config: dict[str, Any], name: str, check_names: bool) -> str 
     """What is wrong with model ``name``'s entry that a look at the files and names shows."""
     spec = model_spec(config, name)
     where = f"config error: models.{name}"
-    pickled = spec.trust_pickle and spec.weights_file is not None  # arch may only name the model it holds
-    if spec.source in (TORCHVISION, EMBEDDED) and check_names and not pickled:
+    if spec.source in (TORCHVISION, EMBEDDED) and check_names and not spec.may_be_pickled_model:
         problem = model_name_problem(spec.target)
         if problem:
             return f"{where}.arch: {problem}; or timm:NAME, hf:FOLDER, module:pkg.mod:function, torchscript"

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CnnvisError
-from ..model_spec import HF, MODULE, TORCHSCRIPT, ModelSpec, read_spec_file
+from ..model_spec import HF, MODULE, TORCHSCRIPT, ModelSpec, import_from_working_directory, read_spec_file
 from ..outputs import atomic_write, read_cache, write_cache
 from .config import ConfigError, enabled_techniques, model_spec
 
@@ -55,14 +55,11 @@ def model_inputs(spec: ModelSpec) -> list[str]:
 
 
 def _module_source(name: str) -> list[str]:
-    """The file of the user's module ``name`` (imported by path only: nothing runs)."""
+    """The file of the user's module ``name`` (found by path only: nothing runs)."""
     import importlib.util
     import os
-    import sys
 
-    here = os.getcwd()
-    if here not in sys.path:
-        sys.path.insert(0, here)
+    import_from_working_directory()
     try:
         found = importlib.util.find_spec(name)
     except (ImportError, ValueError):
@@ -100,7 +97,7 @@ def _class_names(
     spec: ModelSpec, where: str, folder_root: str | None, folder_labels: Iterable[str] | None
 ) -> tuple[list[str] | None, str]:
     """The class names ``spec`` gives (read from a file or the class folders), and where they came from."""
-    from ..class_lists import read_class_list
+    from ..class_lists import class_names
 
     if spec.classes is None:
         return None, ""
@@ -108,15 +105,11 @@ def _class_names(
     if isinstance(source, dict):
         described = f"the class folders of {folder_root}" if folder_root else "the labels' sorted names"
     elif isinstance(source, str):
-        described = source
+        described = f"the class folders of {source}" if Path(source).is_dir() else source
     else:
         described = "the list given"
     try:
-        if isinstance(source, str) and Path(source).is_dir():
-            from ..class_lists import folder_classes
-
-            return folder_classes(source), f"the class folders of {source}"
-        return read_class_list(source, folder_root=folder_root, folder_labels=folder_labels), described
+        return class_names(source, folder_root=folder_root, folder_labels=folder_labels), described
     except CnnvisError as error:
         raise ConfigError(f"config error: {where}.classes: {error}") from None
 
@@ -271,7 +264,7 @@ def _answers(spec: ModelSpec, asked: Iterable[tuple[str, str, Any]]) -> str | No
         modules, shapes, parameters = {}, {}, 0
         asked = [entry for entry in asked if entry[1] == "class"]
     else:
-        if spec.trust_pickle and spec.weights_file:  # the file may hold the whole model: its layers are its own
+        if spec.may_be_pickled_model:  # its layers are those of the model in the file
             from ..models import load_model
 
             module = load_model(spec).module
