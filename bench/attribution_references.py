@@ -143,8 +143,8 @@ def agreement(mine, reference) -> float:
 def run(args, report) -> list[dict]:
     import torch
 
-    from cnnvis_tasks.images import load_image
-    from cnnvis_tasks.models import load_model
+    from cnnvis_tasks.io.images import load_image
+    from cnnvis_tasks.models.loading import load_model
 
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)

@@ -50,7 +50,7 @@ def child(model: str, mode: str, threads: int) -> None:
     import torch
 
     from cnnvis_tasks.mechanisms.cam import default_cam_layer, traced_cam_layer
-    from cnnvis_tasks.models import load_model
+    from cnnvis_tasks.models.loading import load_model
 
     torch.set_num_threads(threads)
     weights = "default" if model == "efficientnet_lite0" else "random"

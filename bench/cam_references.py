@@ -113,7 +113,7 @@ def inputs(loaded, batch: int):
     """The sample images (cycled) at 224 x 224, normalised, and the model's top-1 classes."""
     import torch
 
-    from cnnvis_tasks.images import load_image
+    from cnnvis_tasks.io.images import load_image
 
     paths = sorted(p for p in (REPO / "images").iterdir() if p.suffix in (".png", ".jpg"))
     pictures = [load_image(paths[i % len(paths)], SIZE, None)[:, :SIZE, :SIZE] for i in range(batch)]
@@ -137,7 +137,7 @@ def main() -> None:
 
     import torch
 
-    from cnnvis_tasks.models import load_model
+    from cnnvis_tasks.models.loading import load_model
 
     torch.set_num_threads(args.threads)
     started = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")

@@ -200,14 +200,14 @@ def make_workdir(root: Path, config: dict) -> Path:
 def image_names(paths) -> list[str]:
     """The workflow's names of images given one by one (their path below the folder they
     share, extension included): for the files of one folder, as a folder source names them."""
-    from cnnvis_tasks.image_list import entries_for
+    from cnnvis_tasks.io.image_list import entries_for
 
     return [entry.name for entry in entries_for(paths)]
 
 
 def folder_images(folder: Path) -> list:
     """The images of a folder source as the workflow lists them (``ImageEntry``: path, name, label)."""
-    from cnnvis_tasks.image_list import list_images
+    from cnnvis_tasks.io.image_list import list_images
 
     listing = list_images(folder=folder)
     if listing.skipped:
@@ -344,7 +344,7 @@ def job_commands(images: list, out: Path, threads: int, size: int, batch_size: i
     ``images``: paths (named as the workflow names the files of their common folder) or
     ``ImageEntry`` objects.  The plan's predictions job (top-1 classes for summary.csv) is left
     out: the run's targets are the three techniques' pictures."""
-    from cnnvis_tasks.image_list import ImageEntry, check_images, entries_for
+    from cnnvis_tasks.io.image_list import ImageEntry, check_images, entries_for
     from cnnvis_tasks.workflow import check_config, make_plan
     from cnnvis_tasks.workflow.model_check import resolve_models
     from cnnvis_tasks.workflow.plan import PREDICTIONS
@@ -418,7 +418,7 @@ def lower_bound_main(spec_path: str) -> None:
     """Hidden mode (--_lower-bound SPEC): one process, the model loaded once, the
     three job commands run in-process over every image, writing the workflow's files."""
     spec = json.loads(Path(spec_path).read_text())
-    import cnnvis_tasks.runner as runner
+    import cnnvis_tasks.run.runner as runner
     from cnnvis_tasks.cli import cli
 
     loaded = {}
@@ -622,7 +622,7 @@ def part_run(args, tmp: Path, logs: Path, results: dict, flush) -> None:
 def part_dry(args, tmp: Path, logs: Path, results: dict, flush) -> None:
     import copy
 
-    from cnnvis_tasks.image_list import check_images, list_images
+    from cnnvis_tasks.io.image_list import check_images, list_images
     from cnnvis_tasks.workflow import check_config, make_plan
 
     dry = results.setdefault("dry", {"chunk_size": args.dry_chunk_size, "sizes": []})

@@ -110,8 +110,9 @@ def job_process(args: argparse.Namespace) -> None:
     import torch  # noqa: F401  (part of the start-up either way)
 
     import cnnvis_tasks
-    from cnnvis_tasks import images, outputs, runner
     from cnnvis_tasks.cli import cli
+    from cnnvis_tasks.io import images, outputs
+    from cnnvis_tasks.run import runner
     from cnnvis_tasks.techniques import cam_family
 
     assert Path(cnnvis_tasks.__file__).is_relative_to(args.root), cnnvis_tasks.__file__
@@ -122,14 +123,20 @@ def job_process(args: argparse.Namespace) -> None:
     # the decoder of one image: load_image before the box work, _load_sized after
     clock.wrap(images, "_load_sized" if hasattr(images, "_load_sized") else "load_image", "decode")
     clock.wrap_iterator(images, "load_batches", "decode wait")
-    clock.wrap(runner._Call, "_compute", "compute+submit")
-    clock.wrap(runner._Writer, "write", "render+encode")
-    clock.wrap(runner, "save_png", "encode")
-    clock.wrap(runner, "save_npy", "encode")
-    if hasattr(runner._Call, "collect"):
-        clock.wrap(runner._Call, "collect", "write wait")
+    if hasattr(runner, "_Call"):  # a tree from before the one pass driver
+        call, writer_class, files = runner._Call, runner._Writer, runner
+    else:
+        from cnnvis_tasks.run import driver, writer
+
+        call, writer_class, files = driver.PassDriver, writer.Writer, writer
+    clock.wrap(call, "_compute", "compute+submit")
+    clock.wrap(writer_class, "write", "render+encode")
+    clock.wrap(files, "save_png", "encode")
+    clock.wrap(files, "save_npy", "encode")
+    if hasattr(call, "collect"):
+        clock.wrap(call, "collect", "write wait")
     if args.split:
-        from cnnvis_tasks import pipeline
+        from cnnvis_tasks.run import pipeline
 
         compute_threads, workers = (int(n) for n in args.split.split(","))
         pipeline.split_cores = lambda threads, device: (compute_threads, workers)
@@ -168,8 +175,8 @@ def compute_process(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(args.root))
     import torch
 
-    from cnnvis_tasks.images import load_batches
-    from cnnvis_tasks.runner import open_session
+    from cnnvis_tasks.io.images import load_batches
+    from cnnvis_tasks.run.runner import open_session
     from cnnvis_tasks.techniques import get_technique
     from cnnvis_tasks.techniques.cam_family import automatic_layer
 
@@ -296,7 +303,7 @@ def _pictures(paths: list[Path]) -> list:
     import torch
 
     from cnnvis_tasks import render
-    from cnnvis_tasks.images import load_image
+    from cnnvis_tasks.io.images import load_image
 
     pictures = []
     for k, path in enumerate(paths):
@@ -313,7 +320,7 @@ def _pictures(paths: list[Path]) -> list:
 def _encode(picture, level: int, writer: str = "cnnvis") -> int:
     """Bytes of one PNG: Pillow's encoder (adaptive filters, zlib), or ours (Sub filter, ISA-L)."""
     if writer == "cnnvis":
-        from cnnvis_tasks.png import encode_png
+        from cnnvis_tasks.io.png import encode_png
 
         return len(encode_png(picture, {"cnnvis": "{}"}, level))
     from PIL import Image
@@ -441,7 +448,7 @@ def write_report(path: Path, info: dict, results: list[dict], identical: list[st
             f"{info['repeats']} over {info['pictures']} real pictures (224 x 298: gray, heatmap, "
             "overlay, saliency color and gray of the synthetic images), one thread. *Pillow*: its encoder "
             "(`compress_level`, a filter chosen per row, zlib of Pillow's wheel), which writes levels 0 and 4-9; "
-            "*cnnvis*: `cnnvis_tasks/png.py` (the Sub filter on every row, ISA-L's deflate), which writes "
+            "*cnnvis*: `cnnvis_tasks/io/png.py` (the Sub filter on every row, ISA-L's deflate), which writes "
             "levels 1-3:",
             "",
             "| writer | level | ms per picture | KiB per picture |",
@@ -515,7 +522,7 @@ def main() -> None:
     before = before_tree(args.before, work / "before")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
     dirty = subprocess.run(["git", "status", "--porcelain", "cnnvis_tasks"], cwd=REPO, capture_output=True, text=True)
-    from cnnvis_tasks.pipeline import split_cores
+    from cnnvis_tasks.run.pipeline import split_cores
 
     info = machine_info() | {
         "date": datetime.date.today().isoformat(),

@@ -111,9 +111,9 @@ def grad_cam_road(model, x, targets, cams, noise: float | None = None):
 def run(args, report) -> dict:
     import torch
 
-    from cnnvis_tasks.images import load_image
+    from cnnvis_tasks.io.images import load_image
     from cnnvis_tasks.mechanisms import faithfulness as fa
-    from cnnvis_tasks.models import load_model
+    from cnnvis_tasks.models.loading import load_model
 
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)

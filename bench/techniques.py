@@ -142,7 +142,7 @@ def make_jobs(technique: str, loaded, cfg: dict, layer_override: str | None = No
     """(label, layer, ours, {reference name: fn}); each fn(x, targets) returns the result."""
     import torch
 
-    from cnnvis_tasks.layers import get_module
+    from cnnvis_tasks.models.layers import get_module
 
     model = loaded.module
     if technique in ("saliency-vanilla", "saliency-guided"):
@@ -312,7 +312,7 @@ def make_inputs(loaded, batch: int, device):
     """``batch`` images (the repo's sample images, cycled) normalised for the model, and targets."""
     import torch
 
-    from cnnvis_tasks.images import load_image
+    from cnnvis_tasks.io.images import load_image
 
     paths = sorted(p for p in (REPO / "images").glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     generator = torch.Generator().manual_seed(0)
@@ -336,13 +336,13 @@ def run_child(args) -> dict:
 
     import torch
 
-    from cnnvis_tasks.models import load_model
+    from cnnvis_tasks.models.loading import load_model
 
     warnings.filterwarnings("ignore")  # captum / pytorch-grad-cam chatter; results are checked instead
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if device.type == "cuda":
-        from cnnvis_tasks import devices
+        from cnnvis_tasks.run import devices
 
         # As the command line does (no TF32), for every library alike.
         getattr(devices, "use_full_precision", lambda _device: None)(device)
@@ -583,7 +583,7 @@ def render(results: list[dict], args, info: dict, command: str, started: str, lo
 
 
 def parse_args(argv=None):
-    from cnnvis_tasks.devices import default_threads
+    from cnnvis_tasks.run.devices import default_threads
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="sanity check: batch 1 and 4, few repeats")

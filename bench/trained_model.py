@@ -1,13 +1,14 @@
 #!/usr/bin/env python
 """Proof on a model trained here: your model, your classes, the right class explained.
 
-Makes the shapes data set (cnnvis_tasks.synthetic: the one red shape of each image
+Makes the shapes data set (cnnvis_tasks.io.synthetic: the one red shape of each image
 decides its class, its box in a manifest; distractor shapes of every kind in other
-colours), trains a small timm classifier on it from scratch, reports the held-out
-accuracy and the training time, checks in-process that Grad-CAM for each image's
-label puts at least twice the box's share of its attribution inside the box, saves
-the weights (state dict, TorchScript, timm checkpoint, safetensors) and writes a
-workflow config for the held-out images:
+colours), trains a small timm classifier on it from scratch
+(cnnvis_tasks.io.synthetic_model), reports the held-out accuracy and the training
+time, checks in-process that Grad-CAM for each image's label puts at least twice the
+box's share of its attribution inside the box, saves the weights (state dict,
+TorchScript, timm checkpoint, safetensors) and writes a workflow config for the
+held-out images:
 
     models: {shapes: {arch: timm:ARCH, weights: weights/model.pt, classes: {from: folders}, mean, std}}
 
@@ -38,7 +39,7 @@ from dataset import env_for_jobs, machine_info, run_timed, snakemake_cmd  # noqa
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from cnnvis_tasks import synthetic  # noqa: E402
+from cnnvis_tasks.io import synthetic, synthetic_model  # noqa: E402
 
 MODEL = "shapes"
 METHOD = "grad-cam"
@@ -48,11 +49,13 @@ RATIO = 2.0  # Grad-CAM's share inside the box, at least this times the box's sh
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--folder", type=Path, help="for the data, weights, config and results (default: a temp dir)")
-    parser.add_argument("--arch", default=synthetic.ARCH, help="timm architecture (default %(default)s)")
+    parser.add_argument("--arch", default=synthetic_model.ARCH, help="timm architecture (default %(default)s)")
     parser.add_argument("--size", type=int, default=synthetic.SIZE, help="image side in pixels (default %(default)s)")
     parser.add_argument("--per-class", type=int, default=150, help="training images per class (default %(default)s)")
     parser.add_argument("--held-out", type=int, default=50, help="held-out images per class (default %(default)s)")
-    parser.add_argument("--epochs", type=int, default=synthetic.EPOCHS, help="training epochs (default %(default)s)")
+    parser.add_argument(
+        "--epochs", type=int, default=synthetic_model.EPOCHS, help="training epochs (default %(default)s)"
+    )
     parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
     # torch's threads wait for each other spinning: on a machine whose cores are busy, two trained
@@ -77,8 +80,8 @@ def workflow_config(args, manifest: str, weights: str) -> dict:
         "arch": f"timm:{args.arch}",
         "weights": weights,
         "classes": {"from": "folders"},
-        "mean": list(synthetic.MEAN),
-        "std": list(synthetic.STD),
+        "mean": list(synthetic_model.MEAN),
+        "std": list(synthetic_model.STD),
     }
     if args.input_size:
         model["input_size"] = args.size
@@ -167,7 +170,7 @@ def main(argv=None) -> int:
         f"{args.size} x {args.size} px in {made:.1f} s; classes in folder order: {', '.join(classes)}"
     )
 
-    model, history = synthetic.train_classifier(
+    model, history = synthetic_model.train_classifier(
         train,
         classes,
         arch=args.arch,
@@ -177,15 +180,15 @@ def main(argv=None) -> int:
         seed=args.seed,
         log=lambda line: print("  " + line, flush=True),
     )
-    predictions = synthetic.evaluate(model, held_out, classes, size=args.size)
-    correct = synthetic.accuracy(predictions, held_out, classes)
+    predictions = synthetic_model.evaluate(model, held_out, classes, size=args.size)
+    correct = synthetic_model.accuracy(predictions, held_out, classes)
     print(
         f"trained {args.arch} in {history['seconds']:.1f} s (+ {history['load_seconds']:.1f} s reading images): "
         f"held-out accuracy {correct:.3f} ({round(correct * len(held_out))}/{len(held_out)})"
     )
-    shares = synthetic.grad_cam_shares(model, held_out, classes, size=args.size)
+    shares = synthetic_model.grad_cam_shares(model, held_out, classes, size=args.size)
 
-    paths = synthetic.save_checkpoints(model, folder / "weights", classes, arch=args.arch, size=args.size)
+    paths = synthetic_model.save_checkpoints(model, folder / "weights", classes, arch=args.arch, size=args.size)
     with (folder / "predictions.csv").open("w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(["path", "label", "predicted", "predicted name", "grad-cam in box", "box share"])

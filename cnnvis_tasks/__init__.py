@@ -13,16 +13,16 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["compute", "load_images", "load_model", "save_picture", "technique_names", "wrap_model"]
+__all__ = ["Method", "compute", "load_images", "load_model", "save_picture", "technique_names", "wrap_model"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("compute", "load_images", "load_model", "save_picture", "wrap_model"):
-        from . import api
+    if name in ("Method", "compute", "load_images", "load_model", "save_picture", "wrap_model"):
+        from cnnvis_tasks import api
 
         return getattr(api, name)
     if name == "technique_names":
-        from .techniques import technique_names
+        from cnnvis_tasks.techniques import technique_names
 
         return technique_names
     raise AttributeError(f"module 'cnnvis_tasks' has no attribute {name!r}")

@@ -1,3 +1,3 @@
-from .cli import main
+from cnnvis_tasks.cli import main
 
 main()

@@ -11,34 +11,44 @@
 ``model`` is any classifier ``nn.Module`` (:func:`wrap_model`), a model name
 (:func:`load_model`) or a loaded model.  Techniques without images take their
 items instead: ``target=`` for class-viz, ``filter=[...]`` for filter-viz,
-``layer=``/``parameter=`` for kernels.  ``docs/python.md`` has the whole story.
+``layer=``/``parameter=`` for kernels.  A method computed inside another (the
+metrics' ``explain=``, SmoothGrad's ``method=``) is a :class:`Method`, or its text::
+
+    cv.compute("metrics", net, images, explain=[Method("grad-cam", layer="layer4"), "saliency --method guided"])
+    cv.compute("smooth-grad", net, images, method=Method("integrated-gradients", steps=16))
+
+Every keyword's value passes its option's own parser (:meth:`Option.parse`), as on
+the command line and in the config.  ``docs/python.md`` has the whole story.
 """
 
 from __future__ import annotations
 
 import difflib
-import numbers
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import CnnvisError
-from .technique import SILENT, SIZED_BY_MODEL, Report, Result, Technique
-from .techniques import get_technique
+from cnnvis_tasks.api_inputs import batch_pixels, class_targets, load_images
+from cnnvis_tasks.errors import CnnvisError
+from cnnvis_tasks.method import Method
+from cnnvis_tasks.technique import SILENT, SIZED_BY_MODEL, Report, Result, Technique
+from cnnvis_tasks.techniques import get_technique
 
 if TYPE_CHECKING:
     import torch
     from PIL import Image
     from torch import nn
 
-    from .models import LoadedModel
+    from cnnvis_tasks.models.loading import LoadedModel
 
     ImageLike = torch.Tensor | Image.Image | str | Path
 
-# cnnvis_tasks.models.IMAGENET_MEAN / _STD (a test checks): that module imports torch.
+# cnnvis_tasks.models.sources.IMAGENET_MEAN / _STD (a test checks): that module imports torch.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 TOP1 = "top1"
+__all__ = ["Method", "compute", "load_images", "load_model", "save_picture", "wrap_model"]
 # compute's own keywords, offered with the technique's options when a keyword is misspelt.
 _OWN_KEYWORDS = ("target", "layer", "mean", "std", "classes", "input_size", "seed", "report")
 
@@ -75,8 +85,8 @@ def wrap_model(
     import torch
     from torch import nn
 
-    from .layers import model_device
-    from .models import LoadedModel
+    from cnnvis_tasks.models.layers import model_device
+    from cnnvis_tasks.models.loading import LoadedModel
 
     if not isinstance(module, nn.Module):
         raise CnnvisError(f"wrap_model takes a torch.nn.Module, got a {type(module).__name__}")
@@ -126,7 +136,7 @@ def _logits_only(module: nn.Module) -> nn.Module:
     output."""
     import copy
 
-    from .mechanisms.logits import logits_only
+    from cnnvis_tasks.mechanisms.logits import logits_only
 
     view = copy.copy(module)
     for key, value in vars(module).items():
@@ -139,7 +149,7 @@ def _model(model: Any, keywords: dict[str, Any]) -> LoadedModel:
     """A loaded model from what :func:`compute` was given."""
     from torch import nn
 
-    from .models import LoadedModel
+    from cnnvis_tasks.models.loading import LoadedModel
 
     given = {name: value for name, value in keywords.items() if value is not None}
     if isinstance(model, nn.Module):
@@ -157,172 +167,7 @@ def _model(model: Any, keywords: dict[str, Any]) -> LoadedModel:
     )
 
 
-# --- images ------------------------------------------------------------------------------
-
-
-def _rgb(item: Any) -> Image.Image:
-    """A path read as the commands read it (EXIF orientation applied), or a PIL image as RGB."""
-    from PIL import Image
-
-    from .images import _to_rgb, open_rgb
-
-    if isinstance(item, Image.Image):
-        return _to_rgb(item)
-    if isinstance(item, (str, Path)):
-        return open_rgb(item)
-    raise CnnvisError(f"images: expected paths or PIL images, got a {type(item).__name__}")
-
-
-def load_images(paths: Sequence[str | Path | Image.Image], size: int = 224, *, crop: bool = False) -> torch.Tensor:
-    """Images (paths or PIL images) as one (N, 3, H, W) batch in [0, 1], shorter side
-    ``size`` (0: as they are); ``crop``: the central ``size`` x ``size`` square of each,
-    so that any images share a batch."""
-    import torch
-
-    from .images import center_crop, resize_shorter_side, to_tensor
-
-    tensors = []
-    for path in paths:
-        image = resize_shorter_side(_rgb(path), size)
-        tensors.append(to_tensor(center_crop(image, size) if crop and size else image))
-    if not tensors:
-        raise CnnvisError("no images given")
-    shapes = {tuple(t.shape[1:]) for t in tensors}
-    if len(shapes) > 1:
-        sizes = ", ".join(f"{w} x {h}" for h, w in sorted(shapes))
-        raise CnnvisError(
-            f"images of different sizes ({sizes}) cannot share a batch: load them with "
-            "load_images(paths, crop=True) (their central squares), or compute them one at a time"
-        )
-    return torch.stack(tensors)
-
-
-def _fitted(paths: Sequence[str | Path | Image.Image], side: int) -> torch.Tensor:
-    """Images for a model of fixed input size, as the commands read them: each one's
-    centre, ``side`` x ``side`` (:func:`cnnvis_tasks.images.fit_square`)."""
-    import torch
-
-    from .images import fit_square, to_tensor
-
-    return torch.stack([to_tensor(fit_square(_rgb(path), side)) for path in paths])
-
-
-def _pixels(images: Any, model: LoadedModel, size: int | None) -> torch.Tensor:
-    """``images`` as an (N, 3, H, W) float batch in [0, 1] on the model's device."""
-    import torch
-    from PIL import Image
-
-    side = model.input_size
-    if isinstance(images, (str, Path, Image.Image)):
-        images = [images]
-    if isinstance(images, Sequence) and images and all(isinstance(item, torch.Tensor) for item in images):
-        images = [item[None] if item.dim() == 3 else item for item in images]
-        if len({tuple(item.shape[1:]) for item in images}) > 1:
-            raise CnnvisError("images: tensors of different sizes cannot share a batch")
-        images = torch.cat(images)
-    if not isinstance(images, torch.Tensor):
-        if not isinstance(images, Sequence) or isinstance(images, (bytes, bytearray)):
-            raise CnnvisError(
-                "images: expected a tensor (N, 3, H, W) or (3, H, W) in [0, 1], a PIL image, a path, "
-                f"or a list of them, not a {type(images).__name__}"
-            )
-        if not images:
-            raise CnnvisError("no images given")
-        images = _fitted(list(images), side) if side else load_images(list(images), 224 if size is None else size)
-        return images.to(model.device)
-    if images.dim() == 3:
-        images = images[None]
-    if images.dim() != 4 or images.shape[1] != 3 or images.shape[0] == 0:
-        raise CnnvisError(f"images: expected a tensor of shape (N, 3, H, W) or (3, H, W), got {tuple(images.shape)}")
-    if images.dtype == torch.uint8:
-        images = images.float() / 255
-    elif not images.dtype.is_floating_point:
-        raise CnnvisError(f"images: expected float pixels in [0, 1] (or uint8), got dtype {images.dtype}")
-    low, high = images.aminmax()
-    if not (float(low) >= 0 and float(high) <= 1):  # NaN fails too
-        raise CnnvisError(
-            f"images: pixels must lie in [0, 1], these span {float(low):.3g}..{float(high):.3g} "
-            "(give them unnormalised: the model's mean and std are applied for you)"
-        )
-    if side and tuple(images.shape[-2:]) != (side, side):
-        raise CnnvisError(
-            f"{model.name} takes {side} x {side} inputs only, got {images.shape[-1]} x {images.shape[-2]}: "
-            f"load them with load_images(paths, {side}, crop=True)"
-        )
-    return images.to(model.device)
-
-
-# --- targets and options -----------------------------------------------------------------
-
-
-def _class_index(value: Any, model: LoadedModel) -> int | None:
-    """One target: None for the top-1 class, else a class index."""
-    import numpy as np
-    import torch
-
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        value = value.item()
-    if isinstance(value, np.generic):  # a NumPy scalar: the Python number
-        value = value.item()
-    if value is None or (isinstance(value, str) and value.strip().lower() in ("top1", "top-1")):
-        return None
-    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, str)):
-        raise CnnvisError(f"target: give a class index (int), a class name or 'top1', not a {type(value).__name__}")
-    if isinstance(value, str):
-        if value.strip().lower() == "label":
-            raise CnnvisError(
-                "target='label' reads each image's label from an image list (commands and workflow); "
-                "in Python give the class itself: an index or a name"
-            )
-        if model.categories:
-            from .labels import resolve_label
-
-            return resolve_label(value, model.categories, model.name)
-        if not value.strip().isdigit():
-            raise CnnvisError(f"target {value!r}: {model.name} has no class names (give classes=[...] with the module)")
-        value = int(value)
-    index = int(value)
-    if index < 0:
-        raise CnnvisError(f"target: class index must be >= 0, got {index}")
-    if model.categories and index >= len(model.categories):
-        raise CnnvisError(
-            f"target: class index {index} out of range: {model.name} has classes 0..{len(model.categories) - 1}"
-        )
-    return index
-
-
-def _as_list(target: Any) -> list[Any] | None:
-    """The entries of a list, tuple, array or 1-d tensor of targets; None for a single target."""
-    import numpy as np
-    import torch
-
-    if isinstance(target, (torch.Tensor, np.ndarray)):
-        return target.reshape(-1).tolist() if target.ndim > 0 else None
-    if isinstance(target, (list, tuple)):
-        return list(target)
-    return None
-
-
-def _targets(technique: Technique, model: LoadedModel, target: Any, count: int) -> list[int | None] | None:
-    """The class of each image (None: its top-1), or for class-viz the classes to visualise."""
-    given = _as_list(target)
-    if technique.item == "target":
-        if given is None:
-            given = [target]
-        classes = [_class_index(value, model) for value in given]
-        if not classes or None in classes:
-            raise CnnvisError(f"{technique.name} needs target=: the classes to visualise (an index, a name, or a list)")
-        return classes
-    if not any(option.name == "target" for option in technique.options):
-        if given is None and _class_index(target, model) is None:
-            return None
-        raise CnnvisError(f"{technique.name} takes no target=: its maps do not depend on a class")
-    if given is None:
-        return None if (index := _class_index(target, model)) is None else [index] * count
-    if len(given) != count:
-        raise CnnvisError(f"got {len(given)} targets for {count} images: give one for all images, or one per image")
-    classes = [_class_index(value, model) for value in given]
-    return None if all(index is None for index in classes) else classes
+# --- options -----------------------------------------------------------------------------
 
 
 def _layer_path(layer: Any, model: LoadedModel) -> Any:
@@ -362,28 +207,13 @@ def _options(technique: Technique, given: dict[str, Any]) -> dict[str, Any]:
             options[name] = None
     for name, value in given.items():
         option = known[name]
-        try:
-            if isinstance(value, (list, tuple)) and option.per_row:
-                options[name] = [option.parse(v) for v in value]
-            elif isinstance(value, (list, tuple)):
-                raise CnnvisError(
-                    f"{technique.name}: give one {name} per call (a list is for options that vary per row)"
-                )
-            else:
-                options[name] = option.parse(value)
+        several = isinstance(value, (list, tuple))
+        if several and not (option.per_row or option.repeatable):
+            raise CnnvisError(f"{technique.name}: give one {name} per call (a list is for options that take several)")
+        try:  # the option's own parser: the command line's and the config's
+            options[name] = [option.parse(v) for v in value] if several else option.parse(value)
         except ValueError as error:
             raise CnnvisError(f"{technique.name}: {name}: {error}") from None
-        if option.choices and options[name] is not None:
-            wrong = [v for v in (value if isinstance(value, (list, tuple)) else [value]) if v not in option.choices]
-            if wrong:
-                close = difflib.get_close_matches(str(wrong[0]), option.choices, n=1, cutoff=0.6)
-                hint = f"; did you mean {close[0]}?" if close else ""
-                raise CnnvisError(
-                    f"{technique.name}: {name} {wrong[0]!r} is not one of {', '.join(option.choices)}{hint}"
-                )
-        problem = option.check(value) if option.check and value is not None else None
-        if problem:
-            raise CnnvisError(f"{technique.name}: {name}: {problem}")
     missing = [
         name
         for name, option in known.items()
@@ -392,6 +222,57 @@ def _options(technique: Technique, given: dict[str, Any]) -> dict[str, Any]:
     if missing:
         raise CnnvisError(f"{technique.name} needs {', '.join(f'{name}=...' for name in missing)}")
     return options
+
+
+def _settings(technique: Technique, chosen: dict[str, Any]) -> list[dict[str, Any]]:
+    """One call's settings: each combination of the values of the repeatable options given
+    a list (``explain=[...]``, ``layer=[...]``), as the command's rows; [{}] for none."""
+    spread = {
+        name: value
+        for name, value in chosen.items()
+        if isinstance(value, list) and technique.option(name).repeatable and not technique.option(name).per_row
+    }
+    return [dict(zip(spread, values)) for values in itertools.product(*spread.values())]
+
+
+def _joined(results: list[Result], spread: list[str]) -> Result:
+    """The results of a call's settings as one, setting after setting: their facts that
+    differ go with each row (``row_facts``); maps of different shapes cannot be joined."""
+    import torch
+
+    first = results[0]
+    shapes = {tuple(result.maps.shape[1:]) for result in results}
+    if len(shapes) > 1:
+        given = " and ".join(f"{name}=" for name in spread)
+        raise CnnvisError(f"{first.technique}: the maps of the {given} values differ in shape {sorted(shapes)}")
+
+    def cat(name: str) -> Any:
+        values = [getattr(result, name) for result in results]
+        return None if any(value is None for value in values) else torch.cat(values)
+
+    same = {key: value for key, value in first.facts.items() if all(r.facts.get(key) == value for r in results)}
+    rows = [
+        {**{k: v for k, v in result.facts.items() if k not in same}, **(result.row_facts or [{}] * len(result))[row]}
+        for result in results
+        for row in range(len(result))
+    ]
+    numbers = {
+        key: torch.cat([r.row_numbers.get(key, torch.full((len(r),), float("nan"))) for r in results])
+        for key in dict.fromkeys(key for r in results for key in r.row_numbers)
+    }
+    layers = {result.layer for result in results}
+    return Result(
+        first.technique,
+        maps=torch.cat([result.maps for result in results]),
+        targets=cat("targets"),
+        probabilities=cat("probabilities"),
+        layer=first.layer if len(layers) == 1 else None,
+        inputs=cat("inputs"),
+        display=cat("display"),
+        facts=same,
+        row_facts=rows if any(rows) else None,
+        row_numbers=numbers,
+    )
 
 
 # --- the verb ----------------------------------------------------------------------------
@@ -433,43 +314,50 @@ def compute(
     if layer is not None:
         options["layer"] = _layer_path(layer, model)
     chosen = _options(technique, options)
+    settings = _settings(technique, chosen)
     if not model.has_module_tree:
-        from .model_spec import needs_module_tree
+        from cnnvis_tasks.models.spec import needs_module_tree
 
-        why = needs_module_tree(technique, chosen)
-        if why:
-            raise CnnvisError(f"{technique.name} cannot run on a TorchScript model ({model.name}): {why}")
+        for setting in settings:
+            why = needs_module_tree(technique, chosen | setting)
+            if why:
+                raise CnnvisError(f"{technique.name} cannot run on a TorchScript model ({model.name}): {why}")
     side = model.input_size
     if technique.reads_images:
         if images is None:
             raise CnnvisError(f"{technique.name} needs images")
-        images = _pixels(images, model, chosen.get("size"))
+        images = batch_pixels(images, model, chosen.get("size"))
     elif images is not None:
         raise CnnvisError(f"{technique.name} takes no images")
     else:
         import warnings
 
-        from .images import synthesis_size_note
+        from cnnvis_tasks.io.images import synthesis_size_note
 
         note = synthesis_size_note(model.name, side, chosen.get("width"), chosen.get("height"))
         if note:
             warnings.warn(note, stacklevel=2)
-    targets = _targets(technique, model, target, 0 if images is None else images.shape[0])
+    targets = class_targets(technique, model, target, 0 if images is None else images.shape[0])
     if any(option.name == "target" and option.per_image for option in technique.options):
         chosen["target"] = targets
-    from .mechanisms.ascent import _frozen  # the parameters' own flags back after the call
+    from cnnvis_tasks.mechanisms.ascent import _frozen  # the parameters' own flags back after the call
 
     with _frozen(model.module):
-        result = technique.compute(model, images, targets, seed=seed, report=report, **chosen)
+        results = [
+            technique.compute(model, images, targets, seed=seed, report=report, **(chosen | setting))
+            for setting in settings
+        ]
+    result = results[0] if len(results) == 1 else _joined(results, sorted(settings[0]))
     result.options = chosen
+    result.render, result.first_rendering = technique.render, technique.renderings[0].name
     return result
 
 
 def save_picture(result: Result, row: int, path: str | Path, rendering: str | None = None) -> Path:
     """Write one picture of row ``row`` of ``result`` (:meth:`Result.picture`) as a PNG at
     ``path`` (folders made as needed), its facts in a text chunk as the commands write
-    them (:func:`cnnvis_tasks.outputs.read_metadata`).  Returns the path."""
-    from .outputs import save_png
+    them (:func:`cnnvis_tasks.io.outputs.read_metadata`).  Returns the path."""
+    from cnnvis_tasks.io.outputs import save_png
 
     technique = get_technique(result.technique)
     names = [r.name for r in technique.renderings]
@@ -490,7 +378,7 @@ def load_model(
     name: str = "efficientnet_lite0", weights: str = "default", device: str = "cpu", seed: int = 0, **options: Any
 ) -> LoadedModel:
     """A model ready for :func:`compute` by name (``resnet50``, ``timm:convnext_atto``, ...);
-    see :func:`cnnvis_tasks.models.load_model` for ``weights`` and the other options."""
-    from .models import load_model as load
+    see :func:`cnnvis_tasks.models.loading.load_model` for ``weights`` and the other options."""
+    from cnnvis_tasks.models.loading import load_model as load
 
     return load(name, weights, device, seed, **options)

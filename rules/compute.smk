@@ -1,9 +1,9 @@
-# One rule per job of the plan: a technique (or the predictions of a model), a
-# model, a setting and (for techniques that read images) a chunk of images.  Each
-# job loads the model once and runs its images through it in batches; its outputs
-# are plain paths, so Snakemake matches them at once however many images there
-# are.  The device and the batch size are resources, not params: changing them
-# re-runs nothing.
+# One rule per job of the plan (cnnvis_tasks.workflow.jobs.Job): a technique (or
+# the predictions of a model, or a shared pass of several), a model, a setting and
+# (for techniques that read images) a chunk of images.  Each job loads the model
+# once and runs its images through it in batches; its outputs are plain paths, so
+# Snakemake matches them at once however many images there are.  The device and
+# the batch size are resources, not params: changing them re-runs nothing.
 
 
 for job in PLAN.jobs:
@@ -38,28 +38,28 @@ for job in PLAN.jobs:
 # and chunks, not pictures.  A job reads its chunk's image list and writes its record
 # and one folder of pictures (a shared pass: every record and folder of the
 # techniques it serves).
-for chunk_rule in PLAN.chunk_rules:
+for chunk_job in PLAN.chunk_rules:
 
     rule:
         name:
-            chunk_rule.rule
+            chunk_job.rule
         input:
-            chunk_rule.inputs,
+            chunk_job.inputs,
         output:
-            chunk_rule.outputs + [directory(folder) for folder in chunk_rule.folders],
+            chunk_job.output_paths + [directory(folder) for folder in chunk_job.folders],
         log:
-            chunk_rule.log,
+            chunk_job.log,
         benchmark:
-            chunk_rule.benchmark
+            chunk_job.benchmark
         wildcard_constraints:
             chunk=CHUNK_WILDCARD,
-        threads: chunk_rule.threads
+        threads: chunk_job.threads
         resources:
-            gpu=chunk_rule.gpu,
-            device=chunk_rule.device,
-            runtime_options=chunk_rule.runtime_command,
+            gpu=chunk_job.gpu,
+            device=chunk_job.device,
+            runtime_options=chunk_job.runtime_command,
         params:
-            command=chunk_rule.command,  # "{chunk}" is the wildcard (no other brace: refused)
+            command=chunk_job.command,  # "{chunk}" is the wildcard (no other brace: refused)
         shell:
             "cnnvis-tasks {params.command} {resources.runtime_options} --device {resources.device}"
             " --threads {threads} > {log:q} 2>&1"

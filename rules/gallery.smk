@@ -4,6 +4,7 @@
 # jobs in the chunk layout (with strict_images: true it stops the run instead).
 
 from cnnvis_tasks.workflow.run_report import finish_run
+from cnnvis_tasks.workflow.tables import gallery_arguments, summary_rules
 
 
 rule image_status:
@@ -41,30 +42,33 @@ rule summary:
         "cnnvis-tasks summary --spec {params.spec:q} --images {input.status:q} --out {output:q} > {log:q} 2>&1"
 
 
-if PLAN.trust_files:
+# One rule per technique whose description has a table (the trust metrics):
+# NAME.csv (its numbers per row), NAME-summary.csv (per model and group, with bootstrap
+# intervals) and its pictures per model, from its jobs' records.
+for table_rule in summary_rules(PLAN):
 
-    rule trust_summary:
-        """metrics.csv and metrics-summary.csv: the trust metrics per image, and per method
-        and model with bootstrap intervals, from the metrics jobs' records."""
+    rule:
+        name:
+            table_rule.rule
         input:
-            PLAN.trust_records,
+            table_rule.records,
             status=PLAN.image_status_file,
         output:
-            table=PLAN.trust_files[0],
-            beside=PLAN.trust_files[1:],
+            table=table_rule.files[0],
+            beside=table_rule.files[1:],
         log:
-            f"{PLAN.results}/logs/trust-summary.log",
+            table_rule.log,
         params:
             spec=lambda wildcards: PLAN.gallery_spec_argument,
         shell:
-            "cnnvis-tasks trust-summary --spec {params.spec:q} --images {input.status:q} --out {output.table:q}"
+            "cnnvis-tasks table-summary --spec {params.spec:q} --images {input.status:q} --out {output.table:q}"
             " > {log:q} 2>&1"
 
 
 rule gallery:
     """One HTML page of every result, in the gallery's order of techniques."""
     input:
-        PLAN.trust_files,
+        [path for table_rule in summary_rules(PLAN) for path in table_rule.files],
         status=PLAN.image_status_file,
         summary=PLAN.summary_file,
     output:
@@ -78,11 +82,11 @@ rule gallery:
         preview=config["gallery"]["preview_rows"],
         per_page=config["gallery"]["rows_per_page"],
         max_images=config["gallery"]["max_images"],
-        trust=(["--metrics-summary", f"{PLAN.results}/metrics-summary.csv"] if PLAN.trust_files else []),
+        tables=gallery_arguments(PLAN),
     shell:
         "cnnvis-tasks gallery --spec {params.spec:q} --images {input.status:q} --summary {input.summary:q}"
         " --out {output.page:q} --title {params.title:q} --preview-rows {params.preview}"
-        " --rows-per-page {params.per_page} --max-images {params.max_images} {params.trust:q}"
+        " --rows-per-page {params.per_page} --max-images {params.max_images} {params.tables:q}"
         " > {log:q} 2>&1"
 
 

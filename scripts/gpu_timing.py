@@ -18,11 +18,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cnnvis_tasks.images import load_image  # noqa: E402
+from cnnvis_tasks.io.images import load_image  # noqa: E402
 from cnnvis_tasks.mechanisms import ascent  # noqa: E402
 from cnnvis_tasks.mechanisms.capture import feature_maps  # noqa: E402
 from cnnvis_tasks.mechanisms.relu_rules import saliency  # noqa: E402
-from cnnvis_tasks.models import load_model  # noqa: E402
+from cnnvis_tasks.models.loading import load_model  # noqa: E402
 from cnnvis_tasks.techniques import get_technique  # noqa: E402
 from cnnvis_tasks.techniques.ascent_family import steps_and_lr  # noqa: E402
 from cnnvis_tasks.techniques.grad_cam import grad_cam  # noqa: E402

@@ -32,6 +32,6 @@ def _private_cnnvis_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def embedded_model():
-    from cnnvis_tasks.models import load_model
+    from cnnvis_tasks.models.loading import load_model
 
     return load_model("efficientnet_lite0")

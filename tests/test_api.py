@@ -289,7 +289,7 @@ def test_a_wrapped_model_and_its_input_size(tmp_path):
 def test_pictures_render_and_save(tmp_path):
     from PIL import Image
 
-    from cnnvis_tasks.outputs import read_metadata
+    from cnnvis_tasks.io.outputs import read_metadata
 
     result = cv.compute("grad-cam", tiny_cnn(), some_pixels(), target="dog", classes=CLASSES)
     overlay = result.picture(1, "overlay")
@@ -320,7 +320,7 @@ def test_every_mistake_is_one_line_that_names_no_repr():
         "that is the whole model": lambda: cv.compute("grad-cam", net, pixels, layer=net),
         "unknown layer '9'": lambda: cv.compute("grad-cam", net, pixels, layer="9"),
         "saliency has no option layer": lambda: cv.compute("saliency", net, pixels, layer=net[2]),
-        "method 'gided' is not one of vanilla, guided, deconv; did you mean guided?": lambda: cv.compute(
+        "saliency: method: 'gided' is not one of vanilla, guided, deconv; did you mean guided": lambda: cv.compute(
             "saliency", net, pixels, method="gided"
         ),
         "got 3 targets for 2 images": lambda: cv.compute("saliency", net, pixels, target=[1, 2, 3]),
@@ -364,6 +364,7 @@ _Returns.__name__ = "HuggingFaceLike"
 
 
 def test_the_torch_free_imagenet_statistics_are_the_models():
-    from cnnvis_tasks import api, models
+    from cnnvis_tasks import api
+    from cnnvis_tasks.models import sources as models
 
     assert api.IMAGENET_MEAN == models.IMAGENET_MEAN and api.IMAGENET_STD == models.IMAGENET_STD

@@ -18,7 +18,7 @@ from cnnvis_tasks.mechanisms.attribution import (
     smooth_grad,
 )
 from cnnvis_tasks.mechanisms.layout import forward_layout
-from cnnvis_tasks.models import wake_zero_head
+from cnnvis_tasks.models.sources import wake_zero_head
 
 captum_attr = pytest.importorskip("captum.attr")
 

@@ -14,8 +14,8 @@ import torchvision
 from safetensors.torch import save_file
 from torch import nn
 
-from cnnvis_tasks.checkpoints import Checkpoint, fit_state_dict, head_size, read_checkpoint, tensor_shapes
 from cnnvis_tasks.errors import CnnvisError
+from cnnvis_tasks.models.checkpoints import Checkpoint, fit_state_dict, head_size, read_checkpoint, tensor_shapes
 
 
 def tiny() -> nn.Module:

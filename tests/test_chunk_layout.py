@@ -24,16 +24,9 @@ from PIL import Image
 from test_workflow import REPO, make_copy, planned, snakemake
 
 from cnnvis_tasks.errors import CnnvisError
-from cnnvis_tasks.image_list import (
-    IMAGE_LIST_FILE_NAME,
-    ImageEntry,
-    check_images,
-    image_list_text,
-    listed_images,
-    read_image_list,
-    write_image_list,
-)
-from cnnvis_tasks.outputs import save_npy, save_png
+from cnnvis_tasks.io.image_list import ImageEntry, check_images, listed_images
+from cnnvis_tasks.io.list_file import IMAGE_LIST_FILE_NAME, image_list_text, read_image_list, write_image_list
+from cnnvis_tasks.io.outputs import save_npy, save_png
 from cnnvis_tasks.workflow import ConfigError, check_config, make_plan
 from cnnvis_tasks.workflow.chunks import (
     PNG_END,
@@ -162,7 +155,8 @@ def test_settings_that_can_share_a_pass_become_one_shared_pass_rule_per_model():
     saliency = jobs[1]
     assert saliency[saliency.index("--out-dir") + 1] == "results/chunks/efficientnet_lite0/saliency/vanilla/{chunk}"
     assert saliency[saliency.index("--batch-size") + 1] == "16" and "--image-list" not in saliency
-    assert shared.outputs == [p.record for p in shared.members] and shared.folders == [p.folder for p in shared.members]
+    assert shared.output_paths == [p.record for p in shared.members]
+    assert shared.folders == [p.folder for p in shared.members]
     assert shared.log == "results/logs/efficientnet_lite0/shared-pass/{chunk}.log"
     # the summary and the gallery still see each technique's records
     assert len(plan.records) == 4 * (3 + 1 + 1) + 3
@@ -335,7 +329,7 @@ def test_listing_images_opens_none_of_them(tmp_path, monkeypatch):
     good.parent.mkdir()
     shutil.copy2(REPO / "images" / "chelsea.png", good)
     (tmp_path / "cat" / "broken.png").write_text("not an image")
-    boxed = ImageEntry(good, name="boxed.png", label="cat", box=(1, 2, 3, 4))
+    boxed = ImageEntry(good, name="boxed.png", label="cat", columns={"box": (1, 2, 3, 4)})
 
     def refuse(*args, **kwargs):
         raise AssertionError("an image was opened")
@@ -378,7 +372,7 @@ def test_a_technique_command_reads_an_image_list_with_labels(tmp_path):
     result = CliRunner().invoke(cli, [*arguments, "--device", "cpu", "--threads", "1", "--quiet"])
     assert result.exit_code == 0, result.output
     assert IMAGE_LIST_FILE_NAME == "{name}.{rendering}.{ext}"
-    from cnnvis_tasks.outputs import read_metadata
+    from cnnvis_tasks.io.outputs import read_metadata
 
     assert read_metadata(out / "cat" / "a b.png.gray.png")["target"] == {"index": 281, "name": "tabby"}
     unlabelled = read_metadata(out / "dog" / "c.png.gray.png")
@@ -480,7 +474,7 @@ def test_a_chunk_layout_run_builds_the_gallery_and_reruns_exactly_the_changed_ch
     separate = pictures()
     # 5 images x (saliency, grad-cam overlay and raw); the broken file's are placeholders that say why
     assert len(separate) == 15 and separate == shared
-    from cnnvis_tasks.outputs import read_metadata
+    from cnnvis_tasks.io.outputs import read_metadata
 
     placeholder = next(results.glob("chunks/efficientnet_lite0/grad-cam/auto/*/espresso/broken.png.overlay.png"))
     facts = read_metadata(placeholder)

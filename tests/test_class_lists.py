@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from cnnvis_tasks.class_lists import class_list_problem, folder_classes, read_class_list
 from cnnvis_tasks.errors import CnnvisError
+from cnnvis_tasks.models.class_lists import class_list_problem, folder_classes, read_class_list
 
 FLOWERS = ["daisy", "dandelion", "rose", "sunflower", "tulip"]
 
@@ -29,7 +29,7 @@ def error_of(source, **options) -> str:
 
 
 def test_no_torch_is_imported():
-    code = "import sys, cnnvis_tasks.class_lists; sys.exit('torch' in sys.modules)"
+    code = "import sys, cnnvis_tasks.models.class_lists; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 

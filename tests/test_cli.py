@@ -12,8 +12,8 @@ from conftest import CAT
 from PIL import Image
 
 from cnnvis_tasks.cli import cli
-from cnnvis_tasks.models import load_model
-from cnnvis_tasks.outputs import read_metadata
+from cnnvis_tasks.io.outputs import read_metadata
+from cnnvis_tasks.models.loading import load_model
 from cnnvis_tasks.techniques import technique_names
 
 COMMANDS = ["models", "layers", "fetch-weights", "config-schema", *technique_names()]

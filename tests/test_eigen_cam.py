@@ -7,7 +7,7 @@ from test_cam import images, tiny_net
 
 from cnnvis_tasks.mechanisms.capture import feature_maps
 from cnnvis_tasks.mechanisms.shared_pass import shared_pass
-from cnnvis_tasks.models import LoadedModel
+from cnnvis_tasks.models.loading import LoadedModel
 from cnnvis_tasks.techniques.eigen_cam import TECHNIQUE, eigen_cam_map
 
 

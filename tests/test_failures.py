@@ -12,7 +12,7 @@ from conftest import CAT, REPO
 from PIL import Image
 
 from cnnvis_tasks.cli import cli
-from cnnvis_tasks.outputs import read_metadata
+from cnnvis_tasks.io.outputs import read_metadata
 
 
 def run(*args, expect=0):

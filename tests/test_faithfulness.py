@@ -1,5 +1,5 @@
-"""The faithfulness metrics (mechanisms/faithfulness.py) against hand-computed
-numbers on hand-built models, and ROAD against pytorch-grad-cam's."""
+"""The faithfulness metrics (mechanisms/faithfulness.py and the modules it gathers) against
+hand-computed numbers on hand-built models, and ROAD against pytorch-grad-cam's."""
 
 from __future__ import annotations
 
@@ -10,7 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from cnnvis_tasks.mechanisms import faithfulness as fa
+from cnnvis_tasks.mechanisms.localisation import localisation
+from cnnvis_tasks.mechanisms.metric_maps import as_pixel_map, pixel_order, pixel_ranks
+from cnnvis_tasks.mechanisms.model_randomisation import cascade_stages, randomisation, spearman
+from cnnvis_tasks.mechanisms.perturbation_curves import curve_area, deletion_insertion, gaussian_blur, step_bounds
+from cnnvis_tasks.mechanisms.road import NEIGHBOUR_WEIGHTS, impute_linear, removal_masks, road, road_combined
 
 SIDE = 8
 
@@ -40,36 +44,36 @@ def linear_case():
 
 def test_curve_area_is_the_trapezoid_rule():
     x = torch.linspace(0, 1, 11, dtype=torch.float64)
-    assert fa.curve_area((1 - x)[None], x).item() == pytest.approx(0.5, abs=1e-15)
+    assert curve_area((1 - x)[None], x).item() == pytest.approx(0.5, abs=1e-15)
     # x^2 on 10 equal steps: 1/3 + h^2 / 6 (the trapezoid rule's error on a parabola)
-    assert fa.curve_area((x**2)[None], x).item() == pytest.approx(1 / 3 + 0.01 / 6, abs=1e-15)
+    assert curve_area((x**2)[None], x).item() == pytest.approx(1 / 3 + 0.01 / 6, abs=1e-15)
 
 
 def test_pixel_order_is_most_relevant_first_and_stable_on_ties():
     maps = torch.tensor([[[0.0, 2.0], [2.0, -1.0]], [[1.0, 1.0], [1.0, 1.0]]])
-    assert fa.pixel_order(maps).tolist() == [[1, 2, 0, 3], [0, 1, 2, 3]]
-    assert fa.pixel_ranks(fa.pixel_order(maps)).tolist() == [[2, 0, 1, 3], [0, 1, 2, 3]]
+    assert pixel_order(maps).tolist() == [[1, 2, 0, 3], [0, 1, 2, 3]]
+    assert pixel_ranks(pixel_order(maps)).tolist() == [[2, 0, 1, 3], [0, 1, 2, 3]]
 
 
 def test_as_pixel_map_reduces_channels_and_upsamples():
     maps = torch.tensor([[[[1.0, -3.0]], [[-2.0, 1.0]]]])  # (1, 2, 1, 2)
-    assert fa.as_pixel_map(maps, (1, 2), "sum").tolist() == [[[-1.0, -2.0]]]
-    assert fa.as_pixel_map(maps, (1, 2), "abs_sum").tolist() == [[[3.0, 4.0]]]
-    assert fa.as_pixel_map(maps, (1, 2), "max_abs").tolist() == [[[2.0, 3.0]]]
+    assert as_pixel_map(maps, (1, 2), "sum").tolist() == [[[-1.0, -2.0]]]
+    assert as_pixel_map(maps, (1, 2), "abs_sum").tolist() == [[[3.0, 4.0]]]
+    assert as_pixel_map(maps, (1, 2), "max_abs").tolist() == [[[2.0, 3.0]]]
     cam = torch.tensor([[[0.0, 1.0], [2.0, 3.0]]])
-    up = fa.as_pixel_map(cam, (4, 4))
+    up = as_pixel_map(cam, (4, 4))
     # bilinear, align_corners=False: the first row is 0, 0.25, 0.75, 1
     assert up[0, 0].tolist() == pytest.approx([0.0, 0.25, 0.75, 1.0])
     assert up[0, :, 0].tolist() == pytest.approx([0.0, 0.5, 1.5, 2.0])
     with pytest.raises(ValueError):
-        fa.as_pixel_map(maps, (1, 2), "mean")
+        as_pixel_map(maps, (1, 2), "mean")
 
 
 def test_gaussian_blur_matches_scipy():
     from scipy.ndimage import gaussian_filter
 
     image = torch.rand(1, 3, 20, 17, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    ours = fa.gaussian_blur(image, sigma=5.0, size=11)
+    ours = gaussian_blur(image, sigma=5.0, size=11)
     # radius 5 = truncate * sigma; 'nearest' = the edge pixel repeated
     theirs = np.stack([gaussian_filter(c, sigma=5.0, truncate=1.0, mode="nearest") for c in image[0].numpy()])
     np.testing.assert_allclose(ours[0].numpy(), theirs, rtol=0, atol=1e-12)
@@ -86,9 +90,9 @@ def test_deletion_and_insertion_curves_of_a_linear_model(linear_case):
     model, weights, inputs, targets = linear_case
     steps = 16
     maps = torch.rand(2, SIDE, SIDE, generator=torch.Generator().manual_seed(2))
-    out = fa.deletion_insertion(model, inputs, targets, maps, steps=steps, batch_size=5)
-    bounds = np.array(fa.step_bounds(SIDE * SIDE, steps))
-    blurred = fa.gaussian_blur(inputs)
+    out = deletion_insertion(model, inputs, targets, maps, steps=steps, batch_size=5)
+    bounds = np.array(step_bounds(SIDE * SIDE, steps))
+    blurred = gaussian_blur(inputs)
     w = weights.double().numpy()
     for i in range(2):
         x, b, m = inputs[i].double().numpy(), blurred[i].double().numpy(), maps[i].double().numpy().ravel()
@@ -108,27 +112,27 @@ def test_the_true_map_and_its_reverse_bound_random_maps_from_both_sides(linear_c
     moving the pixel changes) is the best possible order, and its reverse the worst:
     every random map's curve lies between them, step by step."""
     model, weights, inputs, targets = linear_case
-    blurred = fa.gaussian_blur(inputs)
+    blurred = gaussian_blur(inputs)
     removal = (weights * inputs).sum(dim=1)  # what deleting (to 0) each pixel takes away
     insertion_gain = (weights * (inputs - blurred)).sum(dim=1)
 
     def curves(maps, kind):
-        return fa.deletion_insertion(model, inputs, targets, maps, steps=16)[kind]
+        return deletion_insertion(model, inputs, targets, maps, steps=16)[kind]
 
     best_del, worst_del = curves(removal, "deletion"), curves(-removal, "deletion")
     best_ins, worst_ins = curves(insertion_gain, "insertion"), curves(-insertion_gain, "insertion")
     generator = torch.Generator().manual_seed(3)
     for _ in range(5):
         random_map = torch.rand(2, SIDE, SIDE, generator=generator)
-        out = fa.deletion_insertion(model, inputs, targets, random_map, steps=16)
+        out = deletion_insertion(model, inputs, targets, random_map, steps=16)
         assert (best_del <= out["deletion"] + 1e-6).all() and (out["deletion"] <= worst_del + 1e-6).all()
         assert (worst_ins <= out["insertion"] + 1e-6).all() and (out["insertion"] <= best_ins + 1e-6).all()
-        auc = fa.curve_area
+        auc = curve_area
         f = out["fractions"]
         assert (auc(best_del, f) < out["deletion_auc"]).all() and (out["deletion_auc"] < auc(worst_del, f)).all()
         assert (auc(worst_ins, f) < out["insertion_auc"]).all() and (out["insertion_auc"] < auc(best_ins, f)).all()
     # and the scores tell them apart by a margin, not by rounding
-    assert (fa.curve_area(worst_del, f) - fa.curve_area(best_del, f) > 0.1).all()
+    assert (curve_area(worst_del, f) - curve_area(best_del, f) > 0.1).all()
 
 
 def test_deletion_insertion_batches_the_copies(linear_case):
@@ -138,7 +142,7 @@ def test_deletion_insertion_batches_the_copies(linear_case):
     results = {}
     for batch_size in (1, 7):
         calls[0] = 0
-        results[batch_size] = fa.deletion_insertion(model, inputs, targets, maps, steps=10, batch_size=batch_size)
+        results[batch_size] = deletion_insertion(model, inputs, targets, maps, steps=10, batch_size=batch_size)
         assert calls[0] == math.ceil(2 * 2 * 11 / batch_size)  # 2 images x (deletion + insertion) x 11 points
     for key in ("deletion", "insertion", "deletion_auc", "insertion_auc"):
         torch.testing.assert_close(results[1][key], results[7][key], rtol=1e-6, atol=1e-7)
@@ -177,7 +181,7 @@ def test_road_equals_pytorch_grad_cam_without_noise(small_resnet):
     fractions = (0.1, 0.5, 0.9)
     classes = [ClassifierOutputTarget(int(t)) for t in targets]
     for order, removal in (("most", RemoveMostRelevantFirst), ("least", RemoveLeastRelevantFirst)):
-        ours = fa.road(model, inputs, targets, maps, fractions=fractions, order=order, noise=0.0, batch_size=4)
+        ours = road(model, inputs, targets, maps, fractions=fractions, order=order, noise=0.0, batch_size=4)
         theirs = np.stack(
             [
                 PerturbationConfidenceMetric(removal(round(100 * (1 - f)), NoisyLinearImputer(noise=0.0)))(
@@ -207,10 +211,10 @@ def test_road_combined_equals_pytorch_grad_cam_with_seeded_noise(small_resnet):
     image, target, cam = inputs[:1], targets[:1], maps[:1]
     torch.manual_seed(11)
     theirs = ROADCombined(percentiles)(image, cam.numpy(), [ClassifierOutputTarget(int(target))], model)
-    ours = fa.road_combined(model, image, target, cam, fractions=fractions, noise=0.01, seed=11)
+    ours = road_combined(model, image, target, cam, fractions=fractions, noise=0.01, seed=11)
     assert ours["combined"].item() == pytest.approx(float(theirs[0]), rel=1e-5, abs=1e-6)
     # the noise matters: another seed gives another number
-    other = fa.road_combined(model, image, target, cam, fractions=fractions, noise=0.01, seed=12)
+    other = road_combined(model, image, target, cam, fractions=fractions, noise=0.01, seed=12)
     assert abs(other["combined"].item() - ours["combined"].item()) > 1e-5
 
 
@@ -220,21 +224,19 @@ def test_road_batches_the_copies_and_an_image_keeps_its_noise(small_resnet):
     results = {}
     for batch_size in (1, 7):
         calls[0] = 0
-        results[batch_size] = fa.road_combined(
-            model, inputs, targets, maps, fractions=(0.2, 0.6), batch_size=batch_size
-        )
+        results[batch_size] = road_combined(model, inputs, targets, maps, fractions=(0.2, 0.6), batch_size=batch_size)
         # 3 images x 2 orders x 2 fractions, plus the unperturbed images
         assert calls[0] == math.ceil(12 / batch_size) + math.ceil(3 / batch_size)
     for key in ("least", "most", "combined"):
         torch.testing.assert_close(results[1][key], results[7][key], rtol=1e-4, atol=1e-5)
-    alone = fa.road_combined(model, inputs[2:], targets[2:], maps[2:], fractions=(0.2, 0.6))
+    alone = road_combined(model, inputs[2:], targets[2:], maps[2:], fractions=(0.2, 0.6))
     torch.testing.assert_close(alone["most"], results[7]["most"][2:], rtol=1e-4, atol=1e-5)
 
 
 def test_road_most_relevant_removal_hurts_a_linear_model_more_than_least(linear_case):
     model, weights, inputs, targets = linear_case
     contribution = (weights * inputs).sum(dim=1)
-    out = fa.road_combined(model, inputs, targets, contribution, noise=0.0, score="probability")
+    out = road_combined(model, inputs, targets, contribution, noise=0.0, score="probability")
     assert (out["most"].mean(dim=1) < out["least"].mean(dim=1)).all()
     assert (out["combined"] > 0).all()
 
@@ -243,12 +245,12 @@ def test_imputation_is_the_weighted_mean_of_the_neighbours():
     image = np.random.default_rng(0).random((2, 6, 7))
     removed = np.zeros((6, 7), dtype=bool)
     removed[0, 0] = removed[2, 3] = removed[2, 4] = removed[5, 6] = True
-    values = fa.impute_linear(image, removed)
+    values = impute_linear(image, removed)
     filled = image.copy()
     filled[:, removed] = values
     for r, c in zip(*np.nonzero(removed)):
         total = weight = 0.0
-        for (dr, dc), w in fa.NEIGHBOUR_WEIGHTS:
+        for (dr, dc), w in NEIGHBOUR_WEIGHTS:
             if 0 <= r + dr < 6 and 0 <= c + dc < 7:
                 total, weight = total + w * filled[:, r + dr, c + dc], weight + w
         np.testing.assert_allclose(filled[:, r, c], total / weight, atol=1e-12)
@@ -256,8 +258,8 @@ def test_imputation_is_the_weighted_mean_of_the_neighbours():
 
 def test_removal_masks_take_ties_together():
     maps = torch.tensor([[[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 2.0]]])
-    assert fa.removal_masks(maps, [0.25], "most")[0, 0].sum().item() == 2  # the two above the 0.75 quantile
-    assert fa.removal_masks(maps, [0.25], "least")[0, 0].sum().item() == 6  # every zero goes at once
+    assert removal_masks(maps, [0.25], "most")[0, 0].sum().item() == 2  # the two above the 0.75 quantile
+    assert removal_masks(maps, [0.25], "least")[0, 0].sum().item() == 6  # every zero goes at once
 
 
 # -------------------------------------------------------------- model randomisation
@@ -279,7 +281,7 @@ def test_spearman_matches_scipy_with_ties():
     generator = torch.Generator().manual_seed(6)
     a = torch.randint(0, 5, (3, 40), generator=generator).double()
     b = a + torch.randint(0, 3, (3, 40), generator=generator)
-    ours = fa.spearman(a, b)
+    ours = spearman(a, b)
     for i in range(3):
         assert ours[i].item() == pytest.approx(spearmanr(a[i], b[i]).statistic, abs=1e-12)
 
@@ -299,31 +301,31 @@ def test_randomisation_in_cascade():
         m(x)[:, 0].sum().backward()
         return x.grad[:, 0]
 
-    unchanged = fa.randomisation(conv_maps, model, ["head", "conv"], seed=1)
+    unchanged = randomisation(conv_maps, model, ["head", "conv"], seed=1)
     assert unchanged.shape == (2, 2)
     assert unchanged[0].tolist() == [1.0, 1.0]
     assert (unchanged[1] < 0.9).all()
-    both = fa.randomisation(gradient_maps, model, [["head"], ["conv"]], seed=1)
+    both = randomisation(gradient_maps, model, [["head"], ["conv"]], seed=1)
     assert (both < 0.9).all()
     # the same seed, the same numbers; the caller's model and the global generator untouched
-    torch.testing.assert_close(fa.randomisation(gradient_maps, model, ["head", "conv"], seed=1), both)
+    torch.testing.assert_close(randomisation(gradient_maps, model, ["head", "conv"], seed=1), both)
     # given the trained model's maps, it computes only the randomised ones
     calls = []
     counted = lambda m: calls.append(m) or gradient_maps(m)  # noqa: E731
-    given = fa.randomisation(counted, model, ["head", "conv"], seed=1, reference=gradient_maps(model))
+    given = randomisation(counted, model, ["head", "conv"], seed=1, reference=gradient_maps(model))
     torch.testing.assert_close(given, both)
     assert len(calls) == 2 and all(m is not model for m in calls)
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key
     assert torch.equal(torch.random.get_rng_state(), rng_state)
     with pytest.raises(ValueError, match="no parameters"):
-        fa.randomisation(lambda m: m(inputs), nn.Sequential(model, nn.ReLU()), ["1"])
+        randomisation(lambda m: m(inputs), nn.Sequential(model, nn.ReLU()), ["1"])
 
 
 def test_default_cascade_of_resnet18():
     import torchvision
 
-    stages = fa.cascade_stages(torchvision.models.resnet18(), count=5)
+    stages = cascade_stages(torchvision.models.resnet18(), count=5)
     assert stages == [
         ["fc"],
         ["layer4.1", "layer4.0", "layer3.1"],
@@ -331,7 +333,7 @@ def test_default_cascade_of_resnet18():
         ["layer1.1", "layer1.0"],
         ["bn1", "conv1"],
     ]
-    assert fa.cascade_stages(TwoLayers(), count=5) == [["head"], ["conv"]]
+    assert cascade_stages(TwoLayers(), count=5) == [["head"], ["conv"]]
 
 
 # ------------------------------------------------------------------- localisation
@@ -344,15 +346,15 @@ def test_localisation_share_of_positive_mass_in_the_box():
     maps[0, 0, 0] = -5.0  # negative: counts as nothing
     maps[1] = 1.0  # uniform: the box's share of the pixels
     boxes = torch.tensor([[2.0, 1.0, 4.0, 3.0], [0.0, 0.0, 3.0, 2.0], [0.0, 0.0, 6.0, 4.0]])
-    share = fa.localisation(maps, boxes)
+    share = localisation(maps, boxes)
     assert share[0].item() == pytest.approx(0.75)
     assert share[1].item() == pytest.approx(6 / 24)
     assert math.isnan(share[2].item())
     # the whole image holds everything; a pixel is in when its centre is
-    assert fa.localisation(maps[:2], torch.tensor([[0.0, 0.0, 6.0, 4.0]] * 2)).tolist() == [1.0, 1.0]
-    assert fa.localisation(maps[:1], torch.tensor([[2.4, 1.4, 2.6, 1.6]])).item() == pytest.approx(0.75)
+    assert localisation(maps[:2], torch.tensor([[0.0, 0.0, 6.0, 4.0]] * 2)).tolist() == [1.0, 1.0]
+    assert localisation(maps[:1], torch.tensor([[2.4, 1.4, 2.6, 1.6]])).item() == pytest.approx(0.75)
     # boxes that touch share no pixel: the halves of a uniform map hold half each
-    halves = fa.localisation(maps[[1, 1]], torch.tensor([[0.0, 0.0, 3.0, 4.0], [3.0, 0.0, 6.0, 4.0]]))
+    halves = localisation(maps[[1, 1]], torch.tensor([[0.0, 0.0, 3.0, 4.0], [3.0, 0.0, 6.0, 4.0]]))
     assert halves.tolist() == [0.5, 0.5]
     # a box between pixel centres holds no pixel: no share, not 0
-    assert math.isnan(fa.localisation(maps[1:2], torch.tensor([[2.6, 1.6, 2.9, 1.9]])).item())
+    assert math.isnan(localisation(maps[1:2], torch.tensor([[2.6, 1.6, 2.9, 1.9]])).item())

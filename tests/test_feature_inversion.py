@@ -10,6 +10,7 @@ from torch import nn
 
 from cnnvis_tasks.cli import cli
 from cnnvis_tasks.errors import CnnvisError
+from cnnvis_tasks.io.outputs import read_metadata
 from cnnvis_tasks.mechanisms.ascent import START_HIGH, START_LOW
 from cnnvis_tasks.mechanisms.inversion import (
     alpha_norm,
@@ -18,8 +19,7 @@ from cnnvis_tasks.mechanisms.inversion import (
     relative_error,
     total_variation,
 )
-from cnnvis_tasks.models import IMAGENET_MEAN, IMAGENET_STD
-from cnnvis_tasks.outputs import read_metadata
+from cnnvis_tasks.models.sources import IMAGENET_MEAN, IMAGENET_STD
 from cnnvis_tasks.technique import Report
 
 MEAN, STD = IMAGENET_MEAN, IMAGENET_STD

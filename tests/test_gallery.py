@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from cnnvis_tasks.cli import cli
 from cnnvis_tasks.gallery import SECTIONS, build_gallery, caption
-from cnnvis_tasks.outputs import save_png
+from cnnvis_tasks.io.outputs import save_png
 from cnnvis_tasks.techniques import all_techniques
 
 REPO = Path(__file__).resolve().parent.parent

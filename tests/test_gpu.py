@@ -13,13 +13,13 @@ from click.testing import CliRunner
 from conftest import CAT, IMAGES
 
 from cnnvis_tasks.cli import cli
-from cnnvis_tasks.devices import use_full_precision
-from cnnvis_tasks.images import load_image
+from cnnvis_tasks.io.images import load_image
+from cnnvis_tasks.io.outputs import read_metadata
 from cnnvis_tasks.mechanisms import ascent
 from cnnvis_tasks.mechanisms.capture import feature_maps
 from cnnvis_tasks.mechanisms.relu_rules import saliency
-from cnnvis_tasks.models import load_model
-from cnnvis_tasks.outputs import read_metadata
+from cnnvis_tasks.models.loading import load_model
+from cnnvis_tasks.run.devices import use_full_precision
 from cnnvis_tasks.techniques.grad_cam import grad_cam
 
 pytestmark = [
@@ -134,7 +134,7 @@ def test_cli_on_cuda(tmp_path):
 
 
 def test_plain_cuda_claims_one_of_the_visible_gpus(tmp_path, monkeypatch):
-    from cnnvis_tasks import gpu_claim
+    from cnnvis_tasks.run import gpu_claim
 
     monkeypatch.setenv("CNNVIS_GPU_LOCKS", str(tmp_path))
     monkeypatch.setattr(gpu_claim, "_THIS_JOB", {})

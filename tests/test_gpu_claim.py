@@ -10,8 +10,8 @@ import pytest
 import torch
 from conftest import REPO
 
-from cnnvis_tasks import gpu_claim
-from cnnvis_tasks.gpu_claim import claim_gpu, release, spread_over_gpus
+from cnnvis_tasks.run import gpu_claim
+from cnnvis_tasks.run.gpu_claim import claim_gpu, release, spread_over_gpus
 
 
 @pytest.fixture
@@ -58,7 +58,7 @@ def test_a_claim_is_freed_when_its_process_dies(tmp_path, claims):
     script = textwrap.dedent(
         f"""
         from pathlib import Path
-        from cnnvis_tasks.gpu_claim import claim_gpu
+        from cnnvis_tasks.run.gpu_claim import claim_gpu
         print(claim_gpu(2, Path({str(tmp_path)!r})).index, flush=True)
         input()
         """

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from test_cam import hand_grad_cam, images, tiny_net
 from torch import nn
 
-from cnnvis_tasks.models import LoadedModel
+from cnnvis_tasks.models.loading import LoadedModel
 from cnnvis_tasks.techniques.guided_grad_cam import TECHNIQUE, guided_grad_cam
 
 

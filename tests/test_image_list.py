@@ -13,11 +13,11 @@ from click.testing import CliRunner
 from conftest import CAT, REPO
 from PIL import Image
 
-from cnnvis_tasks import image_list
 from cnnvis_tasks.errors import CnnvisError
-from cnnvis_tasks.image_list import check_images, entries_for, image_name, list_images, safe_component
-from cnnvis_tasks.imagenet import IMAGENET_CATEGORIES
-from cnnvis_tasks.labels import imagenet_wnids, resolve_label
+from cnnvis_tasks.io import image_list
+from cnnvis_tasks.io.image_list import check_images, entries_for, image_name, list_images, safe_component
+from cnnvis_tasks.models.imagenet import IMAGENET_CATEGORIES
+from cnnvis_tasks.models.labels import imagenet_wnids, resolve_label
 
 ODD = ["brace{x}.png", "a#b%20.png", "quote'\"s.png", "space d.png", "ünï cödé.png"]
 

@@ -7,7 +7,7 @@ from conftest import CAT
 from PIL import Image
 
 from cnnvis_tasks.errors import CnnvisError
-from cnnvis_tasks.images import load_batches, load_image, open_rgb, resize_shorter_side
+from cnnvis_tasks.io.images import load_batches, load_image, open_rgb, resize_shorter_side
 
 # A 4 x 6 RGB pattern with distinct, exactly representable colours.
 PATTERN = np.array(

@@ -10,15 +10,10 @@ import pytest
 from PIL import Image
 
 from cnnvis_tasks.errors import CnnvisError
-from cnnvis_tasks.image_list import (
-    check_images,
-    image_list_text,
-    list_images,
-    parse_box,
-    read_image_list,
-    write_image_list,
-)
-from cnnvis_tasks.images import input_box, load_image
+from cnnvis_tasks.io.columns import Geometry, box_on_input, parse_box
+from cnnvis_tasks.io.image_list import check_images, list_images
+from cnnvis_tasks.io.images import load_image
+from cnnvis_tasks.io.list_file import image_list_text, read_image_list, write_image_list
 
 
 def write(path, size=(40, 30)):
@@ -39,7 +34,7 @@ def test_a_manifest_gives_boxes_and_the_image_lists_carry_them(tmp_path):
         "dog/d.png,n02085620,0,0,40,30\n"
     )
     listing = list_images(manifest=manifest)
-    assert [(entry.name, entry.box) for entry in listing.images] == [
+    assert [(entry.name, entry.columns.get("box")) for entry in listing.images] == [
         ("cat/a.png", (4.0, 2.5, 30.0, 28.0)),
         ("cat/b c.png", None),
         ("dog/d.png", (0.0, 0.0, 40.0, 30.0)),
@@ -49,7 +44,7 @@ def test_a_manifest_gives_boxes_and_the_image_lists_carry_them(tmp_path):
     image_list = tmp_path / "chunk.csv"
     write_image_list(image_list, records)
     assert image_list.read_text().splitlines()[0] == "name,path,label,bytes,mtime_ns,box"
-    assert [(entry.name, entry.label, entry.box) for entry in read_image_list(image_list)] == [
+    assert [(entry.name, entry.label, entry.columns.get("box")) for entry in read_image_list(image_list)] == [
         ("cat/a.png", "tabby", (4.0, 2.5, 30.0, 28.0)),
         ("cat/b c.png", "tabby", None),
         ("dog/d.png", "n02085620", (0.0, 0.0, 40.0, 30.0)),
@@ -80,6 +75,10 @@ def test_box_texts():
     assert parse_box("1, 2 3,4") == (1.0, 2.0, 3.0, 4.0)
     with pytest.raises(ValueError, match="4 numbers"):
         parse_box("1 2 3")
+
+
+def input_box(box, width, height, size, crop=None):
+    return box_on_input(box, Geometry(width, height, size, crop))
 
 
 def test_a_box_follows_the_resize_and_the_centre_crop():
@@ -216,7 +215,7 @@ def test_the_workflow_hands_each_image_its_box_in_either_layout(tmp_path, layout
             path = tmp_path / f"{chunk}.csv"
             write_image_list(path, plan.image_list_records(chunk))
             listed += read_image_list(path)
-        assert {entry.name: entry.box for entry in listed} == {
+        assert {entry.name: entry.columns.get("box") for entry in listed} == {
             "im0.png": (1, 2, 30, 40),
             "im1.png": None,
             "im2.png": (0.5, 0, 8, 9.25),

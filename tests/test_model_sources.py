@@ -15,8 +15,9 @@ from conftest import CAT
 
 from cnnvis_tasks.cli import cli
 from cnnvis_tasks.errors import CnnvisError
-from cnnvis_tasks.model_spec import ModelSpec, arch_source, spec_from_config
-from cnnvis_tasks.models import IMAGENET_MEAN, load_model
+from cnnvis_tasks.models.loading import load_model
+from cnnvis_tasks.models.sources import IMAGENET_MEAN
+from cnnvis_tasks.models.spec import ModelSpec, arch_source, spec_from_config
 
 FLOWERS = ["daisy", "dandelion", "rose", "sunflower", "tulip"]
 X = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))

@@ -6,14 +6,10 @@ import torchvision
 from conftest import CAT
 
 from cnnvis_tasks.errors import CnnvisError
-from cnnvis_tasks.images import load_image
-from cnnvis_tasks.models import (
-    EMBEDDED_MODEL,
-    cached_weights_path,
-    fetch_weights,
-    known_models,
-    load_model,
-)
+from cnnvis_tasks.io.images import load_image
+from cnnvis_tasks.models.loading import load_model
+from cnnvis_tasks.models.names import EMBEDDED_MODEL, known_models
+from cnnvis_tasks.models.standard_weights import cached_weights_path, fetch_weights
 
 
 def test_embedded_model_sees_a_cat(embedded_model):
@@ -141,6 +137,6 @@ def test_fetch_weights_offline_fails_clearly():
 
 
 def test_imagenet_categories_are_torchvisions():
-    from cnnvis_tasks.imagenet import IMAGENET_CATEGORIES
+    from cnnvis_tasks.models.imagenet import IMAGENET_CATEGORIES
 
     assert list(IMAGENET_CATEGORIES) == torchvision.models.ResNet50_Weights.DEFAULT.meta["categories"]

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnvis_tasks.outputs import atomic_write, read_metadata, save_npy, save_png
+from cnnvis_tasks.io.outputs import atomic_write, read_metadata, save_npy, save_png
 
 
 def test_png_round_trip_with_metadata(tmp_path):
@@ -43,7 +43,7 @@ def test_written_files_honour_the_umask(tmp_path):
     for umask, expected in ((0o022, 0o644), (0o002, 0o664), (0o077, 0o600)):
         target = tmp_path / f"out-{umask:03o}.png"
         code = (
-            f"import os; os.umask({umask}); import numpy as np; from cnnvis_tasks.outputs import save_png; "
+            f"import os; os.umask({umask}); import numpy as np; from cnnvis_tasks.io.outputs import save_png; "
             f"save_png({str(target)!r}, np.zeros((2, 2, 3), dtype=np.uint8), {{'a': 1}})"
         )
         subprocess.run([sys.executable, "-c", code], check=True)
@@ -55,7 +55,7 @@ def test_every_png_level_keeps_pixels_and_facts_and_the_fast_levels_use_our_writ
 
     from PIL import Image as PILImage
 
-    from cnnvis_tasks.outputs import read_metadata, save_png
+    from cnnvis_tasks.io.outputs import read_metadata, save_png
 
     rng = np.random.default_rng(0)
     picture = np.zeros((60, 80, 3), dtype=np.uint8)
@@ -111,7 +111,7 @@ def test_the_fast_writer_decodes_to_the_same_pixels(tmp_path, shape):
     import struct
     import zlib
 
-    from cnnvis_tasks import png
+    from cnnvis_tasks.io import png
 
     picture = np.random.default_rng(sum(shape)).integers(0, 256, size=shape, dtype=np.uint8)
     data = png.encode_png(picture, {"cnnvis": '{"a": 1}', "other": "caf\u00e9", "wide": "\u732b \u2713"}, level=2)

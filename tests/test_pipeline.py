@@ -13,10 +13,10 @@ from click.testing import CliRunner
 from conftest import CAT, REPO
 from PIL import Image
 
-from cnnvis_tasks import pipeline
 from cnnvis_tasks.cli import cli
 from cnnvis_tasks.errors import ImageError
-from cnnvis_tasks.images import load_batches
+from cnnvis_tasks.io.images import load_batches
+from cnnvis_tasks.run import pipeline
 
 
 def run(*args, expect=0):
@@ -146,16 +146,16 @@ def test_the_pipelined_job_writes_the_serial_jobs_files_byte_for_byte(
 
 
 def test_a_row_whose_files_cannot_be_written_fails_alone(photos, tmp_path, monkeypatch):
-    from cnnvis_tasks import runner
+    from cnnvis_tasks.run import writer
 
-    written = runner.save_png
+    written = writer.save_png
 
     def refusing(path, picture, facts=None, level=1):
         if "p3" in str(path) and np.asarray(picture).shape[0] > 1:  # its pictures, not its placeholders
             raise OSError(28, "No space left on device")
         return written(path, picture, facts, level)
 
-    monkeypatch.setattr(runner, "save_png", refusing)
+    monkeypatch.setattr(writer, "save_png", refusing)
     out, record = tmp_path / "out", tmp_path / "record.json"
     common = ["grad-cam", "--image", photos, "--model", "resnet18", "--weights", "random", "--size", "64"]
     common += ["--batch-size", "2", "--device", "cpu", "--threads", "2", "-q", "--out-dir", out]

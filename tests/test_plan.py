@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from cnnvis_tasks.cli import cli
-from cnnvis_tasks.model_spec import ModelSpec
+from cnnvis_tasks.models.spec import ModelSpec
 from cnnvis_tasks.technique import INT, Option, Rendered, Rendering, Result, Technique, layer_option
 from cnnvis_tasks.techniques import all_techniques
 from cnnvis_tasks.workflow.config import ConfigError, check_config, full_schema, technique_schema, validate
@@ -190,7 +190,8 @@ def test_jobs_settings_paths_and_commands_of_the_default_gallery():
     assert len(params["out_color"]) == len(params["out_gray"]) == 3 and params["out_raw"] == ()
     assert params["keep_going"] and params["placeholders"] and str(params["record"]) == saliency.outputs[0].path
     assert "--batch-size" not in saliency.arguments and "--png-level" not in saliency.arguments
-    assert saliency.runtime == ("--batch-size", "16", "--png-level", "1")  # change them: nothing re-runs
+    assert saliency.runtime == (("batch_size", 16), ("png_level", 1))  # change them: nothing re-runs
+    assert saliency.runtime_command == "--batch-size 16 --png-level 1"
     dream = rules["deep_dream_octaves_efficientnet_lite0__blocks_10_filter45_chunk000of001"]
     assert parse(dream).params["filter"] == ("45",) and parse(dream).params["octaves"] == 10
     assert dream.outputs[1].path == "results/efficientnet_lite0/deep-dream-octaves/astronaut/_blocks.10-filter45.png"
@@ -309,6 +310,7 @@ def with_brightest(monkeypatch):
     monkeypatch.setattr(registry, "all_techniques", lambda: known)
     monkeypatch.setattr(workflow_config, "all_techniques", lambda: known)
     monkeypatch.setattr("cnnvis_tasks.workflow.plan.all_techniques", lambda: known)
+    monkeypatch.setattr("cnnvis_tasks.workflow.planner.all_techniques", lambda: known)
     monkeypatch.setattr(workflow_config, "_full_schema", lambda: _schema_with(known))
     monkeypatch.setattr("cnnvis_tasks.gallery.SECTION_TECHNIQUES", {t.name: t for t in known})
     yield BRIGHTEST
@@ -386,8 +388,8 @@ def test_a_technique_module_is_named_after_its_technique():
 
 
 def test_the_schema_states_the_package_s_pixel_budget_and_largest_size():
-    from cnnvis_tasks.images import DEFAULT_MAX_PIXELS
-    from cnnvis_tasks.outputs import DEFAULT_PNG_LEVEL
+    from cnnvis_tasks.io.images import DEFAULT_MAX_PIXELS
+    from cnnvis_tasks.io.outputs import DEFAULT_PNG_LEVEL
     from cnnvis_tasks.technique import MAX_SIZE
 
     schema = full_schema()

@@ -5,7 +5,7 @@ import types
 
 import click._termui_impl
 
-from cnnvis_tasks.progress import Progress
+from cnnvis_tasks.run.progress import Progress
 
 
 class Terminal(io.StringIO):
@@ -15,7 +15,7 @@ class Terminal(io.StringIO):
 
 def fake_clock(monkeypatch, times):
     """Our clock and click's (its ETA) read the seconds in ``times`` in turn; click's then stays at the last."""
-    monkeypatch.setattr("cnnvis_tasks.progress.time.monotonic", iter(times).__next__)
+    monkeypatch.setattr("cnnvis_tasks.run.progress.time.monotonic", iter(times).__next__)
     theirs = iter(times)
     monkeypatch.setattr(click._termui_impl, "time", types.SimpleNamespace(time=lambda: next(theirs, times[-1])))
 

@@ -13,10 +13,10 @@ import pytest
 import torch
 from conftest import CAT
 
-from cnnvis_tasks.images import load_image
+from cnnvis_tasks.io.images import load_image
 from cnnvis_tasks.mechanisms.cam import default_cam_layer, upsample_cam
 from cnnvis_tasks.mechanisms.relu_rules import saliency
-from cnnvis_tasks.models import load_model
+from cnnvis_tasks.models.loading import load_model
 from cnnvis_tasks.techniques.grad_cam import grad_cam
 
 

@@ -7,7 +7,7 @@ from test_cam import images, tiny_net
 
 from cnnvis_tasks.mechanisms.capture import feature_maps
 from cnnvis_tasks.mechanisms.score_cam import score_cam
-from cnnvis_tasks.models import LoadedModel
+from cnnvis_tasks.models.loading import LoadedModel
 from cnnvis_tasks.techniques.score_cam import TECHNIQUE
 
 

@@ -14,8 +14,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from cnnvis_tasks.cli import cli
-from cnnvis_tasks.image_list import write_image_list
-from cnnvis_tasks.workflow.plan import HEAD_LENGTH
+from cnnvis_tasks.io.list_file import write_image_list
 
 REPO = Path(__file__).resolve().parent.parent
 DEVICE = ["--device", "cpu", "--threads", "1", "--quiet"]
@@ -147,7 +146,7 @@ def test_targets_by_label_from_an_image_list_and_an_unlabelled_image(tmp_path):
     run_separately(common, images, separate)
     run_shared(common, images, [moved(tmp_path / "a", text, tmp_path / "b") for text in separate])
     assert assert_same_files(tmp_path / "a", tmp_path / "b", close="s") == 4 * 4 + 3
-    from cnnvis_tasks.outputs import read_metadata
+    from cnnvis_tasks.io.outputs import read_metadata
 
     first = read_metadata(tmp_path / "b" / "s" / "im0.png.gray.png")
     assert first["target"] == {"index": 281, "name": "tabby"}
@@ -200,7 +199,7 @@ def test_a_job_that_cannot_share_the_pass_is_refused_saying_why(tmp_path):
 
 
 def test_one_forward_and_one_backward_serve_three_techniques(tmp_path, monkeypatch):
-    import cnnvis_tasks.runner as runner
+    import cnnvis_tasks.run.runner as runner
 
     counts = {"forward": 0, "backward": 0}
     load = runner.load_model
@@ -300,9 +299,11 @@ def test_the_pictures_layout_shares_a_pass_per_model_and_chunk():
         command = cli.commands[words[0]]
         own = command.make_context(words[0], words[1:])  # each technique's own command takes its text
         assert "--image" not in words and own.params["record"] is not None
+        assert text == member.member_text
+        head = len(member.head)
         assert words[1:] == [
-            w for w in member.arguments[HEAD_LENGTH:] if w not in member.images and w != "--image"
-        ] + list(member.runtime)
+            w for w in member.arguments[head:] if w not in member.images and w != "--image"
+        ] + shlex.split(member.runtime_command)
 
 
 @pytest.mark.slow
@@ -370,7 +371,7 @@ def test_a_group_too_long_for_one_command_keeps_its_jobs_and_logs_stay_in_the_re
     import copy
 
     from cnnvis_tasks.workflow import check_config, make_plan
-    from cnnvis_tasks.workflow.plan import MAX_JOB_TEXT
+    from cnnvis_tasks.workflow.sharing import MAX_JOB_TEXT
 
     def plan(count, length, results="results"):
         names = [f"{'x' * length}{k:04d}.png" for k in range(count)]

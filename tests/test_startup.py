@@ -37,15 +37,15 @@ def command_imports(*args: str) -> set[str]:
     "module",
     [
         "cnnvis_tasks",
-        "cnnvis_tasks.names",
-        "cnnvis_tasks.image_list",
-        "cnnvis_tasks.images",
+        "cnnvis_tasks.models.names",
+        "cnnvis_tasks.io.image_list",
+        "cnnvis_tasks.io.images",
         "cnnvis_tasks.errors",
         "cnnvis_tasks.cli",
         "cnnvis_tasks.cli.dataset",
         "cnnvis_tasks.cli.gallery",
         "cnnvis_tasks.workflow",
-        "cnnvis_tasks.runner",
+        "cnnvis_tasks.run.runner",
         "cnnvis_tasks.api",
     ],
 )
@@ -71,7 +71,8 @@ def test_every_technique_description_and_the_whole_schema_load_without_torch():
 def test_embedded_model_name_is_checked_without_torchvision():
     assert (
         imported_after(
-            "from cnnvis_tasks.names import DEFAULT_COLORMAP, EMBEDDED_MODEL, colormap_problem, model_name_problem\n"
+            "from cnnvis_tasks.models.names import DEFAULT_COLORMAP, EMBEDDED_MODEL, colormap_problem, "
+            "model_name_problem\n"
             "assert model_name_problem(EMBEDDED_MODEL) is None and colormap_problem(DEFAULT_COLORMAP) is None"
         )
         == set()
@@ -79,7 +80,7 @@ def test_embedded_model_name_is_checked_without_torchvision():
 
 
 def test_names_answer_for_torchvision_models_and_colormaps():
-    from cnnvis_tasks.names import colormap_names, colormap_problem, known_models, model_name_problem
+    from cnnvis_tasks.models.names import colormap_names, colormap_problem, known_models, model_name_problem
 
     assert model_name_problem("vgg16") is None and "vgg16" in known_models()
     assert "did you mean resnet50" in model_name_problem("resnet5O")

@@ -13,7 +13,7 @@ from conftest import CAT, REPO
 from PIL import Image
 
 from cnnvis_tasks.cli import cli
-from cnnvis_tasks.images import load_image
+from cnnvis_tasks.io.images import load_image
 from cnnvis_tasks.workflow.plan import PREDICTIONS_PATTERN, RECORD_PATTERN
 from cnnvis_tasks.workflow.summary import accuracy, summarize
 

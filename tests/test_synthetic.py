@@ -1,5 +1,6 @@
-"""The generated shapes data set (cnnvis_tasks.synthetic): its files, manifest and boxes, the
-classifier trained on it, and its checkpoints in four forms, each loading back to the same logits."""
+"""The generated shapes data set (cnnvis_tasks.io.synthetic): its files, manifest and boxes, the
+classifier trained on it (cnnvis_tasks.io.synthetic_model), and its checkpoints in four forms,
+each loading back to the same logits."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnvis_tasks import synthetic
-from cnnvis_tasks.image_list import list_images
+from cnnvis_tasks.io import synthetic, synthetic_model
+from cnnvis_tasks.io.image_list import list_images
 
 SIZE = 64
 
@@ -38,7 +39,7 @@ def test_the_data_set_is_an_image_folder_with_a_manifest(dataset):
     assert synthetic.read_manifest(root, "train") == records
     # cnnvis reads the manifest's labels and boxes, and the folders' labels, as written
     listed = {entry.location: entry for entry in list_images(manifest=root / synthetic.MANIFEST).images}
-    assert {path: (entry.label, entry.box) for path, entry in listed.items()} == {
+    assert {path: (entry.label, entry.columns.get("box")) for path, entry in listed.items()} == {
         str(record.path): (record.label, tuple(float(v) for v in record.box)) for record in records
     }
     by_folder = list_images(folder=root).images
@@ -94,18 +95,18 @@ def test_training_is_seeded_and_keeps_imagefolder_order(dataset):
     _root, records = dataset
     classes = synthetic.folder_classes(_root)
     with pytest.raises(ValueError, match="sorted order"):
-        synthetic.train_classifier(records, list(synthetic.CLASSES), size=SIZE, epochs=1)
-    first, history = synthetic.train_classifier(records, classes, size=SIZE, epochs=1, batch_size=8)
-    second, _ = synthetic.train_classifier(records, classes, size=SIZE, epochs=1, batch_size=8)
+        synthetic_model.train_classifier(records, list(synthetic.CLASSES), size=SIZE, epochs=1)
+    first, history = synthetic_model.train_classifier(records, classes, size=SIZE, epochs=1, batch_size=8)
+    second, _ = synthetic_model.train_classifier(records, classes, size=SIZE, epochs=1, batch_size=8)
     for key, value in first.state_dict().items():
         assert torch.equal(value, second.state_dict()[key]), key
-    assert history["classes"] == classes and history["mean"] == list(synthetic.MEAN)
+    assert history["classes"] == classes and history["mean"] == list(synthetic_model.MEAN)
     assert len(history["loss"]) == 1 and history["seconds"] > 0
-    predictions = synthetic.evaluate(first, records, classes, size=SIZE)
+    predictions = synthetic_model.evaluate(first, records, classes, size=SIZE)
     assert set(predictions) == {str(record.path) for record in records}
     assert all(0 <= index < len(classes) for index in predictions.values())
-    assert 0 <= synthetic.accuracy(predictions, records, classes) <= 1
-    shares = synthetic.grad_cam_shares(first, records, classes, size=SIZE)
+    assert 0 <= synthetic_model.accuracy(predictions, records, classes) <= 1
+    shares = synthetic_model.grad_cam_shares(first, records, classes, size=SIZE)
     assert len(shares) == len(records) and all(np.isnan(share) or 0 <= share <= 1 for share in shares)
     assert all(parameter.requires_grad and parameter.grad is None for parameter in first.parameters())
 
@@ -115,7 +116,7 @@ def _trained_looking_model():
     import timm
 
     torch.manual_seed(0)
-    model = timm.create_model(synthetic.ARCH, pretrained=False, num_classes=len(synthetic.CLASSES))
+    model = timm.create_model(synthetic_model.ARCH, pretrained=False, num_classes=len(synthetic.CLASSES))
     with torch.no_grad():
         for parameter in model.parameters():  # timm starts each residual branch at zero
             parameter.add_(torch.randn_like(parameter) * 0.1)
@@ -135,7 +136,9 @@ def test_every_checkpoint_form_loads_back_to_the_same_logits(tmp_path):
     x = torch.rand(3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
         expected = model(x)
-    paths = synthetic.save_checkpoints(model, tmp_path, classes, arch=synthetic.ARCH, size=SIZE, epoch=7, metric=0.5)
+    paths = synthetic_model.save_checkpoints(
+        model, tmp_path, classes, arch=synthetic_model.ARCH, size=SIZE, epoch=7, metric=0.5
+    )
     assert {name: path.name for name, path in paths.items()} == {
         "state_dict": "model.pt",
         "torchscript": "model.torchscript.pt",
@@ -144,7 +147,7 @@ def test_every_checkpoint_form_loads_back_to_the_same_logits(tmp_path):
     }
 
     def fresh():
-        return timm.create_model(synthetic.ARCH, pretrained=False, num_classes=len(classes)).eval()
+        return timm.create_model(synthetic_model.ARCH, pretrained=False, num_classes=len(classes)).eval()
 
     def logits(module):
         with torch.inference_mode():
@@ -160,8 +163,8 @@ def test_every_checkpoint_form_loads_back_to_the_same_logits(tmp_path):
     # timm's train.py form: the weights under 'state_dict', its args an argparse.Namespace
     with torch.serialization.safe_globals([argparse.Namespace]):
         checkpoint = torch.load(paths["timm"], weights_only=True)
-    assert checkpoint["arch"] == synthetic.ARCH and checkpoint["epoch"] == 7 and checkpoint["metric"] == 0.5
-    assert checkpoint["args"].model == synthetic.ARCH and checkpoint["args"].num_classes == len(classes)
+    assert checkpoint["arch"] == synthetic_model.ARCH and checkpoint["epoch"] == 7 and checkpoint["metric"] == 0.5
+    assert checkpoint["args"].model == synthetic_model.ARCH and checkpoint["args"].num_classes == len(classes)
     assert {"optimizer", "version", "saver"} <= set(checkpoint)
     from_entry = fresh()
     from_entry.load_state_dict(checkpoint["state_dict"])
@@ -175,8 +178,9 @@ def test_every_checkpoint_form_loads_back_to_the_same_logits(tmp_path):
     assert torch.equal(logits(from_safetensors), expected)
     with safe_open(paths["safetensors"], framework="pt") as handle:
         metadata = handle.metadata()
-    assert json.loads(metadata["classes"]) == classes and metadata["arch"] == synthetic.ARCH
-    assert json.loads(metadata["mean"]) == list(synthetic.MEAN) and json.loads(metadata["std"]) == list(synthetic.STD)
+    assert json.loads(metadata["classes"]) == classes and metadata["arch"] == synthetic_model.ARCH
+    assert json.loads(metadata["mean"]) == list(synthetic_model.MEAN)
+    assert json.loads(metadata["std"]) == list(synthetic_model.STD)
 
 
 @pytest.fixture
@@ -194,16 +198,16 @@ def test_a_classifier_trained_here_is_right_and_its_grad_cam_looks_in_the_box(tm
     held_out = synthetic.make_dataset(tmp_path / "test", per_class=50, split="test", seed=1)
     classes = synthetic.folder_classes(tmp_path / "train")
     started = time.perf_counter()
-    model, history = synthetic.train_classifier(train, classes)
-    predictions = synthetic.evaluate(model, held_out, classes)
-    correct = synthetic.accuracy(predictions, held_out, classes)
+    model, history = synthetic_model.train_classifier(train, classes)
+    predictions = synthetic_model.evaluate(model, held_out, classes)
+    correct = synthetic_model.accuracy(predictions, held_out, classes)
     print(
         f"\n{history['arch']} at {history['size']} px, {history['images']} images x {history['epochs']} epochs: "
         f"trained in {history['seconds']:.1f} s ({time.perf_counter() - started:.1f} s with loading and "
         f"evaluation), held-out accuracy {correct:.3f} ({len(held_out)} images)"
     )
     assert correct >= 0.9
-    shares = synthetic.grad_cam_shares(model, held_out, classes)
+    shares = synthetic_model.grad_cam_shares(model, held_out, classes)
     for label in classes:
         mine = [index for index, record in enumerate(held_out) if record.label == label]
         share = float(np.nanmean([shares[index] for index in mine]))

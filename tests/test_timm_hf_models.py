@@ -21,7 +21,7 @@ from cnnvis_tasks.mechanisms.cam import class_activation_map, default_cam_layer,
 from cnnvis_tasks.mechanisms.capture import feature_maps
 from cnnvis_tasks.mechanisms.logits import logits_only
 from cnnvis_tasks.mechanisms.tokens import as_feature_map, patch_grid, required_input_size
-from cnnvis_tasks.models import LoadedModel
+from cnnvis_tasks.models.loading import LoadedModel
 from cnnvis_tasks.techniques import get_technique
 from cnnvis_tasks.techniques.grad_cam import gradcam_weights
 

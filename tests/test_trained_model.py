@@ -18,7 +18,7 @@ import pytest
 import yaml
 from conftest import REPO
 
-from cnnvis_tasks import synthetic
+from cnnvis_tasks.io import synthetic, synthetic_model
 
 RATIO = 2.0
 
@@ -36,18 +36,26 @@ def test_the_workflow_explains_the_class_the_user_s_model_was_trained_on(tmp_pat
     train = synthetic.make_dataset(tmp_path / "data" / "train", per_class=150, split="train")
     held_out = synthetic.make_dataset(tmp_path / "data" / "held-out", per_class=25, split="held-out")
     classes = synthetic.folder_classes(tmp_path / "data" / "train")
-    model, _history = synthetic.train_classifier(train, classes)
-    predictions = synthetic.evaluate(model, held_out, classes)
-    assert synthetic.accuracy(predictions, held_out, classes) >= 0.9
-    files = synthetic.save_checkpoints(model, tmp_path / "weights", classes)
+    model, _history = synthetic_model.train_classifier(train, classes)
+    predictions = synthetic_model.evaluate(model, held_out, classes)
+    assert synthetic_model.accuracy(predictions, held_out, classes) >= 0.9
+    files = synthetic_model.save_checkpoints(model, tmp_path / "weights", classes)
 
-    normalisation = {"mean": list(synthetic.MEAN), "std": list(synthetic.STD), "classes": {"from": "folders"}}
+    normalisation = {
+        "mean": list(synthetic_model.MEAN),
+        "std": list(synthetic_model.STD),
+        "classes": {"from": "folders"},
+    }
     config = {
         "images": {"manifest": "data/held-out/manifest.csv"},
         "device": "cpu",
         "models": {
-            "state_dict": {"arch": f"timm:{synthetic.ARCH}", "weights": str(files["state_dict"]), **normalisation},
-            "timm_checkpoint": {"arch": f"timm:{synthetic.ARCH}", "weights": str(files["timm"]), **normalisation},
+            "state_dict": {
+                "arch": f"timm:{synthetic_model.ARCH}",
+                "weights": str(files["state_dict"]),
+                **normalisation,
+            },
+            "timm_checkpoint": {"arch": f"timm:{synthetic_model.ARCH}", "weights": str(files["timm"]), **normalisation},
             "torchscript": {"arch": "torchscript", "weights": str(files["torchscript"]), **normalisation},
         },
         "techniques": {

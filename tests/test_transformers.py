@@ -14,7 +14,7 @@ from torch import nn
 import cnnvis_tasks as cv
 from cnnvis_tasks.cli import cli
 from cnnvis_tasks.errors import CnnvisError
-from cnnvis_tasks.images import (
+from cnnvis_tasks.io.images import (
     fit_square,
     fixed_size_note,
     load_batches,
@@ -23,13 +23,14 @@ from cnnvis_tasks.images import (
     synthesis_size,
     synthesis_size_note,
 )
+from cnnvis_tasks.io.outputs import read_metadata
 from cnnvis_tasks.mechanisms.cam import class_activation_map, default_cam_layer, weighted_cam
 from cnnvis_tasks.mechanisms.capture import feature_maps
 from cnnvis_tasks.mechanisms.shared_pass import BackwardRequest, shared_pass
 from cnnvis_tasks.mechanisms.tokens import as_feature_map, required_input_size
-from cnnvis_tasks.models import IMAGENET_MEAN, IMAGENET_STD, LoadedModel, build_on_meta, wake_zero_head
-from cnnvis_tasks.names import fixed_input_size
-from cnnvis_tasks.outputs import read_metadata
+from cnnvis_tasks.models.loading import LoadedModel, build_on_meta
+from cnnvis_tasks.models.names import fixed_input_size
+from cnnvis_tasks.models.sources import IMAGENET_MEAN, IMAGENET_STD, wake_zero_head
 from cnnvis_tasks.techniques.grad_cam import gradcam_weights
 
 CLASSES = 10
@@ -311,7 +312,7 @@ def test_only_a_size_the_user_gave_is_warned_about():
 @pytest.fixture
 def tiny_vit_commands(monkeypatch):
     """The commands load a small ViT (32 x 32 inputs) whatever --model says."""
-    import cnnvis_tasks.runner as runner
+    import cnnvis_tasks.run.runner as runner
 
     monkeypatch.setattr(runner, "load_model", lambda *args, **kwargs: loaded(tiny_vit(), "tiny-vit"))
 

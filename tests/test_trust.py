@@ -8,22 +8,44 @@ import pytest
 from PIL import Image
 
 from cnnvis_tasks.errors import CnnvisError
-from cnnvis_tasks.explained import explained_problem, parse_explained
-from cnnvis_tasks.gallery import build_gallery, trust_view
-from cnnvis_tasks.workflow import trust
+from cnnvis_tasks.gallery import build_gallery
+from cnnvis_tasks.gallery.numbers import numbers_view
+from cnnvis_tasks.method import Method
+from cnnvis_tasks.techniques.metrics import EXPLAINED, TABLE, TECHNIQUE, mean_curves
+from cnnvis_tasks.workflow import tables
 
 
 def test_a_method_is_a_technique_and_its_own_flags():
-    method = parse_explained("saliency --method guided")
+    method = EXPLAINED.parse("saliency --method guided")
     assert method.technique.name == "saliency"
     assert method.options == {"method": "guided"}
     assert method.token == "saliency-guided"
     assert method.label == "Saliency maps (guided)"
-    steps = parse_explained("integrated-gradients --steps=8 --baseline blurred")
+    steps = EXPLAINED.parse("integrated-gradients --steps=8 --baseline blurred")
     assert steps.options == {"steps": 8, "baseline": "blurred"}
-    assert parse_explained("smooth-grad --squared").options == {"squared": True}
-    assert parse_explained("smooth-grad --mean").options == {"squared": False}
-    assert parse_explained("grad-cam").options == {}
+    assert steps.token == "integrated-gradients-steps8-blurred"  # in the order given: file names keep it
+    assert EXPLAINED.parse("smooth-grad --squared").options == {"squared": True}
+    assert EXPLAINED.parse("smooth-grad --mean").options == {"squared": False}
+    assert EXPLAINED.parse("grad-cam").options == {}
+
+
+def test_a_method_as_text_is_the_method_as_an_object():
+    """The text is parsed by the technique's own options into the object Python builds."""
+    assert EXPLAINED.parse("grad-cam --layer _blocks.15") == Method("grad-cam", layer="_blocks.15")
+    assert EXPLAINED.parse("integrated-gradients --steps=16 --method guided") == Method(
+        "integrated-gradients", method="guided", steps="16"
+    )
+    nested = EXPLAINED.parse("smooth-grad --samples 8 --method 'integrated-gradients --steps 16'")
+    assert nested == Method("smooth-grad", samples=8, method=Method("integrated-gradients", steps=16))
+    assert nested.options["method"] == Method("integrated-gradients", steps=16)
+    assert nested.token == "smooth-grad-samples8-ig-steps16"
+    built = Method("smooth-grad", method=Method("integrated-gradients", steps=16))
+    assert built.text == "smooth-grad --method 'integrated-gradients --steps 16'"
+    assert EXPLAINED.parse(built.text) == built and EXPLAINED.parse(built) is built
+    with pytest.raises(CnnvisError, match="grad-cam takes no target here \\(the metrics job gives it"):
+        EXPLAINED.parse(Method("grad-cam", target=3))
+    with pytest.raises(CnnvisError, match="integrated-gradients: steps: 0 is not in the range x>=1"):
+        Method("integrated-gradients", steps=0)
 
 
 @pytest.mark.parametrize(
@@ -35,7 +57,7 @@ def test_a_method_is_a_technique_and_its_own_flags():
         ("saliency --method", "needs a value"),
         ("grad-cam --layer 'a; rm -rf /'", "not a module path"),
         ("saliency --method guided --method deconv", "given twice"),
-        ("integrated-gradients --steps 0", "below 1"),
+        ("integrated-gradients --steps 0", "--steps: 0 is not in the range x>=1"),
         ("grad-cam 'unclosed", "No closing quotation"),
         ("", "an empty method"),
         ("grad-cma", "did you mean grad-cam"),
@@ -43,9 +65,9 @@ def test_a_method_is_a_technique_and_its_own_flags():
 )
 def test_a_method_that_cannot_be_scored_is_refused_saying_why(text, says):
     with pytest.raises(CnnvisError, match=None) as error:
-        parse_explained(text)
+        EXPLAINED.parse(text)
     assert says in str(error.value)
-    assert says in explained_problem(text)
+    assert says in EXPLAINED.problem(text)
 
 
 def test_the_workflow_refuses_a_method_it_cannot_score_before_any_job_runs():
@@ -70,19 +92,20 @@ def test_the_workflow_refuses_a_method_it_cannot_score_before_any_job_runs():
 def test_the_bootstrap_interval_holds_the_mean_and_narrows_with_more_images():
     rng = np.random.default_rng(1)
     few, many = rng.normal(0.4, 0.1, 20), rng.normal(0.4, 0.1, 2000)
-    low_few, high_few = trust.bootstrap_interval(few)
-    low_many, high_many = trust.bootstrap_interval(many)
+    low_few, high_few = tables.bootstrap_interval(few)
+    low_many, high_many = tables.bootstrap_interval(many)
     assert low_few < few.mean() < high_few
     assert low_many < many.mean() < high_many
     # the standard error's 1.96 x: 0.1 / sqrt(n) each side, within the bootstrap's own noise
     assert high_few - low_few == pytest.approx(2 * 1.96 * few.std() / np.sqrt(20), rel=0.2)
     assert high_many - low_many == pytest.approx(2 * 1.96 * many.std() / np.sqrt(2000), rel=0.2)
-    assert trust.bootstrap_interval([0.25]) == (0.25, 0.25)
-    assert trust.bootstrap_interval([0.5, 0.5, 0.5]) == (0.5, 0.5)
+    assert tables.bootstrap_interval([0.25]) == (0.25, 0.25)
+    assert tables.bootstrap_interval([0.5, 0.5, 0.5]) == (0.5, 0.5)
 
 
 def _scored(model, method, image, **numbers):
-    return trust.Scored(model, method, method, image, 1, numbers, {"deletion": [1.0, 0.5, 0.0]}, [])
+    facts = {"method": method, "explain": method, "target": 1}
+    return tables.TableRow(model, image, facts, numbers, {**facts, **numbers, "curves": {"deletion": [1.0, 0.5, 0.0]}})
 
 
 def test_methods_are_ordered_by_their_mean_rank_over_the_faithfulness_metrics():
@@ -92,8 +115,8 @@ def test_methods_are_ordered_by_their_mean_rank_over_the_faithfulness_metrics():
         _scored("m", "B", "x", deletion_auc=0.2, insertion_auc=0.8, road=0.3, randomisation=0.5),
         _scored("m", "C", "x", deletion_auc=0.3, insertion_auc=0.7, road=0.1, randomisation=0.1),
     ]
-    summary = trust.summarise(scores)
-    assert trust.method_order(summary, "m") == ["A", "B", "C"]
+    summary = tables.summarise(TABLE, scores)
+    assert tables.group_order(TABLE, summary, "m") == ["A", "B", "C"]
     by_key = {(row["method"], row["metric"]): row for row in summary}
     assert by_key[("A", "deletion_auc")]["better"] == "lower"
     assert by_key[("B", "road")]["mean"] == pytest.approx(0.3)
@@ -124,23 +147,24 @@ def test_metrics_tables_are_read_from_the_jobs_records(tmp_path):
     record = tmp_path / "m/metrics/grad-cam/000of001.json"
     record.parent.mkdir(parents=True)
     record.write_text(json.dumps({"technique": "metrics", "model": "m", "rows": rows}))
-    scores = trust.read_scores(spec, tmp_path)
+    scores = tables.read_rows(TECHNIQUE, spec, tmp_path)
     assert [s.image for s in scores] == ["i0.png", "i1.png", "i2.png"]  # the failed row has no scores
-    table = trust.to_csv(trust.ROW_COLUMNS, trust.score_rows(scores)).splitlines()
+    table = tables.to_csv(TABLE.row_columns, tables.row_table(scores)).splitlines()
     assert table[0] == "model,method,explain,image,target,deletion_auc,insertion_auc,road,randomisation,localisation"
     assert table[2] == "m,Grad-CAM,grad-cam,i1.png,3,0.1,,,,"
-    assert trust.mean_curves(scores, "m") == {"Grad-CAM": {"deletion": pytest.approx([1.0, 0.1])}}
+    assert mean_curves(scores, "m") == {"Grad-CAM": {"deletion": pytest.approx([1.0, 0.1])}}
 
 
 def test_the_gallery_heads_the_metrics_section_with_each_models_table():
     scores = [
         _scored("m", "Saliency <b>", f"i{k}", deletion_auc=0.3 + 0.01 * k, insertion_auc=0.5) for k in range(4)
     ] + [_scored("m", "Grad-CAM", f"i{k}", deletion_auc=0.1, insertion_auc=0.7) for k in range(4)]
-    summary = [{key: str(value) for key, value in row.items()} for row in trust.summarise(scores)]  # as from CSV
-    view = trust_view(summary, {"metrics.csv": "metrics.csv"}, {"m": "metrics/m-curves.png"})
-    (model,) = view[0]["models"]
-    assert [row["method"] for row in model["methods"]] == ["Grad-CAM", "Saliency <b>"]
-    assert model["methods"][0]["cells"][0] == {"text": "0.100 [0.100, 0.100] (n=4)", "best": True}
+    summary = [{key: str(value) for key, value in row.items()} for row in tables.summarise(TABLE, scores)]  # as CSV
+    pictures = {"m": [{"src": "metrics/m-curves.png", "alt": "curves averaged over the images"}]}
+    view = numbers_view(TABLE, summary, {"metrics.csv": "metrics.csv"}, pictures)
+    (model,) = view["models"]
+    assert [row["name"] for row in model["groups"]] == ["Grad-CAM", "Saliency <b>"]
+    assert model["groups"][0]["cells"][0] == {"text": "0.100 [0.100, 0.100] (n=4)", "best": True}
     record = {
         "section": "metrics",
         "table": "m",
@@ -152,7 +176,7 @@ def test_the_gallery_heads_the_metrics_section_with_each_models_table():
         "status": "ok",
         "metadata": {},
     }
-    page = build_gallery([record], trust=view)["index.html"]
+    page = build_gallery([record], numbers={"metrics": view})["index.html"]
     assert "Which method to trust: m" in page
     assert "<strong>0.100 [0.100, 0.100] (n=4)</strong>" in page
     assert "Saliency &lt;b&gt;" in page  # a method's name is text, not markup
@@ -280,9 +304,9 @@ def test_a_metrics_job_scores_each_image_as_the_metrics_score_the_methods_map(tm
     from test_shared_pass import make_images, run
 
     from cnnvis_tasks import compute
-    from cnnvis_tasks.images import load_image
+    from cnnvis_tasks.io.images import load_image
     from cnnvis_tasks.mechanisms import faithfulness
-    from cnnvis_tasks.models import load_model
+    from cnnvis_tasks.models.loading import load_model
 
     paths = make_images(tmp_path / "in", sizes=((48, 40), (40, 48), (48, 48)))
     (tmp_path / "in" / "zz broken.png").write_text("not an image")

@@ -380,7 +380,7 @@ def test_a_real_run_builds_every_output_and_the_gallery(built):
         assert (model / path).is_file(), path
     assert (results / "logs" / "efficientnet_lite0" / "saliency" / "vanilla" / "chunk000of002.log").is_file()
     assert (results / "benchmarks" / "efficientnet_lite0" / "saliency" / "vanilla" / "chunk000of002.tsv").is_file()
-    from cnnvis_tasks.outputs import read_metadata
+    from cnnvis_tasks.io.outputs import read_metadata
 
     cam = read_metadata(model / "grad-cam/chelsea.png/auto-overlay.png")
     page = (results / "index.html").read_text()
@@ -599,7 +599,7 @@ def test_the_seed_config_runs_every_rule_on_random_weights(tmp_path):
     (workdir / "tiny.yaml").write_text(yaml.safe_dump(tiny))
     snakemake(workdir, "--configfile", "config/seed.yaml", "tiny.yaml", "--config", "weights=random")
     results = workdir / "results" / "seed"
-    from cnnvis_tasks.outputs import read_metadata
+    from cnnvis_tasks.io.outputs import read_metadata
 
     expected = [
         "vgg16/feature-maps/chelsea.png/features.29.png",
@@ -685,8 +685,8 @@ def test_a_class_folder_data_set_with_labels_and_odd_names_runs_end_to_end(tmp_p
     assert summary[str(Path("ds/misc/pipe.png"))]["status"] == "skipped"
     # the summary's accuracy is the model's on these labels, computed here on its own at the size the
     # techniques use (64), as the summary's predictions are
-    from cnnvis_tasks.images import load_image
-    from cnnvis_tasks.models import load_model
+    from cnnvis_tasks.io.images import load_image
+    from cnnvis_tasks.models.loading import load_model
 
     loaded = load_model("efficientnet_lite0")
     labelled = {"n02123045/001.png": 281, "espresso/001.png": 967, "espresso/001.jpg": 967}

@@ -138,7 +138,7 @@ def test_an_image_is_unusable_only_when_no_labelled_model_knows_its_label(flower
 
 
 def test_numeric_and_wordnet_class_names_are_their_own_classes(flowers):
-    from cnnvis_tasks.labels import resolve_label
+    from cnnvis_tasks.models.labels import resolve_label
 
     folders = ["0", "1", "10", "11", "2"]  # ImageFolder's order of folders named by number
     assert [resolve_label(name, folders) for name in ("10", "2", "11")] == [2, 4, 3]

@@ -14,8 +14,8 @@ from typing import Any
 
 import click
 
-from ..errors import CnnvisError
-from ..names import DEFAULT_MODEL
+from cnnvis_tasks.errors import CnnvisError
+from cnnvis_tasks.models.names import DEFAULT_MODEL
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100, "show_default": True}
 
@@ -118,7 +118,7 @@ MODEL_OPTIONS: list[tuple[list[str], dict[str, Any]]] = [
 ]
 
 
-# The parameters that describe the model (cnnvis_tasks.model_spec.spec_from_options) and
+# The parameters that describe the model (cnnvis_tasks.models.spec.spec_from_options) and
 # those that say how a command runs: together, what every model-loading command takes first.
 MODEL_SPEC_PARAMETERS = (
     "model",

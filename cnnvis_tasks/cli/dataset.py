@@ -1,6 +1,6 @@
 """The ``check-images`` command: which images of a set cannot be used, and why.
 
-The listing, naming and checking functions live in :mod:`cnnvis_tasks.image_list`
+The listing, naming and checking functions live in :mod:`cnnvis_tasks.io.image_list`
 (torch-free, shared with the Snakemake workflow) and are re-exported here.
 """
 
@@ -11,21 +11,18 @@ from pathlib import Path
 
 import click
 
-from ..errors import CnnvisError
-from ..image_list import (  # noqa: F401  (re-exported)
-    IMAGE_EXTENSIONS,
-    check_image,
+from cnnvis_tasks.cli.common import command, image_list_settings, model_options, warn
+from cnnvis_tasks.cli.group import cli
+from cnnvis_tasks.errors import CnnvisError
+from cnnvis_tasks.io.image_list import (
     check_images,
     entries_for,
-    image_name,
     list_images,
     skipped_records,
 )
-from ..images import DEFAULT_MAX_PIXELS, DEFAULT_SIZE
-from ..outputs import atomic_write
-from ..technique import MAX_SIZE
-from . import cli
-from .common import command, image_list_settings, model_options, warn
+from cnnvis_tasks.io.images import DEFAULT_MAX_PIXELS, DEFAULT_SIZE
+from cnnvis_tasks.io.outputs import atomic_write
+from cnnvis_tasks.technique import MAX_SIZE
 
 
 @command(cli, "check-images")
@@ -157,12 +154,12 @@ def predict_command(images, image_list, labels, size, batch_size, max_pixels, ou
     """Each image's top-1 class and its probability, and whether it is the image's
     label: the workflow's summary.csv and accuracy come from these tables. An image
     that cannot be used gets a row that says why."""
-    from ..labels import resolve_label
-    from ..runner import open_session
-    from ..workflow.summary import to_csv
+    from cnnvis_tasks.models.labels import resolve_label
+    from cnnvis_tasks.run.runner import open_session
+    from cnnvis_tasks.workflow.summary import to_csv
 
     if image_list is not None:
-        from ..image_list import read_image_list
+        from cnnvis_tasks.io.list_file import read_image_list
 
         if images or labels:
             raise click.UsageError("give either --image-list or --image (and --label), not both")
@@ -191,9 +188,9 @@ def predict_command(images, image_list, labels, size, batch_size, max_pixels, ou
 
     import torch
 
-    from ..images import load_batches
-    from ..progress import Progress
-    from ..runner import decoding_size, input_crop
+    from cnnvis_tasks.io.images import load_batches
+    from cnnvis_tasks.run.progress import Progress
+    from cnnvis_tasks.run.runner import decoding_size, input_crop
 
     with Progress(len(images), "predict", quiet=session_options["quiet"]) as progress, torch.inference_mode():
         done = 0
@@ -229,8 +226,8 @@ def predict_command(images, image_list, labels, size, batch_size, max_pixels, ou
 def summary_command(spec, images_file, out, debug) -> None:
     """summary.csv: one row per image of the run, with its label, each model's top-1
     class, probability and whether it is right, and each result's status and why."""
-    from ..workflow.summary import accuracy, summarize, to_csv
-    from .gallery import load_image_statuses, load_json
+    from cnnvis_tasks.cli.gallery import load_image_statuses, load_json
+    from cnnvis_tasks.workflow.summary import accuracy, summarize, to_csv
 
     statuses = load_image_statuses(images_file)
     spec_data = load_json(spec, "--spec")
@@ -245,55 +242,84 @@ def summary_command(spec, images_file, out, debug) -> None:
             )
 
 
-@command(cli, "trust-summary")
-@click.option("--spec", required=True, metavar="JSON|@FILE", help="The workflow's spec (what the gallery reads too).")
-@click.option(
-    "--out",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="metrics.csv in the results folder (the records' paths are below it); metrics-summary.csv and "
-    "metrics/MODEL-curves.png are written beside it.",
-)
-@click.option(
-    "--images",
-    "images_file",
-    default=None,
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="The image status JSON (check-images --out): images go by their names in the tables, not their paths.",
-)
-@click.option("--resamples", default=2000, show_default=True, type=click.IntRange(min=100), help="Bootstrap resamples.")
-@click.option("--seed", default=0, show_default=True, type=int, help="The bootstrap's random seed.")
-@click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
-def trust_summary_command(spec, out, images_file, resamples, seed, debug) -> None:
-    """The trust metrics of every image (metrics.csv: per image, method and model) and per
-    method and model (metrics-summary.csv: mean, bootstrap 95 % interval, count), from the
-    metrics jobs' records; and each model's curves averaged over its images (a picture)."""
-    from ..outputs import save_png
-    from ..render import method_curves
-    from ..workflow import trust
-    from .gallery import load_image_statuses, load_json
+def _table_summary(spec, out, images_file, resamples, seed, debug) -> None:
+    """A table technique's numbers over the run (its description's table): NAME.csv,
+    one line per row of its jobs (per image, setting and model), NAME-summary.csv, per
+    model and group the mean of each measure with a bootstrap 95 % interval and the
+    count, and the table's pictures per model (NAME/MODEL-PICTURE.png), from the jobs'
+    records. --out names the table: metrics.csv is the trust metrics'."""
+    from cnnvis_tasks.cli.gallery import load_image_statuses, load_json
+    from cnnvis_tasks.io.outputs import save_png
+    from cnnvis_tasks.workflow import tables
 
+    technique = tables.technique_of_file(out)
+    table = technique.table
+    if out.name != table.rows_name:
+        raise click.UsageError(f"--out is {table.rows_name}, the rows' table ({table.summary_name} goes beside it)")
     spec_data = load_json(spec, "--spec")
     out_dir = out.parent
-    scores = trust.read_scores(spec_data, out_dir)
+    rows = tables.read_rows(technique, spec_data, out_dir)
     if images_file is not None:
         names = {str(status["path"]): status["name"] for status in load_image_statuses(images_file)}
-        for scored in scores:
-            scored.image = names.get(scored.image, scored.image)
-    summary = trust.summarise(scores, resamples, seed)
-    for path, columns, rows in (
-        (out, trust.ROW_COLUMNS, trust.score_rows(scores)),
-        (out_dir / "metrics-summary.csv", trust.SUMMARY_COLUMNS, summary),
+        for row in rows:
+            row.image = names.get(row.image, row.image)
+    summary = tables.summarise(table, rows, resamples, seed)
+    for path, columns, content in (
+        (out, table.row_columns, tables.row_table(rows)),
+        (out_dir / table.summary_name, table.summary_columns, summary),
     ):
-        text = trust.to_csv(columns, rows)
+        text = tables.to_csv(columns, content)
         atomic_write(path, lambda handle, text=text: handle.write(text.encode("utf-8")))
     for model in spec_data.get("models", []):
-        picture = method_curves(trust.mean_curves(scores, model), title=f"{model}: averaged over its images")
-        path = out_dir / trust.curves_picture(model)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if picture is None:
-            import numpy as np
+        mine = [row for row in rows if row.model == model]
+        for picture in table.pictures:
+            drawn = picture.draw(mine, model)
+            if drawn is None:
+                import numpy as np
 
-            picture = np.full((1, 1, 3), 255, dtype=np.uint8)
-        save_png(path, picture, {"model": model, "images": len({s.image for s in scores if s.model == model})})
-    click.echo(f"trust-summary: {len(scores)} scored rows, {len(summary)} summary rows", err=True)
+                drawn = np.full((1, 1, 3), 255, dtype=np.uint8)
+            path = out_dir / table.picture_name(model, picture)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_png(path, drawn, {"model": model, "images": len({row.image for row in mine})})
+    click.echo(f"{table.name}-summary: {len(rows)} measured rows, {len(summary)} summary rows", err=True)
+
+
+def _table_summary_command(name: str, **settings) -> click.Command:
+    """``table-summary`` (and its older name, ``trust-summary``): one command, two names."""
+    decorators = (
+        command(cli, name, **settings),
+        click.option(
+            "--spec", required=True, metavar="JSON|@FILE", help="The workflow's spec (what the gallery reads too)."
+        ),
+        click.option(
+            "--out",
+            required=True,
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="NAME.csv in the results folder (the records' paths are below it), NAME the table's (metrics.csv: "
+            "the trust metrics'); NAME-summary.csv and the pictures NAME/MODEL-PICTURE.png are written beside it.",
+        ),
+        click.option(
+            "--images",
+            "images_file",
+            default=None,
+            type=click.Path(dir_okay=False, exists=True, path_type=Path),
+            help="The image status JSON (check-images --out): images go by their names in the tables, not their paths.",
+        ),
+        click.option(
+            "--resamples", default=2000, show_default=True, type=click.IntRange(min=100), help="Bootstrap resamples."
+        ),
+        click.option("--seed", default=0, show_default=True, type=int, help="The bootstrap's random seed."),
+        click.option("--debug", is_flag=True, help="Show Python tracebacks for errors."),
+    )
+
+    def function(**options) -> None:
+        _table_summary(**options)
+
+    function.__doc__ = _table_summary.__doc__
+    for decorator in reversed(decorators):
+        function = decorator(function)
+    return function
+
+
+table_summary_command = _table_summary_command("table-summary")
+trust_summary_command = _table_summary_command("trust-summary", hidden=True)

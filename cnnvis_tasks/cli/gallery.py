@@ -9,12 +9,12 @@ from typing import Any
 
 import click
 
-from ..errors import CnnvisError
-from ..gallery import SECTION_TECHNIQUES, build_gallery, sample_images, target_label
-from ..outputs import atomic_write, read_metadata
-from ..workflow.plan import chunk_name, chunk_of
-from . import cli
-from .common import command
+from cnnvis_tasks.cli.common import command
+from cnnvis_tasks.cli.group import cli
+from cnnvis_tasks.errors import CnnvisError
+from cnnvis_tasks.gallery import build_gallery, sample_images, target_label
+from cnnvis_tasks.io.outputs import atomic_write, read_metadata
+from cnnvis_tasks.workflow.plan import chunk_name, chunk_of
 
 SPEC_HELP = """\b
 The spec (JSON) lists tables; paths are relative to the folder of --out:
@@ -64,6 +64,8 @@ def gallery_records(
     spec: dict[str, Any], images: list[dict[str, Any]], root: Path, log_template: str | None = None
 ) -> list[dict[str, Any]]:
     """Records for :func:`cnnvis_tasks.gallery.build_gallery` from a spec and image list."""
+    from cnnvis_tasks.gallery import SECTION_TECHNIQUES  # read when called: a test may add a technique
+
     records: list[dict[str, Any]] = []
     for table in spec.get("tables", []):
         section = table.get("section")
@@ -165,11 +167,13 @@ def gallery_records(
     help="The run's summary.csv (cnnvis-tasks summary): linked, with each model's accuracy on labelled images.",
 )
 @click.option(
+    "--table-summary",
     "--metrics-summary",
-    "metrics_file",
-    default=None,
+    "table_files",
+    multiple=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="The run's metrics-summary.csv (cnnvis-tasks trust-summary): the trust metrics' tables, per model.",
+    help="A table technique's NAME-summary.csv (cnnvis-tasks table-summary), e.g. metrics-summary.csv: its "
+    "section opens with the table of each model. Repeat for each table technique.",
 )
 @click.option(
     "--max-images",
@@ -189,7 +193,7 @@ def gallery_command(
     rows_per_page,
     log_template,
     summary_file,
-    metrics_file,
+    table_files,
     max_images,
     debug,
 ) -> None:
@@ -218,9 +222,12 @@ def gallery_command(
     summary = None
     if summary_file is not None and summary_file.is_file():
         summary = {"href": os.path.relpath(summary_file, root), "accuracy": _accuracy(summary_file, spec_data)}
-    trust = []
-    if metrics_file is not None and metrics_file.is_file():
-        trust = _trust(metrics_file, spec_data, root)
+    numbers = {}
+    for path in table_files:
+        if path.is_file():
+            name, view = _numbers(path, spec_data, root)
+            if view:
+                numbers[name] = view
     # an image whose label names no class of a model it is explained for is not usable either
     problems = spec_data.get("label_problems") or {}
     images = [
@@ -237,7 +244,7 @@ def gallery_command(
         rows_per_page=rows_per_page,
         note=note,
         summary=summary,
-        trust=trust,
+        numbers=numbers,
     )
     pages = root / "gallery"
     pages.mkdir(parents=True, exist_ok=True)  # always there: the workflow declares it as an output
@@ -254,7 +261,7 @@ def _accuracy(summary_file: Path, spec: dict[str, Any]) -> list[dict[str, Any]]:
     """Each model's right and labelled images, from summary.csv."""
     import csv
 
-    from ..workflow.summary import accuracy
+    from cnnvis_tasks.workflow.summary import accuracy
 
     with summary_file.open(encoding="utf-8", newline="") as handle:
         table = list(csv.reader(handle))
@@ -269,25 +276,30 @@ def _accuracy(summary_file: Path, spec: dict[str, Any]) -> list[dict[str, Any]]:
     return found
 
 
-def _trust(metrics_file: Path, spec: dict[str, Any], root: Path) -> list[dict[str, Any]]:
-    """The trust tables' view from metrics-summary.csv, with links to both tables and the
-    models' averaged curves (those that exist beside it)."""
+def _numbers(summary_file: Path, spec: dict[str, Any], root: Path) -> tuple[str, dict[str, Any] | None]:
+    """A table technique's name and its view in the gallery, from its NAME-summary.csv,
+    with links to both of its tables and each model's pictures (those that exist beside it)."""
     import csv
 
-    from ..gallery import trust_view
-    from ..workflow.trust import curves_picture
+    from cnnvis_tasks.gallery.numbers import numbers_view
+    from cnnvis_tasks.workflow.tables import technique_of_file
 
-    with metrics_file.open(encoding="utf-8", newline="") as handle:
+    technique = technique_of_file(summary_file)
+    table = technique.table
+    with summary_file.open(encoding="utf-8", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    folder = metrics_file.parent
+    folder = summary_file.parent
     links = {
         name: os.path.relpath(folder / name, root)
-        for name in ("metrics.csv", "metrics-summary.csv")
+        for name in (table.rows_name, table.summary_name)
         if (folder / name).is_file()
     }
     pictures = {
-        model: os.path.relpath(folder / curves_picture(model), root)
+        model: [
+            {"src": os.path.relpath(folder / table.picture_name(model, picture), root), "alt": picture.alt}
+            for picture in table.pictures
+            if (folder / table.picture_name(model, picture)).is_file()
+        ]
         for model in spec.get("models", [])
-        if (folder / curves_picture(model)).is_file()
     }
-    return trust_view(rows, links, pictures)
+    return technique.name, numbers_view(table, rows, links, pictures)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from ..names import DEFAULT_MODEL, EMBEDDED_MODEL
-from . import cli
-from .common import command, warn
+from cnnvis_tasks.cli.common import command, warn
+from cnnvis_tasks.cli.group import cli
+from cnnvis_tasks.models.names import DEFAULT_MODEL, EMBEDDED_MODEL
 
 
 @command(cli, "models")
@@ -14,7 +14,8 @@ from .common import command, warn
 def models_command(debug: bool) -> None:
     """List model names, where their default weights come from, and whether they
     are available offline right now."""
-    from ..models import cached_weights_path, known_models, weights_source
+    from cnnvis_tasks.models.names import known_models
+    from cnnvis_tasks.models.standard_weights import cached_weights_path, weights_source
 
     rows = []
     for name in known_models():
@@ -50,14 +51,14 @@ def layers_command(model: str, arch_args: str | None, size: int | None, debug: b
     """Every addressable module path of a model with its type and output shape
     (channels x height x width for a SIZE x SIZE input). Paths are what --layer takes.
     Modules that do not run in the forward pass show '-'."""
-    from ..layers import layer_table
-    from ..mechanisms.tokens import required_input_size
-    from ..models import build_on_meta, load_model
+    from cnnvis_tasks.mechanisms.tokens import required_input_size
+    from cnnvis_tasks.models.layers import layer_table
+    from cnnvis_tasks.models.loading import build_on_meta, load_model
 
     size_given = size is not None
     size = size or 224
 
-    from ..model_spec import spec_from_options
+    from cnnvis_tasks.models.spec import spec_from_options
 
     spec = spec_from_options(model, "random", arch_args=arch_args)
     module = build_on_meta(spec)
@@ -86,7 +87,7 @@ def fetch_weights_command(model_names: tuple[str, ...], debug: bool) -> None:
     """Download the standard pretrained weights of each MODEL into the torch hub
     cache ($TORCH_HOME, default ~/.cache/torch). Run it once on a machine with
     internet (a cluster's login node) before running on machines without."""
-    from ..models import fetch_weights
+    from cnnvis_tasks.models.standard_weights import fetch_weights
 
     for name in model_names:
         path, downloaded = fetch_weights(name)
@@ -113,8 +114,8 @@ def config_schema_command(technique_name: str | None, debug: bool) -> None:
     its description in the package."""
     import yaml
 
-    from ..techniques import get_technique
-    from ..workflow.config import full_schema, technique_schema
+    from cnnvis_tasks.techniques import get_technique
+    from cnnvis_tasks.workflow.config import full_schema, technique_schema
 
     schema = technique_schema(get_technique(technique_name)) if technique_name else full_schema()
     click.echo(yaml.safe_dump(schema, sort_keys=False, width=100), nl=False)

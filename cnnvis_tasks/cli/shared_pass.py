@@ -4,7 +4,7 @@ Each ``--job`` is one technique's name and exactly the arguments its own
 command takes for its options and outputs, parsed by that command, so nothing
 is described twice; the model and the images are given once, to
 ``shared-pass`` itself.  The work is done by
-:func:`cnnvis_tasks.shared_runner.run_shared`.
+:func:`cnnvis_tasks.run.runner.run_shared` (a pass of one member per job).
 """
 
 from __future__ import annotations
@@ -17,11 +17,18 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from ..errors import CnnvisError
-from ..runner import decoding_size
-from . import cli
-from .common import SESSION_PARAMETERS, capture_warnings, command, image_list_settings, model_options, warn
-from .techniques import PreparedCall, make_command, prepare_call, read_inputs, unset_sizes
+from cnnvis_tasks.cli.common import (
+    SESSION_PARAMETERS,
+    capture_warnings,
+    command,
+    image_list_settings,
+    model_options,
+    warn,
+)
+from cnnvis_tasks.cli.group import cli
+from cnnvis_tasks.cli.techniques import PreparedCall, make_command, prepare_call, read_inputs, unset_sizes
+from cnnvis_tasks.errors import CnnvisError
+from cnnvis_tasks.run.runner import decoding_size
 
 # Given once to shared-pass, for every job: (parameter, its flag).
 SHARED_PARAMETERS = {
@@ -35,7 +42,7 @@ DECODING = (("size", "--size"), ("batch_size", "--batch-size"), ("max_pixels", "
 
 def parse_job(text: str, parent: click.Context) -> tuple[Any, dict[str, Any]]:
     """A ``--job`` value as (technique, its command's parameters), parsed by that command."""
-    from ..techniques import get_technique
+    from cnnvis_tasks.techniques import get_technique
 
     words = shlex.split(text)
     if not words:
@@ -59,10 +66,10 @@ def parse_job(text: str, parent: click.Context) -> tuple[Any, dict[str, Any]]:
 def check_shared(texts: list[str], calls: list[PreparedCall]) -> None:
     """Every job's settings can share the pass, the jobs decode the same batches, and
     no two jobs write the same file."""
-    from ..shared_runner import SharedJob, pass_settings
+    from cnnvis_tasks.run.runner import Member, pass_settings
 
     for text, call in zip(texts, calls):
-        for _values, _members, needs in pass_settings(SharedJob(call.technique, call.rows, call.options)):
+        for _values, _members, needs in pass_settings(Member(call.technique, call.rows, call.options)):
             if isinstance(needs, str):
                 raise click.UsageError(f"--job {text!r} cannot share the pass: {needs}")
     for name, flag in DECODING:
@@ -86,6 +93,14 @@ def _decoding(call: PreparedCall, name: str) -> Any:
     if name == "max_pixels":
         return call.max_pixels
     return decoding_size(call.options[name]) if name == "size" else call.options[name]
+
+
+def member(call: PreparedCall) -> Any:
+    """A job as a member of the pass (:class:`cnnvis_tasks.run.members.Member`)."""
+    from cnnvis_tasks.run.runner import Member
+
+    c = call
+    return Member(c.technique, c.rows, c.options, c.targets, c.renderings, c.failures, c.png_level, c.columns)
 
 
 def asked_size(calls: list[PreparedCall]) -> int | None:
@@ -135,9 +150,8 @@ def shared_pass_command(ctx: click.Context, images, image_list, jobs, **common: 
 
 
 def _run(ctx: click.Context, images, image_list, jobs, common: dict[str, Any]) -> None:
-    from ..runner import open_session
-    from ..shared_runner import SharedJob, run_shared
-    from .techniques import check_targets
+    from cnnvis_tasks.cli.techniques import check_targets
+    from cnnvis_tasks.run.runner import open_session, run_shared
 
     parsed = [parse_job(text, ctx) for text in jobs]
     inputs = read_inputs(images, image_list)
@@ -152,7 +166,7 @@ def _run(ctx: click.Context, images, image_list, jobs, common: dict[str, Any]) -
     first = calls[0]
     run_shared(
         session,
-        [SharedJob(c.technique, c.rows, c.options, c.targets, c.renderings, c.failures, c.png_level) for c in calls],
+        [member(call) for call in calls],
         first.images,
         size=asked_size(calls),
         batch_size=first.options["batch_size"],

@@ -5,13 +5,12 @@ may be given several times), its inputs (``--image`` files, folders or globs;
 or the item option of a technique without images) and where to write: either
 ``--out-dir`` with a ``--name`` pattern, or one ``--out-RENDERING`` / ``--raw``
 per image (per item), as the workflow gives them.  The work itself is done by
-:func:`cnnvis_tasks.runner.run`.
+:func:`cnnvis_tasks.run.runner.run`.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,12 +18,7 @@ from typing import Any
 
 import click
 
-from ..errors import CnnvisError
-from ..image_list import IMAGE_LIST_FILE_NAME, Box
-from ..images import DEFAULT_MAX_PIXELS
-from ..outputs import DEFAULT_PNG_LEVEL
-from ..technique import BOOL, CHOICE, FLOAT, INT, SIZED_BY_MODEL, Option, Technique, broadcast, parse_target
-from .common import (
+from cnnvis_tasks.cli.common import (
     CONTEXT_SETTINGS,
     SESSION_PARAMETERS,
     CnnvisCommand,
@@ -33,53 +27,22 @@ from .common import (
     model_params,
     warn,
 )
-
-RAW = "raw"
-PLACEHOLDERS = ("{path}", "{name}", "{stem}", "{parent}", "{index}", "{setting}", "{rendering}", "{ext}")
-
+from cnnvis_tasks.cli.options import option_param
+from cnnvis_tasks.cli.outputs import (  # noqa: F401  (default_pattern: the file names' pattern, for callers)
+    RAW,
+    check_writable,
+    default_pattern,
+    output_params,
+    output_templates,
+    plan_rows,
+)
+from cnnvis_tasks.errors import CnnvisError
+from cnnvis_tasks.io.columns import Column, get_column
+from cnnvis_tasks.io.images import DEFAULT_MAX_PIXELS
+from cnnvis_tasks.io.list_file import IMAGE_LIST_FILE_NAME
+from cnnvis_tasks.technique import SIZED_BY_MODEL, Technique, broadcast, parse_target
 
 # --- options ------------------------------------------------------------------------
-
-
-def _click_type(option: Option) -> Any:
-    if option.kind == INT:
-        return click.IntRange(min=option.minimum, max=option.maximum)
-    if option.kind == FLOAT:
-        low = option.above if option.above is not None else option.minimum
-        return click.FloatRange(min=low, max=option.maximum, min_open=option.above is not None)
-    if option.kind == CHOICE:
-        return click.Choice(option.choices)
-    return str
-
-
-def option_param(option: Option) -> click.Option:
-    """The click option of a technique option."""
-    show_default: Any = option.default_text or True
-    if option.kind == BOOL:
-        return click.Option(
-            [f"{option.flag}/--{option.negative or 'no-' + option.name.replace('_', '-')}"],
-            default=bool(option.default),
-            help=option.help,
-            show_default=show_default,
-        )
-    multiple = option.repeatable or option.per_image
-    if multiple:
-        default = () if option.default is None else (option.default,)
-    else:
-        default = option.default
-    if option.default is None and not option.default_text:
-        show_default = False
-    text = option.help if not option.repeatable or "repeat" in option.help else option.help + " Repeatable."
-    return click.Option(
-        [option.flag],
-        type=_click_type(option),
-        multiple=multiple,
-        default=default,
-        required=option.required,
-        metavar=option.metavar,
-        help=text,
-        show_default=show_default,
-    )
 
 
 def failure_params(technique: Technique) -> list[click.Parameter]:
@@ -114,61 +77,6 @@ def failure_params(technique: Technique) -> list[click.Parameter]:
             )
         )
     return params
-
-
-def output_params(technique: Technique) -> list[click.Parameter]:
-    per = "image" if technique.reads_images else (technique.item or "call")
-    params: list[click.Parameter] = [
-        click.Option(
-            [technique.output_flag(rendering), f"out_{rendering.name}"],
-            multiple=True,
-            type=click.Path(path_type=Path),
-            help=f"PNG per {per}: {rendering.help}",
-        )
-        for rendering in technique.renderings
-    ]
-    params += [
-        click.Option(["--raw", "out_raw"], multiple=True, type=click.Path(path_type=Path), help=technique.raw),
-        click.Option(
-            ["--out-dir"],
-            type=click.Path(file_okay=False, path_type=Path),
-            default=None,
-            help="Write every file into this folder, named by --name (instead of the options above).",
-        ),
-        click.Option(
-            ["--name", "name_pattern"],
-            default=None,
-            metavar="PATTERN",
-            help=f"File names in --out-dir  [default: {default_pattern(technique)}]",
-        ),
-        click.Option(
-            ["--rendering", "chosen"],
-            multiple=True,
-            type=click.Choice([r.name for r in technique.renderings] + [RAW]),
-            help="With --out-dir: what to write; repeat for several  [default: every picture]",
-        ),
-        click.Option(
-            ["--png-level"],
-            type=click.IntRange(0, 9),
-            default=DEFAULT_PNG_LEVEL,
-            help="PNG compression level: 1 writes fastest (1-3: cnnvis's own writer), 9 smallest; the pixels "
-            "are the same.",
-        ),
-    ]
-    return params
-
-
-def default_pattern(technique: Technique, image_list: bool = False) -> str:
-    """File names under --out-dir: the workflow's setting name, after the image's stem;
-    with --image-list, the image's name then the rendering (the workflow's chunk layout)."""
-    if image_list and technique.reads_images:
-        return IMAGE_LIST_FILE_NAME
-    parts = ["{path}"] if technique.reads_images else []
-    if technique.repeatable or not technique.reads_images:  # no repeatable option: no setting in the name
-        parts.append("{setting}")
-    if technique.several_renderings:
-        parts.append("{rendering}")
-    return "-".join(parts) + ".{ext}"
 
 
 def command_help(technique: Technique) -> str:
@@ -209,7 +117,7 @@ def command_help(technique: Technique) -> str:
 def expand_images(values: Sequence[Path]) -> list[tuple[Path, str]]:
     """``--image`` values as (file, its path below the folder or glob given, ending kept):
     a folder gives its image files (subfolders too), a pattern the files it matches."""
-    from ..image_list import list_images
+    from cnnvis_tasks.io.image_list import list_images
 
     found: list[tuple[Path, str]] = []
     for value in values:
@@ -229,17 +137,19 @@ def expand_images(values: Sequence[Path]) -> list[tuple[Path, str]]:
 
 @dataclass
 class Inputs:
-    """A command's images as (file, name), with each one's label and bounding box (None: none)."""
+    """A command's images as (file, name), with each one's label and its per-image inputs
+    (:mod:`cnnvis_tasks.io.columns`): column name -> per image, its value or None (a column
+    no image has a value in is left out)."""
 
     files: list[tuple[Path, str]]
     labels: list[str | None]
-    boxes: list[Box | None]
+    columns: dict[str, list[Any]]
 
 
 def read_inputs(images: Sequence[Path], image_list: Path | None) -> Inputs:
     """The command's images: from --image, or from --image-list (a name, path, label and
-    optionally a bounding box per image)."""
-    from ..image_list import read_image_list
+    optionally per-image inputs, such as a bounding box, per image)."""
+    from cnnvis_tasks.io.list_file import read_image_list
 
     if image_list is not None and images:
         raise click.UsageError("give either --image or --image-list, not both")
@@ -247,171 +157,32 @@ def read_inputs(images: Sequence[Path], image_list: Path | None) -> Inputs:
         if not images:
             raise click.UsageError("give the images: --image (a file, folder or glob; repeat for many) or --image-list")
         files = expand_images(images)
-        return Inputs(files, [None] * len(files), [None] * len(files))
+        return Inputs(files, [None] * len(files), {})
     entries = read_image_list(image_list)
     if not entries:
         raise click.BadParameter(f"{image_list} lists no images", param_hint="--image-list")
+    names = dict.fromkeys(name for entry in entries for name in entry.columns)
     return Inputs(
         [(entry.path, entry.name) for entry in entries],
         [entry.label for entry in entries],
-        [entry.box for entry in entries],
+        {name: [entry.columns.get(name) for entry in entries] for name in names},
     )
 
 
-def given_boxes(values: Sequence[str], count: int, image_list: bool) -> list[Box | None] | None:
-    """``--box`` values as one box (or None, for ``none``) per image; None when none was given."""
-    from ..image_list import parse_box
-
+def given_column(column: Column, values: Sequence[str], count: int, image_list: bool) -> list[Any] | None:
+    """A column's command-line values (``--box``) as one value (or None, for ``none``) per
+    image, given once for all images or once per image; None when none was given."""
     if not values:
         return None
     if image_list:
-        raise click.UsageError("--box goes with --image; with --image-list the boxes come from its box column")
+        raise click.UsageError(
+            f"{column.flag} goes with --image; with --image-list the {column.keyword} come from its "
+            f"{column.name} column"
+        )
     try:
-        return [
-            None if value.strip().lower() == "none" else parse_box(value)
-            for value in broadcast(list(values), count, "--box", "images")
-        ]
+        return [column.parse_given(value) for value in broadcast(list(values), count, column.flag, "images")]
     except ValueError as error:
-        raise click.BadParameter(str(error), param_hint="--box") from None
-
-
-def _parsed(option: Option, value: Any) -> Any:
-    try:
-        return option.parse(value)
-    except ValueError as error:
-        raise click.BadParameter(str(error), param_hint=option.flag) from None
-
-
-def _checked(option: Option, value: Any) -> Any:
-    problem = option.check(value) if option.check and value is not None else None
-    if problem:
-        raise click.BadParameter(problem, param_hint=option.flag)
-    return value
-
-
-# --- outputs ------------------------------------------------------------------------
-
-
-def _fill(template: str, fields: dict[str, str]) -> str:
-    for name, value in fields.items():
-        template = template.replace("{" + name + "}", value)
-    return template
-
-
-def output_templates(
-    technique: Technique,
-    count: int,
-    given: dict[str, Sequence[Path]],
-    out_dir: Path | None,
-    name_pattern: str | None,
-    chosen: Sequence[str],
-    image_list: bool = False,
-) -> dict[str, list[str]]:
-    """Per output (a rendering or ``raw``): one path template per item (image, or
-    value of the item option), from the paired options or from --out-dir and --name."""
-    if out_dir is not None:
-        if any(given.values()):
-            first = technique.output_flag(technique.renderings[0])
-            raise click.UsageError(f"give either --out-dir or output options such as {first}, not both")
-        wanted = list(dict.fromkeys(chosen)) or [r.name for r in technique.renderings]
-        pattern = name_pattern or default_pattern(technique, image_list)
-        return {name: [str(out_dir / pattern)] * count for name in wanted}
-    if name_pattern or chosen:
-        raise click.UsageError("--name and --rendering go with --out-dir")
-    templates = {name: [str(p) for p in paths] for name, paths in given.items() if paths}
-    if not templates:
-        flags = ", ".join([technique.output_flag(r) for r in technique.renderings] + ["--raw"])
-        raise click.UsageError(f"nothing to write: give --out-dir or at least one of {flags}")
-    what = "images" if technique.reads_images else f"{technique.item}s"
-    for name, paths in templates.items():
-        if technique.item is None and not technique.reads_images:
-            if len(paths) != 1:
-                raise click.UsageError(
-                    f"got {len(paths)} {_flag(technique, name)}; give it once "
-                    "(with placeholders such as {setting} for several results)"
-                )
-        elif len(paths) != count:
-            raise click.UsageError(
-                f"got {count} {what} but {len(paths)} {_flag(technique, name)}; "
-                f"give one per {what.rstrip('s')} (or use --out-dir)"
-            )
-    return templates
-
-
-def plan_rows(
-    technique: Technique,
-    items: Sequence[Any],
-    item_fields: Sequence[dict[str, str]],
-    values: dict[str, list[Any]],
-    templates: dict[str, list[str]],
-    inputs: Sequence[Path],
-) -> list:
-    """The rows of a call, each item times every combination of the repeated
-    options, with their output paths filled in.  Every path is checked before
-    anything is computed: one file per row and output, a ``.png`` or ``.npy``
-    ending, no input overwritten."""
-    from ..runner import Row, combinations
-
-    item_name = technique.item
-    others = combinations(technique, {k: v for k, v in values.items() if k != item_name})
-    if not others:
-        flags = " or ".join(o.flag for o in technique.repeatable if o.name != item_name)
-        raise click.UsageError(f"nothing to compute: give {flags}")
-    rows, seen = [], {os.path.abspath(p) for p in inputs}
-    for index, (item, fields) in enumerate(zip(items, item_fields)):
-        for combo in others:
-            row_values = dict(combo) | ({item_name: item} if item_name is not None else {})
-            setting = technique.setting_name(row_values)
-            outputs = {}
-            for name, paths in templates.items():
-                ext = "npy" if name == RAW else "png"
-                names = {k: str(v) for k, v in row_values.items()}
-                path = Path(
-                    _fill(
-                        paths[index],
-                        fields | names | {"setting": setting, "rendering": name, "ext": ext, "index": str(index)},
-                    )
-                )
-                _check_output(path, ext, technique, name)
-                if os.path.abspath(path) in seen:
-                    raise click.UsageError(
-                        f"{path} would be written twice, or over an input; give each result "
-                        f"its own path (placeholders: {', '.join(_placeholders(technique))})"
-                    )
-                seen.add(os.path.abspath(path))
-                outputs[name] = path
-            rows.append(Row(image=index if technique.reads_images else None, values=row_values, outputs=outputs))
-    return rows
-
-
-def _flag(technique: Technique, name: str) -> str:
-    if name == RAW:
-        return "--raw"
-    return technique.output_flag(next(r for r in technique.renderings if r.name == name))
-
-
-def _placeholders(technique: Technique) -> list[str]:
-    return ["{" + o.name + "}" for o in technique.repeatable] + list(PLACEHOLDERS)
-
-
-def _check_output(path: Path, ext: str, technique: Technique, name: str) -> None:
-    if path.suffix.lower() != "." + ext:
-        raise click.UsageError(f"{path}: {_flag(technique, name)} writes a .{ext} file; name it *.{ext}")
-    if path.is_dir():
-        raise click.UsageError(f"{path} is a folder; {_flag(technique, name)} needs a file name")
-    check_writable(path)
-
-
-def check_writable(path: Path) -> None:
-    """A file can be written at ``path``: its nearest existing folder is a folder we may
-    write in (checked before any work, so that hours of compute are not lost)."""
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise CnnvisError(f"cannot write {path}: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise CnnvisError(f"cannot write {path}: no permission to write in {parent}")
+        raise click.BadParameter(str(error), param_hint=column.flag) from None
 
 
 # --- the command ----------------------------------------------------------------------
@@ -427,7 +198,9 @@ class PreparedCall:
     options: dict[str, Any]
     images: list[Path]
     targets: list[int | str | None] | None
-    boxes: list[Box | None] | None  # per image: its bounding box or None (techniques that read boxes)
+    # the per-image inputs the technique reads (Technique.columns), those given: column name ->
+    # per image, its value in the image's own terms or None
+    columns: dict[str, list[Any]]
     renderings: list[str]
     failures: Any  # runner.Failures
     max_pixels: int | None
@@ -438,7 +211,7 @@ def prepare_call(technique: Technique, params: dict[str, Any], inputs: Inputs | 
     """A technique command's parameters (as click gives them) as a :class:`PreparedCall`:
     every output path checked, the rows planned.  ``inputs``: the images and labels
     already read (else read from ``images`` and ``image_list``)."""
-    from ..runner import Failures
+    from cnnvis_tasks.run.runner import Failures
 
     params = dict(params)
     common = {name: params.pop(name) for name in SESSION_PARAMETERS}
@@ -458,16 +231,18 @@ def prepare_call(technique: Technique, params: dict[str, Any], inputs: Inputs | 
         check_writable(failures.record)
     image_list = params.pop("image_list", None)
     images_given = params.pop("images", ())
-    box_values = params.pop("boxes", ())
+    column_values = {name: params.pop(get_column(name).keyword, ()) for name in technique.columns}
     if inputs is None:
-        inputs = read_inputs(images_given, image_list) if technique.reads_images else Inputs([], [], [])
+        inputs = read_inputs(images_given, image_list) if technique.reads_images else Inputs([], [], {})
     files, labels = inputs.files, inputs.labels
     images = [path for path, _ in files]
-    boxes = None
-    if technique.reads_boxes:
-        boxes = given_boxes(box_values, len(images), image_list is not None)
-        if boxes is None and any(box is not None for box in inputs.boxes):
-            boxes = list(inputs.boxes)
+    columns: dict[str, list[Any]] = {}
+    for name, given_values in column_values.items():
+        values = given_column(get_column(name), given_values, len(images), image_list is not None)
+        if values is None and any(value is not None for value in inputs.columns.get(name, ())):
+            values = list(inputs.columns[name])
+        if values is not None:
+            columns[name] = values
 
     values: dict[str, list[Any]] = {}
     options: dict[str, Any] = {}
@@ -475,11 +250,11 @@ def prepare_call(technique: Technique, params: dict[str, Any], inputs: Inputs | 
     for option in technique.options:
         given_value = params.pop(option.name)
         if option.repeatable:
-            values[option.name] = [_checked(option, _validated(option, v)) for v in given_value]
+            values[option.name] = list(given_value)  # each value parsed by its click type
         elif option.per_image:
             target_values = list(given_value)
         else:
-            options[option.name] = _parsed(option, _checked(option, given_value))
+            options[option.name] = given_value
 
     if technique.reads_images:
         items: list[Any] = list(range(len(images)))
@@ -506,7 +281,7 @@ def prepare_call(technique: Technique, params: dict[str, Any], inputs: Inputs | 
         except ValueError as error:
             raise click.BadParameter(str(error), param_hint="--target") from None
     return PreparedCall(
-        technique, common, rows, options, images, targets, boxes, renderings, failures, max_pixels, png_level
+        technique, common, rows, options, images, targets, columns, renderings, failures, max_pixels, png_level
     )
 
 
@@ -514,7 +289,7 @@ def check_targets(call: PreparedCall, session: Any) -> None:
     """Class indices given on the command line are classes of the loaded model, and a
     model without named layers (a TorchScript archive) is not asked for one."""
     if not session.model.has_module_tree:
-        from ..model_spec import needs_module_tree
+        from cnnvis_tasks.models.spec import needs_module_tree
 
         for row in call.rows:
             why = needs_module_tree(call.technique, {**call.options, **row.values})
@@ -524,7 +299,7 @@ def check_targets(call: PreparedCall, session: Any) -> None:
                     "load the model from its architecture and a state dict instead"
                 )
     if call.targets is not None or call.technique.item == "target":
-        from ..mechanisms.targets import check_class_indices
+        from cnnvis_tasks.mechanisms.targets import check_class_indices
 
         if session.model.num_classes:
             wanted = call.targets if call.targets is not None else [int(r.values["target"]) for r in call.rows]
@@ -545,7 +320,7 @@ def unset_sizes(context: click.Context, params: dict[str, Any]) -> dict[str, Any
 
 def run_command(technique: Technique, **params: Any) -> None:
     """The body of every technique command: inputs and outputs checked, then the rows run."""
-    from ..runner import open_session, run
+    from cnnvis_tasks.run.runner import open_session, run
 
     call = prepare_call(technique, unset_sizes(click.get_current_context(), params))
     session = open_session(**call.common)
@@ -557,7 +332,7 @@ def run_command(technique: Technique, **params: Any) -> None:
         call.options,
         images=call.images,
         targets=call.targets,
-        boxes=call.boxes,
+        columns=call.columns,
         renderings=call.renderings,
         failures=call.failures,
         max_pixels=call.max_pixels,
@@ -565,11 +340,6 @@ def run_command(technique: Technique, **params: Any) -> None:
         warn=warn,
         note=lambda text: click.echo(text, err=True),
     )
-
-
-def _validated(option: Option, value: Any) -> Any:
-    _parsed(option, value)  # a syntax error is a usage error, raised before anything loads
-    return value
 
 
 def make_command(technique: Technique) -> click.Command:
@@ -589,16 +359,10 @@ def make_command(technique: Technique) -> click.Command:
                 ["--image-list"], **image_list_settings("--image", "--target label then explains each image's label")
             )
         )
-    if technique.reads_boxes:
+    for name in technique.columns:  # per-image inputs: --box
+        column = get_column(name)
         params.append(
-            click.Option(
-                ["--box", "boxes"],
-                multiple=True,
-                metavar="XMIN,YMIN,XMAX,YMAX|none",
-                help="Each image's bounding box in its own pixels ((0, 0): the top-left corner; 'none': no box), "
-                "once for all images or once per --image, in order; an --image-list takes them from its box "
-                "column. Resized and cropped with the image.",
-            )
+            click.Option([column.flag, column.keyword], multiple=True, metavar=column.metavar, help=column.help)
         )
     params += [option_param(option) for option in technique.options]
     params += output_params(technique)
@@ -616,7 +380,7 @@ def make_command(technique: Technique) -> click.Command:
 
 def register(group: click.Group) -> None:
     """Add every technique's command to ``group``."""
-    from ..techniques import all_techniques
+    from cnnvis_tasks.techniques import all_techniques
 
     for technique in all_techniques():
         group.add_command(make_command(technique))

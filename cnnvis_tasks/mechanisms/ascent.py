@@ -23,15 +23,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import CnnvisError
-from ..layers import model_device
-from ..technique import SILENT, Report, broadcast
-from ..techniques.class_viz import REGULARIZATIONS
-from .capture import LayerTap, captured_tensor
-from .parameterization import FourierImage, PixelImage, random_transform
-from .pixels import to_model_space, to_pixels
-from .targets import check_class_indices
-from .tokens import as_feature_map, required_input_size
+from cnnvis_tasks.errors import CnnvisError
+from cnnvis_tasks.mechanisms.capture import LayerTap, captured_tensor
+from cnnvis_tasks.mechanisms.parameterization import FourierImage, PixelImage, random_transform
+from cnnvis_tasks.mechanisms.penalties import REGULARIZATIONS
+from cnnvis_tasks.mechanisms.pixels import to_model_space, to_pixels
+from cnnvis_tasks.mechanisms.targets import check_class_indices
+from cnnvis_tasks.mechanisms.tokens import as_feature_map, required_input_size
+from cnnvis_tasks.models.layers import model_device
+from cnnvis_tasks.technique import SILENT, Report, broadcast
 
 START_LOW, START_HIGH = 140 / 255, 180 / 255  # the seed's random start, pixel space
 TRANSFORM_PAD = 8  # px of zeros on each side before the robust transform warps

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .layout import forward_layout
+from cnnvis_tasks.mechanisms.layout import forward_layout
 
 GradientFn = Callable[[Tensor, Tensor], Tensor]  # (inputs, targets) -> d logit[target] / d inputs
 # (inputs, targets, owners) -> attributions; owners: each input's image index (SmoothGrad's copies)
@@ -41,7 +41,7 @@ RULES = ("gausslegendre", "trapezoid")
 def rule_gradient(model: nn.Module, method: str = "vanilla") -> GradientFn:
     """The input gradient of ``model`` under a ReLU backward rule (:mod:`.relu_rules`),
     in the inputs' own precision (float64 inputs give float64 gradients)."""
-    from .relu_rules import METHODS, relu_backward_rule
+    from cnnvis_tasks.mechanisms.relu_rules import METHODS, relu_backward_rule
 
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")

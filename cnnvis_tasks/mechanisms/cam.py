@@ -24,12 +24,24 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import CnnvisError
-from ..layers import architecture_key
-from ..outputs import read_cache, write_cache
-from .capture import Call, capture_outputs, captured_tensor, device_calls, meta_calls, trace_calls
-from .targets import request_targets, target_indices
-from .tokens import as_feature_map, no_token_layer_message, required_input_size, transformer_cam_layer
+from cnnvis_tasks.errors import CnnvisError
+from cnnvis_tasks.io.outputs import read_cache, write_cache
+from cnnvis_tasks.mechanisms.capture import (
+    Call,
+    capture_outputs,
+    captured_tensor,
+    device_calls,
+    meta_calls,
+    trace_calls,
+)
+from cnnvis_tasks.mechanisms.targets import request_targets, target_indices
+from cnnvis_tasks.mechanisms.tokens import (
+    as_feature_map,
+    no_token_layer_message,
+    required_input_size,
+    transformer_cam_layer,
+)
+from cnnvis_tasks.models.layers import architecture_key
 
 Weighting = Callable[[Tensor, Tensor], Tensor]
 

@@ -17,21 +17,19 @@ of the network would reject, as deep dream's smallest octaves, still works.)
 
 from __future__ import annotations
 
-import copy
 import weakref
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import partial
-from itertools import chain
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from ..errors import CnnvisError
-from ..layers import get_module, model_device
-from .tokens import as_feature_map
+from cnnvis_tasks.errors import CnnvisError
+from cnnvis_tasks.mechanisms.tokens import as_feature_map
+from cnnvis_tasks.models.layers import get_module, meta_copy, model_device
 
 
 class StopForward(Exception):
@@ -134,19 +132,6 @@ class LayerTap:
         return outputs
 
 
-def _meta_copy(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` on the meta device (no data, no arithmetic) without any hooks."""
-    memo: dict[int, Any] = {}
-    for t in chain(model.parameters(), model.buffers()):
-        meta = torch.empty_like(t, device="meta")
-        memo[id(t)] = nn.Parameter(meta, t.requires_grad) if isinstance(t, nn.Parameter) else meta
-    for module in model.modules():  # hooks others registered must not see this dry run
-        for name, value in vars(module).items():
-            if "hooks" in name and isinstance(value, dict):
-                memo[id(value)] = type(value)()
-    return copy.deepcopy(model, memo)
-
-
 def meta_calls(model: nn.Module, input_shape: tuple[int, ...]) -> list[Call] | None:
     """Every module call in one shape-only forward.
 
@@ -155,7 +140,7 @@ def meta_calls(model: nn.Module, input_shape: tuple[int, ...]) -> list[Call] | N
     kernel, data-dependent control flow, ...).
     """
     try:
-        dry = _meta_copy(model)
+        dry = meta_copy(model)
         modules = {name: m for name, m in dry.named_modules() if name}
         calls: list[Call] = []
         with _forward_hooks(modules, partial(_record, calls)), torch.no_grad():

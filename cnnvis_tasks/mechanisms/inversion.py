@@ -33,11 +33,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..layers import model_device
-from ..technique import SILENT, Report
-from .ascent import _frozen, _model_space_images, _report, _start_image, transform_padding
-from .capture import LayerTap, captured_tensor
-from .pixels import to_model_space
+from cnnvis_tasks.mechanisms.ascent import _frozen, _model_space_images, _report, _start_image, transform_padding
+from cnnvis_tasks.mechanisms.capture import LayerTap, captured_tensor
+from cnnvis_tasks.mechanisms.pixels import to_model_space
+from cnnvis_tasks.models.layers import model_device
+from cnnvis_tasks.technique import SILENT, Report
 
 # The paper's choices for CNNs: a 6-norm keeps pixels in range, TV of order 2 smooths.
 ALPHA, BETA = 6.0, 2.0
@@ -85,7 +85,7 @@ def pixel_bound(mean, std) -> float:
 
 def _paired_transform(generator: torch.Generator, pad: int) -> Callable[[torch.Tensor, torch.Tensor], tuple]:
     """The robust transform applied with one random draw to the image and to the photo."""
-    from .parameterization import random_transform
+    from cnnvis_tasks.mechanisms.parameterization import random_transform
 
     def transform(x, x0):
         state = generator.get_state()

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from ..errors import CnnvisError
-from ..layers import get_module
+from cnnvis_tasks.errors import CnnvisError
+from cnnvis_tasks.models.layers import get_module
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import CnnvisError
+from cnnvis_tasks.errors import CnnvisError
 
 # base class -> its logits-only subclass
 _SUBCLASSES: dict[type, type] = {}

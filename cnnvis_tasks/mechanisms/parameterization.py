@@ -16,7 +16,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .pixels import stats, to_model_space, to_pixels
+from cnnvis_tasks.mechanisms.pixels import stats, to_model_space, to_pixels
 
 # Square root of ImageNet's colour covariance, as published with Lucid (Olah et al. 2017).
 # Rows: R, G, B; columns: the decorrelated channels.

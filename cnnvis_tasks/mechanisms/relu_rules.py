@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .targets import request_targets, target_indices
+from cnnvis_tasks.mechanisms.targets import request_targets, target_indices
 
 METHODS = ("vanilla", "guided", "deconv")
 

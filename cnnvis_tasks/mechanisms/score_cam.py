@@ -20,11 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attribution import copies_per_forward
-from .cam import CamResult
-from .capture import capture_outputs, captured_feature_map
-from .layout import forward_layout
-from .targets import request_targets, target_indices
+from cnnvis_tasks.mechanisms.attribution import copies_per_forward
+from cnnvis_tasks.mechanisms.cam import CamResult
+from cnnvis_tasks.mechanisms.capture import capture_outputs, captured_feature_map
+from cnnvis_tasks.mechanisms.layout import forward_layout
+from cnnvis_tasks.mechanisms.targets import request_targets, target_indices
 
 EPSILON = 1e-8  # a constant channel masks everything to 0, not NaN
 

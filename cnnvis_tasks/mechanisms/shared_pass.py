@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from .capture import capture_outputs, captured_tensor, feature_maps
-from .targets import request_targets, target_indices
-from .tokens import as_feature_map
+from cnnvis_tasks.mechanisms.capture import capture_outputs, captured_tensor, feature_maps
+from cnnvis_tasks.mechanisms.targets import request_targets, target_indices
+from cnnvis_tasks.mechanisms.tokens import as_feature_map
 
 
 @dataclass(frozen=True)

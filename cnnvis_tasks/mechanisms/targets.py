@@ -23,7 +23,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from ..errors import CnnvisError
+from cnnvis_tasks.errors import CnnvisError
 
 TOP1 = -1  # in a target tensor: the image's top-1 prediction
 

@@ -26,7 +26,8 @@ import weakref
 import torch
 from torch import Tensor, nn
 
-from ..errors import CnnvisError
+from cnnvis_tasks.errors import CnnvisError
+from cnnvis_tasks.models.layers import meta_copy
 
 # At most this many leading tokens (class, distillation, register tokens) are dropped
 # when a model does not say what its patch grid is.
@@ -103,11 +104,9 @@ def _configured_side(model: nn.Module) -> int | None:
 
 
 def _runs_on_meta(model: nn.Module, shape: tuple[int, ...]) -> bool:
-    from .capture import _meta_copy
-
     try:
         with torch.no_grad():
-            _meta_copy(model)(torch.empty(shape, device="meta"))
+            meta_copy(model)(torch.empty(shape, device="meta"))
     except Exception:
         return False
     return True

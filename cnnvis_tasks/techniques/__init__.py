@@ -15,8 +15,8 @@ import functools
 import importlib
 import pkgutil
 
-from ..errors import CnnvisError
-from ..technique import Technique
+from cnnvis_tasks.errors import CnnvisError
+from cnnvis_tasks.technique import Technique
 
 
 @functools.cache

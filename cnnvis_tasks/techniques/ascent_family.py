@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..technique import BOOL, COMMAND_ONLY, FLOAT, INT, Option, Rendered, Rendering, Result
+from cnnvis_tasks.technique import BOOL, COMMAND_ONLY, FLOAT, INT, Option, Rendered, Rendering, Result
 
 PLAIN_STEPS, PLAIN_LR = 200, 0.1  # the reference gallery's settings
 # Robust mode: the Fourier parameters move the image more per unit step, so a smaller
@@ -85,7 +85,7 @@ def ascent_result(name: str, outcome: Any, **extra: Any) -> Result:
 
 def render_picture(result: Result, row: int, renderings: tuple[str, ...], options: dict[str, Any]) -> Rendered:
     """The optimised image as it is."""
-    from .. import render
+    from cnnvis_tasks import render
 
     return Rendered({PICTURE.name: (render.to_uint8(result.maps[row]), {})})
 

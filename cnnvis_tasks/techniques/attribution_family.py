@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ..technique import CHOICE, Option, Rendered, Rendering, Result
+from cnnvis_tasks.technique import CHOICE, Option, Rendered, Rendering, Result
 
 METHODS = ("vanilla", "guided", "deconv")
 RENDERINGS = (
@@ -38,7 +38,7 @@ def method_option(default: tuple[str, ...] = ("vanilla",)) -> Option:
 def render_map(values: Any, renderings: tuple[str, ...], what: str) -> Rendered:
     """A 3 x H x W map as color (min-max over all channels) and gray (max |value|
     over channels, clipped at its 99th percentile) pictures."""
-    from .. import render as draw
+    from cnnvis_tasks import render as draw
 
     pictures, degenerate = {}, False
     for rendering in renderings:
@@ -65,7 +65,7 @@ def clean_pass(model, x, targets):
     """The forward of the unchanged images: (target classes, their logits (N,), probabilities (N,))."""
     import torch
 
-    from ..mechanisms.targets import request_targets, target_indices, target_probabilities
+    from cnnvis_tasks.mechanisms.targets import request_targets, target_indices, target_probabilities
 
     wanted = request_targets(targets, x.shape[0], x.device)
     with torch.inference_mode():

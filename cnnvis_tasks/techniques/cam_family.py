@@ -11,8 +11,8 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..names import DEFAULT_COLORMAP, colormap_problem
-from ..technique import (
+from cnnvis_tasks.models.names import DEFAULT_COLORMAP, colormap_problem
+from cnnvis_tasks.technique import (
     AUTO_LAYER,
     BATCH_SIZE,
     FLOAT,
@@ -48,11 +48,22 @@ _AUTO_LAYERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def automatic_layer(module: Any) -> str:
-    from ..mechanisms.cam import default_cam_layer
+    from cnnvis_tasks.mechanisms.cam import default_cam_layer
 
     if module not in _AUTO_LAYERS:
         _AUTO_LAYERS[module] = default_cam_layer(module)
     return _AUTO_LAYERS[module]
+
+
+def resolve_layer(module: Any, layer: str) -> str:
+    """A layer option's value as the layer it names in ``module`` (``auto``: :func:`automatic_layer`)."""
+    return automatic_layer(module) if layer == AUTO else layer
+
+
+def chosen_layer(module: Any, layer: str) -> tuple[str, list[str]]:
+    """The layer explained, and what to say about it once (``Result.notes``): that it was chosen automatically."""
+    chosen = resolve_layer(module, layer)
+    return chosen, [f"layer {chosen} (chosen automatically)"] if layer == AUTO else []
 
 
 def layer_caption(meta: Mapping[str, Any]) -> list[str]:
@@ -73,7 +84,7 @@ def render_heat_map(
     """An H x W map at the image's resolution as the family's pictures: gray (min-max
     normalised), heatmap (``options["colormap"]``) and overlay on ``image`` (weight
     ``options["alpha"]``); ``degenerate_warning`` when the map is constant."""
-    from .. import render as draw
+    from cnnvis_tasks import render as draw
 
     map01, degenerate = draw.normalize01(values)
     colormap, alpha = options["colormap"], options["alpha"]
@@ -93,13 +104,13 @@ def render_heat_map(
 
 def _shares_pass(options: Mapping[str, Any]) -> PassNeeds:
     """A CAM from gradients reads its layer's activation and gradient (``auto``: resolved
-    by the caller as :func:`automatic_layer` resolves it)."""
-    return PassNeeds(gradients=(options["layer"],))
+    by :func:`resolve_layer`)."""
+    return PassNeeds(gradients=(options["layer"],), resolve_layer=resolve_layer)
 
 
 def _shares_features(options: Mapping[str, Any]) -> PassNeeds:
     """A CAM of the activations alone reads its layer's activation."""
-    return PassNeeds(features=(options["layer"],))
+    return PassNeeds(features=(options["layer"],), resolve_layer=resolve_layer)
 
 
 def cam_technique(
@@ -129,24 +140,24 @@ def cam_technique(
         raise ValueError(f"{name}: give exactly one of weighting, activation_map and cams")
 
     def compute(model, images, targets=None, *, layer: str = AUTO, **options: Any) -> Result:
-        chosen = automatic_layer(model.module) if layer == AUTO else layer
+        chosen, notes = chosen_layer(model.module, layer)
         inputs = model.normalize(images)
         if activation_map is not None:
-            from ..mechanisms.capture import feature_maps
+            from cnnvis_tasks.mechanisms.capture import feature_maps
 
             maps = activation_map(feature_maps(model.module, inputs, [chosen])[chosen])
-            return result(maps, None, None, chosen, images)
+            return result(maps, None, None, chosen, images, notes)
         if cams is not None:
             outcome = cams(model.module, inputs, chosen, targets, options.get("batch_size", batch_size.default))
         else:
-            from ..mechanisms.cam import class_activation_map
+            from cnnvis_tasks.mechanisms.cam import class_activation_map
 
             outcome = class_activation_map(model.module, inputs, chosen, targets, weighting)
-        return result(outcome.cams, outcome.targets, outcome.logits, chosen, images)
+        return result(outcome.cams, outcome.targets, outcome.logits, chosen, images, notes)
 
-    def result(maps, targets, logits, chosen: str, images) -> Result:
-        from ..mechanisms.cam import upsample_cam
-        from ..mechanisms.targets import target_probabilities
+    def result(maps, targets, logits, chosen: str, images, notes: list[str]) -> Result:
+        from cnnvis_tasks.mechanisms.cam import upsample_cam
+        from cnnvis_tasks.mechanisms.targets import target_probabilities
 
         return Result(
             name,
@@ -157,16 +168,17 @@ def cam_technique(
             inputs=images,
             display=upsample_cam(maps, tuple(images.shape[-2:])),
             facts={"layer": chosen},
+            notes=notes,
         )
 
     def from_pass(model, shared, images, *, layer: str = AUTO, **_options: Any) -> Result:
-        from ..mechanisms.cam import weighted_cam
+        from cnnvis_tasks.mechanisms.cam import weighted_cam
 
-        chosen = automatic_layer(model.module) if layer == AUTO else layer
+        chosen, notes = chosen_layer(model.module, layer)
         if activation_map is not None:
-            return result(activation_map(shared.activations[chosen]), None, None, chosen, images)
+            return result(activation_map(shared.activations[chosen]), None, None, chosen, images, notes)
         maps = weighted_cam(shared.activations[chosen], shared.gradients[chosen], weighting)
-        return result(maps, shared.targets, shared.logits, chosen, images)
+        return result(maps, shared.targets, shared.logits, chosen, images, notes)
 
     def render(result: Result, row: int, renderings: tuple[str, ...], options: dict[str, Any]) -> Rendered:
         return render_heat_map(

@@ -7,10 +7,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..technique import CHOICE, COMMAND_ONLY, FLOAT, INT, Option, Result, Technique
-from .ascent_family import PICTURE_OUTPUT, SYNTHESIS_OPTIONS, ascent_result, steps_and_lr
+from cnnvis_tasks.mechanisms.penalties import REGULARIZATIONS
+from cnnvis_tasks.technique import CHOICE, COMMAND_ONLY, FLOAT, INT, Option, Result, Technique
+from cnnvis_tasks.techniques.ascent_family import PICTURE_OUTPUT, SYNTHESIS_OPTIONS, ascent_result, steps_and_lr
 
-REGULARIZATIONS = ("none", "l1", "l2")
 REGULARIZATION_LABELS = {"none": "no regularization", "l1": "L1 regularization", "l2": "L2 regularization"}
 # The penalty weight of each regularization when none is given.  The reference gallery's L2 was
 # Adam weight decay 0.01; L1 had no value there: 1e-4 visibly sparsifies a
@@ -37,9 +37,9 @@ def compute(
     """``targets`` are class indices, one per row; ``regularization`` one per row or one for all."""
     import torch
 
-    from ..images import synthesis_size
-    from ..mechanisms.ascent import class_visualization
-    from ..technique import SILENT, broadcast
+    from cnnvis_tasks.io.images import synthesis_size
+    from cnnvis_tasks.mechanisms.ascent import class_visualization
+    from cnnvis_tasks.technique import SILENT, broadcast
 
     targets = [int(t) for t in targets]
     regularizations = broadcast(

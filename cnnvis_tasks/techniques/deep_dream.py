@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..technique import (
+from cnnvis_tasks.technique import (
     FILTER,
     FLOAT,
     INT,
@@ -19,7 +19,7 @@ from ..technique import (
     filter_token,
     layer_option,
 )
-from .ascent_family import BATCH_SIZE, PICTURE_OUTPUT, SAVE_EVERY, ascent_result
+from cnnvis_tasks.techniques.ascent_family import BATCH_SIZE, PICTURE_OUTPUT, SAVE_EVERY, ascent_result
 
 LAYER = layer_option("Module path whose activation is amplified (see: cnnvis-tasks layers).", required=True)
 FILTER_OPTION = Option(
@@ -39,8 +39,8 @@ FILTER_OPTION = Option(
 def compute(
     model, images, targets=None, *, layer: str, filter=None, steps: int, lr: float, report: Any = None, **_options: Any
 ) -> Result:
-    from ..mechanisms.ascent import deep_dream_adam
-    from ..technique import SILENT
+    from cnnvis_tasks.mechanisms.ascent import deep_dream_adam
+    from cnnvis_tasks.technique import SILENT
 
     outcome = deep_dream_adam(
         model.module, images, layer, filter, mean=model.mean, std=model.std, steps=steps, lr=lr, report=report or SILENT

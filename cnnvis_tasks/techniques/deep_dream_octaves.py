@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..technique import FLOAT, INT, SIZE, Option, Result, Technique
-from .ascent_family import BATCH_SIZE, PICTURE_OUTPUT, SAVE_EVERY, ascent_result
-from .deep_dream import FILTER_OPTION, LAYER
+from cnnvis_tasks.technique import FLOAT, INT, SIZE, Option, Result, Technique
+from cnnvis_tasks.techniques.ascent_family import BATCH_SIZE, PICTURE_OUTPUT, SAVE_EVERY, ascent_result
+from cnnvis_tasks.techniques.deep_dream import FILTER_OPTION, LAYER
 
 
 def compute(
@@ -25,8 +25,8 @@ def compute(
     report: Any = None,
     **_options: Any,
 ) -> Result:
-    from ..mechanisms.ascent import deep_dream
-    from ..technique import SILENT
+    from cnnvis_tasks.mechanisms.ascent import deep_dream
+    from cnnvis_tasks.technique import SILENT
 
     outcome = deep_dream(
         model.module,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .cam_family import cam_technique
+from cnnvis_tasks.techniques.cam_family import cam_technique
 
 
 def eigen_cam_map(activations: Any) -> Any:

@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..technique import FLOAT, INT, SIZE, Option, Result, Technique, layer_option
-from .ascent_family import BATCH_SIZE, PICTURE_OUTPUT, ROBUST, SAVE_EVERY
+from cnnvis_tasks.technique import FLOAT, INT, SIZE, Option, Result, Technique, layer_option
+from cnnvis_tasks.techniques.ascent_family import BATCH_SIZE, PICTURE_OUTPUT, ROBUST, SAVE_EVERY
 
 DEFAULT_STEPS, DEFAULT_LR = 200, 0.05  # lr 0.1 ended higher after 60 robust steps on EfficientNet-Lite0
 # The regularisers' weights (per-pixel means in units of B, see mechanisms/inversion.py).
@@ -38,8 +38,8 @@ def compute(
     **_options: Any,
 ) -> Result:
     """One synthesised image per photo of ``images`` (pixel space, (N, 3, H, W))."""
-    from ..mechanisms.inversion import feature_inversion
-    from ..technique import SILENT
+    from cnnvis_tasks.mechanisms.inversion import feature_inversion
+    from cnnvis_tasks.technique import SILENT
 
     outcome = feature_inversion(
         model.module,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..technique import (
+from cnnvis_tasks.technique import (
     BATCH_SIZE,
     INT,
     SIZE,
@@ -23,7 +23,7 @@ GRID = Rendering("grid", "PNG grid of the first channels, each scaled to its own
 
 
 def compute(model, images, targets=None, *, layer: str, channels: int = 64, **_options: Any) -> Result:
-    from ..mechanisms.capture import feature_maps
+    from cnnvis_tasks.mechanisms.capture import feature_maps
 
     maps = feature_maps(model.module, model.normalize(images), [layer])[layer]
     return _result(maps, layer, channels)
@@ -44,7 +44,7 @@ def from_pass(model, shared, images, *, layer: str, channels: int = 64, **_optio
 
 
 def render(result: Result, row: int, renderings: tuple[str, ...], options: dict[str, Any]) -> Rendered:
-    from .. import render as draw
+    from cnnvis_tasks import render as draw
 
     activation = result.maps[row]
     picture, constant = draw.channel_grid(activation, options["channels"])

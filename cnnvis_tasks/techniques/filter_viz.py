@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..technique import FLOAT, INT, MODEL_LEVEL, ModelRows, Option, Result, Technique, layer_option
-from .ascent_family import PICTURE_OUTPUT, SYNTHESIS_OPTIONS, ascent_result, steps_and_lr
+from cnnvis_tasks.technique import FLOAT, INT, MODEL_LEVEL, ModelRows, Option, Result, Technique, layer_option
+from cnnvis_tasks.techniques.ascent_family import PICTURE_OUTPUT, SYNTHESIS_OPTIONS, ascent_result, steps_and_lr
 
 
 def compute(
@@ -27,9 +27,9 @@ def compute(
     **_options: Any,
 ) -> Result:
     """``filter``: a channel index per row (or one)."""
-    from ..images import synthesis_size
-    from ..mechanisms.ascent import filter_visualization
-    from ..technique import SILENT
+    from cnnvis_tasks.io.images import synthesis_size
+    from cnnvis_tasks.mechanisms.ascent import filter_visualization
+    from cnnvis_tasks.technique import SILENT
 
     filters = [int(f) for f in (filter if isinstance(filter, (list, tuple)) else [filter])]
     steps, lr = steps_and_lr(steps, lr, robust)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .cam_family import cam_technique
+from cnnvis_tasks.techniques.cam_family import cam_technique
 
 
 def gradcam_weights(activations: Any, gradients: Any) -> Any:
@@ -16,7 +16,7 @@ def gradcam_weights(activations: Any, gradients: Any) -> Any:
 def grad_cam(model: Any, images: Any, layer: str, targets: Any = None) -> Any:
     """Grad-CAM of ``layer`` for a model in eval mode and images in its input space;
     see :func:`cnnvis_tasks.mechanisms.cam.class_activation_map`."""
-    from ..mechanisms.cam import class_activation_map
+    from cnnvis_tasks.mechanisms.cam import class_activation_map
 
     return class_activation_map(model, images, layer, targets, gradcam_weights)
 

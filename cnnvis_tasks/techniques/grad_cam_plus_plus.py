@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .cam_family import cam_technique
+from cnnvis_tasks.techniques.cam_family import cam_technique
 
 EPSILON = 1e-6  # keeps the coefficient finite where the denominator vanishes
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..technique import BATCH_SIZE, SIZE, TARGET_CLASS, Result, Technique
-from .attribution_family import ATTRIBUTION_RENDERINGS, RAW, method_option, renderer
+from cnnvis_tasks.technique import BATCH_SIZE, SIZE, TARGET_CLASS, Result, Technique
+from cnnvis_tasks.techniques.attribution_family import ATTRIBUTION_RENDERINGS, RAW, method_option, renderer
 
 
 def compute(model, images, targets=None, *, method: str = "vanilla", **_options: Any) -> Result:
-    from ..mechanisms.relu_rules import saliency
-    from ..mechanisms.targets import target_probabilities
+    from cnnvis_tasks.mechanisms.relu_rules import saliency
+    from cnnvis_tasks.mechanisms.targets import target_probabilities
 
     x = model.normalize(images)
     # One forward and backward: the gradient's own pass also picks the targets.

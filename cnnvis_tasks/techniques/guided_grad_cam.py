@@ -8,17 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..technique import BATCH_SIZE, SIZE, TARGET_CLASS, Rendered, Result, Technique
-from .attribution_family import ATTRIBUTION_RENDERINGS, render_map
-from .cam_family import AUTO, LAYER, automatic_layer, layer_caption
-from .grad_cam import gradcam_weights
+from cnnvis_tasks.technique import BATCH_SIZE, SIZE, TARGET_CLASS, Rendered, Result, Technique
+from cnnvis_tasks.techniques.attribution_family import ATTRIBUTION_RENDERINGS, render_map
+from cnnvis_tasks.techniques.cam_family import AUTO, LAYER, chosen_layer, layer_caption
+from cnnvis_tasks.techniques.grad_cam import gradcam_weights
 
 
 def guided_grad_cam(model: Any, images: Any, layer: str, targets: Any = None) -> tuple[Any, Any]:
     """(N, 3, H, W) guided backpropagation of each image's target logit times the
     bilinearly upsampled Grad-CAM of ``layer`` (same class), with the Grad-CAM result."""
-    from ..mechanisms.cam import class_activation_map, upsample_cam
-    from ..mechanisms.relu_rules import saliency
+    from cnnvis_tasks.mechanisms.cam import class_activation_map, upsample_cam
+    from cnnvis_tasks.mechanisms.relu_rules import saliency
 
     cam = class_activation_map(model, images, layer, targets, gradcam_weights)
     guided = saliency(model, images, cam.targets, "guided")
@@ -26,9 +26,9 @@ def guided_grad_cam(model: Any, images: Any, layer: str, targets: Any = None) ->
 
 
 def compute(model, images, targets=None, *, layer: str = AUTO, **_options: Any) -> Result:
-    from ..mechanisms.targets import target_probabilities
+    from cnnvis_tasks.mechanisms.targets import target_probabilities
 
-    chosen = automatic_layer(model.module) if layer == AUTO else layer
+    chosen, notes = chosen_layer(model.module, layer)
     maps, cam = guided_grad_cam(model.module, model.normalize(images), chosen, targets)
     return Result(
         "guided-grad-cam",
@@ -37,6 +37,7 @@ def compute(model, images, targets=None, *, layer: str = AUTO, **_options: Any) 
         probabilities=target_probabilities(cam.logits, cam.targets),
         layer=chosen,
         facts={"layer": chosen},
+        notes=notes,
     )
 
 

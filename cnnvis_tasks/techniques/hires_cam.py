@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .cam_family import cam_technique
+from cnnvis_tasks.techniques.cam_family import cam_technique
 
 
 def hires_cam_weights(activations: Any, gradients: Any) -> Any:

@@ -9,9 +9,9 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from ..errors import CnnvisError
-from ..technique import BATCH_SIZE, CHOICE, INT, SIZE, TARGET_CLASS, Option, Result, Technique
-from .attribution_family import ATTRIBUTION_RENDERINGS, RAW, clean_pass, method_option, renderer
+from cnnvis_tasks.errors import CnnvisError
+from cnnvis_tasks.technique import BATCH_SIZE, CHOICE, INT, SIZE, TARGET_CLASS, Option, Result, Technique
+from cnnvis_tasks.techniques.attribution_family import ATTRIBUTION_RENDERINGS, RAW, clean_pass, method_option, renderer
 
 BASELINES = ("black", "blurred", "uniform")
 RULES = ("gausslegendre", "trapezoid")  # as mechanisms.attribution.RULES (no torch import here)
@@ -63,7 +63,12 @@ def compute(
     seed: int = 0,
     **_options: Any,
 ) -> Result:
-    from ..mechanisms.attribution import completeness_error, integrated_gradients, rule_gradient, target_scores
+    from cnnvis_tasks.mechanisms.attribution import (
+        completeness_error,
+        integrated_gradients,
+        rule_gradient,
+        target_scores,
+    )
 
     if rule == "trapezoid" and steps < 2:
         raise CnnvisError("--rule trapezoid needs --steps 2 or more")

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..technique import (
+from cnnvis_tasks.technique import (
     INT,
     LAYER,
     MODEL_LEVEL,
@@ -33,7 +33,7 @@ def compute(
     count: int = 25,
     **_options: Any,
 ) -> Result:
-    from ..mechanisms.kernels import kernel_weights
+    from cnnvis_tasks.mechanisms.kernels import kernel_weights
 
     kernels = kernel_weights(model.module, layer=layer, parameter_index=parameter)
     weights = kernels.weights
@@ -42,7 +42,7 @@ def compute(
 
 
 def render(result: Result, row: int, renderings: tuple[str, ...], options: dict[str, Any]) -> Rendered:
-    from .. import render as draw
+    from cnnvis_tasks import render as draw
 
     return Rendered({GRID.name: (draw.kernel_grid(result.maps[row], options["count"]), {})})
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .cam_family import cam_technique
+from cnnvis_tasks.techniques.cam_family import cam_technique
 
 
 def layer_cam_weights(activations: Any, gradients: Any) -> Any:

@@ -1,7 +1,7 @@
 """Trust metrics: how faithful an attribution method's maps are to the model, per image.
 
-Each row scores one method (``--explain 'saliency --method guided'``, see
-:mod:`cnnvis_tasks.explained`) on one image: the method's map is computed for
+Each row scores one method (``--explain 'saliency --method guided'``; in Python a
+:class:`cnnvis_tasks.method.Method`) on one image: the method's map is computed for
 the image's target class, then
 
 * deletion and insertion (Petsiuk et al. 2018): the target probability as the
@@ -29,14 +29,16 @@ picture of a row draws its curves.  The tensor work is in
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
-from ..technique import (
+from cnnvis_tasks.method import Method, Slot
+from cnnvis_tasks.technique import (
     BATCH_SIZE,
     BOOL,
     INT,
+    METHOD,
     SIZE,
-    STRING,
     TARGET_CLASS,
     Option,
     Rendered,
@@ -44,29 +46,16 @@ from ..technique import (
     Result,
     Technique,
 )
+from cnnvis_tasks.technique.table import Measure, Table, TablePicture
 
-
-def _token(text: Any) -> str:
-    from ..explained import parse_explained
-
-    return parse_explained(text).token
-
-
-def _label(text: Any) -> str:
-    from ..explained import parse_explained
-
-    return parse_explained(text).label
-
-
-def _problem(text: Any) -> str | None:
-    from ..explained import explained_problem
-
-    return explained_problem(text)
+# A method scored: any technique whose maps rank the pixels, with its own options but
+# those this job gives every method.
+EXPLAINED = Slot(owner="metrics", option="explain", verb="score", given=("target", "size", "batch_size"))
 
 
 EXPLAIN = Option(
     "explain",
-    STRING,
+    METHOD,
     "grad-cam",
     "The attribution method to score: a technique of the saliency or CAM family and its own flags, one value "
     "each, e.g. 'grad-cam', 'saliency --method guided', 'integrated-gradients --steps 16'. Its target class, "
@@ -74,9 +63,9 @@ EXPLAIN = Option(
     repeatable=True,
     plural="methods",
     config_default=["grad-cam"],
-    check=_problem,
-    label=_label,
-    token=_token,
+    check=EXPLAINED.problem,
+    label=lambda value: EXPLAINED.parse(value).label,
+    token=lambda value: EXPLAINED.parse(value).token,
     metavar="'TECHNIQUE [FLAGS]'",
 )
 OPTIONS = (
@@ -118,16 +107,20 @@ ADDITIVE = ("gradient-x-input", "integrated-gradients")
 def channel_reduction(explained) -> str:
     """How the metrics make one value per pixel of a method's three-channel map
     (:func:`cnnvis_tasks.mechanisms.faithfulness.as_pixel_map`): ``sum`` or ``max_abs``."""
-    options = {**explained.technique.defaults(), **explained.options}
+    options = explained.values()
     name = explained.technique.name
-    if name in ADDITIVE or (name == "smooth-grad" and options.get("method") in ADDITIVE):
+    if name == "smooth-grad":
+        from cnnvis_tasks.techniques.smooth_grad import smoothed
+
+        name = smoothed(options["method"]).technique.name
+    if name in ADDITIVE:
         return "sum"
     return "max_abs"
 
 
 def _explained_maps(explained, model, images, targets, batch_size: int, seed: int):
     """The method's result on ``images`` for ``targets`` (None: top-1)."""
-    options = {**explained.technique.defaults(), **explained.options, "batch_size": batch_size, "seed": seed}
+    options = {**explained.values(), "batch_size": batch_size, "seed": seed}
     options.pop("target", None)
     return explained.technique.compute(model, images, targets, **options)
 
@@ -137,7 +130,7 @@ def compute(
     images,
     targets=None,
     *,
-    explain: str = "grad-cam",
+    explain: str | Method = "grad-cam",
     deletion_insertion: bool = True,
     steps: int = 16,
     road_steps: int = 4,
@@ -152,15 +145,14 @@ def compute(
 
     import torch
 
-    from ..explained import parse_explained
-    from ..mechanisms import faithfulness
+    from cnnvis_tasks.mechanisms import faithfulness
 
-    explained = parse_explained(explain)
+    explained = EXPLAINED.parse(explain)
     base = _explained_maps(explained, model, images, targets, batch_size, seed)
     x = model.normalize(images)
     chosen = base.targets
     if chosen is None:  # a class-agnostic method (Eigen-CAM): scored for the top-1 class
-        from .attribution_family import clean_pass
+        from cnnvis_tasks.techniques.attribution_family import clean_pass
 
         chosen, _scores, _probabilities = clean_pass(model.module, x, None)
     size = tuple(images.shape[-2:])
@@ -206,7 +198,7 @@ def compute(
     row_facts = [
         {
             "method": explained.label,
-            "explain": explain,
+            "explain": explained.text,
             "target": classes[row],
             "curves": {name: values[row] for name, values in host.items()},
         }
@@ -223,7 +215,7 @@ def compute(
         inputs=images,
         facts={
             "method": explained.label,
-            "explain": explain,
+            "explain": explained.text,
             "steps": steps,
             "road_steps": road_steps,
             "channels": reduce,
@@ -234,24 +226,63 @@ def compute(
 
 
 def render(result: Result, row: int, renderings: tuple[str, ...], options: dict[str, Any]) -> Rendered:
-    from .. import render as draw
+    from cnnvis_tasks import render as draw
 
     facts = result.row_facts[row] if result.row_facts else {}
     picture = draw.metric_curves(facts.get("curves", {}), title=str(result.facts.get("method", "")))
     return Rendered({"curves": (picture, {})})
 
 
-def caption(meta: dict[str, Any]) -> list[str]:
-    """The row's scores under its curves."""
-    names = (
-        ("deletion_auc", "deletion"),
-        ("insertion_auc", "insertion"),
-        ("road", "ROAD"),
-        ("randomisation", "rand."),
-        ("localisation", "in box"),
-    )
-    found = [f"{label} {meta[key]:.3f}" for key, label in names if isinstance(meta.get(key), (int, float))]
-    return [" \u00b7 ".join(found[i : i + 2]) for i in range(0, len(found), 2)]
+def mean_curves(rows: Sequence[Any], model: str) -> dict[str, dict[str, list[float]]]:
+    """Per method of ``model``, each curve of its rows (:class:`cnnvis_tasks.workflow.tables.TableRow`)
+    averaged over its images (curves of one length only; a missing value, None, is left out
+    of its point's mean)."""
+    import warnings
+
+    import numpy as np
+
+    sums: dict[str, dict[str, list[list[float]]]] = {}
+    for row in rows:
+        if row.model != model:
+            continue
+        for name, values in row.measured.get("curves", {}).items():
+            sums.setdefault(row.facts["method"], {}).setdefault(name, []).append(list(values))
+    means: dict[str, dict[str, list[float]]] = {}
+    for method, curves in sums.items():
+        for name, lists in curves.items():
+            length = len(lists[0])
+            same = [[math.nan if v is None else v for v in values] for values in lists if len(values) == length]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a stage no image has a correlation for
+                mean = np.nanmean(np.asarray(same, dtype=np.float64), axis=0)
+            means.setdefault(method, {})[name] = [float(v) if math.isfinite(v) else None for v in mean]
+    return means
+
+
+def _averaged_curves(rows: Sequence[Any], model: str):
+    from cnnvis_tasks.render import method_curves
+
+    return method_curves(mean_curves(rows, model), title=f"{model}: averaged over its images")
+
+
+# results/metrics.csv (per image, method and model), metrics-summary.csv (per method and
+# model) and metrics/MODEL-curves.png; the gallery's tables and the pictures' captions
+TABLE = Table(
+    name="metrics",
+    measures=(
+        Measure("deletion_auc", "Deletion AUC", higher_is_better=False, short="deletion"),
+        Measure("insertion_auc", "Insertion AUC", higher_is_better=True, short="insertion"),
+        Measure("road", "ROAD (LeRF - MoRF)", higher_is_better=True, short="ROAD"),
+        # a low correlation: the map changes when the model does
+        Measure("randomisation", "Randomisation correlation", higher_is_better=False, short="rand.", ranks=False),
+        Measure("localisation", "Attribution in box", higher_is_better=True, short="in box", ranks=False),
+    ),
+    identity=("model", "method", "explain", "image", "target"),
+    group="method",
+    heading="Which method to trust",
+    anchor="trust",
+    pictures=(TablePicture("curves", "curves averaged over the images", _averaged_curves),),
+)
 
 
 TECHNIQUE = Technique(
@@ -272,8 +303,8 @@ TECHNIQUE = Technique(
     raw="The method's map at the input's resolution, as the metrics rank it (.npy, H x W float32).",
     compute=compute,
     render=render,
-    caption=caption,
-    reads_boxes=True,
+    table=TABLE,
+    columns=("box",),
     # A metric runs the model on each image dozens of times (and a perturbation method,
     # Occlusion or Score-CAM, hundreds), so its jobs refuse large inputs sooner than the rest.
     config_extra={

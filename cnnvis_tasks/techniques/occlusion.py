@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import CnnvisError
-from ..technique import BATCH_SIZE, FLOAT, INT, SIZE, TARGET_CLASS, Option, Rendered, Result, Technique
-from .cam_family import ALPHA, COLORMAP, RENDERINGS, render_heat_map
+from cnnvis_tasks.errors import CnnvisError
+from cnnvis_tasks.technique import BATCH_SIZE, FLOAT, INT, SIZE, TARGET_CLASS, Option, Rendered, Result, Technique
+from cnnvis_tasks.techniques.cam_family import ALPHA, COLORMAP, RENDERINGS, render_heat_map
 
 
 def compute(
@@ -24,8 +24,8 @@ def compute(
 ) -> Result:
     import torch
 
-    from ..mechanisms.attribution import occlusion
-    from .attribution_family import clean_pass
+    from cnnvis_tasks.mechanisms.attribution import occlusion
+    from cnnvis_tasks.techniques.attribution_family import clean_pass
 
     if stride > min(patch, *images.shape[-2:]):
         raise CnnvisError(f"--stride {stride} is larger than the patch ({patch} px): some pixels would stay uncovered")

@@ -7,19 +7,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..technique import BATCH_SIZE, SIZE, TARGET_CLASS, PassNeeds, Rendered, Result, Technique
-from .attribution_family import METHODS, RENDERINGS, method_option, render_map
+from cnnvis_tasks.technique import BATCH_SIZE, SIZE, TARGET_CLASS, PassNeeds, Rendered, Result, Technique
+from cnnvis_tasks.techniques.attribution_family import METHODS, RENDERINGS, method_option, render_map
 
 
 def compute(model, images, targets=None, *, method: str = "vanilla", **_options: Any) -> Result:
-    from ..mechanisms.relu_rules import saliency
+    from cnnvis_tasks.mechanisms.relu_rules import saliency
 
     outcome = saliency(model.module, model.normalize(images), targets, method)
     return _result(outcome.gradients, outcome.targets, outcome.logits, method)
 
 
 def _result(gradients, targets, logits, method: str) -> Result:
-    from ..mechanisms.targets import target_probabilities
+    from cnnvis_tasks.mechanisms.targets import target_probabilities
 
     return Result(
         "saliency",

@@ -4,8 +4,8 @@ input masked by each channel, with no gradient
 
 from __future__ import annotations
 
-from ..technique import INT, Option
-from .cam_family import cam_technique
+from cnnvis_tasks.technique import INT, Option
+from cnnvis_tasks.techniques.cam_family import cam_technique
 
 # Every forward of Score-CAM (the images', then the masked copies') holds at most this many inputs.
 BATCH_SIZE = Option(
@@ -20,7 +20,7 @@ BATCH_SIZE = Option(
 
 
 def _score_cam(module, inputs, layer, targets, batch_size):
-    from ..mechanisms.score_cam import score_cam
+    from cnnvis_tasks.mechanisms.score_cam import score_cam
 
     return score_cam(module, inputs, layer, targets, batch_size)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .cam_family import cam_technique
+from cnnvis_tasks.techniques.cam_family import cam_technique
 
 EPSILON = 1e-7  # a channel whose activations sum to zero gets a finite weight
 

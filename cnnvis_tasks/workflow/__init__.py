@@ -16,14 +16,20 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from ..errors import CnnvisError
-from .config import ConfigError, check_config, full_schema
-from .environment import gpu_visible, put_on_path, uses_gpu
-from .plan import CHUNK_WILDCARD, ChunkRule, Job, Output, Plan, chunk_of, image_source_arguments, make_plan
+from cnnvis_tasks.errors import CnnvisError
+from cnnvis_tasks.workflow.config import ConfigError, check_config, full_schema
+from cnnvis_tasks.workflow.environment import gpu_visible, put_on_path, uses_gpu
+from cnnvis_tasks.workflow.jobs import Job, Output
+from cnnvis_tasks.workflow.plan import (
+    CHUNK_WILDCARD,
+    Plan,
+    chunk_of,
+    image_source_arguments,
+    make_plan,
+)
 
 __all__ = [
     "CHUNK_WILDCARD",
-    "ChunkRule",
     "check_device",
     "ConfigError",
     "Job",
@@ -86,7 +92,7 @@ def load_plan(config: dict[str, Any], *, main_process: bool = True) -> Plan:
 
 def _plan_images(config: dict[str, Any], results: str, main_process: bool) -> Plan:
     """:func:`load_plan` once the config is checked: the images listed and checked, the plan."""
-    from ..image_list import check_images, list_images, listed_images, skipped_records
+    from cnnvis_tasks.io.image_list import check_images, list_images, listed_images, skipped_records
 
     source = config["images"]
     try:
@@ -133,7 +139,7 @@ def _plan_images(config: dict[str, Any], results: str, main_process: bool) -> Pl
 def _checked_models(config: dict[str, Any], results: str, statuses: list[dict[str, Any]], main_process: bool):
     """Each model loaded as its jobs will (cached), its file written for them, and what the
     config asks of it checked: ``classes: {from: folders}`` reads the source's class folders."""
-    from .model_check import check_models, resolve_models
+    from cnnvis_tasks.workflow.model_check import check_models, resolve_models
 
     folder = config["images"].get("folder")
     labels = {record["label"] for record in statuses if record.get("label")}
@@ -153,7 +159,7 @@ def prepare_chunks(plan: Plan, verify: bool = False) -> None:
     changed since it ran (its record is removed: the job runs again); ``verify`` also
     looks at every picture (config ``verify_pictures``).  Snakemake
     re-runs a job for a missing output only when that output is asked for."""
-    from .chunks import missing_records, stale_records, write_image_lists
+    from cnnvis_tasks.workflow.chunks import missing_records, stale_records, write_image_lists
 
     try:
         write_image_lists(plan)

@@ -24,8 +24,8 @@ import math
 import os
 from collections.abc import Iterator
 
-from ..image_list import write_image_list
-from .plan import Plan
+from cnnvis_tasks.io.list_file import write_image_list
+from cnnvis_tasks.workflow.plan import Plan
 
 # Snakemake marks a finished directory output with this file (written after the job).
 SNAKEMAKE_TIMESTAMP = ".snakemake_timestamp"

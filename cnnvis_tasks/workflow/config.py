@@ -23,11 +23,11 @@ import jsonschema
 import yaml
 from jsonschema import validators
 
-from ..errors import CnnvisError
-from ..model_spec import EMBEDDED, HF, TORCHSCRIPT, TORCHVISION, ModelSpec, spec_from_config
-from ..names import model_name_problem
-from ..technique import COMMAND_ONLY, MODEL_LEVEL, Option, Technique
-from ..techniques import all_techniques
+from cnnvis_tasks.errors import CnnvisError
+from cnnvis_tasks.models.names import model_name_problem
+from cnnvis_tasks.models.spec import EMBEDDED, HF, TORCHSCRIPT, TORCHVISION, ModelSpec, spec_from_config
+from cnnvis_tasks.technique import COMMAND_ONLY, MODEL_LEVEL, Option, Technique
+from cnnvis_tasks.techniques import all_techniques
 
 
 class ConfigError(ValueError):
@@ -238,9 +238,36 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
     schema = _full_schema()
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
-        raise ConfigError(f"config error: {describe(jsonschema.exceptions.best_match(errors))}")
+        best = jsonschema.exceptions.best_match(errors)
+        raise ConfigError(f"config error: {_option_problem(best) or describe(best)}")
     _FillingValidator(schema).validate(config)
     return config
+
+
+def _option_problem(error: jsonschema.ValidationError) -> str | None:
+    """A schema error on one value of a technique's option (``techniques.T.OPTION``,
+    ``techniques.T.OPTIONS[i]``, ``techniques.T.models.M.OPTIONS[i]``) in the words of
+    the option's own parser, :meth:`Option.parse`: those of the command line and the
+    Python verb.  None for any other error, or a value the parser takes."""
+    path = list(error.absolute_path)
+    if len(path) < 3 or path[0] != "techniques" or not isinstance(path[1], str):
+        return None
+    techniques = {technique.config_key: technique for technique in all_techniques()}
+    technique, rest = techniques.get(path[1]), path[2:]
+    if technique is None:
+        return None
+    level = MODEL_LEVEL if rest[0] == "models" and len(rest) > 2 else None
+    rest = rest[2:] if level else rest
+    options = {o.config_key: o for o in technique.options if (o.where == MODEL_LEVEL) == bool(level)}
+    option = options.get(rest[0]) if rest and isinstance(rest[0], str) else None
+    one_value = len(rest) == (2 if option is not None and option.repeatable else 1)
+    if option is None or not one_value or (len(rest) == 2 and not isinstance(rest[1], int)):
+        return None
+    try:
+        option.parse(error.instance)
+    except ValueError as problem:
+        return f"config key {_where(path)}: {problem}"
+    return None
 
 
 def enabled_techniques(config: dict[str, Any]) -> list[tuple[Technique, dict[str, Any]]]:
@@ -288,8 +315,9 @@ def _model_problem(config: dict[str, Any], name: str, check_names: bool) -> str 
 def check_config(config: dict[str, Any], *, check_model_names: bool = True) -> dict[str, Any]:
     """Validate (defaults filled in), then check the names that only the installed
     packages know: models (imports torchvision, seconds: ``check_model_names``
-    False skips it where the main process already did) and option values with a
-    check of their own (colormaps, the trust metrics' methods)."""
+    False skips it where the main process already did) and each technique option's
+    values, by the option's own parser (:meth:`Option.parse`: its check of colormaps,
+    of the trust metrics' and SmoothGrad's methods, in the command's and Python's words)."""
     validate(config)
     for name in config["models"]:
         problem = _model_problem(config, name, check_model_names)
@@ -303,21 +331,25 @@ def check_config(config: dict[str, Any], *, check_model_names: bool = True) -> d
                     f"config error: techniques.{key}.models.{name}: model {name!r} is not declared under models; "
                     f"declared: {', '.join(config['models'])}"
                 )
-        for option in technique.options:
-            if option.check and option.where not in (COMMAND_ONLY, MODEL_LEVEL):
-                values = settings[option.config_key]
-                for value in values if option.repeatable else [values]:
-                    problem = option.check(value)
-                    if problem:
-                        raise ConfigError(f"config error: techniques.{key}.{option.config_key}: {problem}")
+        for option in technique.options:  # every value through its option's parser (methods, colormaps)
+            if option.where in (COMMAND_ONLY, MODEL_LEVEL):
+                continue
+            values = settings.get(option.config_key)
+            many = option.repeatable and isinstance(values, list)
+            for index, value in enumerate(values if many else [values]):
+                try:
+                    option.parse(value)
+                except ValueError as error:
+                    where = _where(["techniques", key, option.config_key, *([index] if many else [])])
+                    raise ConfigError(f"config error: config key {where}: {error}") from None
     _check_module_trees(config)
     return config
 
 
 def _check_module_trees(config: dict[str, Any]) -> None:
     """A TorchScript archive has no named layers: the settings that need them are refused."""
-    from ..model_spec import needs_module_tree
-    from .plan import job_settings
+    from cnnvis_tasks.models.spec import needs_module_tree
+    from cnnvis_tasks.workflow.settings import job_settings
 
     for technique, settings in enabled_techniques(config):
         for name, per_model in settings["models"].items():

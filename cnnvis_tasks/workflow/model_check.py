@@ -20,10 +20,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..errors import CnnvisError
-from ..model_spec import HF, MODULE, TORCHSCRIPT, ModelSpec, import_from_working_directory, read_spec_file
-from ..outputs import atomic_write, read_cache, write_cache
-from .config import ConfigError, enabled_techniques, model_spec
+from cnnvis_tasks.errors import CnnvisError
+from cnnvis_tasks.io.outputs import atomic_write, read_cache, write_cache
+from cnnvis_tasks.models.spec import HF, MODULE, TORCHSCRIPT, ModelSpec, import_from_working_directory, read_spec_file
+from cnnvis_tasks.workflow.config import ConfigError, enabled_techniques, model_spec
 
 CHECK_VERSION = 4  # bump when what is checked changes
 MODEL_FILE_PATTERN = "models/{model}.json"
@@ -97,7 +97,7 @@ def _class_names(
     spec: ModelSpec, where: str, folder_root: str | None, folder_labels: Iterable[str] | None
 ) -> tuple[list[str] | None, str]:
     """The class names ``spec`` gives (read from a file or the class folders), and where they came from."""
-    from ..class_lists import class_names
+    from cnnvis_tasks.models.class_lists import class_names
 
     if spec.classes is None:
         return None, ""
@@ -119,8 +119,8 @@ def _load_facts(spec: ModelSpec, classes: list[str] | None, described: str) -> M
     std and input size as found; a class list that does not fit the head is an error."""
     from dataclasses import replace
 
-    from ..model_spec import EMBEDDED, TORCHVISION
-    from ..models import load_model, standard_model_facts
+    from cnnvis_tasks.models.loading import load_model, standard_model_facts
+    from cnnvis_tasks.models.spec import EMBEDDED, TORCHVISION
 
     if spec.source in (TORCHVISION, EMBEDDED) and spec.weights == "default":
         # the source's own weights always fit: read what they are from their metadata, and
@@ -208,7 +208,7 @@ def _write_if_changed(path: str, text: str) -> None:
 def questions(config: dict[str, Any]) -> dict[str, list[tuple[str, str, Any]]]:
     """Per model: (config key, kind, value) of each layer, (layer, filter), parameter
     index and class index the config names for it."""
-    from .plan import job_settings
+    from cnnvis_tasks.workflow.settings import job_settings
 
     asked: dict[str, list[tuple[str, str, Any]]] = {}
     for technique, settings in enabled_techniques(config):
@@ -223,9 +223,8 @@ def questions(config: dict[str, Any]) -> dict[str, list[tuple[str, str, Any]]]:
                     if "filter" in values:
                         filters = values["filter"] if isinstance(values["filter"], list) else [values["filter"]]
                         found += [(where, "filter", (layer, f)) for f in filters if str(f) != "all"]
-                explained = _explained_layer(values)
-                if explained is not None:
-                    found.append((f"{key}.methods ({values['explain']!r})", "layer", explained))
+                for config_key, text, inner in _inner_layers(technique, values):
+                    found.append((f"{key}.{config_key} ({text!r})", "layer", inner))
                 if values.get("parameter") is not None:
                     found.append((where, "parameter", int(values["parameter"])))
                 targets = values.get("target")
@@ -237,25 +236,34 @@ def questions(config: dict[str, Any]) -> dict[str, list[tuple[str, str, Any]]]:
     return {model: sorted(set(found), key=repr) for model, found in asked.items()}
 
 
-def _explained_layer(values: dict[str, Any]) -> str | None:
-    """The layer a scored method's text names (``--explain 'grad-cam --layer features.28'``), if any."""
-    text = values.get("explain")
-    if not isinstance(text, str):
-        return None
-    from ..explained import parse_explained
+def _inner_layers(technique: Any, values: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(config key, text, layer) of each layer a method inside names (the metrics'
+    ``--explain 'grad-cam --layer features.28'``)."""
+    from cnnvis_tasks.method import Method, slot_of
+    from cnnvis_tasks.technique import METHOD
 
-    try:
-        layer = parse_explained(text).options.get("layer")
-    except CnnvisError:
-        return None  # the config check reports the text itself
-    return layer if isinstance(layer, str) and layer != "auto" else None
+    found = []
+    for option in technique.options:
+        text = values.get(option.name)
+        if option.kind != METHOD or not isinstance(text, str):
+            continue
+        try:
+            method = slot_of(technique, option.name).parse(text)
+        except CnnvisError:
+            continue  # the config check reports the text itself
+        while method is not None:  # and in a method inside it
+            layer = method.options.get("layer")
+            if isinstance(layer, str) and layer != "auto":
+                found.append((option.config_key, text, layer))
+            method = next((v for v in method.options.values() if isinstance(v, Method)), None)
+    return found
 
 
 def _answers(spec: ModelSpec, asked: Iterable[tuple[str, str, Any]]) -> str | None:
     """The first problem with what is asked of model ``spec`` (resolved: its classes known), or None."""
-    from ..layers import layer_table
-    from ..mechanisms.tokens import required_input_size
-    from ..models import build_on_meta
+    from cnnvis_tasks.mechanisms.tokens import required_input_size
+    from cnnvis_tasks.models.layers import layer_table
+    from cnnvis_tasks.models.loading import build_on_meta
 
     model = spec.name
     classes = len(spec.classes) if spec.classes else None
@@ -265,7 +273,7 @@ def _answers(spec: ModelSpec, asked: Iterable[tuple[str, str, Any]]) -> str | No
         asked = [entry for entry in asked if entry[1] == "class"]
     else:
         if spec.may_be_pickled_model:  # its layers are those of the model in the file
-            from ..models import load_model
+            from cnnvis_tasks.models.loading import load_model
 
             module = load_model(spec).module
         else:
@@ -279,7 +287,7 @@ def _answers(spec: ModelSpec, asked: Iterable[tuple[str, str, Any]]) -> str | No
         parameters = len(list(module.named_parameters()))
     for where, kind, value in asked:
         if kind == "layer" and value not in modules:
-            from ..layers import get_module
+            from cnnvis_tasks.models.layers import get_module
 
             try:
                 get_module(module, value)

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .plan import PREDICTIONS, Plan
+from cnnvis_tasks.workflow.plan import PREDICTIONS, Plan
 
 PREFIX = "cnnvis:"
 MAX_TABLES = 8  # technique-model lines; beyond, those without trouble are folded into one

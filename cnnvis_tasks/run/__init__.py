@@ -1,0 +1,1 @@
+"""Running a pass of jobs: sessions, batches, the I/O workers, progress and devices."""

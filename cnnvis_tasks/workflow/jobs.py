@@ -1,0 +1,237 @@
+"""A job of the workflow as data: what it runs, on what, and what it writes.
+
+The plan (:mod:`cnnvis_tasks.workflow.plan`) makes every job as a :class:`Job`:
+a technique (or a model's predictions, or a shared pass of several jobs), a
+model, the option values that decide its results, those that do not (the
+batch size), its images with their per-image values (a label, a box: the
+columns of :mod:`cnnvis_tasks.io.columns`) or its chunk's image list, and its
+outputs.  The command line is made from it once, here, at the edge
+(:attr:`Job.arguments`), and parsed once, by the technique's own command; a
+shared pass is a job whose ``members`` are jobs, each given to ``cnnvis-tasks
+shared-pass`` as its own ``--job`` text.  Nothing reads a command line back.
+
+Imports neither torch nor click.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cnnvis_tasks.technique import BOOL, Technique
+
+PREDICTIONS = "predictions"  # a model's top-1 classes per chunk, for summary.csv (the predict command)
+SHARED_PASS = "shared-pass"
+
+
+@dataclass(frozen=True)
+class Output:
+    """A file a job writes; ``report`` holds its Snakemake report labels (pictures only)."""
+
+    path: str
+    report: dict[str, Any] | None = None
+
+
+def declarable(path: str) -> bool:
+    """Whether Snakemake can take ``path`` as an input: it reads any brace as a wildcard."""
+    return "{" not in path and "}" not in path
+
+
+def fingerprint(path: str) -> str:
+    """``path size mtime``: stands in for an input Snakemake cannot take (a changed file
+    changes the job's params, so the job runs again)."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return f"{path} missing"
+    return f"{path} {status.st_size} {status.st_mtime_ns}"
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+@dataclass(frozen=True)
+class CommandRow:
+    """One row of a job's command: an image (or, for a technique without images, an item
+    in ``values``), its own values (the per-image target, its box: name -> text, in
+    command order) and where its files go (output flag -> path)."""
+
+    image: str | None = None
+    values: tuple[tuple[str, str], ...] = ()
+    outputs: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Job:
+    """One job: a technique, a model, a setting and (for techniques that read images) a
+    chunk; or, in the chunk layout, one rule over every chunk (``chunks``; its paths hold
+    ``{chunk}``).  A shared pass (``technique`` :data:`SHARED_PASS`) stands for its
+    ``members``; their outputs are its own."""
+
+    rule: str
+    technique: str  # a technique's name, PREDICTIONS or SHARED_PASS
+    model: str
+    setting: str
+    chunk: str | None
+    model_file: str
+    seed: int
+    options: tuple[tuple[str, Any], ...]  # option name -> value, deciding the results, in command order
+    runtime: tuple[tuple[str, Any], ...]  # what does not decide them (the batch size): a change re-runs nothing
+    weights: tuple[str, ...]  # the model's file and its weights file: a new one re-runs the job
+    outputs: tuple[Output, ...]  # the job's record first (predictions: its CSV), then its pictures and arrays
+    log: str
+    benchmark: str
+    threads: int
+    gpu: int
+    device: str
+    rows: tuple[CommandRow, ...] = ()
+    image_list: str | None = None  # the chunk layout: the chunk's image list
+    job_outputs: tuple[tuple[str, str], ...] = ()  # output flag -> path for the whole job (--out-dir, --out)
+    record: str | None = None  # the record of every row's status (--record; with --keep-going --placeholders)
+    chunks: tuple[str, ...] = ()  # the chunk layout: the chunks its {chunk} stands for
+    folder: str | None = None  # the chunk layout: its folder of pictures
+    members: tuple[Job, ...] = ()
+    description: Technique | None = None  # the technique (options' spellings on the command line)
+
+    # --- what it is -----------------------------------------------------------------
+
+    @property
+    def parts(self) -> tuple[Job, ...]:
+        """The jobs whose outputs this one writes: its members, or itself."""
+        return self.members or (self,)
+
+    @property
+    def images(self) -> tuple[str, ...]:
+        """The images it reads (a shared pass: its members', the same for all)."""
+        return tuple(row.image for row in self.parts[0].rows if row.image is not None)
+
+    def option(self, name: str, default: Any = None) -> Any:
+        """The value of a single-valued option (``default`` when not given)."""
+        return next((value for key, value in self.options if key == name), default)
+
+    def values(self, name: str) -> list[Any]:
+        """Every value given to option ``name`` (a repeatable option's)."""
+        return [value for key, value in self.options if key == name]
+
+    @property
+    def runtime_values(self) -> dict[str, Any]:
+        return dict(self.runtime)
+
+    # --- the command line: made here, once --------------------------------------------
+
+    def _words(self, name: str, value: Any) -> list[str]:
+        option = None
+        if self.description is not None:
+            option = next((o for o in self.description.options if o.name == name), None)
+        if option is not None and option.kind == BOOL:
+            return [option.flag if value else f"--{option.negative or 'no-' + name.replace('_', '-')}"]
+        return [flag(name), str(value)]
+
+    def _body(self, images: bool) -> Iterator[str]:
+        """The arguments after the model and seed: options, rows (with or without their
+        ``--image``), the image list, the job's outputs, what to do on a failure."""
+        for name, value in self.options:
+            yield from self._words(name, value)
+        for row in self.rows:
+            if images and row.image is not None:
+                yield from ("--image", row.image)
+            for name, text in row.values:
+                yield from (flag(name), text)
+            for name, path in row.outputs:
+                yield from (name, path)
+        if images and self.image_list is not None:
+            yield from ("--image-list", self.image_list)
+        for name, path in self.job_outputs:
+            yield from (name, path)
+        if self.record is not None:
+            yield from ("--keep-going", "--placeholders", "--record", self.record)
+
+    @property
+    def head(self) -> tuple[str, ...]:
+        """The command, the model's file (its architecture, weights, classes and preprocessing), the seed."""
+        command = "predict" if self.technique == PREDICTIONS else self.technique
+        return (command, "--model-file", self.model_file, "--seed", str(self.seed))
+
+    @property
+    def arguments(self) -> tuple[str, ...]:
+        """Of ``cnnvis-tasks``: everything that decides the results.  A shared pass gives the
+        images once, then each member as ``--job 'TECHNIQUE ARGS'`` (:meth:`member_text`)."""
+        if not self.members:
+            return (*self.head, *self._body(images=True))
+        first = self.members[0]
+        images = [word for image in first.images for word in ("--image", image)]
+        listed = ["--image-list", first.image_list] if first.image_list is not None else []
+        jobs = [word for member in self.members for word in ("--job", member.member_text)]
+        return (*self.head, *images, *listed, *jobs)
+
+    @property
+    def member_text(self) -> str:
+        """This job as one ``--job`` of a shared pass: its technique, its arguments less the
+        model, seed and images (given to the shared pass once), and its runtime options."""
+        runtime = [word for name, value in self.runtime for word in self._words(name, value)]
+        return shlex.join([self.technique, *self._body(images=False), *runtime])
+
+    @property
+    def command(self) -> str:
+        """The arguments, quoted for the shell (in the chunk layout ``{chunk}`` is Snakemake's wildcard)."""
+        return " ".join(shlex.quote(argument) for argument in self.arguments)
+
+    @property
+    def runtime_command(self) -> str:
+        """The runtime arguments, quoted for the shell ("" when none; a shared pass's
+        members carry theirs)."""
+        if self.members:
+            return ""
+        return " ".join(shlex.quote(word) for name, value in self.runtime for word in self._words(name, value))
+
+    # --- what Snakemake is told ---------------------------------------------------------
+
+    @property
+    def inputs(self) -> list[str]:
+        """The job's images (chunk layout: its image list) and model files, those Snakemake can take."""
+        if self.chunks:
+            return [self.parts[0].image_list or "", *self.weights]
+        return [path for path in (*self.images, *self.weights) if declarable(path)]
+
+    @property
+    def untracked(self) -> list[str]:
+        """Fingerprints of the inputs Snakemake cannot take (file names with braces)."""
+        return [fingerprint(path) for path in (*self.images, *self.weights) if not declarable(path)]
+
+    @property
+    def output_paths(self) -> list[str]:
+        return [output.path for output in self.outputs]
+
+    @property
+    def folders(self) -> list[str]:
+        """The chunk layout: each part's folder of pictures (``{chunk}`` in them)."""
+        return [part.folder for part in self.parts if part.folder]
+
+    def paths(self, chunk: str) -> list[dict[str, str | None]]:
+        """The chunk layout: the record and folder of each part of one chunk's job."""
+        return [
+            {
+                "record": part.outputs[0].path.format(chunk=chunk),
+                "folder": part.folder.format(chunk=chunk) if part.folder else None,
+            }
+            for part in self.parts
+        ]
+
+    @property
+    def records(self) -> list[str]:
+        """Each part's record (predictions: its CSV), for every chunk in the chunk layout."""
+        if self.chunks:
+            return [part.outputs[0].path.format(chunk=chunk) for chunk in self.chunks for part in self.parts]
+        return [part.outputs[0].path for part in self.parts]
+
+
+def with_options(job: Job, options: Mapping[str, Any]) -> Job:
+    """``job`` with the single-valued ``options`` replaced or added (tests, benchmarks)."""
+    from dataclasses import replace
+
+    kept = [(name, value) for name, value in job.options if name not in options]
+    return replace(job, options=(*kept, *options.items()))

@@ -1,0 +1,689 @@
+#!/usr/bin/env python3
+"""Prove that a refactor kept behaviour: run the workflow with a pinned commit's code and
+with the current tree, on the same config and images, and compare every output.
+
+    .venv/bin/python scripts/compare_outputs.py --against 1831ffc \\
+        --config config.yaml --config config/seed.yaml [--baseline-dir DIR] [--cores 2]
+
+For each config, the pinned commit is checked out with ``git worktree add --detach``
+and Snakemake runs that tree's Snakefile with ``PYTHONPATH`` set to it, so that the
+Snakemake process (which plans with ``cnnvis_tasks.workflow``) and every job's
+``cnnvis-tasks`` import the old package (Python's path finder comes before the
+editable install's finder; checked before each run: a ``-v`` import trace of a dry run
+and of ``cnnvis-tasks --help`` must show no ``cnnvis_tasks`` module from any other
+tree).  The current tree runs the same way with ``PYTHONPATH`` set to it.
+
+Identical paths: the outputs record image and results paths (PNG text facts, JSON
+records, the summary, the gallery), so both runs see the very same ones.  They run one
+after the other in the same working directory (``--directory``), a fixed folder under
+the temporary directory that mirrors the repository root with symbolic links (so the
+config's relative paths, such as ``images/``, resolve as in the repository) but holds
+no ``cnnvis_tasks`` (nothing can be imported from the working directory) and a fresh
+``.snakemake/``; both write the same results path (the config's own, relative, or
+``results``), and each finished results folder is moved out before the next run.
+
+``--baseline-dir DIR`` keeps the pinned commit's outputs in DIR (one folder per commit
+and config) and reuses them when a marker there names the same commit, config hash,
+working folder, results path and cores.
+
+Compared: every file under the two results folders except ``logs/``, ``benchmarks/``,
+``.cache/`` and ``.snakemake/``.  PNG: decoded pixels (mode, size and every value) and
+the text chunks (the ``facts`` JSON key by key), except ``--ignore-key`` keys.  ``.npy``:
+dtype, shape and values.  ``.json``: parsed, keys that are timings dropped.  Anything
+else: bytes.  A file in one run only is a difference, and so is a different Snakemake
+exit status or a different run report (Snakemake's ``cnnvis:`` lines).
+
+Prints one line per difference and a summary per config; exits 1 when anything
+differs, 2 when the comparison could not be made, 0 otherwise.
+
+``--compare-dirs OLD NEW`` compares two results folders that already exist (no runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+# Folders of a results tree that are not compared, at any depth.
+SKIPPED_FOLDERS = {"logs", "benchmarks", ".cache", ".snakemake"}
+# JSON keys that are timings (dropped before comparing): a name made of words joined by
+# "_" or "-" of which one is a timing word (e.g. "seconds", "load_seconds", "elapsed_s").
+TIMING_WORDS = {
+    "seconds",
+    "secs",
+    "sec",
+    "elapsed",
+    "duration",
+    "durations",
+    "runtime",
+    "walltime",
+    "wall",
+    "time",
+    "times",
+    "timing",
+    "timings",
+    "timestamp",
+    "started",
+    "finished",
+    "ms",
+}
+TIMING_KEY = re.compile(r".+[_\-](?:s|ms)$")  # "..._s", "..._ms": seconds, milliseconds
+MARKER = "baseline.json"
+MARKER_VERSION = 1
+RUN_REPORT_PREFIX = "cnnvis:"
+# Entries of the repository root not mirrored into the working folder of the runs.
+NOT_MIRRORED = {".git", ".snakemake", ".venv", "cnnvis_tasks", "__pycache__", ".pytest_cache", ".ruff_cache"}
+MAX_LINES_PER_FILE = 6  # differing keys or lines listed for one file
+
+
+class Failure(Exception):
+    """The comparison could not be made (exit status 2)."""
+
+
+def log(message: str) -> None:
+    print(f"[compare] {message}", file=sys.stderr, flush=True)
+
+
+def git(repo: Path, *args: str, check: bool = True) -> str:
+    done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
+    if check and done.returncode != 0:
+        raise Failure(f"git {' '.join(args)}: {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# ------------------------------------------------------------------ comparison
+
+
+@dataclass
+class Report:
+    compared: int = 0
+    identical: int = 0
+    differ: int = 0
+    only_old: int = 0
+    only_new: int = 0
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not (self.differ or self.only_old or self.only_new)
+
+    def summary(self) -> str:
+        return (
+            f"{self.compared} files compared, {self.identical} identical, {self.differ} differ, "
+            f"{self.only_old} only in old, {self.only_new} only in new"
+        )
+
+
+def listed_files(root: Path) -> dict[str, Path]:
+    """Every file (or symbolic link) under ``root`` by its relative path, skipped folders left out."""
+    found: dict[str, Path] = {}
+    for folder, folders, files in os.walk(root):
+        here = Path(folder)
+        kept = []
+        for name in folders:
+            if name in SKIPPED_FOLDERS:
+                continue
+            if (here / name).is_symlink():
+                files.append(name)  # compared as a link, not followed
+            else:
+                kept.append(name)
+        folders[:] = sorted(kept)
+        for name in files:
+            path = here / name
+            found[path.relative_to(root).as_posix()] = path
+    return found
+
+
+def is_timing_key(key: str) -> bool:
+    words = re.split(r"[_\-.\s]+", key.lower())
+    return any(word in TIMING_WORDS for word in words) or bool(TIMING_KEY.match(key.lower()))
+
+
+def without_keys(value: Any, drop) -> Any:
+    """``value`` with every dict key for which ``drop(key)`` is true removed, at any depth."""
+    if isinstance(value, dict):
+        return {key: without_keys(item, drop) for key, item in value.items() if not drop(key)}
+    if isinstance(value, list):
+        return [without_keys(item, drop) for item in value]
+    return value
+
+
+def short(value: Any, width: int = 60) -> str:
+    text = json.dumps(value, sort_keys=True, default=str) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def json_differences(old: Any, new: Any, where: str = "") -> Iterator[str]:
+    """Where two parsed JSON values differ: ``key.path: old -> new`` (lists element by element)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new), key=str):
+            path = f"{where}.{key}" if where else str(key)
+            if key not in new:
+                yield f"{path}: only in old"
+            elif key not in old:
+                yield f"{path}: only in new"
+            else:
+                yield from json_differences(old[key], new[key], path)
+    elif isinstance(old, list) and isinstance(new, list):
+        if len(old) != len(new):
+            yield f"{where or '(top)'}: {len(old)} items in old, {len(new)} in new"
+        for index, (a, b) in enumerate(zip(old, new)):
+            yield from json_differences(a, b, f"{where}[{index}]")
+    elif old != new or type(old) is not type(new):
+        yield f"{where or '(top)'}: {short(old)} -> {short(new)}"
+
+
+def limited(items: Iterator[str] | list[str], limit: int = MAX_LINES_PER_FILE) -> list[str]:
+    items = list(items)
+    if len(items) > limit:
+        return items[:limit] + [f"… {len(items) - limit} more"]
+    return items
+
+
+def compare_png(old: Path, new: Path, ignore: set[str]) -> list[str]:
+    problems: list[str] = []
+    with Image.open(old) as a, Image.open(new) as b:
+        texts = (dict(getattr(a, "text", {})), dict(getattr(b, "text", {})))
+        if a.mode != b.mode or a.size != b.size:
+            problems.append(f"image {a.mode} {a.size[0]}x{a.size[1]} -> {b.mode} {b.size[0]}x{b.size[1]}")
+        else:
+            pa, pb = np.asarray(a), np.asarray(b)
+            if not np.array_equal(pa, pb):
+                delta = np.abs(pa.astype(np.int64) - pb.astype(np.int64))
+                moved = int(np.count_nonzero(delta.reshape(delta.shape[0], delta.shape[1], -1).any(axis=-1)))
+                problems.append(f"pixels differ: {moved} pixels, max difference {int(delta.max())}")
+    for key in sorted(set(texts[0]) | set(texts[1])):
+        if key in ignore:
+            continue
+        if key not in texts[1]:
+            problems.append(f"text key {key!r} only in old")
+            continue
+        if key not in texts[0]:
+            problems.append(f"text key {key!r} only in new")
+            continue
+        a_text, b_text = texts[0][key], texts[1][key]
+        if a_text == b_text:
+            continue
+        try:
+            a_json, b_json = json.loads(a_text), json.loads(b_text)
+        except ValueError:
+            problems.append(f"text key {key!r} differs: {short(a_text)} -> {short(b_text)}")
+            continue
+        drop = ignore.__contains__
+        found = list(json_differences(without_keys(a_json, drop), without_keys(b_json, drop), key))
+        problems.extend(f"text {line}" for line in limited(found))
+    return problems
+
+
+def compare_npy(old: Path, new: Path) -> list[str]:
+    a = np.load(old, allow_pickle=False)
+    b = np.load(new, allow_pickle=False)
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return [f"array {a.dtype} {a.shape} -> {b.dtype} {b.shape}"]
+    nan = a.dtype.kind in "fc"
+    if np.array_equal(a, b, equal_nan=nan):
+        return []
+    if a.dtype.kind in "biufc":
+        delta = np.abs(a.astype(np.complex128 if a.dtype.kind == "c" else np.float64) - b)
+        delta = np.nan_to_num(delta, nan=np.inf)
+        return [f"values differ: {int(np.count_nonzero(delta))} elements, max difference {float(delta.max()):.6g}"]
+    return ["values differ"]
+
+
+def compare_json(old: Path, new: Path, ignore: set[str]) -> list[str]:
+    try:
+        a = json.loads(old.read_text(encoding="utf-8"))
+        b = json.loads(new.read_text(encoding="utf-8"))
+    except ValueError as error:
+        return compare_bytes(old, new) and [f"not JSON ({error}); bytes differ"]
+    drop = lambda key: is_timing_key(str(key)) or key in ignore  # noqa: E731
+    return limited(json_differences(without_keys(a, drop), without_keys(b, drop)))
+
+
+def compare_bytes(old: Path, new: Path) -> list[str]:
+    a, b = old.read_bytes(), new.read_bytes()
+    if a == b:
+        return []
+    try:
+        a_lines, b_lines = a.decode("utf-8").splitlines(), b.decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        return [f"bytes differ ({len(a)} -> {len(b)} bytes)"]
+    for number, (x, y) in enumerate(zip(a_lines, b_lines), 1):
+        if x != y:
+            column = next((i for i, (p, q) in enumerate(zip(x, y)) if p != q), min(len(x), len(y)))
+            start = max(0, column - 30)
+            return [
+                f"line {number} column {column + 1} differs: {x[start : column + 30]!r} -> {y[start : column + 30]!r}"
+            ]
+    return [f"{len(a_lines)} lines -> {len(b_lines)} lines (the rest identical)"]
+
+
+def compare_file(old: Path, new: Path, ignore: set[str]) -> list[str]:
+    if old.is_symlink() or new.is_symlink():
+        targets = [os.readlink(p) if p.is_symlink() else "(a file)" for p in (old, new)]
+        return [] if targets[0] == targets[1] else [f"link {targets[0]} -> {targets[1]}"]
+    suffix = old.suffix.lower()
+    try:
+        if suffix == ".png":
+            return compare_png(old, new, ignore)
+        if suffix == ".npy":
+            return compare_npy(old, new)
+        if suffix == ".json":
+            return compare_json(old, new, ignore)
+    except Exception as error:  # an unreadable file: fall back to its bytes
+        found = compare_bytes(old, new)
+        return [f"{found[0]} (cannot read as {suffix}: {error})"] if found else []
+    return compare_bytes(old, new)
+
+
+def compare_trees(old_root: Path, new_root: Path, ignore: set[str]) -> Report:
+    report = Report()
+    old_files, new_files = listed_files(old_root), listed_files(new_root)
+    for name in sorted(set(old_files) | set(new_files)):
+        if name not in new_files:
+            report.only_old += 1
+            report.lines.append(f"{name}: only in old")
+            continue
+        if name not in old_files:
+            report.only_new += 1
+            report.lines.append(f"{name}: only in new")
+            continue
+        report.compared += 1
+        problems = compare_file(old_files[name], new_files[name], ignore)
+        if problems:
+            report.differ += 1
+            report.lines.extend(f"{name}: {problem}" for problem in problems)
+        else:
+            report.identical += 1
+    return report
+
+
+# ------------------------------------------------------------------ runs
+
+
+@dataclass
+class Setup:
+    repo: Path  # the repository root: the inputs (images, config paths) and this script
+    venv_bin: Path  # where python, snakemake and cnnvis-tasks are
+    base: Path  # this repository's fixed scratch folder under the temporary directory
+    cores: int
+
+    @property
+    def workdir(self) -> Path:
+        return self.base / "run"
+
+
+def results_name(config: Path) -> str:
+    """The results path both runs write (relative to the working folder): the config's own when
+    it is a plain relative path, else ``results``."""
+    try:
+        import yaml
+
+        value = (yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("results")
+    except Exception:
+        value = None
+    if isinstance(value, str) and value.strip("/") and not os.path.isabs(value):
+        parts = Path(value.strip("/")).parts
+        if ".." not in parts and "." not in parts and parts[0] not in NOT_MIRRORED:
+            return Path(*parts).as_posix()
+    return "results"
+
+
+def prepare_workdir(setup: Setup, results: str) -> Path:
+    """A fresh working folder: every entry of the repository root as a symbolic link, except the
+    package (nothing importable from the working directory), Git and Snakemake's state, and the
+    top folder of the results path (a real, empty folder here)."""
+    workdir = setup.workdir
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    top = Path(results).parts[0]
+    for entry in sorted(setup.repo.iterdir()):
+        if entry.name in NOT_MIRRORED or entry.name == top or entry.name.endswith(".egg-info"):
+            continue
+        (workdir / entry.name).symlink_to(entry)
+    return workdir
+
+
+def run_env(setup: Setup, tree: Path, scratch: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(tree)  # the tree's package before the editable install's finder
+    env["PATH"] = f"{setup.venv_bin}{os.pathsep}{env.get('PATH', '')}"
+    env["CNNVIS_CACHE"] = str(scratch / "cnnvis-cache")  # no remembered choices from another tree's run
+    for name in ("PYTHONHOME", "PYTHONSTARTUP", "PYTHONVERBOSE", "VIRTUAL_ENV_DISABLE_PROMPT"):
+        env.pop(name, None)
+    return env
+
+
+IMPORT_TRACE = re.compile(r"(/[^\s'\"]*?/)cnnvis_tasks/")
+
+
+def package_roots(trace: str) -> set[str]:
+    """The folders holding a ``cnnvis_tasks`` whose files appear in a ``python -v`` trace."""
+    return {match.rstrip("/") for match in IMPORT_TRACE.findall(trace)}
+
+
+def snakemake_command(setup: Setup, tree: Path, config: Path, results: str, *extra: str) -> list[str]:
+    return [
+        str(setup.venv_bin / "snakemake"),
+        "--cores",
+        str(setup.cores),
+        "--configfile",
+        str(config),
+        "--config",
+        f"results={results}",
+        "-s",
+        str(tree / "Snakefile"),
+        "--directory",
+        str(setup.workdir),
+        *extra,
+    ]
+
+
+def check_code(setup: Setup, tree: Path, config: Path, results: str, env: dict[str, str]) -> str:
+    """Check that Snakemake's process and the jobs' ``cnnvis-tasks`` import ``cnnvis_tasks`` from
+    ``tree`` and from nowhere else (a ``python -v`` trace of a dry run and of ``cnnvis-tasks
+    --help``); returns the package file Python loads there.  A tree whose code fails is no
+    reason to stop: its run fails, and the comparison says so."""
+    expected = os.path.realpath(tree)
+    where = subprocess.run(
+        [str(setup.venv_bin / "python"), "-c", "import cnnvis_tasks; print(cnnvis_tasks.__file__)"],
+        cwd=setup.workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    loaded = where.stdout.strip() if where.returncode == 0 else "(import failed)"
+    problems = []
+    if where.returncode == 0 and not os.path.realpath(loaded).startswith(expected + os.sep):
+        problems.append(f"python imports {loaded}")
+    verbose = env | {"PYTHONVERBOSE": "1"}
+    for label, command in (
+        ("snakemake -n", snakemake_command(setup, tree, config, results, "-n", "--quiet", "all")),
+        ("cnnvis-tasks --help", [str(setup.venv_bin / "cnnvis-tasks"), "--help"]),
+    ):
+        done = subprocess.run(command, cwd=setup.workdir, env=verbose, capture_output=True, text=True)
+        roots = {os.path.realpath(root) for root in package_roots(done.stderr)}
+        if roots - {expected}:
+            problems.append(f"{label} loads cnnvis_tasks from {sorted(roots)}")
+        elif not roots:
+            problems.append(f"{label} imports no cnnvis_tasks module (exit status {done.returncode})")
+        if done.returncode != 0:
+            lines = [line for line in (done.stdout + done.stderr).splitlines() if not line.startswith(("#", "import "))]
+            log(f"{label} with the code of {tree} fails (exit status {done.returncode}):\n" + "\n".join(lines[-15:]))
+    if problems:
+        raise Failure(f"the run would not use (only) the code of {tree}: " + "; ".join(problems))
+    return loaded
+
+
+@contextlib.contextmanager
+def killed_on_exit(process: subprocess.Popen) -> Iterator[subprocess.Popen]:
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def run_workflow(setup: Setup, label: str, tree: Path, config: Path, results: str, into: Path) -> dict[str, Any]:
+    """Run the workflow of ``tree`` on ``config`` in the working folder and move its results
+    folder to ``into``; returns what the marker records of the run."""
+    prepare_workdir(setup, results)
+    scratch = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=setup.base))
+    try:
+        env = run_env(setup, tree, scratch)
+        loaded = check_code(setup, tree, config, results, env)
+        log(f"{label}: Snakemake and cnnvis-tasks import cnnvis_tasks from {tree} only ({loaded})")
+        prepare_workdir(setup, results)  # what the dry run wrote (model files, caches) goes
+        command = snakemake_command(setup, tree, config, results, "--keep-going")
+        into.parent.mkdir(parents=True, exist_ok=True)
+        log_path = into.parent / f"{into.name}.snakemake.log"
+        log(f"{label}: {' '.join(command)}  (output: {log_path})")
+        started = time.monotonic()
+        with (
+            open(log_path, "w", encoding="utf-8") as handle,
+            killed_on_exit(
+                subprocess.Popen(
+                    command,
+                    cwd=setup.workdir,
+                    env=env,
+                    stdout=handle,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            ) as process,
+        ):
+            status = process.wait()
+        seconds = time.monotonic() - started
+        log(f"{label}: Snakemake exited {status} after {seconds:.0f} s")
+        if status != 0:
+            tail = "\n".join(log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-20:])
+            log(f"{label}: the run failed; the end of its output:\n{tail}")
+        produced = setup.workdir / results
+        if into.exists():
+            shutil.rmtree(into)
+        if produced.exists():
+            shutil.move(str(produced), str(into))
+        else:
+            into.mkdir(parents=True)
+        return {
+            "exit_status": status,
+            "seconds": round(seconds, 1),
+            "package": loaded,
+            "log": str(log_path),
+            "run_report": run_report(log_path),
+        }
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(setup.workdir, ignore_errors=True)
+
+
+def run_report(log_path: Path) -> list[str]:
+    """The run report at the end of Snakemake's output: each ``cnnvis:`` line and the indented
+    lines under it, the log's path and anything that reads as a duration left out."""
+    lines: list[str] = []
+    inside = False
+    for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if line.startswith(RUN_REPORT_PREFIX):
+            inside = True
+        elif not (inside and line[:1].isspace() and line.strip()):
+            inside = False
+        if inside:
+            lines.append(re.sub(r"\b\d+(\.\d+)?\s?(s|ms|seconds|min|minutes|h)\b", "<time>", line.rstrip()))
+    return lines
+
+
+@contextlib.contextmanager
+def worktree(repo: Path, commit: str, path: Path) -> Iterator[Path]:
+    """A detached worktree of ``commit`` at ``path``, removed on the way out."""
+    if path.exists() or path.is_symlink():
+        git(repo, "worktree", "remove", "--force", str(path), check=False)
+        shutil.rmtree(path, ignore_errors=True)
+    git(repo, "worktree", "prune")
+    git(repo, "worktree", "add", "--detach", str(path), commit)
+    try:
+        yield path
+    finally:
+        git(repo, "worktree", "remove", "--force", str(path), check=False)
+        shutil.rmtree(path, ignore_errors=True)
+        git(repo, "worktree", "prune", check=False)
+
+
+def compare_config(args: argparse.Namespace, setup: Setup, commit: str, config: Path, stack) -> tuple[Report, bool]:
+    """Build (or reuse) the pinned commit's outputs and the current tree's, compare them."""
+    results = results_name(config)
+    wanted = {
+        "version": MARKER_VERSION,
+        "commit": commit,
+        "config": str(config),
+        "config_sha256": sha256_file(config),
+        "results": results,
+        "workdir": str(setup.workdir),
+        "cores": setup.cores,
+    }
+    key = f"{commit[:12]}-{config.stem}-{wanted['config_sha256'][:12]}"
+    if args.baseline_dir:
+        old_home = Path(args.baseline_dir).resolve() / key
+    else:
+        old_home = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="old-", dir=setup.base))) / key
+    old_results = old_home / "results"
+    marker_path = old_home / MARKER
+    marker = {}
+    if marker_path.is_file():
+        with contextlib.suppress(ValueError):
+            marker = json.loads(marker_path.read_text(encoding="utf-8"))
+    if marker and all(marker.get(name) == value for name, value in wanted.items()) and old_results.is_dir():
+        log(f"{config}: reusing the outputs of {commit[:12]} in {old_results} (built {marker.get('built')})")
+        old_run = marker["run"]
+    else:
+        if marker_path.exists():
+            marker_path.unlink()
+        old_tree = setup.base / "tree-old"
+        with worktree(setup.repo, commit, old_tree):
+            old_run = run_workflow(setup, f"old {commit[:12]}", old_tree, config, results, old_results)
+        marker_path.write_text(
+            json.dumps(wanted | {"built": time.strftime("%Y-%m-%d %H:%M:%S"), "run": old_run}, indent=1) + "\n",
+            encoding="utf-8",
+        )
+    if args.keep_new:
+        new_results = Path(args.keep_new).resolve() / key / "results"
+    else:
+        new_results = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="new-", dir=setup.base))) / "results"
+    new_tree = Path(args.new_tree).resolve() if args.new_tree else setup.repo
+    new_run = run_workflow(setup, "new", new_tree, config, results, new_results)
+
+    report = compare_trees(old_results, new_results, set(args.ignore_key))
+    if old_run["exit_status"] != new_run["exit_status"]:
+        report.lines.append(f"(snakemake): exit status {old_run['exit_status']} -> {new_run['exit_status']}")
+    if old_run.get("run_report") != new_run.get("run_report"):
+        found = json_differences(old_run.get("run_report"), new_run.get("run_report"), "cnnvis: lines")
+        report.lines.extend(f"(run report): {line}" for line in limited(found))
+    log(f"{config}: old run {old_run['seconds']:.0f} s, new run {new_run['seconds']:.0f} s")
+    same_runs = old_run["exit_status"] == new_run["exit_status"] and old_run.get("run_report") == new_run.get(
+        "run_report"
+    )
+    return report, same_runs
+
+
+def interrupted(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--against", help="the pinned commit (any revision Git knows)")
+    parser.add_argument("--config", action="append", default=[], help="a config file (repeatable)")
+    parser.add_argument("--baseline-dir", help="keep and reuse the pinned commit's outputs here")
+    parser.add_argument("--cores", type=int, default=2, help="Snakemake's --cores (default 2)")
+    parser.add_argument(
+        "--ignore-key",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="a PNG text key, or a key in a PNG's JSON facts or in a JSON file, not compared (repeatable)",
+    )
+    parser.add_argument("--new-tree", help="the tree whose code is 'new' (default: this repository's working tree)")
+    parser.add_argument("--keep-new", metavar="DIR", help="keep the new run's outputs here")
+    parser.add_argument("--compare-dirs", nargs=2, metavar=("OLD", "NEW"), help="only compare two results folders")
+    args = parser.parse_args(argv)
+
+    if args.compare_dirs:
+        old, new = (Path(p) for p in args.compare_dirs)
+        for folder in (old, new):
+            if not folder.is_dir():
+                parser.error(f"{folder} is not a folder")
+        report = compare_trees(old, new, set(args.ignore_key))
+        for line in report.lines:
+            print(line)
+        print(f"{old} vs {new}: {report.summary()}")
+        return 0 if report.clean else 1
+    if not args.against or not args.config:
+        parser.error("--against and at least one --config are needed (or --compare-dirs)")
+    if args.cores < 1:
+        parser.error("--cores must be at least 1")
+
+    repo = Path(git(Path(__file__).resolve().parent, "rev-parse", "--show-toplevel")).resolve()
+    commit = git(repo, "rev-parse", "--verify", "--quiet", f"{args.against}^{{commit}}", check=False)
+    if not commit:
+        parser.error(f"{args.against!r} is no commit of {repo}")
+    configs = []
+    for name in args.config:
+        path = Path(name)
+        path = path if path.is_absolute() or path.exists() else repo / path
+        if not path.is_file():
+            parser.error(f"no config {name}")
+        configs.append(path.resolve())
+    venv_bin = Path(sys.executable).parent
+    if not (venv_bin / "snakemake").exists() or not (venv_bin / "cnnvis-tasks").exists():
+        parser.error(
+            f"no snakemake or cnnvis-tasks beside {sys.executable}: run this with the project's .venv/bin/python"
+        )
+
+    base = Path(tempfile.gettempdir()) / f"cnnvis-compare-{hashlib.sha256(str(repo).encode()).hexdigest()[:10]}"
+    base.mkdir(parents=True, exist_ok=True)
+    setup = Setup(repo=repo, venv_bin=venv_bin, base=base, cores=args.cores)
+
+    # SIGTERM (CI's timeout) unwinds like Ctrl-C: the worktree and the runs are cleaned up.
+    signal.signal(signal.SIGTERM, interrupted)
+    with open(base / "lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"another comparison of {repo} runs (lock {base / 'lock'}): waiting for it")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        log(f"{commit[:12]} ({args.against}) against {args.new_tree or repo}, working folder {setup.workdir}")
+        summaries = []
+        clean = True
+        for config in configs:
+            with contextlib.ExitStack() as stack:
+                try:
+                    report, same_runs = compare_config(args, setup, commit, config, stack)
+                except Failure as error:
+                    print(f"{config}: could not compare: {error}")
+                    return 2
+                for line in report.lines:
+                    print(f"{config.name}: {line}" if len(configs) > 1 else line, flush=True)
+                summaries.append(f"{config}: {report.summary()}")
+                clean = clean and report.clean and same_runs
+        for line in summaries:
+            print(line)
+    return 0 if clean else 1
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        log("interrupted")
+        sys.exit(130)
