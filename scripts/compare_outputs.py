@@ -11,24 +11,29 @@ Snakemake process (which plans with ``cnnvis_tasks.workflow``) and every job's
 ``cnnvis-tasks`` import the old package (Python's path finder comes before the
 editable install's finder; checked before each run: a ``-v`` import trace of a dry run
 and of ``cnnvis-tasks --help`` must show no ``cnnvis_tasks`` module from any other
-tree).  The current tree runs the same way with ``PYTHONPATH`` set to it.
+tree).  The current tree runs the same way with ``PYTHONPATH`` set to its copy (below).
 
 Identical paths: the outputs record image and results paths (PNG text facts, JSON
-records, the summary, the gallery), so both runs see the very same ones.  They run one
-after the other in the same working directory (``--directory``), a fixed folder under
-the temporary directory that mirrors the repository root with symbolic links (so the
-config's relative paths, such as ``images/``, resolve as in the repository) but holds
-no ``cnnvis_tasks`` (nothing can be imported from the working directory) and a fresh
-``.snakemake/``; both write the same results path (the config's own, relative, or
-``results``), and each finished results folder is moved out before the next run.
+records, the summary, the gallery) and the images' sizes and modification times, so both
+runs see the very same ones.  They run one after the other in the same working directory
+(``--directory``), a fixed folder under the temporary directory whose entries are symbolic
+links to a snapshot of the repository root's inputs (hard links, else copies, of every entry
+but the package, Git's and Snakemake's state and the results folder: the config's relative
+paths, such as ``images/``, resolve as in the repository, nothing named ``cnnvis_tasks`` can
+be imported from the working directory, and a working tree that changes meanwhile changes
+nothing); both write the same results path (the config's own when relative, else
+``results``) with a fresh ``.snakemake/``, and each finished results folder is moved out
+before the next run.  The config is read once, at the start, and the new tree's files
+(tracked and untracked, not ignored) are copied at the start, so that the new run uses the
+tree as it was when the command was given.
 
 ``--baseline-dir DIR`` keeps the pinned commit's outputs in DIR (one folder per commit
-and config) and reuses them when a marker there names the same commit, config hash,
-working folder, results path and cores.
+and config, with the snapshot of the inputs and the config they were built from) and
+reuses them when its marker names the same commit, config hash, working folder and cores.
 
 Compared: every file under the two results folders except ``logs/``, ``benchmarks/``,
 ``.cache/`` and ``.snakemake/``.  PNG: decoded pixels (mode, size and every value) and
-the text chunks (the ``facts`` JSON key by key), except ``--ignore-key`` keys.  ``.npy``:
+the text chunks (the facts: the ``cnnvis`` chunk's JSON, key by key), except ``--ignore-key`` keys.  ``.npy``:
 dtype, shape and values.  ``.json``: parsed, keys that are timings dropped.  Anything
 else: bytes.  A file in one run only is a difference, and so is a different Snakemake
 exit status or a different run report (Snakemake's ``cnnvis:`` lines).
@@ -87,7 +92,7 @@ TIMING_WORDS = {
 }
 TIMING_KEY = re.compile(r".+[_\-](?:s|ms)$")  # "..._s", "..._ms": seconds, milliseconds
 MARKER = "baseline.json"
-MARKER_VERSION = 1
+MARKER_VERSION = 2
 RUN_REPORT_PREFIX = "cnnvis:"
 # Entries of the repository root not mirrored into the working folder of the runs.
 NOT_MIRRORED = {".git", ".snakemake", ".venv", "cnnvis_tasks", "__pycache__", ".pytest_cache", ".ruff_cache"}
@@ -325,7 +330,7 @@ def compare_trees(old_root: Path, new_root: Path, ignore: set[str]) -> Report:
 
 @dataclass
 class Setup:
-    repo: Path  # the repository root: the inputs (images, config paths) and this script
+    repo: Path  # the repository root: this script, Git and the inputs (images, paths in the config)
     venv_bin: Path  # where python, snakemake and cnnvis-tasks are
     base: Path  # this repository's fixed scratch folder under the temporary directory
     cores: int
@@ -351,18 +356,65 @@ def results_name(config: Path) -> str:
     return "results"
 
 
-def prepare_workdir(setup: Setup, results: str) -> Path:
-    """A fresh working folder: every entry of the repository root as a symbolic link, except the
-    package (nothing importable from the working directory), Git and Snakemake's state, and the
-    top folder of the results path (a real, empty folder here)."""
+def link_or_copy(source: Path, target: Path) -> None:
+    """``target`` as a hard link to ``source`` (the same bytes and times, nothing copied; a file
+    replaced in the repository later, as Git does, leaves it alone), else a copy with its times."""
+    if source.is_symlink():
+        target.symlink_to(os.readlink(source))
+        return
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def snapshot_inputs(repo: Path, results: str, into: Path) -> None:
+    """What the config may name (images, manifests, weights, ``module:`` code): every entry of
+    the repository root but the package, Git's, Snakemake's and Python's state and the top folder
+    of the results path, hard-linked (or copied) into ``into``, so that both runs read the very
+    same files (bytes and modification times, which records keep) even when the working tree
+    changes under them, and a kept baseline is compared on the inputs it was built from."""
+    top = Path(results).parts[0]
+    into.mkdir(parents=True)
+    for entry in sorted(repo.iterdir()):
+        if entry.name in NOT_MIRRORED or entry.name == top or entry.name.endswith(".egg-info"):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            for folder, folders, files in os.walk(entry):
+                folders[:] = [name for name in folders if name not in NOT_MIRRORED]
+                here = into / Path(folder).relative_to(repo)
+                here.mkdir(parents=True, exist_ok=True)
+                for name in files + [name for name in folders if (Path(folder) / name).is_symlink()]:
+                    link_or_copy(Path(folder) / name, here / name)
+        else:
+            link_or_copy(entry, into / entry.name)
+
+
+def snapshot_tree(tree: Path, into: Path) -> None:
+    """The files of a working tree (tracked and untracked, Git's ignored ones left out) copied
+    into ``into``: the code a run uses stays as it was when the comparison started."""
+    listed = git(tree, "ls-files", "-z", "--cached", "--others", "--exclude-standard").split("\0")
+    into.mkdir(parents=True)
+    for name in sorted(set(filter(None, listed))):
+        source = tree / name
+        if not (source.is_file() or source.is_symlink()):
+            continue  # deleted in the working tree
+        (into / name).parent.mkdir(parents=True, exist_ok=True)
+        if source.is_symlink():
+            (into / name).symlink_to(os.readlink(source))
+        else:
+            shutil.copy2(source, into / name)
+
+
+def prepare_workdir(setup: Setup, inputs: Path, results: str) -> Path:
+    """A fresh working folder (no ``.snakemake/``, no results) whose entries are symbolic links
+    to the snapshot of the inputs: the config's relative paths resolve as in the repository, and
+    nothing named ``cnnvis_tasks`` can be imported from the working directory."""
     workdir = setup.workdir
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
-    top = Path(results).parts[0]
-    for entry in sorted(setup.repo.iterdir()):
-        if entry.name in NOT_MIRRORED or entry.name == top or entry.name.endswith(".egg-info"):
-            continue
+    for entry in sorted(inputs.iterdir()):
         (workdir / entry.name).symlink_to(entry)
     return workdir
 
@@ -454,16 +506,18 @@ def killed_on_exit(process: subprocess.Popen) -> Iterator[subprocess.Popen]:
                 process.wait()
 
 
-def run_workflow(setup: Setup, label: str, tree: Path, config: Path, results: str, into: Path) -> dict[str, Any]:
-    """Run the workflow of ``tree`` on ``config`` in the working folder and move its results
-    folder to ``into``; returns what the marker records of the run."""
-    prepare_workdir(setup, results)
+def run_workflow(
+    setup: Setup, label: str, tree: Path, config: Path, inputs: Path, results: str, into: Path
+) -> dict[str, Any]:
+    """Run the workflow of ``tree`` on ``config`` in the working folder (on the snapshot
+    ``inputs``) and move its results folder to ``into``; returns what the marker records of the run."""
+    prepare_workdir(setup, inputs, results)
     scratch = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=setup.base))
     try:
         env = run_env(setup, tree, scratch)
         loaded = check_code(setup, tree, config, results, env)
         log(f"{label}: Snakemake and cnnvis-tasks import cnnvis_tasks from {tree} only ({loaded})")
-        prepare_workdir(setup, results)  # what the dry run wrote (model files, caches) goes
+        prepare_workdir(setup, inputs, results)  # what the dry run wrote (model files, caches) goes
         command = snakemake_command(setup, tree, config, results, "--keep-going")
         into.parent.mkdir(parents=True, exist_ok=True)
         log_path = into.parent / f"{into.name}.snakemake.log"
@@ -538,48 +592,58 @@ def worktree(repo: Path, commit: str, path: Path) -> Iterator[Path]:
         git(repo, "worktree", "prune", check=False)
 
 
-def compare_config(args: argparse.Namespace, setup: Setup, commit: str, config: Path, stack) -> tuple[Report, bool]:
-    """Build (or reuse) the pinned commit's outputs and the current tree's, compare them."""
-    results = results_name(config)
-    wanted = {
-        "version": MARKER_VERSION,
-        "commit": commit,
-        "config": str(config),
-        "config_sha256": sha256_file(config),
-        "results": results,
-        "workdir": str(setup.workdir),
-        "cores": setup.cores,
-    }
-    key = f"{commit[:12]}-{config.stem}-{wanted['config_sha256'][:12]}"
+def compare_config(
+    args: argparse.Namespace, setup: Setup, commit: str, config: Path, text: bytes, new_tree: Path, stack
+) -> tuple[Report, bool]:
+    """Build (or reuse) the pinned commit's outputs and the new tree's on ``config`` (whose bytes
+    were read at the start: ``text``), and compare them."""
+    config_sha256 = hashlib.sha256(text).hexdigest()
+    key = f"{commit[:12]}-{config.stem}-{config_sha256[:12]}"
     if args.baseline_dir:
         old_home = Path(args.baseline_dir).resolve() / key
     else:
         old_home = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="old-", dir=setup.base))) / key
-    old_results = old_home / "results"
+    old_results, inputs, config_copy = old_home / "results", old_home / "inputs", old_home / "config" / config.name
+    wanted = {
+        "version": MARKER_VERSION,
+        "commit": commit,
+        "config": str(config),
+        "config_sha256": config_sha256,
+        "workdir": str(setup.workdir),
+        "cores": setup.cores,
+    }
     marker_path = old_home / MARKER
     marker = {}
     if marker_path.is_file():
         with contextlib.suppress(ValueError):
             marker = json.loads(marker_path.read_text(encoding="utf-8"))
-    if marker and all(marker.get(name) == value for name, value in wanted.items()) and old_results.is_dir():
+    reuse = all(marker.get(name) == value for name, value in wanted.items())
+    if reuse and old_results.is_dir() and inputs.is_dir() and config_copy.read_bytes() == text:
+        results = marker["results"]
         log(f"{config}: reusing the outputs of {commit[:12]} in {old_results} (built {marker.get('built')})")
         old_run = marker["run"]
     else:
-        if marker_path.exists():
-            marker_path.unlink()
+        if old_home.exists():
+            shutil.rmtree(old_home)
+        config_copy.parent.mkdir(parents=True)
+        config_copy.write_bytes(text)
+        results = results_name(config_copy)
+        snapshot_inputs(setup.repo, results, inputs)
         old_tree = setup.base / "tree-old"
         with worktree(setup.repo, commit, old_tree):
-            old_run = run_workflow(setup, f"old {commit[:12]}", old_tree, config, results, old_results)
+            old_run = run_workflow(setup, f"old {commit[:12]}", old_tree, config_copy, inputs, results, old_results)
         marker_path.write_text(
-            json.dumps(wanted | {"built": time.strftime("%Y-%m-%d %H:%M:%S"), "run": old_run}, indent=1) + "\n",
+            json.dumps(
+                wanted | {"results": results, "built": time.strftime("%Y-%m-%d %H:%M:%S"), "run": old_run}, indent=1
+            )
+            + "\n",
             encoding="utf-8",
         )
     if args.keep_new:
         new_results = Path(args.keep_new).resolve() / key / "results"
     else:
         new_results = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="new-", dir=setup.base))) / "results"
-    new_tree = Path(args.new_tree).resolve() if args.new_tree else setup.repo
-    new_run = run_workflow(setup, "new", new_tree, config, results, new_results)
+    new_run = run_workflow(setup, "new", new_tree, config_copy, inputs, results, new_results)
 
     report = compare_trees(old_results, new_results, set(args.ignore_key))
     if old_run["exit_status"] != new_run["exit_status"]:
@@ -643,7 +707,7 @@ def main(argv: list[str] | None = None) -> int:
         path = path if path.is_absolute() or path.exists() else repo / path
         if not path.is_file():
             parser.error(f"no config {name}")
-        configs.append(path.resolve())
+        configs.append((path.resolve(), path.read_bytes()))  # read now: the file may change while the runs go
     venv_bin = Path(sys.executable).parent
     if not (venv_bin / "snakemake").exists() or not (venv_bin / "cnnvis-tasks").exists():
         parser.error(
@@ -662,20 +726,29 @@ def main(argv: list[str] | None = None) -> int:
         except BlockingIOError:
             log(f"another comparison of {repo} runs (lock {base / 'lock'}): waiting for it")
             fcntl.flock(lock, fcntl.LOCK_EX)
-        log(f"{commit[:12]} ({args.against}) against {args.new_tree or repo}, working folder {setup.workdir}")
+        source = Path(args.new_tree).resolve() if args.new_tree else repo
+        new_tree = base / "tree-new"
+        if new_tree.exists():
+            shutil.rmtree(new_tree)
+        snapshot_tree(source, new_tree)
+        log(f"{commit[:12]} ({args.against}) against the working tree of {source} (copied to {new_tree})")
+        log(f"working folder of the runs: {setup.workdir}")
         summaries = []
         clean = True
-        for config in configs:
-            with contextlib.ExitStack() as stack:
-                try:
-                    report, same_runs = compare_config(args, setup, commit, config, stack)
-                except Failure as error:
-                    print(f"{config}: could not compare: {error}")
-                    return 2
-                for line in report.lines:
-                    print(f"{config.name}: {line}" if len(configs) > 1 else line, flush=True)
-                summaries.append(f"{config}: {report.summary()}")
-                clean = clean and report.clean and same_runs
+        try:
+            for config, text in configs:
+                with contextlib.ExitStack() as stack:
+                    try:
+                        report, same_runs = compare_config(args, setup, commit, config, text, new_tree, stack)
+                    except (Failure, OSError) as error:
+                        print(f"{config}: could not compare: {error}")
+                        return 2
+                    for line in report.lines:
+                        print(f"{config.name}: {line}" if len(configs) > 1 else line, flush=True)
+                    summaries.append(f"{config}: {report.summary()}")
+                    clean = clean and report.clean and same_runs
+        finally:
+            shutil.rmtree(new_tree, ignore_errors=True)
         for line in summaries:
             print(line)
     return 0 if clean else 1

@@ -10,7 +10,7 @@ from efficientnet_lite_pytorch import EfficientNet
 from torch import nn
 
 from cnnvis_tasks.errors import CnnvisError
-from cnnvis_tasks.mechanisms import cam, capture
+from cnnvis_tasks.mechanisms import cam
 from cnnvis_tasks.mechanisms.cam import default_cam_layer, traced_cam_layer, upsample_cam
 from cnnvis_tasks.mechanisms.capture import feature_maps
 from cnnvis_tasks.techniques.grad_cam import grad_cam
@@ -312,7 +312,7 @@ def test_a_remembered_layer_costs_no_trace(layer_cache, monkeypatch):
 
     monkeypatch.setattr(cam, "meta_calls", no_trace)
     monkeypatch.setattr(cam, "device_calls", no_trace)
-    monkeypatch.setattr(capture.copy, "deepcopy", no_trace)
+    monkeypatch.setattr("cnnvis_tasks.models.layers.copy.deepcopy", no_trace)
     torch.manual_seed(1)  # other weights, the same architecture
     assert default_cam_layer(torchvision.models.resnet50(weights=None).eval()) == "layer4.2"
     with pytest.raises(AssertionError, match="traced"):  # another input size is another question

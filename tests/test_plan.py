@@ -91,11 +91,11 @@ def test_defaults_are_filled_in_and_copies_are_not_shared():
     [
         (
             {"techniques": {"saliency": {"models": {"m": {}}, "methods": ["smooth"]}}},
-            "techniques.saliency.methods[0]: 'smooth' is not allowed; allowed values: vanilla, guided, deconv",
+            "techniques.saliency.methods[0]: 'smooth' is not one of vanilla, guided, deconv",  # Option.parse's words
         ),
         (
             {"techniques": {"feature_maps": {"models": {"m": {"layers": ["a;touch x"]}}}}},
-            "techniques.feature_maps.models.m.layers[0]: 'a;touch x' is not allowed; it must match",
+            "techniques.feature_maps.models.m.layers[0]: 'a;touch x' is not a module path",
         ),
         (
             {"techniques": {"feature_maps": {"models": {"m": {}}}}},

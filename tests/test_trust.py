@@ -10,7 +10,7 @@ from PIL import Image
 from cnnvis_tasks.errors import CnnvisError
 from cnnvis_tasks.gallery import build_gallery
 from cnnvis_tasks.gallery.numbers import numbers_view
-from cnnvis_tasks.method import Method
+from cnnvis_tasks.technique.method import Method
 from cnnvis_tasks.techniques.metrics import EXPLAINED, TABLE, TECHNIQUE, mean_curves
 from cnnvis_tasks.workflow import tables
 

@@ -264,8 +264,9 @@ def _table_summary(spec, out, images_file, resamples, seed, debug) -> None:
         for row in rows:
             row.image = names.get(row.image, row.image)
     summary = tables.summarise(table, rows, resamples, seed)
+    measured = tables.row_table(rows)
     for path, columns, content in (
-        (out, table.row_columns, tables.row_table(rows)),
+        (out, table.columns_for(measured), measured),
         (out_dir / table.summary_name, table.summary_columns, summary),
     ):
         text = tables.to_csv(columns, content)

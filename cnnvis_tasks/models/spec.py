@@ -212,7 +212,7 @@ def needs_module_tree(technique: Any, values: Mapping[str, Any]) -> str | None:
         return "randomisation re-initialises named layers (set randomisation_stages: 0)"
     for option in technique.options:  # a method inside: the metrics' --explain, SmoothGrad's --method
         if option.kind == "method" and values.get(option.name) is not None:
-            from cnnvis_tasks.method import slot_of
+            from cnnvis_tasks.technique.method import slot_of
 
             try:
                 inner = slot_of(technique, option.name).parse(values[option.name])

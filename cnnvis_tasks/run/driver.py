@@ -141,6 +141,8 @@ class PassDriver(Ledger):
     def separately(self, run: Running, batch_images: list[int], pixels: Any) -> None:
         """A member's rows of a batch, one ``compute`` per setting."""
         everything = list(range(len(batch_images)))
+        if run.columns:
+            self.check_columns(run, batch_images)
         for setting in run.settings:
             wanted = run.wanted(batch_images, setting)
             if not wanted:
@@ -150,6 +152,16 @@ class PassDriver(Ledger):
             images = [batch_images[k] for k in picked]
             columns = run.column_values(images, self.geometry)
             self.compute(run, [p for _, p in wanted], inputs, run.batch_targets(images), setting.fixed, {}, columns)
+
+    def check_columns(self, run: Running, batch_images: list[int]) -> None:
+        """An image whose per-image inputs cannot be moved onto the input fails alone, saying why."""
+        for image in batch_images:
+            try:
+                run.moved(image, self.geometry[image])
+            except (ValueError, OSError) as error:
+                rows = [p for p in run.by_image.get(image, ()) if p not in run.failed]
+                if rows:
+                    self.fail(run, rows, f"{run.writer.label(run.rows[rows[0]])}: {error}")
 
     def compute(
         self,

@@ -107,6 +107,7 @@ class Running:
         self.columns: dict[str, tuple[Column, Sequence[Any]]] = {
             name: (get_column(name), given[name]) for name in technique.columns if given.get(name) is not None
         }
+        self._moved: dict[int, dict[str, Any]] = {}  # image -> its per-image inputs on the input, until computed
 
     def label(self, position: int) -> str:
         return self.writer.label(self.rows[position])
@@ -132,13 +133,23 @@ class Running:
     def column_values(self, images: Sequence[int], geometry: Mapping[int, Geometry]) -> dict[str, list[Any]]:
         """Its per-image inputs of ``images`` (with repeats, one per row) moved onto the
         model's input (``geometry``: how each image became it), by column name."""
-        return {
-            name: [
-                None if (value := values[image]) is None else column.on_input(value, geometry[image])
-                for image in images
-            ]
-            for name, (column, values) in self.columns.items()
-        }
+        if not self.columns:
+            return {}
+        moved = {image: self.moved(image, geometry[image]) for image in set(images)}
+        for image in moved:  # read once: by the check before the compute, then here
+            self._moved.pop(image, None)
+        return {name: [moved[image][name] for image in images] for name in self.columns}
+
+    def moved(self, image: int, geometry: Geometry) -> dict[str, Any]:
+        """One image's per-image inputs on the model's input, by column name (None: it has
+        none); a value that cannot be moved (a mask file that cannot be read) raises
+        ValueError or OSError."""
+        if image not in self._moved:
+            self._moved[image] = {
+                name: None if (value := values[image]) is None else column.on_input(value, geometry)
+                for name, (column, values) in self.columns.items()
+            }
+        return self._moved[image]
 
     def column_keywords(self, values: Mapping[str, list[Any]]) -> dict[str, Any]:
         """What ``compute`` takes of a batch's per-image inputs: each column's batch as its keyword."""

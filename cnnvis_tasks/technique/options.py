@@ -27,7 +27,7 @@ INT, FLOAT, BOOL, STRING, CHOICE, LAYER, TARGET, FILTER = (
 )
 # An attribution method another technique computes inside itself (the trust metrics'
 # --explain, SmoothGrad's --method): text ('grad-cam --layer X') or a
-# cnnvis_tasks.method.Method, checked by the option's ``check``, and kept as given.
+# cnnvis_tasks.technique.method.Method, checked by the option's ``check``, and kept as given.
 METHOD = "method"
 _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 # Module paths: no path separators, whitespace, shell or glob metacharacters.

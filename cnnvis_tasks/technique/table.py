@@ -41,6 +41,9 @@ class Measure:
     higher_is_better: bool
     short: str = ""  # in captions and in the gallery's note on the order (default: the name)
     ranks: bool = True  # counts in the groups' order (False: shown beside, a check of another kind)
+    # a column of NAME.csv only when some row has it (a measure of an optional per-image input,
+    # such as a mask): a run that gives none keeps the columns it always had
+    optional: bool = False
 
     @property
     def better(self) -> str:
@@ -103,8 +106,13 @@ class Table:
 
     @property
     def row_columns(self) -> tuple[str, ...]:
-        """NAME.csv's header."""
-        return (*self.identity, *(measure.name for measure in self.measures))
+        """NAME.csv's header, the optional measures left out (:meth:`columns_for` adds those a run has)."""
+        return (*self.identity, *(measure.name for measure in self.measures if not measure.optional))
+
+    def columns_for(self, measured: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
+        """NAME.csv's header for these rows: :attr:`row_columns` and the optional measures some row has."""
+        kept = [m for m in self.measures if not m.optional or any(m.name in row for row in measured)]
+        return (*self.identity, *(measure.name for measure in kept))
 
     @property
     def summary_columns(self) -> tuple[str, ...]:

@@ -1,7 +1,7 @@
 """Trust metrics: how faithful an attribution method's maps are to the model, per image.
 
 Each row scores one method (``--explain 'saliency --method guided'``; in Python a
-:class:`cnnvis_tasks.method.Method`) on one image: the method's map is computed for
+:class:`cnnvis_tasks.technique.method.Method`) on one image: the method's map is computed for
 the image's target class, then
 
 * deletion and insertion (Petsiuk et al. 2018): the target probability as the
@@ -32,7 +32,6 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from cnnvis_tasks.method import Method, Slot
 from cnnvis_tasks.technique import (
     BATCH_SIZE,
     BOOL,
@@ -46,6 +45,7 @@ from cnnvis_tasks.technique import (
     Result,
     Technique,
 )
+from cnnvis_tasks.technique.method import Method, Slot
 from cnnvis_tasks.technique.table import Measure, Table, TablePicture
 
 # A method scored: any technique whose maps rank the pixels, with its own options but

@@ -2,7 +2,7 @@
 the image, which evens out the gradient's pixel-to-pixel noise; SmoothGrad-Squared
 averages its square.
 
-The attribution averaged is a method (:mod:`cnnvis_tasks.method`), as captum's
+The attribution averaged is a method (:mod:`cnnvis_tasks.technique.method`), as captum's
 NoiseTunnel wraps one: a gradient rule's word (``guided``), or Gradient x Input or
 Integrated Gradients with their own flags (``'integrated-gradients --steps 32'``;
 in Python ``Method("integrated-gradients", steps=32)``)."""
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnnvis_tasks.method import Method, Slot
 from cnnvis_tasks.technique import BATCH_SIZE, BOOL, FLOAT, INT, METHOD, SIZE, TARGET_CLASS, Option, Result, Technique
+from cnnvis_tasks.technique.method import Method, Slot
 from cnnvis_tasks.techniques.attribution_family import ATTRIBUTION_RENDERINGS, METHODS, RAW, clean_pass, renderer
 
 BASES = (*METHODS, "gradient-x-input", "integrated-gradients")

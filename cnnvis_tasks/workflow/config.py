@@ -257,6 +257,8 @@ def _option_problem(error: jsonschema.ValidationError) -> str | None:
     if technique is None:
         return None
     level = MODEL_LEVEL if rest[0] == "models" and len(rest) > 2 else None
+    if level and technique.model_rows.mode == "pairs":
+        return None  # objects of several options each
     rest = rest[2:] if level else rest
     options = {o.config_key: o for o in technique.options if (o.where == MODEL_LEVEL) == bool(level)}
     option = options.get(rest[0]) if rest and isinstance(rest[0], str) else None

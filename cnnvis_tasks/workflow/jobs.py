@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import shlex
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -227,11 +227,3 @@ class Job:
         if self.chunks:
             return [part.outputs[0].path.format(chunk=chunk) for chunk in self.chunks for part in self.parts]
         return [part.outputs[0].path for part in self.parts]
-
-
-def with_options(job: Job, options: Mapping[str, Any]) -> Job:
-    """``job`` with the single-valued ``options`` replaced or added (tests, benchmarks)."""
-    from dataclasses import replace
-
-    kept = [(name, value) for name, value in job.options if name not in options]
-    return replace(job, options=(*kept, *options.items()))

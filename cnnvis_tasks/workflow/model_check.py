@@ -239,8 +239,8 @@ def questions(config: dict[str, Any]) -> dict[str, list[tuple[str, str, Any]]]:
 def _inner_layers(technique: Any, values: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(config key, text, layer) of each layer a method inside names (the metrics'
     ``--explain 'grad-cam --layer features.28'``)."""
-    from cnnvis_tasks.method import Method, slot_of
     from cnnvis_tasks.technique import METHOD
+    from cnnvis_tasks.technique.method import Method, slot_of
 
     found = []
     for option in technique.options:

@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cnnvis_tasks.errors import CnnvisError
-from cnnvis_tasks.technique import BOOL, FILTER, METHOD, TARGET, Option, Technique
+from cnnvis_tasks.technique.description import Technique
+from cnnvis_tasks.technique.options import BOOL, FILTER, METHOD, TARGET, Option
 
 
 class Method:
@@ -259,6 +260,8 @@ def _parse_text(text: str, slot: Slot) -> Method:
         flags += [f"--{option.negative}" for option in allowed if option.kind == BOOL and option.negative]
         name = error.word.partition("=")[0].lstrip("-").replace("-", "_")
         given = f" (the {slot.owner} job gives it to every method)" if name in slot.given else ""
+        if not given and any(option.name == name for option in technique.options):
+            given = f" inside {slot.owner}"
         known = ", ".join(sorted(flags)) or "none"
         raise CnnvisError(
             f"method {text!r}: {technique.name} has no option {error.word}{given}; its options: {known}"

@@ -29,10 +29,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cnnvis_tasks.api_inputs import batch_pixels, class_targets, load_images
+from cnnvis_tasks.api.inputs import batch_pixels, class_targets, load_images
 from cnnvis_tasks.errors import CnnvisError
-from cnnvis_tasks.method import Method
 from cnnvis_tasks.technique import SILENT, SIZED_BY_MODEL, Report, Result, Technique
+from cnnvis_tasks.technique.method import Method
 from cnnvis_tasks.techniques import get_technique
 
 if TYPE_CHECKING:
