@@ -1,0 +1,160 @@
+"""Complexity: how concise an attribution method's map is, per image.
+
+A map that puts its attribution on a few pixels is easier to read than one that
+spreads it everywhere.  Each row measures one method (``--explain 'saliency
+--method guided'``) on one image, on the map the trust metrics score (one value per
+pixel, :func:`cnnvis_tasks.techniques.metrics.channel_reduction`):
+
+* sparseness (Chalasani et al. 2020): the Gini index of the map's absolute values,
+  from 0 (every pixel the same) to 1 (one pixel holds everything), higher is more
+  concise; computed as Quantus's ``Sparseness`` does (the map divided by its largest
+  absolute value, 1e-7 added to every pixel);
+* complexity (Bhatt et al. 2020): the entropy, in nats, of the share of the absolute
+  attribution on each pixel, from 0 (one pixel) to log(pixels) (all the same), lower
+  is more concise.
+
+The numbers make the technique's table (``results/complexity.csv``, per method and
+model in ``complexity-summary.csv``); each row's picture is the map as a heatmap.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cnnvis_tasks.technique import (
+    BATCH_SIZE,
+    METHOD,
+    SIZE,
+    TARGET_CLASS,
+    Option,
+    Rendered,
+    Rendering,
+    Result,
+    Technique,
+)
+from cnnvis_tasks.technique.method import Method, Slot
+from cnnvis_tasks.technique.table import Measure, Table
+
+MEASURED = Slot(owner="complexity", option="explain", verb="measure", given=("target", "size", "batch_size"))
+EPSILON = 1e-7  # Quantus's: keeps the Gini index defined for an all-zero map
+
+
+def sparseness(maps: Any) -> Any:
+    """The Gini index of each (N, H, W) map's absolute values, divided by the map's largest, plus 1e-7."""
+    import torch
+
+    flat = maps.detach().double().abs().flatten(1)
+    largest = flat.amax(dim=1, keepdim=True)
+    flat = torch.where(largest > 0, flat / largest, flat) + EPSILON
+    ordered = flat.sort(dim=1).values
+    n = ordered.shape[1]
+    weights = 2 * torch.arange(1, n + 1, dtype=torch.float64, device=ordered.device) - n - 1
+    return (ordered * weights).sum(dim=1) / (n * ordered.sum(dim=1))
+
+
+def complexity(maps: Any) -> Any:
+    """The entropy (nats) of each (N, H, W) map's absolute values as shares of their sum (NaN: an all-zero map)."""
+    import torch
+
+    flat = maps.detach().double().abs().flatten(1)
+    total = flat.sum(dim=1, keepdim=True)
+    shares = flat / total
+    entropy = -torch.where(shares > 0, shares * shares.log(), torch.zeros_like(shares)).sum(dim=1)
+    return torch.where(total[:, 0] > 0, entropy, torch.nan)
+
+
+def compute(
+    model,
+    images,
+    targets=None,
+    *,
+    explain: str | Method = "grad-cam",
+    batch_size: int = 16,
+    seed: int = 0,
+    **_options: Any,
+) -> Result:
+    from cnnvis_tasks.mechanisms.faithfulness import as_pixel_map
+    from cnnvis_tasks.techniques.metrics import channel_reduction
+
+    explained = MEASURED.parse(explain)
+    options = {**explained.values(), "batch_size": batch_size, "seed": seed}
+    options.pop("target", None)
+    base = explained.technique.compute(model, images, targets, **options)
+    reduce = channel_reduction(explained)
+    shown = base.display if base.display is not None else base.maps
+    pixel_maps = as_pixel_map(shown, tuple(images.shape[-2:]), reduce)
+    targets = [None] * images.shape[0] if base.targets is None else [int(t) for t in base.targets.tolist()]
+    return Result(
+        "complexity",
+        maps=pixel_maps,
+        targets=base.targets,
+        probabilities=base.probabilities,
+        inputs=images,
+        facts={"method": explained.label, "explain": explained.text, "channels": reduce},
+        row_facts=[{"method": explained.label, "explain": explained.text, "target": target} for target in targets],
+        row_numbers={"sparseness": sparseness(pixel_maps), "complexity": complexity(pixel_maps)},
+    )
+
+
+def render(result: Result, row: int, renderings: tuple[str, ...], options: dict[str, Any]) -> Rendered:
+    import numpy as np
+
+    from cnnvis_tasks import render as draw
+
+    values = np.abs(draw.as_array(result.maps[row]))
+    map01, degenerate = draw.normalize01(values)
+    warnings = (
+        [f"the {result.facts['method']} map is all zero; rendered as the colormap's low end"] if degenerate else []
+    )
+    return Rendered({"heatmap": (draw.heatmap(map01), {})}, warnings)
+
+
+# results/complexity.csv (per image, method and model), complexity-summary.csv (per method and model)
+TABLE = Table(
+    name="complexity",
+    measures=(
+        Measure("sparseness", "Sparseness (Gini)", higher_is_better=True, short="sparse"),
+        Measure("complexity", "Complexity (entropy, nats)", higher_is_better=False, short="entropy"),
+    ),
+    identity=("model", "method", "explain", "image", "target"),
+    group="method",
+    heading="How concise each explanation is",
+)
+
+
+TECHNIQUE = Technique(
+    name="complexity",
+    order=115,
+    title="How concise each explanation is",
+    summary="Sparseness (Gini) and complexity (entropy) of attribution methods' maps per image.",
+    description="How few pixels each method's map puts its attribution on: the Gini index of the map's absolute "
+    "values (higher is more concise) and the entropy of their shares (lower is more concise). A concise map is "
+    "easier to read; it is not therefore more faithful (see the trust metrics).",
+    reference="Chalasani et al. 2020, Concise explanations of neural networks using adversarial training; Bhatt et "
+    "al. 2020, Evaluating and aggregating feature-based model explanations",
+    options=(
+        Option(
+            "explain",
+            METHOD,
+            "grad-cam",
+            "The attribution method to measure: a technique of the saliency or CAM family and its own flags, one "
+            "value each, e.g. 'grad-cam', 'saliency --method guided'. Its target class, size and batch size are this "
+            "command's.",
+            repeatable=True,
+            plural="methods",
+            config_default=["grad-cam"],
+            check=MEASURED.problem,
+            label=lambda value: MEASURED.parse(value).label,
+            token=lambda value: MEASURED.parse(value).token,
+            metavar="'TECHNIQUE [FLAGS]'",
+        ),
+        TARGET_CLASS,
+        SIZE,
+        BATCH_SIZE,
+    ),
+    renderings=(Rendering("heatmap", "the measured map (absolute values) as a heatmap"),),
+    raw="the measured map, one value per pixel (N x H x W float32)",
+    compute=compute,
+    render=render,
+    table=TABLE,
+)
