@@ -251,3 +251,61 @@ def test_a_wrong_box_on_the_command_line_is_a_usage_error(tmp_path, boxes, says)
     result = CliRunner().invoke(cli, arguments)
     assert result.exit_code == 2 and "Invalid value for --box" in result.output, result.output
     assert says in result.output and "Traceback" not in result.output
+
+
+def test_a_manifests_masks_reach_the_metrics_as_a_column_of_the_image_list(tmp_path):
+    """A per-image input added as one column: the manifest's mask column rides in the image
+    list, is resized with its image and scored; a mask that does not fit fails its image alone."""
+    import json
+
+    import numpy as np
+    from click.testing import CliRunner
+
+    from cnnvis_tasks.cli import cli
+    from cnnvis_tasks.io.columns import Geometry, mask_on_input
+
+    write(tmp_path / "a.png", (40, 30))
+    write(tmp_path / "b.png", (40, 30))
+    write(tmp_path / "c.png", (40, 30))
+    left_half = np.zeros((30, 40), np.uint8)
+    left_half[:, :20] = 255
+    (tmp_path / "masks").mkdir()
+    Image.fromarray(left_half).save(tmp_path / "masks/a.png")
+    Image.fromarray(np.full((20, 20), 255, np.uint8)).save(tmp_path / "masks/c.png")  # not its image's size
+    manifest = tmp_path / "set.csv"
+    manifest.write_text("path,label,mask\na.png,cat,masks/a.png\nb.png,cat,\nc.png,cat,masks/c.png\n")
+    listing = list_images(manifest=manifest)
+    assert [entry.columns.get("mask") for entry in listing.images] == [
+        str(tmp_path / "masks/a.png"),
+        None,
+        str(tmp_path / "masks/c.png"),
+    ]
+    image_list = tmp_path / "chunk.csv"
+    write_image_list(image_list, check_images(listing.images))
+    assert image_list.read_text().splitlines()[0] == "name,path,label,bytes,mtime_ns,mask"
+    assert [entry.columns for entry in read_image_list(image_list)] == [
+        {"mask": str(tmp_path / "masks/a.png")},
+        {},
+        {"mask": str(tmp_path / "masks/c.png")},
+    ]
+    # resized with its image (shorter side 15: 20 x 15), nearest neighbour: still the left half
+    on_input = mask_on_input(str(tmp_path / "masks/a.png"), Geometry(40, 30, 15, None))
+    assert on_input.shape == (15, 20) and on_input[:, :10].all() and not on_input[:, 10:].any()
+
+    record, out = tmp_path / "record.json", tmp_path / "out"
+    result = CliRunner().invoke(
+        cli,
+        ["metrics", "--model", "resnet18", "--weights", "random", "--device", "cpu", "--threads", "1"]
+        + ["--image-list", str(image_list), "--size", "30", "--explain", "saliency", "--no-deletion-insertion"]
+        + ["--no-road", "--randomisation-stages", "0", "--out-dir", str(out), "--rendering", "raw"]
+        + ["--keep-going", "--record", str(record)],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    rows = json.loads(record.read_text())["rows"]
+    assert [row["status"] for row in rows] == ["ok", "ok", "failed"]
+    assert "mask" in rows[2]["reason"] and "20 x 20, its image 40 x 30" in rows[2]["reason"]
+    assert rows[1]["measured"].get("mask_share") is None  # no mask: no share
+    pixel_map = np.load(out / "a.png.raw.npy").clip(min=0)
+    expected = pixel_map[:, :20].sum() / pixel_map.sum()
+    assert rows[0]["measured"]["mask_share"] == pytest.approx(expected, rel=1e-5)

@@ -149,8 +149,74 @@ BOX = Column(
     from_json=lambda value: tuple(float(v) for v in value),
 )
 
+# --- the segmentation mask ----------------------------------------------------------------
+
+
+def _mask_from_manifest(texts: Sequence[str], root: str) -> str | None:
+    """A mask's path (a manifest's ``mask`` column), relative to the manifest's folder as its images are."""
+    import os
+
+    text = texts[0].strip()
+    if not text:
+        return None
+    path = os.path.expanduser(text)
+    return path if os.path.isabs(path) else os.path.normpath(os.path.join(root, path))
+
+
+def mask_on_input(path: str, geometry: Geometry) -> Any:
+    """A mask file (any image as large as its image; nonzero pixels are the object) as an
+    H x W bool array on the model's input: resized and cropped as the pixels are, nearest
+    neighbour so that it stays a mask.  ValueError says why it cannot be used."""
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    from cnnvis_tasks.io.images import resized
+
+    try:
+        with Image.open(path) as opened:
+            mask = ImageOps.exif_transpose(opened).convert("L")
+    except (OSError, ValueError) as error:
+        raise ValueError(f"mask {path} cannot be read: {error}") from None
+    if mask.size != (geometry.width, geometry.height):
+        raise ValueError(f"mask {path} is {mask.width} x {mask.height}, its image {geometry.width} x {geometry.height}")
+    if geometry.crop:
+        square = min(mask.size)
+        left, top = (mask.width - square) / 2, (mask.height - square) / 2
+        box = (left, top, left + square, top + square)
+        mask = mask.resize((geometry.crop, geometry.crop), Image.Resampling.NEAREST, box=box)
+    elif resized(*mask.size, geometry.size) != mask.size:
+        mask = mask.resize(resized(*mask.size, geometry.size), Image.Resampling.NEAREST)
+    return np.asarray(mask) > 0
+
+
+def _mask_batch(masks: list[Any]) -> Any:
+    """(N, H, W) float32: 1 inside a row's mask, 0 outside, NaN where a row has none."""
+    import numpy as np
+    import torch
+
+    shape = next((mask.shape for mask in masks if mask is not None), (1, 1))
+    return torch.from_numpy(
+        np.stack([np.full(shape, np.nan, np.float32) if m is None else m.astype(np.float32) for m in masks])
+    )
+
+
+MASK = Column(
+    name="mask",
+    keyword="masks",
+    help="Each image's segmentation mask: an image file as large as it, whose nonzero pixels are the object "
+    "('none': no mask), once for all images or once per --image, in order; an --image-list takes them from its "
+    "mask column. Resized and cropped with the image.",
+    metavar="PATH|none",
+    parse=str,
+    text=str,
+    manifest_columns=("mask",),
+    from_manifest=_mask_from_manifest,
+    on_input=mask_on_input,
+    batch=_mask_batch,
+)
+
 # Every per-image input, by name, in the order image lists write them.
-COLUMNS: dict[str, Column] = {column.name: column for column in (BOX,)}
+COLUMNS: dict[str, Column] = {column.name: column for column in (BOX, MASK)}
 
 
 def get_column(name: str) -> Column:

@@ -19,7 +19,9 @@ the image's target class, then
 * localisation, for an image with a bounding box (a manifest's ``xmin``, ``ymin``,
   ``xmax``, ``ymax`` columns, or ``--box``): the share of the map's positive
   attribution inside the box (a plausibility check: it tells whether the map points
-  at the object a person marked, not whether the model used it).
+  at the object a person marked, not whether the model used it); and for an image with
+  a segmentation mask (a manifest's ``mask`` column, or ``--mask``), the share inside
+  the mask.
 
 The numbers go in the job's record (``results/metrics.csv`` collects them); the
 picture of a row draws its curves.  The tensor work is in
@@ -139,6 +141,7 @@ def compute(
     batch_size: int = 16,
     seed: int = 0,
     boxes=None,
+    masks=None,
     **_options: Any,
 ) -> Result:
     import dataclasses
@@ -191,6 +194,8 @@ def compute(
         shares = faithfulness.localisation(pixel_maps, boxes.nan_to_num(0.0))
         # an image without a box (NaN coordinates) or whose box the crop left out has no share
         numbers["localisation"] = torch.where(boxes.isnan().any(dim=1), math.nan, shares)
+    if masks is not None:
+        numbers["mask_share"] = mask_share(pixel_maps, masks.to(pixel_maps.device))
     n = images.shape[0]
     host = {name: _finite(value.detach().double().cpu().tolist()) for name, value in curves.items()}
     # per row, so that the job's record carries them to metrics.csv (Result.facts stay in the pictures)
@@ -223,6 +228,19 @@ def compute(
         row_facts=row_facts,
         row_numbers=numbers,
     )
+
+
+def mask_share(maps, masks):
+    """(N,) the share of each (N, H, W) map's positive attribution inside its mask (1 in,
+    0 out); NaN where a row has no mask (NaN), an empty one, or no positive attribution."""
+    import torch
+
+    positive = maps.detach().double().clamp_min(0)
+    inside = masks.double().nan_to_num(0.0)
+    total = positive.flatten(1).sum(dim=1)
+    share = (positive * inside).flatten(1).sum(dim=1) / total
+    defined = (total > 0) & (inside.flatten(1).sum(dim=1) > 0) & ~masks.isnan().flatten(1).any(dim=1)
+    return torch.where(defined, share, torch.full_like(share, math.nan)).to(maps.dtype)
 
 
 def render(result: Result, row: int, renderings: tuple[str, ...], options: dict[str, Any]) -> Rendered:
@@ -276,6 +294,9 @@ TABLE = Table(
         # a low correlation: the map changes when the model does
         Measure("randomisation", "Randomisation correlation", higher_is_better=False, short="rand.", ranks=False),
         Measure("localisation", "Attribution in box", higher_is_better=True, short="in box", ranks=False),
+        Measure(
+            "mask_share", "Attribution in mask", higher_is_better=True, short="in mask", ranks=False, optional=True
+        ),
     ),
     identity=("model", "method", "explain", "image", "target"),
     group="method",
@@ -304,7 +325,7 @@ TECHNIQUE = Technique(
     compute=compute,
     render=render,
     table=TABLE,
-    columns=("box",),
+    columns=("box", "mask"),
     # A metric runs the model on each image dozens of times (and a perturbation method,
     # Occlusion or Score-CAM, hundreds), so its jobs refuse large inputs sooner than the rest.
     config_extra={
