@@ -41,7 +41,12 @@ exit status or a different run report (Snakemake's ``cnnvis:`` lines).
 Prints one line per difference and a summary per config; exits 1 when anything
 differs, 2 when the comparison could not be made, 0 otherwise.
 
-``--compare-dirs OLD NEW`` compares two results folders that already exist (no runs).
+A config is a file (read once, at the start) or ``REV:PATH``, the file as a commit has it:
+``--config 1831ffc:config.yaml`` compares on the pinned commit's own config when the
+working tree's has keys the old code does not know.  ``--new-tree DIR`` compares against
+another tree than this repository's (e.g. a worktree of the pinned commit itself: every
+file must then be identical), ``--keep-new DIR`` keeps the new run's outputs, and
+``--compare-dirs OLD NEW`` only compares two results folders that already exist.
 """
 
 from __future__ import annotations
@@ -112,10 +117,6 @@ def git(repo: Path, *args: str, check: bool = True) -> str:
     if check and done.returncode != 0:
         raise Failure(f"git {' '.join(args)}: {done.stderr.strip()}")
     return done.stdout.strip()
-
-
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # ------------------------------------------------------------------ comparison
@@ -214,7 +215,9 @@ def compare_png(old: Path, new: Path, ignore: set[str]) -> list[str]:
         if a.mode != b.mode or a.size != b.size:
             problems.append(f"image {a.mode} {a.size[0]}x{a.size[1]} -> {b.mode} {b.size[0]}x{b.size[1]}")
         else:
-            pa, pb = np.asarray(a), np.asarray(b)
+            # A palette picture is compared by its colours, not its indices.
+            pa = np.asarray(a.convert("RGBA") if a.mode in ("P", "PA") else a)
+            pb = np.asarray(b.convert("RGBA") if b.mode in ("P", "PA") else b)
             if not np.array_equal(pa, pb):
                 delta = np.abs(pa.astype(np.int64) - pb.astype(np.int64))
                 moved = int(np.count_nonzero(delta.reshape(delta.shape[0], delta.shape[1], -1).any(axis=-1)))
@@ -275,14 +278,17 @@ def compare_bytes(old: Path, new: Path) -> list[str]:
         a_lines, b_lines = a.decode("utf-8").splitlines(), b.decode("utf-8").splitlines()
     except UnicodeDecodeError:
         return [f"bytes differ ({len(a)} -> {len(b)} bytes)"]
-    for number, (x, y) in enumerate(zip(a_lines, b_lines), 1):
-        if x != y:
-            column = next((i for i, (p, q) in enumerate(zip(x, y)) if p != q), min(len(x), len(y)))
-            start = max(0, column - 30)
-            return [
-                f"line {number} column {column + 1} differs: {x[start : column + 30]!r} -> {y[start : column + 30]!r}"
-            ]
-    return [f"{len(a_lines)} lines -> {len(b_lines)} lines (the rest identical)"]
+    differing = [number for number, (x, y) in enumerate(zip(a_lines, b_lines), 1) if x != y]
+    if not differing:
+        return [f"{len(a_lines)} lines -> {len(b_lines)} lines (the rest identical)"]
+    number = differing[0]
+    x, y = a_lines[number - 1], b_lines[number - 1]
+    column = next((i for i, (p, q) in enumerate(zip(x, y)) if p != q), min(len(x), len(y)))
+    start = max(0, column - 30)
+    more = f" ({len(differing)} lines differ, {len(a_lines)} -> {len(b_lines)} lines)" if len(differing) > 1 else ""
+    return [
+        f"line {number} column {column + 1} differs: {x[start : column + 30]!r} -> {y[start : column + 30]!r}{more}"
+    ]
 
 
 def compare_file(old: Path, new: Path, ignore: set[str]) -> list[str]:
@@ -450,6 +456,9 @@ def snakemake_command(setup: Setup, tree: Path, config: Path, results: str, *ext
         str(tree / "Snakefile"),
         "--directory",
         str(setup.workdir),
+        # the tree's own workflow profile (Snakemake would take the working folder's, the inputs')
+        "--workflow-profile",
+        str(tree / "profiles" / "default") if (tree / "profiles" / "default").is_dir() else "none",
         *extra,
     ]
 
@@ -483,7 +492,8 @@ def check_code(setup: Setup, tree: Path, config: Path, results: str, env: dict[s
         elif not roots:
             problems.append(f"{label} imports no cnnvis_tasks module (exit status {done.returncode})")
         if done.returncode != 0:
-            lines = [line for line in (done.stdout + done.stderr).splitlines() if not line.startswith(("#", "import "))]
+            noise = ("#", "import ", "Processing ", "Adding directory", "Python ", 'Type "help"')
+            lines = [line for line in (done.stdout + done.stderr).splitlines() if not line.startswith(noise)]
             log(f"{label} with the code of {tree} fails (exit status {done.returncode}):\n" + "\n".join(lines[-15:]))
     if problems:
         raise Failure(f"the run would not use (only) the code of {tree}: " + "; ".join(problems))
@@ -592,22 +602,55 @@ def worktree(repo: Path, commit: str, path: Path) -> Iterator[Path]:
         git(repo, "worktree", "prune", check=False)
 
 
+@dataclass
+class Config:
+    label: str  # as given on the command line
+    path: Path  # its file name (in the working tree, or in the commit)
+    text: bytes  # read once, at the start
+
+
+def read_config(repo: Path, commit: str, name: str) -> Config:
+    """``name``: a file (read now: it may change while the runs go), or ``REV:PATH`` (the file as
+    commit REV has it).  A working-tree config that differs from the pinned commit's own is
+    noted: the old code may reject what the new one added (then compare on ``COMMIT:PATH``)."""
+    path = Path(name)
+    if not path.exists() and ":" in name and not path.is_absolute():
+        revision, inside = name.split(":", 1)
+        done = subprocess.run(["git", "-C", str(repo), "show", f"{revision}:{inside}"], capture_output=True)
+        if done.returncode != 0:
+            raise Failure(done.stderr.decode(errors="replace").strip())
+        return Config(name, Path(inside), done.stdout)
+    if not path.is_file():
+        path = repo / name
+    if not path.is_file():
+        raise Failure("no such file")
+    text = path.read_bytes()
+    with contextlib.suppress(ValueError):
+        inside = path.resolve().relative_to(repo).as_posix()
+        pinned = subprocess.run(["git", "-C", str(repo), "show", f"{commit}:{inside}"], capture_output=True)
+        if pinned.returncode == 0 and pinned.stdout != text:
+            log(
+                f"{name} differs from {commit[:12]}:{inside}: if the old code rejects it, compare on the pinned "
+                f"config with --config {commit[:12]}:{inside}"
+            )
+    return Config(name, path, text)
+
+
 def compare_config(
-    args: argparse.Namespace, setup: Setup, commit: str, config: Path, text: bytes, new_tree: Path, stack
+    args: argparse.Namespace, setup: Setup, commit: str, config: Config, new_tree: Path, stack
 ) -> tuple[Report, bool]:
-    """Build (or reuse) the pinned commit's outputs and the new tree's on ``config`` (whose bytes
-    were read at the start: ``text``), and compare them."""
+    """Build (or reuse) the pinned commit's outputs and the new tree's on ``config``, and compare them."""
+    text = config.text
     config_sha256 = hashlib.sha256(text).hexdigest()
-    key = f"{commit[:12]}-{config.stem}-{config_sha256[:12]}"
+    key = f"{commit[:12]}-{config.path.stem}-{config_sha256[:12]}"
     if args.baseline_dir:
         old_home = Path(args.baseline_dir).resolve() / key
     else:
         old_home = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="old-", dir=setup.base))) / key
-    old_results, inputs, config_copy = old_home / "results", old_home / "inputs", old_home / "config" / config.name
-    wanted = {
+    old_results, inputs, config_copy = old_home / "results", old_home / "inputs", old_home / "config" / config.path.name
+    wanted = {  # what a kept baseline must match ("config", the name it was given, is not compared)
         "version": MARKER_VERSION,
         "commit": commit,
-        "config": str(config),
         "config_sha256": config_sha256,
         "workdir": str(setup.workdir),
         "cores": setup.cores,
@@ -620,7 +663,7 @@ def compare_config(
     reuse = all(marker.get(name) == value for name, value in wanted.items())
     if reuse and old_results.is_dir() and inputs.is_dir() and config_copy.read_bytes() == text:
         results = marker["results"]
-        log(f"{config}: reusing the outputs of {commit[:12]} in {old_results} (built {marker.get('built')})")
+        log(f"{config.label}: reusing the outputs of {commit[:12]} in {old_results} (built {marker.get('built')})")
         old_run = marker["run"]
     else:
         if old_home.exists():
@@ -634,7 +677,14 @@ def compare_config(
             old_run = run_workflow(setup, f"old {commit[:12]}", old_tree, config_copy, inputs, results, old_results)
         marker_path.write_text(
             json.dumps(
-                wanted | {"results": results, "built": time.strftime("%Y-%m-%d %H:%M:%S"), "run": old_run}, indent=1
+                wanted
+                | {
+                    "config": config.label,
+                    "results": results,
+                    "built": time.strftime("%Y-%m-%d %H:%M:%S"),
+                    "run": old_run,
+                },
+                indent=1,
             )
             + "\n",
             encoding="utf-8",
@@ -651,7 +701,7 @@ def compare_config(
     if old_run.get("run_report") != new_run.get("run_report"):
         found = json_differences(old_run.get("run_report"), new_run.get("run_report"), "cnnvis: lines")
         report.lines.extend(f"(run report): {line}" for line in limited(found))
-    log(f"{config}: old run {old_run['seconds']:.0f} s, new run {new_run['seconds']:.0f} s")
+    log(f"{config.label}: old run {old_run['seconds']:.0f} s, new run {new_run['seconds']:.0f} s")
     same_runs = old_run["exit_status"] == new_run["exit_status"] and old_run.get("run_report") == new_run.get(
         "run_report"
     )
@@ -667,7 +717,13 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--against", help="the pinned commit (any revision Git knows)")
-    parser.add_argument("--config", action="append", default=[], help="a config file (repeatable)")
+    parser.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="FILE|REV:PATH",
+        help="a config file, or a config as a commit has it (e.g. 1831ffc:config.yaml); repeatable",
+    )
     parser.add_argument("--baseline-dir", help="keep and reuse the pinned commit's outputs here")
     parser.add_argument("--cores", type=int, default=2, help="Snakemake's --cores (default 2)")
     parser.add_argument(
@@ -703,11 +759,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.against!r} is no commit of {repo}")
     configs = []
     for name in args.config:
-        path = Path(name)
-        path = path if path.is_absolute() or path.exists() else repo / path
-        if not path.is_file():
-            parser.error(f"no config {name}")
-        configs.append((path.resolve(), path.read_bytes()))  # read now: the file may change while the runs go
+        try:
+            configs.append(read_config(repo, commit, name))
+        except (Failure, OSError) as error:
+            parser.error(f"config {name}: {error}")
     venv_bin = Path(sys.executable).parent
     if not (venv_bin / "snakemake").exists() or not (venv_bin / "cnnvis-tasks").exists():
         parser.error(
@@ -736,16 +791,16 @@ def main(argv: list[str] | None = None) -> int:
         summaries = []
         clean = True
         try:
-            for config, text in configs:
+            for config in configs:
                 with contextlib.ExitStack() as stack:
                     try:
-                        report, same_runs = compare_config(args, setup, commit, config, text, new_tree, stack)
+                        report, same_runs = compare_config(args, setup, commit, config, new_tree, stack)
                     except (Failure, OSError) as error:
-                        print(f"{config}: could not compare: {error}")
+                        print(f"{config.label}: could not compare: {error}")
                         return 2
                     for line in report.lines:
-                        print(f"{config.name}: {line}" if len(configs) > 1 else line, flush=True)
-                    summaries.append(f"{config}: {report.summary()}")
+                        print(f"{config.label}: {line}" if len(configs) > 1 else line, flush=True)
+                    summaries.append(f"{config.label}: {report.summary()}")
                     clean = clean and report.clean and same_runs
         finally:
             shutil.rmtree(new_tree, ignore_errors=True)

@@ -124,7 +124,7 @@ TECHNIQUE = Technique(
     title="SmoothGrad",
     summary="An attribution averaged over noisy copies of the image (Smilkov et al. 2017).",
     description="The mean of an attribution (the vanilla, guided or deconvnet gradient, Gradient x Input, or "
-    "Integrated Gradients, each with its own flags) over copies of the image with Gaussian noise added, whose "
+    "Integrated Gradients) over copies of the image with Gaussian noise added, whose "
     "standard deviation is a fraction of the image's value range; with --squared, the mean of its square "
     "(SmoothGrad-Squared). The noise is drawn from --seed, the same for every image.",
     reference="Smilkov et al. 2017, SmoothGrad: removing noise by adding noise",
