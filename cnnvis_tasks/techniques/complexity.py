@@ -23,10 +23,8 @@ from typing import Any
 
 from cnnvis_tasks.technique import (
     BATCH_SIZE,
-    METHOD,
     SIZE,
     TARGET_CLASS,
-    Option,
     Rendered,
     Rendering,
     Result,
@@ -34,6 +32,7 @@ from cnnvis_tasks.technique import (
 )
 from cnnvis_tasks.technique.method import Method, Slot
 from cnnvis_tasks.technique.table import Measure, Table
+from cnnvis_tasks.techniques.metrics import explain_option, explained_pixel_maps
 
 MEASURED = Slot(owner="complexity", option="explain", verb="measure", given=("target", "size", "batch_size"))
 EPSILON = 1e-7  # Quantus's: keeps the Gini index defined for an all-zero map
@@ -73,16 +72,8 @@ def compute(
     seed: int = 0,
     **_options: Any,
 ) -> Result:
-    from cnnvis_tasks.mechanisms.faithfulness import as_pixel_map
-    from cnnvis_tasks.techniques.metrics import channel_reduction
-
     explained = MEASURED.parse(explain)
-    options = {**explained.values(), "batch_size": batch_size, "seed": seed}
-    options.pop("target", None)
-    base = explained.technique.compute(model, images, targets, **options)
-    reduce = channel_reduction(explained)
-    shown = base.display if base.display is not None else base.maps
-    pixel_maps = as_pixel_map(shown, tuple(images.shape[-2:]), reduce)
+    base, pixel_maps, reduce = explained_pixel_maps(explained, model, images, targets, batch_size, seed)
     targets = [None] * images.shape[0] if base.targets is None else [int(t) for t in base.targets.tolist()]
     return Result(
         "complexity",
@@ -133,20 +124,11 @@ TECHNIQUE = Technique(
     reference="Chalasani et al. 2020, Concise explanations of neural networks using adversarial training; Bhatt et "
     "al. 2020, Evaluating and aggregating feature-based model explanations",
     options=(
-        Option(
-            "explain",
-            METHOD,
-            "grad-cam",
+        explain_option(
+            MEASURED,
             "The attribution method to measure: a technique of the saliency or CAM family and its own flags, one "
             "value each, e.g. 'grad-cam', 'saliency --method guided'. Its target class, size and batch size are this "
             "command's.",
-            repeatable=True,
-            plural="methods",
-            config_default=["grad-cam"],
-            check=MEASURED.problem,
-            label=lambda value: MEASURED.parse(value).label,
-            token=lambda value: MEASURED.parse(value).token,
-            metavar="'TECHNIQUE [FLAGS]'",
         ),
         TARGET_CLASS,
         SIZE,

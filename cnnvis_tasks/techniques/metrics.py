@@ -55,20 +55,29 @@ from cnnvis_tasks.technique.table import Measure, Table, TablePicture
 EXPLAINED = Slot(owner="metrics", option="explain", verb="score", given=("target", "size", "batch_size"))
 
 
-EXPLAIN = Option(
-    "explain",
-    METHOD,
-    "grad-cam",
+def explain_option(slot: Slot, help: str) -> Option:
+    """The repeatable option that names the attribution methods a technique measures, as
+    ``slot`` parses them (config key ``methods``; file names and labels from the method)."""
+    return Option(
+        "explain",
+        METHOD,
+        "grad-cam",
+        help,
+        repeatable=True,
+        plural="methods",
+        config_default=["grad-cam"],
+        check=slot.problem,
+        label=lambda value: slot.parse(value).label,
+        token=lambda value: slot.parse(value).token,
+        metavar="'TECHNIQUE [FLAGS]'",
+    )
+
+
+EXPLAIN = explain_option(
+    EXPLAINED,
     "The attribution method to score: a technique of the saliency or CAM family and its own flags, one value "
     "each, e.g. 'grad-cam', 'saliency --method guided', 'integrated-gradients --steps 16'. Its target class, "
     "size and batch size are this command's.",
-    repeatable=True,
-    plural="methods",
-    config_default=["grad-cam"],
-    check=EXPLAINED.problem,
-    label=lambda value: EXPLAINED.parse(value).label,
-    token=lambda value: EXPLAINED.parse(value).token,
-    metavar="'TECHNIQUE [FLAGS]'",
 )
 OPTIONS = (
     EXPLAIN,
@@ -127,6 +136,17 @@ def _explained_maps(explained, model, images, targets, batch_size: int, seed: in
     return explained.technique.compute(model, images, targets, **options)
 
 
+def explained_pixel_maps(explained, model, images, targets, batch_size: int, seed: int):
+    """The method's result on ``images`` for ``targets`` (None: top-1), its maps as one
+    value per pixel at the input's size (:func:`channel_reduction`), and that reduction."""
+    from cnnvis_tasks.mechanisms.faithfulness import as_pixel_map
+
+    base = _explained_maps(explained, model, images, targets, batch_size, seed)
+    reduce = channel_reduction(explained)
+    shown = base.display if base.display is not None else base.maps
+    return base, as_pixel_map(shown, tuple(images.shape[-2:]), reduce), reduce
+
+
 def compute(
     model,
     images,
@@ -151,7 +171,7 @@ def compute(
     from cnnvis_tasks.mechanisms import faithfulness
 
     explained = EXPLAINED.parse(explain)
-    base = _explained_maps(explained, model, images, targets, batch_size, seed)
+    base, pixel_maps, reduce = explained_pixel_maps(explained, model, images, targets, batch_size, seed)
     x = model.normalize(images)
     chosen = base.targets
     if chosen is None:  # a class-agnostic method (Eigen-CAM): scored for the top-1 class
@@ -159,8 +179,6 @@ def compute(
 
         chosen, _scores, _probabilities = clean_pass(model.module, x, None)
     size = tuple(images.shape[-2:])
-    reduce = channel_reduction(explained)
-    pixel_maps = faithfulness.as_pixel_map(base.display if base.display is not None else base.maps, size, reduce)
     numbers: dict[str, Any] = {}
     curves: dict[str, Any] = {}
     if deletion_insertion:

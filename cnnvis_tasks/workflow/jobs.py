@@ -6,7 +6,7 @@ model, the option values that decide its results, those that do not (the
 batch size), its images with their per-image values (a label, a box: the
 columns of :mod:`cnnvis_tasks.io.columns`) or its chunk's image list, and its
 outputs.  The command line is made from it once, here, at the edge
-(:attr:`Job.arguments`), and parsed once, by the technique's own command; a
+(:attr:`Job.arguments`, made on first use and kept), and parsed once, by the technique's own command; a
 shared pass is a job whose ``members`` are jobs, each given to ``cnnvis-tasks
 shared-pass`` as its own ``--job`` text.  Nothing reads a command line back.
 
@@ -15,6 +15,7 @@ Imports neither torch nor click.
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 from collections.abc import Iterator
@@ -156,7 +157,7 @@ class Job:
         command = "predict" if self.technique == PREDICTIONS else self.technique
         return (command, "--model-file", self.model_file, "--seed", str(self.seed))
 
-    @property
+    @functools.cached_property
     def arguments(self) -> tuple[str, ...]:
         """Of ``cnnvis-tasks``: everything that decides the results.  A shared pass gives the
         images once, then each member as ``--job 'TECHNIQUE ARGS'`` (:meth:`member_text`)."""
@@ -168,7 +169,7 @@ class Job:
         jobs = [word for member in self.members for word in ("--job", member.member_text)]
         return (*self.head, *images, *listed, *jobs)
 
-    @property
+    @functools.cached_property
     def member_text(self) -> str:
         """This job as one ``--job`` of a shared pass: its technique, its arguments less the
         model, seed and images (given to the shared pass once), and its runtime options."""

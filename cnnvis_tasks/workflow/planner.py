@@ -199,11 +199,27 @@ class Planner:
             if missing:
                 self.plan.missing.append(missing)
 
-    def record(self, where: str) -> str:
-        return f"{self.results}/records/{where}.json"  # RECORD_PATTERN for jobs over images
-
     def runtime(self, runtime: list[tuple[str, Any]]) -> tuple[tuple[str, Any], ...]:
         return (*runtime, ("png_level", self.config["png_level"]))
+
+    def add_technique_job(
+        self,
+        technique: Technique,
+        model: str,
+        setting: str,
+        chunk: str | None,
+        options: list[tuple[str, Any]],
+        runtime: list[tuple[str, Any]],
+        rows: list[CommandRow],
+        outputs: list[Output],
+    ) -> None:
+        """A job of the pictures layout (or of a technique without images) with its rows,
+        its record first among its outputs (:data:`RECORD_PATTERN` for jobs over images)."""
+        where = "/".join(part for part in (model, technique.name, setting, chunk) if part)
+        record = f"{self.results}/records/{where}.json"
+        fields = {"options": tuple(options), "runtime": self.runtime(runtime), "rows": tuple(rows)}
+        outputs = (Output(record), *outputs)
+        self.add(self.job(technique, technique.name, model, setting, chunk, record=record, outputs=outputs, **fields))
 
     def per_image(self, technique: Technique, settings: Mapping[str, Any], model: str) -> None:
         """The pictures layout: per setting and chunk, one job naming every picture."""
@@ -237,21 +253,7 @@ class Planner:
                         )
                     )
                     outputs += [output for _, output, _ in files]
-                record = self.record("/".join(part for part in (model, technique.name, setting, chunk) if part))
-                self.add(
-                    self.job(
-                        technique,
-                        technique.name,
-                        model,
-                        setting,
-                        chunk,
-                        options=tuple(options),
-                        runtime=self.runtime(runtime),
-                        rows=tuple(rows),
-                        record=record,
-                        outputs=(Output(record), *outputs),
-                    )
-                )
+                self.add_technique_job(technique, model, setting, chunk, options, runtime, rows, outputs)
             for _, output, rendering in self.files(technique, settings, f"{folder}/{{image}}/{setting}", {}, model):
                 if rendering != RAW:
                     columns.append(
@@ -373,21 +375,7 @@ class Planner:
                                 "label": self.column_label(technique, model, own, rendering),
                             }
                         )
-            record = self.record("/".join(part for part in (model, technique.name, setting) if part))
-            self.add(
-                self.job(
-                    technique,
-                    technique.name,
-                    model,
-                    setting,
-                    None,
-                    options=tuple(options),
-                    runtime=self.runtime(runtime),
-                    rows=tuple(command_rows),
-                    record=record,
-                    outputs=(Output(record), *outputs),
-                )
-            )
+            self.add_technique_job(technique, model, setting, None, options, runtime, command_rows, outputs)
         self.plan.gallery_tables.append(
             {"section": technique.name, "table": model, "per_image": False, "rows": list(rows.values())}
         )
