@@ -7,9 +7,11 @@ labels it with a CSV of WordNet IDs and class names (and each object's bounding 
 for the localisation metric), adds one truncated PNG and one
 picture whose name holds spaces, braces and non-ASCII letters, and runs the workflow
 on a copy of it (feature maps, vanilla saliency and Grad-CAM at ``target: label`` on
-the embedded EfficientNet-Lite0) with ``snakemake --cores C``.  Then it checks
-results/summary.csv against a computation of its own: Pillow and NumPy preprocessing
-written here, the weights loaded straight from their package, one image at a time.
+the embedded EfficientNet-Lite0, and Grad-CAM's trust metrics) with ``snakemake --cores C``.
+Then it checks results/summary.csv against a computation of its own: Pillow and NumPy
+preprocessing written here, the weights loaded straight from their package, one image at
+a time; and the gallery: the views' "outside the object" lists against metrics.csv, the
+confusion counts against summary.csv, and its pages in headless Chromium.
 
     .venv/bin/python bench/labelled.py                 # 4 classes x 75 crops: 360 pictures + 2 odd files
     .venv/bin/python bench/labelled.py --per-class 10  # quicker
@@ -119,6 +121,15 @@ def config() -> dict:
             "feature_maps": {"models": {MODEL: {"layers": ["_blocks.4"]}}},
             "saliency": {"methods": ["vanilla"], "renderings": ["gray"], "target": "label", **per_model},
             "grad_cam": {"renderings": ["overlay"], "target": "label", **per_model},
+            # Grad-CAM scored per image: the gallery's views (outside the object) read its localisation
+            "metrics": {
+                "methods": ["grad-cam"],
+                "steps": 8,
+                "road": False,
+                "randomisation_stages": 0,
+                "target": "label",
+                "models": {MODEL: {}},
+            },
         },
     }
 
@@ -173,6 +184,58 @@ def check_summary(work: Path, expected: dict[str, int]) -> dict:
     }
 
 
+def check_gallery(work: Path) -> dict:
+    """The gallery's views and class tables against metrics.csv and summary.csv, and its pages in Chromium."""
+    import html
+    import re
+    from collections import Counter
+
+    results = work / "results"
+    with open(results / "metrics.csv", newline="") as file:
+        scored = [row for row in csv.DictReader(file) if row["localisation"]]
+    with open(results / "summary.csv", newline="") as file:
+        summary = {row["name"]: row for row in csv.DictReader(file)}
+    page = (results / "views.html").read_text(encoding="utf-8")
+    table = page[page.index('class="views outside"') :]
+    table = table[: table.index("</table>")]
+    classes_checked = out_of_order = 0
+    for label, cells in re.findall(r'<tr data-class="([^"]*)">(.*?)</tr>', table, re.S):
+        shown = [html.unescape(name) for name in re.findall(r'<figure data-name="([^"]*)"', cells)]
+        mine = sorted(
+            (float(row["localisation"]), row["image"])
+            for row in scored
+            if summary[row["image"]][f"{MODEL} label class"] == label
+        )
+        classes_checked += 1
+        out_of_order += shown != [name for _, name in mine[: len(shown)]]
+    counted = Counter(
+        (row[f"{MODEL} label class"], row[f"{MODEL} top-1"])
+        for row in summary.values()
+        if row["status"] == "ok" and row[f"{MODEL} correct"] in ("yes", "no")
+    )
+    with open(results / "confusion.csv", newline="") as file:
+        written = {(row["label class"], row["predicted class"]): int(row["count"]) for row in csv.DictReader(file)}
+    checked = {
+        "outside_classes": classes_checked,
+        "outside_out_of_order": out_of_order,
+        "confusion_equal": written == dict(counted),
+        "confusion_pairs": len(written),
+        "confusion_picture": (results / "confusion" / f"{MODEL}.png").is_file(),
+        "pages": {},
+    }
+    sys.path.insert(0, str(REPO / "scripts"))
+    from check_gallery import check_page, find_browser
+
+    if find_browser():
+        for name in ("index.html", "images.html", "views.html"):
+            found = check_page(results / name)
+            broken = sum(not image["naturalWidth"] for image in found["images"])
+            checked["pages"][name] = (
+                f"{len(found['images'])} pictures, {broken} not loaded, {len(found['errors'])} errors"
+            )
+    return checked
+
+
 def pictures_written(folder: Path) -> int:
     """The technique pictures under ``folder`` larger than the 1 x 1 placeholder of a failed image."""
     from PIL import Image
@@ -186,7 +249,9 @@ def pictures_written(folder: Path) -> int:
     return count
 
 
-def render(args, info: dict, command: str, started: str, count: int, run: dict, checked: dict | None) -> str:
+def render(
+    args, info: dict, command: str, started: str, count: int, run: dict, checked: dict | None, gallery: dict | None
+) -> str:
     lines = [
         SECTION,
         "",
@@ -195,7 +260,8 @@ def render(args, info: dict, command: str, started: str, count: int, run: dict, 
         "",
         f"{count} files (4 class folders, {args.per_class} crops each, every fifth also as .jpg; one name with "
         "spaces, braces and non-ASCII letters; one truncated PNG), labelled by a CSV; feature maps, vanilla "
-        f"saliency and Grad-CAM at `target: label` on {MODEL}, `snakemake --cores {args.cores}`.",
+        f"saliency and Grad-CAM at `target: label` on {MODEL}, Grad-CAM's trust metrics (deletion, insertion, "
+        f"localisation), `snakemake --cores {args.cores}`.",
         "",
         "| measure | value |",
         "|---|---|",
@@ -215,6 +281,14 @@ def render(args, info: dict, command: str, started: str, count: int, run: dict, 
         ]
         if checked["missing"]:
             lines.append(f"| missing from summary.csv | {', '.join(checked['missing'])} |")
+    if gallery:
+        lines += [
+            f"| views.html, outside the object: classes whose lowest images follow metrics.csv's order | "
+            f"{gallery['outside_classes'] - gallery['outside_out_of_order']} of {gallery['outside_classes']} |",
+            f"| confusion.csv equal to summary.csv's (label, top-1) counts | {gallery['confusion_equal']} "
+            f"({gallery['confusion_pairs']} pairs; picture written: {gallery['confusion_picture']}) |",
+        ]
+        lines += [f"| `{name}` in headless Chromium | {text} |" for name, text in gallery["pages"].items()]
     return "\n".join(lines) + "\n"
 
 
@@ -244,10 +318,11 @@ def main(argv=None) -> None:
             [*snakemake_cmd(), "--cores", str(args.cores)], work, args.timeout, work / "run.log", env_for_jobs()
         )
         checked = check_summary(work, expected) if run["rc"] == 0 else None
-        write_section(args.out, render(args, info, command, started, count, run, checked))
+        gallery = check_gallery(work) if run["rc"] == 0 else None
+        write_section(args.out, render(args, info, command, started, count, run, checked, gallery))
         if checked is None:
             raise SystemExit(f"snakemake failed (exit status {run['rc']}); its log ends:\n{run['tail']}")
-        print(render(args, info, command, started, count, run, checked), flush=True)
+        print(render(args, info, command, started, count, run, checked, gallery), flush=True)
     finally:
         if args.tmp is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -42,6 +42,24 @@ rule summary:
         "cnnvis-tasks summary --spec {params.spec:q} --images {input.status:q} --out {output:q} > {log:q} 2>&1"
 
 
+rule class_summary:
+    """per-class.csv, confusion.csv and confusion/MODEL.png: per model and labelled
+    class, its accuracy with an interval and the classes it mixes up, from summary.csv."""
+    input:
+        PLAN.summary_file,
+    output:
+        table=report(PLAN.class_table_file, category="Classes", caption="report/per-class.rst"),
+        confusion=report(PLAN.confusion_file, category="Classes", caption="report/confusion.rst"),
+        pictures=[
+            report(path, category="Classes", subcategory=model, caption="report/confusion-picture.rst")
+            for model, path in PLAN.confusion_pictures.items()
+        ],
+    log:
+        f"{PLAN.results}/logs/class-summary.log",
+    shell:
+        "cnnvis-tasks class-summary --summary {input:q} --out {output.table:q} > {log:q} 2>&1"
+
+
 # One rule per technique whose description has a table (the trust metrics):
 # NAME.csv (its numbers per row), NAME-summary.csv (per model and group, with bootstrap
 # intervals) and its pictures per model, from its jobs' records.
@@ -66,14 +84,18 @@ for table_rule in summary_rules(PLAN):
 
 
 rule gallery:
-    """One HTML page of every result, in the gallery's order of techniques."""
+    """One HTML page of every result, in the gallery's order of techniques; beside it
+    the image index, the views and a page per image and model (docs/gallery.md)."""
     input:
         [path for table_rule in summary_rules(PLAN) for path in table_rule.files],
         status=PLAN.image_status_file,
         summary=PLAN.summary_file,
+        classes=PLAN.class_table_file,
+        class_files=[PLAN.confusion_file, *PLAN.confusion_pictures.values()],
     output:
         page=PLAN.gallery_page,
         pages=directory(f"{PLAN.results}/gallery"),
+        index=PLAN.gallery_extra_pages,
     log:
         f"{PLAN.results}/logs/gallery.log",
     params:
@@ -87,6 +109,7 @@ rule gallery:
         "cnnvis-tasks gallery --spec {params.spec:q} --images {input.status:q} --summary {input.summary:q}"
         " --out {output.page:q} --title {params.title:q} --preview-rows {params.preview}"
         " --rows-per-page {params.per_page} --max-images {params.max_images} {params.tables:q}"
+        " --class-summary {input.classes:q}"
         " > {log:q} 2>&1"
 
 

@@ -182,20 +182,198 @@ class DevTools:
         raise TimeoutError(f"no {event} within {timeout}s")
 
 
-def _errors(events: list[dict]) -> list[str]:
+def _errors(events: list[dict], warnings: bool = False) -> list[str]:
+    """The console errors, uncaught exceptions and browser log errors among ``events``
+    (and the warnings too with ``warnings``)."""
+    console = ("error", "assert", "warning") if warnings else ("error", "assert")
+    levels = ("error", "warning") if warnings else ("error",)
     found = []
     for event in events:
         method, params = event.get("method"), event.get("params", {})
-        if method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
+        if method == "Runtime.consoleAPICalled" and params.get("type") in console:
             texts = [str(arg.get("value", arg.get("description", ""))) for arg in params.get("args", [])]
             found.append("console." + params["type"] + ": " + " ".join(texts))
         elif method == "Runtime.exceptionThrown":
             details = params.get("exceptionDetails", {})
             found.append("exception: " + str(details.get("exception", {}).get("description") or details.get("text")))
-        elif method == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
+        elif method == "Log.entryAdded" and params.get("entry", {}).get("level") in levels:
             entry = params["entry"]
             found.append(f"log ({entry.get('source')}): {entry.get('text')} {entry.get('url', '')}".strip())
     return found
+
+
+class ChromiumSession:
+    """One headless Chromium with one page, driven over the DevTools protocol; a context
+    manager (the browser stops on exit).  ``open`` a file or URL, then ``evaluate``
+    JavaScript in it, ``wait`` for a condition, and read its ``errors`` and ``images``."""
+
+    def __init__(self, browser: str | None = None, timeout: float = 60.0, width: int = 1280, height: int = 1600):
+        self.browser = browser or find_browser()
+        if not self.browser:
+            raise FileNotFoundError("no chromium binary found (apt-get install chromium)")
+        self.timeout = timeout
+        self.size = (width, height)
+        self.process: subprocess.Popen | None = None
+        self.tools: DevTools | None = None
+        self.profile: str | None = None
+        self._mark = 0
+
+    def __enter__(self) -> ChromiumSession:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def start(self) -> None:
+        """Start the browser and attach to its page."""
+        self.profile = tempfile.mkdtemp(prefix="cnnvis-chromium-")
+        width, height = self.size
+        command = [
+            self.browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-default-apps",
+            "--disable-extensions",
+            "--mute-audio",
+            "--hide-scrollbars",
+            f"--user-data-dir={self.profile}",
+            "--remote-debugging-address=127.0.0.1",
+            "--remote-debugging-port=0",
+            f"--window-size={width},{height}",
+            "about:blank",
+        ]
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        )
+        try:
+            port_file = Path(self.profile) / "DevToolsActivePort"
+            deadline = time.monotonic() + self.timeout
+            while not (port_file.is_file() and port_file.read_text().strip()):
+                if self.process.poll() is not None:
+                    raise RuntimeError(
+                        f"chromium exited with status {self.process.returncode}: "
+                        f"{self.process.stderr.read().decode(errors='replace')[-2000:]}"
+                    )
+                if time.monotonic() > deadline:
+                    raise TimeoutError("chromium did not open its DevTools port")
+                time.sleep(0.1)
+            port = int(port_file.read_text().split()[0])
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=self.timeout) as response:
+                targets = json.load(response)
+            target = next(t for t in targets if t.get("type") == "page")
+            self.tools = DevTools(target["webSocketDebuggerUrl"], self.timeout)
+            for domain in ("Page", "Runtime", "Log"):
+                self.tools.call(f"{domain}.enable")
+            self.tools.events.clear()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Stop the browser and remove its profile."""
+        if self.tools:
+            self.tools.ws.close()
+            self.tools = None
+        if self.process is not None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+                self.process.wait(timeout=10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            if self.process.stderr:
+                self.process.stderr.close()
+            self.process = None
+        if self.profile:
+            shutil.rmtree(self.profile, ignore_errors=True)
+            self.profile = None
+
+    def open(self, page: str | Path) -> None:
+        """Go to ``page`` (a file's path, or a URL such as ``file:///...?a=b``) and wait for its
+        load event (not for a change of the address's fragment alone, which loads nothing;
+        the address the page is at already is loaded again).  ``errors`` counts from here."""
+        text = str(page)
+        url = text if "://" in text or text.startswith("about:") else Path(text).resolve().as_uri()
+        again = self.evaluate("location.href") == url  # the very same address: load it again
+        self.tools.events.clear()
+        self._mark = 0
+        if again:
+            self.tools.call("Page.reload", ignoreCache=True)
+            self.tools.wait_for("Page.loadEventFired", self.timeout)
+            return
+        result = self.tools.call("Page.navigate", url=url)
+        if result.get("errorText"):
+            raise RuntimeError(f"cannot open {url}: {result['errorText']}")
+        if result.get("loaderId"):  # a new document: wait for it to load
+            self.tools.wait_for("Page.loadEventFired", self.timeout)
+
+    def evaluate(self, expression: str, await_promise: bool = False):
+        """The value of a JavaScript expression in the page (JSON-like); raises on an exception."""
+        result = self.tools.call(
+            "Runtime.evaluate", expression=expression, awaitPromise=await_promise, returnByValue=True
+        )
+        if "exceptionDetails" in result:
+            details = result["exceptionDetails"]
+            text = details.get("exception", {}).get("description") or details.get("text")
+            raise RuntimeError(f"JavaScript failed: {text}\n  in: {expression[:200]}")
+        return result["result"].get("value")
+
+    def wait(self, condition: str, timeout: float = 10.0, interval: float = 0.02):
+        """Poll until the JavaScript ``condition`` is truthy; its value.  TimeoutError with
+        the page's errors so far otherwise."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = self.evaluate(condition)
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"not true within {timeout}s: {condition}; errors: {self.errors(warnings=True)}")
+            time.sleep(interval)
+
+    def click(self, selector: str) -> None:
+        """Click the first element that ``selector`` matches."""
+        self.evaluate(
+            f"(() => {{ const node = document.querySelector({json.dumps(selector)});"
+            f" if (!node) throw new Error('nothing matches ' + {json.dumps(selector)}); node.click(); }})()"
+        )
+
+    def select(self, selector: str, value: str) -> None:
+        """Choose ``value`` in the <select> that ``selector`` matches, as a user would (a 'change' event)."""
+        self.evaluate(
+            f"(() => {{ const node = document.querySelector({json.dumps(selector)});"
+            f" if (!node) throw new Error('nothing matches ' + {json.dumps(selector)});"
+            f" const value = {json.dumps(value)};"
+            " if (!Array.from(node.options).some(option => option.value === value))"
+            "   throw new Error('no option ' + value + ' in ' + node.id + ': '"
+            "     + Array.from(node.options).map(option => option.value).join(', '));"
+            " node.value = value; node.dispatchEvent(new Event('change', {bubbles: true})); })()"
+        )
+
+    def errors(self, warnings: bool = False) -> list[str]:
+        """The errors (and with ``warnings`` the warnings) the page logged since ``open``."""
+        self.tools.call("Runtime.evaluate", expression="0")  # take in the events sent so far
+        return _errors(self.tools.events[self._mark :], warnings)
+
+    def images(self, timeout: float | None = None) -> list[dict]:
+        """Every <img> of the page (lazy ones made eager) once loaded or failed: ``src``,
+        ``naturalWidth`` (0: not loaded) and ``complete``."""
+        timeout = self.timeout if timeout is None else timeout
+        return self.evaluate(WAIT_FOR_IMAGES % int(timeout * 500), await_promise=True)
+
+    def screenshot(self, path: str | Path) -> None:
+        """Write a PNG of the whole page."""
+        shot = self.tools.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_bytes(base64.b64decode(shot["data"]))
 
 
 def check_page(
@@ -207,78 +385,15 @@ def check_page(
     height: int = 1600,
 ) -> dict:
     """Load ``page`` in headless Chromium; ``{"images": [...], "errors": [...], "title": ...}``."""
-    browser = browser or find_browser()
-    if not browser:
-        raise FileNotFoundError("no chromium binary found (apt-get install chromium)")
-    page = Path(page).resolve()
-    profile = tempfile.mkdtemp(prefix="cnnvis-chromium-")
-    command = [
-        browser,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-default-apps",
-        "--disable-extensions",
-        "--mute-audio",
-        "--hide-scrollbars",
-        f"--user-data-dir={profile}",
-        "--remote-debugging-address=127.0.0.1",
-        "--remote-debugging-port=0",
-        f"--window-size={width},{height}",
-        "about:blank",
-    ]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    tools = None
-    try:
-        port_file = Path(profile) / "DevToolsActivePort"
-        deadline = time.monotonic() + timeout
-        while not (port_file.is_file() and port_file.read_text().strip()):
-            if process.poll() is not None:
-                raise RuntimeError(
-                    f"chromium exited with status {process.returncode}: "
-                    f"{process.stderr.read().decode(errors='replace')[-2000:]}"
-                )
-            if time.monotonic() > deadline:
-                raise TimeoutError("chromium did not open its DevTools port")
-            time.sleep(0.1)
-        port = int(port_file.read_text().split()[0])
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=timeout) as response:
-            targets = json.load(response)
-        target = next(t for t in targets if t.get("type") == "page")
-        tools = DevTools(target["webSocketDebuggerUrl"], timeout)
-        for domain in ("Page", "Runtime", "Log"):
-            tools.call(f"{domain}.enable")
-        tools.events.clear()
-        tools.call("Page.navigate", url=page.as_uri())
-        tools.wait_for("Page.loadEventFired", timeout)
-        images = tools.call(
-            "Runtime.evaluate", expression=WAIT_FOR_IMAGES % int(timeout * 500), awaitPromise=True, returnByValue=True
-        )["result"]["value"]
-        title = tools.call("Runtime.evaluate", expression="document.title", returnByValue=True)["result"].get("value")
+    with ChromiumSession(browser, timeout, width, height) as session:
+        session.open(page)
+        images = session.images()
+        title = session.evaluate("document.title")
         time.sleep(0.2)  # let late console messages arrive
-        tools.call("Runtime.evaluate", expression="0")
+        errors = session.errors()
         if screenshot:
-            shot = tools.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
-            Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
-            Path(screenshot).write_bytes(base64.b64decode(shot["data"]))
-        return {"images": images, "errors": _errors(tools.events), "title": title}
-    finally:
-        if tools:
-            tools.ws.close()
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=10)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        shutil.rmtree(profile, ignore_errors=True)
+            session.screenshot(screenshot)
+        return {"images": images, "errors": errors, "title": title}
 
 
 def main() -> int:

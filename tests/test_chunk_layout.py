@@ -481,4 +481,4 @@ def test_a_chunk_layout_run_builds_the_gallery_and_reruns_exactly_the_changed_ch
     assert facts["status"] == "failed" and "not a recognised image file" in facts["reason"]
 
 
-AFTER = {"summary": 1, "gallery": 1, "all": 1}
+AFTER = {"summary": 1, "class_summary": 1, "gallery": 1, "all": 1}

@@ -248,6 +248,7 @@ def test_gallery_tables_follow_the_settings():
         "key": "auto-overlay",
         "label": ["efficientnet_lite0", "layer auto", "overlay"],
         "path": "efficientnet_lite0/grad-cam/{image}/auto-overlay.png",
+        "setting": "auto",  # its status column in summary.csv (the image pages' failures)
     }
     class_viz = tables["class-viz", "efficientnet_lite0"]
     assert [row["label"] for row in class_viz["rows"]] == ["class 52", "class 77", "class 231"]

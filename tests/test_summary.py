@@ -61,7 +61,13 @@ def test_predict_writes_top1_probabilities_and_whether_the_label_agrees(tmp_path
     assert rows[0]["correct"] == ("yes" if int(expected.argmax()) == 281 else "no")
     assert rows[1]["label_name"] == "espresso" and rows[1]["correct"] == "yes" and rows[1]["top1_name"] == "espresso"
     assert rows[2]["status"] == "failed" and "not a recognised image file" in rows[2]["reason"]
-    assert rows[2]["top1"] == "" and rows[2]["correct"] == ""
+    assert rows[2]["top1"] == "" and rows[2]["correct"] == "" and rows[2]["top5"] == ""
+    # the five most probable classes, most probable first, with their names (the image page's top-5)
+    top5 = json.loads(rows[0]["top5"])
+    values, classes = expected.topk(5)
+    assert [entry[0] for entry in top5] == classes.tolist()
+    assert [entry[1] for entry in top5] == [embedded_model.class_name(c) for c in classes.tolist()]
+    assert max(abs(entry[2] - value) for entry, value in zip(top5, values.tolist())) < 1e-5
 
 
 def test_summary_joins_the_check_the_predictions_and_the_records(tmp_path):

@@ -294,6 +294,7 @@ def test_dry_run_of_the_seed_config_resolves_every_rule(tmp_path):
         "predictions_chunk000of001": 5,  # one per model
         "image_status": 1,
         "summary": 1,
+        "class_summary": 1,
         "gallery": 1,
         "all": 1,
     }
@@ -322,9 +323,10 @@ def test_per_image_jobs_are_rules_without_wildcards_and_the_gallery_names_one_fi
     gallery = re.search(r"^rule gallery:\n\s+input: (.*)$", text, re.M)
     assert summary and gallery, text[-3000:]
     # the summary: one record per job (the per-image ones, kernels, class_viz (2), filter_viz) and images.json;
-    # the gallery: the summary and images.json
+    # the gallery: images.json, the summary and the class tables made from it (per-class.csv, confusion.csv,
+    # a confusion picture per model)
     assert len(summary.group(1).split(", ")) == len(per_image) + 5, summary.group(1)
-    assert len(gallery.group(1).split(", ")) == 2
+    assert len(gallery.group(1).split(", ")) == 5
     blocks = re.findall(r"^rule (\w+):\n((?:    .*\n)+)", text, re.M)
     compute = [name for name, _ in blocks if TECHNIQUE_RULE.match(name)]
     assert set(compute) >= set(per_image) and len(compute) == len(per_image) + 4
@@ -404,7 +406,7 @@ def test_a_deleted_picture_is_made_again_by_its_job_alone(built):
     # not the job's first output (the one the gallery names): `all` asks for it
     picture = built / "results" / "efficientnet_lite0" / "saliency" / "chelsea.png" / "guided-gray.png"
     picture.unlink()
-    assert planned(built) == {"saliency_chunk001of002": 1, "summary": 1, "gallery": 1, "all": 1}
+    assert planned(built) == {"saliency_chunk001of002": 1, "summary": 1, "class_summary": 1, "gallery": 1, "all": 1}
     snakemake(built)
     assert picture.is_file() and planned(built) == {}
 
@@ -421,6 +423,7 @@ def test_touching_one_image_reruns_exactly_its_jobs(built):
         "predictions_chunk001of002": 1,
         "image_status": 1,
         "summary": 1,
+        "class_summary": 1,
         "gallery": 1,
         "all": 1,
     }
@@ -449,7 +452,14 @@ def test_changing_one_techniques_settings_reruns_exactly_that_technique(built):
     try:
         config["techniques"]["saliency"]["size"] = 48
         config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-        both = {"saliency_chunk000of002": 2, "saliency_chunk001of002": 2, "summary": 1, "gallery": 1, "all": 1}
+        both = {
+            "saliency_chunk000of002": 2,
+            "saliency_chunk001of002": 2,
+            "summary": 1,
+            "class_summary": 1,
+            "gallery": 1,
+            "all": 1,
+        }
         assert planned(built) == both
         config["techniques"]["class_viz"]["steps"] = 3
         config_file.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -482,6 +492,7 @@ def test_adding_an_image_reruns_only_its_chunk(built):
             "predictions_chunk000of002": 1,
             "image_status": 1,
             "summary": 1,
+            "class_summary": 1,
             "gallery": 1,
             "all": 1,
         }
@@ -513,6 +524,11 @@ def test_the_report_includes_the_marked_outputs(built, tmp_path):
         names = archive.namelist()
     assert any(name.endswith("vanilla-color.png") for name in names), names[:20]
     assert any(name.endswith("class1-l2.png") for name in names)
+    # the classes' items: the per-class table, the confusion counts and each model's confusion picture
+    assert any(name.endswith("per-class.csv") for name in names) and any(
+        name.endswith("confusion.csv") for name in names
+    )
+    assert any(name.endswith("efficientnet_lite0.png") and "confusion" in name for name in names), names
     report.unlink()
 
 

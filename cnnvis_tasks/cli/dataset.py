@@ -113,7 +113,9 @@ PREDICTION_HEADER = [
     "correct",
     "status",
     "reason",
+    "top5",
 ]
+TOP_COUNT = 5
 
 
 @command(cli, "predict")
@@ -148,12 +150,14 @@ PREDICTION_HEADER = [
     "--out",
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="CSV: image, label, its class, the top-1 class and probability, correct, status, reason.",
+    help="CSV: image, label, its class, the top-1 class and probability, correct, status, reason, and the "
+    "top-5 classes as JSON ([[class, name, probability], ...]).",
 )
 def predict_command(images, image_list, labels, size, batch_size, max_pixels, out, **session_options) -> None:
-    """Each image's top-1 class and its probability, and whether it is the image's
-    label: the workflow's summary.csv and accuracy come from these tables. An image
-    that cannot be used gets a row that says why."""
+    """Each image's top-1 class and its probability, whether it is the image's label,
+    and its five most probable classes: the workflow's summary.csv, accuracy and the
+    gallery's image pages come from these tables. An image that cannot be used gets
+    a row that says why."""
     from cnnvis_tasks.models.labels import resolve_label
     from cnnvis_tasks.run.runner import open_session
     from cnnvis_tasks.workflow.summary import to_csv
@@ -175,7 +179,7 @@ def predict_command(images, image_list, labels, size, batch_size, max_pixels, ou
     loaded = session.model
     rows: dict[int, list] = {}
     for index, label in enumerate(labels or [""] * len(images)):
-        rows[index] = [str(images[index]), label, "", "", "", "", "", "", "ok", ""]
+        rows[index] = [str(images[index]), label, "", "", "", "", "", "", "ok", "", ""]
         if label:
             try:
                 label_class = resolve_label(label, loaded.categories or [], loaded.name)
@@ -201,9 +205,16 @@ def predict_command(images, image_list, labels, size, batch_size, max_pixels, ou
             probabilities = torch.softmax(logits.float(), dim=1)
             top = probabilities.argmax(dim=1)
             values = probabilities.gather(1, top[:, None])[:, 0]
-            for index, top1, probability in zip(indices, top.tolist(), values.tolist()):
+            best_values, best_classes = probabilities.topk(min(TOP_COUNT, probabilities.shape[1]), dim=1)
+            for index, top1, probability, classes, chances in zip(
+                indices, top.tolist(), values.tolist(), best_classes.tolist(), best_values.tolist()
+            ):
                 row = rows[index]
                 row[4:7] = [top1, loaded.class_name(top1), f"{probability:.6g}"]
+                row[10] = json.dumps(
+                    [[c, loaded.class_name(c), float(f"{p:.6g}")] for c, p in zip(classes, chances)],
+                    ensure_ascii=False,
+                )
                 if row[2] != "":
                     row[7] = "yes" if row[2] == top1 else "no"
             done += len(batch)
@@ -240,6 +251,46 @@ def summary_command(spec, images_file, out, debug) -> None:
             click.echo(
                 f"summary: {model}: {right} of {labelled} labelled images right ({right / labelled:.1%})", err=True
             )
+
+
+@command(cli, "class-summary")
+@click.option(
+    "--summary",
+    "summary_file",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="The run's summary.csv (the summary command's).",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="per-class.csv to write; confusion.csv and the pictures confusion/MODEL.png are written beside it.",
+)
+@click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
+def class_summary_command(summary_file, out, debug) -> None:
+    """Per model, how it does on each labelled class, from summary.csv: per-class.csv
+    (images, right, accuracy with its Wilson 95 % interval, the class it most often takes
+    them for), confusion.csv (every label class / predicted class pair that occurs and
+    its count, the mistakes first, largest first) and confusion/MODEL.png (the matrix of
+    the classes it mixes up most). Only usable labelled images count; a summary without
+    labels gives header-only tables and pictures that say so."""
+    from cnnvis_tasks.workflow.class_tables import models_of, per_class, read_summary, write_tables
+
+    header, rows = read_summary(summary_file)
+    write_tables(header, rows, out)
+    for model in models_of(header):
+        classes = per_class(header, rows, model)
+        if not classes:
+            click.echo(f"class-summary: {model}: no labelled images", err=True)
+            continue
+        worst = min(classes, key=lambda entry: (entry["accuracy"], -entry["images"], entry["class"]))
+        click.echo(
+            f"class-summary: {model}: {len(classes)} classes, worst: {worst['name'] or worst['class']} "
+            f"{100 * worst['accuracy']:.1f} % [{100 * worst['low']:.1f} %, {100 * worst['high']:.1f} %] "
+            f"({worst['right']} of {worst['images']})",
+            err=True,
+        )
 
 
 def _table_summary(spec, out, images_file, resamples, seed, debug) -> None:

@@ -61,10 +61,16 @@ def _metadata(root: Path, src: str) -> tuple[str, dict[str, Any], str | None]:
 
 
 def gallery_records(
-    spec: dict[str, Any], images: list[dict[str, Any]], root: Path, log_template: str | None = None
+    spec: dict[str, Any],
+    images: list[dict[str, Any]],
+    root: Path,
+    log_template: str | None = None,
+    ids: dict[str, int] | None = None,
 ) -> list[dict[str, Any]]:
-    """Records for :func:`cnnvis_tasks.gallery.build_gallery` from a spec and image list."""
+    """Records for :func:`cnnvis_tasks.gallery.build_gallery` from a spec and image list;
+    ``ids``: each image's number in the image index (its rows then link to its page)."""
     from cnnvis_tasks.gallery import SECTION_TECHNIQUES  # read when called: a test may add a technique
+    from cnnvis_tasks.gallery.views import image_page
 
     records: list[dict[str, Any]] = []
     for table in spec.get("tables", []):
@@ -88,6 +94,8 @@ def gallery_records(
                     "row_label": image["name"],
                     "row_image": Path(original).as_posix(),
                 }
+                if ids is not None and image["name"] in ids:
+                    base["row_link"] = image_page(name, ids[image["name"]])
                 if image.get("status") != "ok":
                     records.append(base | {"status": "failed", "reason": image.get("reason"), "row_image": None})
                     continue
@@ -183,6 +191,21 @@ def gallery_records(
     help="Rows of the per-image tables: at most this many images, spread evenly over them (0: every image); "
     "the failed ones are all listed at the top either way.",
 )
+@click.option(
+    "--class-summary",
+    "class_table",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The run's per-class.csv (cnnvis-tasks class-summary; confusion.csv and confusion/ beside it): "
+    "the views page shows per-class accuracy and the classes each model mixes up.",
+)
+@click.option(
+    "--data-set-pages/--no-data-set-pages",
+    default=True,
+    show_default=True,
+    help="Also write the image index (images.html), the views (views.html) and a page per image and model "
+    "(gallery/image.html, data under gallery/data/); they list every image, however many.",
+)
 @click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
 def gallery_command(
     spec,
@@ -195,11 +218,14 @@ def gallery_command(
     summary_file,
     table_files,
     max_images,
+    class_table,
+    data_set_pages,
     debug,
 ) -> None:
     """Write an HTML gallery of results: a section per technique in gallery order, each
     a table of the original image beside its variants, with the class, probability
-    and objective each picture recorded. Relative links only; opens from disk."""
+    and objective each picture recorded; beside it the image index, the views and a
+    page per image (docs/gallery.md). Relative links only; opens from disk."""
     spec_data = load_json(spec, "--spec")
     if not isinstance(spec_data, dict):
         raise CnnvisError("--spec must be a JSON object with a 'tables' list")
@@ -208,8 +234,16 @@ def gallery_command(
         images = load_image_statuses(images_file)
     root = out.parent
     every, shown = sample_images(images, 0), sample_images(images, max_images)
+    written = None
+    if data_set_pages:
+        from cnnvis_tasks.cli.gallery_pages import write_data_set_pages
+
+        present = [path for path in table_files if path.is_file()]
+        summary_path = summary_file if summary_file is not None and summary_file.is_file() else None
+        classes_path = class_table if class_table is not None and class_table.is_file() else None
+        written = write_data_set_pages(spec_data, images, root, title, summary_path, present, classes_path)
     # only the pictures of the images shown are opened: a million-image run's gallery reads thousands
-    records = gallery_records(spec_data, shown, root)
+    records = gallery_records(spec_data, shown, root, ids=written["ids"] if written else None)
     note = spec_data.get("note", "")
     if len(shown) < len(every):
         note = (note + " " if note else "") + (
@@ -245,6 +279,7 @@ def gallery_command(
         note=note,
         summary=summary,
         numbers=numbers,
+        data_set_pages=written is not None,
     )
     pages = root / "gallery"
     pages.mkdir(parents=True, exist_ok=True)  # always there: the workflow declares it as an output
@@ -255,6 +290,13 @@ def gallery_command(
         target = out if name == "index.html" else root / name
         atomic_write(target, lambda handle, text=text: handle.write(text.encode("utf-8")))
     click.echo(f"gallery: {out} ({len(records)} cells, {len(files)} pages)", err=True)
+    if written:
+        click.echo(
+            f"gallery: images.html, views.html and {written['images']:,} image pages "
+            f"({written['files']:,} data files, {written['bytes'] / 1e6:.1f} MB, largest {written['largest']:,} bytes; "
+            f"{written['seconds']:.1f} s)",
+            err=True,
+        )
 
 
 def _accuracy(summary_file: Path, spec: dict[str, Any]) -> list[dict[str, Any]]:

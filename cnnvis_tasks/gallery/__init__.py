@@ -7,9 +7,10 @@ A *record* is one cell of a gallery table, a plain dict:
     order the sections follow);
 ``table``
     the table it belongs to within the section (the workflow uses the model name);
-``row``, ``row_label``, ``row_image``
+``row``, ``row_label``, ``row_image``, ``row_link``
     the row key, its label and, for per-image techniques, the original image
-    (a path relative to the gallery folder);
+    (a path relative to the gallery folder) and its page (``gallery/image.html?...``),
+    which the row's pictures lead to;
 ``column``, ``column_label``
     the column key and its header lines (model, layer, filter, class, ...);
 ``src``
@@ -106,10 +107,13 @@ class _Table:
     def add(self, record: Mapping[str, Any]) -> None:
         row_key = str(record.get("row", ""))
         row = self.rows.setdefault(
-            row_key, {"label": record.get("row_label", row_key), "image": None, "cells": {}, "failed": None}
+            row_key,
+            {"label": record.get("row_label", row_key), "image": None, "link": None, "cells": {}, "failed": None},
         )
         if record.get("row_image") and not row["image"]:
             row["image"] = record["row_image"]
+        if record.get("row_link") and not row["link"]:
+            row["link"] = record["row_link"]
         if record.get("status") == "failed":
             row["failed"] = record.get("reason") or "failed"
             return
@@ -131,21 +135,23 @@ class _Table:
                 {
                     "label": row["label"],
                     "image": row["image"],
+                    "link": row["link"],
                     "failed": row["failed"],
-                    "cells": [_cell_view(row["cells"].get(key)) for key in self.columns],
+                    "cells": [_cell_view(row["cells"].get(key), row["link"]) for key in self.columns],
                 }
                 for row in rows
             ],
         }
 
 
-def _cell_view(record: Mapping[str, Any] | None) -> dict[str, Any] | None:
+def _cell_view(record: Mapping[str, Any] | None, link: str | None = None) -> dict[str, Any] | None:
+    """A cell's picture, which leads to its image's page (``link``), else to itself."""
     if record is None:
         return None
     if record.get("status") != "ok" or not record.get("src"):
         return {"reason": record.get("reason") or "not built"}
     alt = " ".join(str(part) for part in (record.get("column_label") or [record.get("column", "")]))
-    return {"reason": None, "src": record["src"], "alt": alt, "caption": caption(record)}
+    return {"reason": None, "src": record["src"], "alt": alt, "caption": caption(record), "link": link}
 
 
 def sample_images(images: Sequence[Mapping[str, Any]], limit: int) -> list[Mapping[str, Any]]:
@@ -168,6 +174,7 @@ def build_gallery(
     note: str = "",
     summary: Mapping[str, Any] | None = None,
     numbers: Mapping[str, Mapping[str, Any]] | None = None,
+    data_set_pages: bool = False,
 ) -> dict[str, str]:
     """Render ``records`` as ``{relative file name: HTML}`` (see the module doc).
 
@@ -178,7 +185,8 @@ def build_gallery(
     ``accuracy`` (``model``, ``right``, ``labelled``).  Each table shows its first ``preview_rows`` rows on
     ``index.html``; longer tables are also split into pages of ``rows_per_page``
     rows under ``gallery/``.  ``numbers`` (technique -> :func:`~cnnvis_tasks.gallery.numbers.numbers_view`)
-    opens the section of each table technique with its table per model.
+    opens the section of each table technique with its table per model.  ``data_set_pages``:
+    the page links the image index (``images.html``) and the views (``views.html``).
     """
     numbers = numbers or {}
     preview_rows = max(1, int(preview_rows))
@@ -257,5 +265,6 @@ def build_gallery(
         skipped=skipped,
         summary=summary,
         sections=sections,
+        data_set_pages=data_set_pages,
     )
     return files

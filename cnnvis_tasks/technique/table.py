@@ -44,6 +44,11 @@ class Measure:
     # a column of NAME.csv only when some row has it (a measure of an optional per-image input,
     # such as a mask): a run that gives none keeps the columns it always had
     optional: bool = False
+    # the gallery's image index (images.html) sorts the images by it, per group (method)
+    sorts: bool = False
+    # the share of the row's map inside the image's object (its box): the gallery's view of
+    # the explanations that lie outside the object compares it with the box's share of the image
+    inside_object: bool = False
 
     @property
     def better(self) -> str:

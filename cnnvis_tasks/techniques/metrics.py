@@ -306,12 +306,20 @@ def _averaged_curves(rows: Sequence[Any], model: str):
 TABLE = Table(
     name="metrics",
     measures=(
-        Measure("deletion_auc", "Deletion AUC", higher_is_better=False, short="deletion"),
+        Measure("deletion_auc", "Deletion AUC", higher_is_better=False, short="deletion", sorts=True),
         Measure("insertion_auc", "Insertion AUC", higher_is_better=True, short="insertion"),
         Measure("road", "ROAD (LeRF - MoRF)", higher_is_better=True, short="ROAD"),
         # a low correlation: the map changes when the model does
         Measure("randomisation", "Randomisation correlation", higher_is_better=False, short="rand.", ranks=False),
-        Measure("localisation", "Attribution in box", higher_is_better=True, short="in box", ranks=False),
+        Measure(
+            "localisation",
+            "Attribution in box",
+            higher_is_better=True,
+            short="in box",
+            ranks=False,
+            sorts=True,
+            inside_object=True,
+        ),
         Measure(
             "mask_share", "Attribution in mask", higher_is_better=True, short="in mask", ranks=False, optional=True
         ),

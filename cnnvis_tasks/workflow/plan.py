@@ -40,6 +40,7 @@ from cnnvis_tasks.io.columns import COLUMNS
 from cnnvis_tasks.models.names import fixed_input_size
 from cnnvis_tasks.models.spec import ModelSpec
 from cnnvis_tasks.techniques import all_techniques
+from cnnvis_tasks.workflow.class_tables import CONFUSION_NAME, PICTURE_FOLDER
 from cnnvis_tasks.workflow.config import enabled_techniques, model_spec
 from cnnvis_tasks.workflow.jobs import PREDICTIONS, Job, declarable, fingerprint
 from cnnvis_tasks.workflow.planner import (
@@ -115,12 +116,32 @@ class Plan:
         return f"{self.results}/index.html"
 
     @property
+    def gallery_extra_pages(self) -> list[str]:
+        """The pages the gallery writes beside index.html: the image index and the views."""
+        return [f"{self.results}/images.html", f"{self.results}/views.html"]
+
+    @property
     def image_status_file(self) -> str:
         return f"{self.results}/images.json"
 
     @property
     def summary_file(self) -> str:
         return f"{self.results}/summary.csv"
+
+    @property
+    def class_table_file(self) -> str:
+        """``per-class.csv``: per model and labelled class, its accuracy with an interval (class-summary)."""
+        return f"{self.results}/per-class.csv"
+
+    @property
+    def confusion_file(self) -> str:
+        """``confusion.csv``, beside :attr:`class_table_file`: every (label, predicted) pair's count per model."""
+        return f"{self.results}/{CONFUSION_NAME}"
+
+    @property
+    def confusion_pictures(self) -> dict[str, str]:
+        """Model -> its confusion picture, ``confusion/MODEL.png`` beside :attr:`class_table_file`."""
+        return {model: f"{self.results}/{PICTURE_FOLDER}/{model}.png" for model in self.models}
 
     @property
     def records(self) -> list[str]:

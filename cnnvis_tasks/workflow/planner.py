@@ -261,6 +261,7 @@ class Planner:
                             "key": picture_key(technique, setting, rendering),
                             "label": self.column_label(technique, model, values, rendering),
                             "path": self.relative(output.path),
+                            "setting": setting,
                         }
                     )
         self.plan.gallery_tables.append(
@@ -292,6 +293,7 @@ class Planner:
                         "key": picture_key(technique, setting, rendering),
                         "label": self.column_label(technique, model, values, rendering),
                         "path": self.relative(f"{folder}/{picture}"),
+                        "setting": setting,
                     }
                 )
         self.plan.gallery_tables.append(

@@ -1,0 +1,122 @@
+"""The gallery's pages over the whole data set: the image index (``images.html``), each
+image's page (``gallery/image.html`` and the files under ``gallery/data/``) and the
+views (``views.html``), from the run's tables (docs/gallery.md)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from cnnvis_tasks.io.outputs import atomic_write
+
+STATIC_FILES = ("common.js", "browse.js", "image.js", "browse.css")
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
+    try:
+        with path.open(encoding="utf-8", newline="") as handle:
+            table = list(csv.reader(handle))
+    except FileNotFoundError:
+        return [], []
+    return (table[0], table[1:]) if table else ([], [])
+
+
+def _dicts(path: Path) -> list[dict[str, str]]:
+    header, rows = _read_csv(path)
+    return [dict(zip(header, row)) for row in rows]
+
+
+def read_top(spec: Mapping[str, Any], statuses: Sequence[Mapping[str, Any]], root: Path) -> dict:
+    """(model, image name) -> its top-5 ``[class, name, probability]``, from the predictions' tables."""
+    by_path = {str(status["path"]): str(status["name"]) for status in statuses}
+    found: dict[tuple[str, str], list[Any]] = {}
+    pattern = spec.get("predictions")
+    if not pattern:
+        return found
+    for model in spec.get("models", []):
+        for chunk in spec.get("chunks", []):
+            for row in _dicts(root / pattern.format(model=model, chunk=chunk)):
+                text = row.get("top5") or ""
+                if not text:
+                    continue
+                try:
+                    found[(model, by_path.get(row.get("image", ""), row.get("image", "")))] = json.loads(text)
+                except ValueError:
+                    continue
+    return found
+
+
+def _write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def write_data_set_pages(
+    spec: Mapping[str, Any],
+    statuses: Sequence[Mapping[str, Any]],
+    root: Path,
+    title: str,
+    summary_file: Path | None,
+    table_files: Sequence[Path],
+    class_table: Path | None,
+) -> dict[str, Any]:
+    """Write images.html, views.html, gallery/image.html, gallery/browse/ and gallery/data/
+    in ``root``; ``table_files``: the table techniques' NAME-summary.csv (NAME.csv is read,
+    beside it); ``class_table``: per-class.csv (confusion.csv and confusion/ beside it).
+    Returns what was written (files, bytes, the largest data file, seconds)."""
+    from cnnvis_tasks.gallery import SECTION_TITLES, _templates
+    from cnnvis_tasks.gallery.browse import catalogue
+    from cnnvis_tasks.gallery.index_files import write_index_data
+    from cnnvis_tasks.gallery.views import build_views
+    from cnnvis_tasks.workflow.tables import technique_of_file
+
+    started = time.perf_counter()
+    summary = _read_csv(summary_file) if summary_file is not None else None
+    tables = []
+    for path in table_files:
+        table = technique_of_file(path).table
+        tables.append((table, _dicts(path.parent / table.rows_name)))
+    found = catalogue(spec, statuses, summary, read_top(spec, statuses, root), tables, root, SECTION_TITLES)
+    written = write_index_data(root / "gallery" / "data", found, title)
+
+    static = root / "gallery" / "browse"
+    static.mkdir(parents=True, exist_ok=True)
+    package = resources.files("cnnvis_tasks.gallery") / "static"
+    for name in STATIC_FILES:
+        with resources.as_file(package / name) as source:
+            atomic_write(static / name, lambda handle, source=source: shutil.copyfileobj(source.open("rb"), handle))
+
+    per_class: dict[str, list[dict[str, str]]] = {}
+    confusion: dict[str, list[dict[str, str]]] = {}
+    pictures: dict[str, str] = {}
+    if class_table is not None:
+        from cnnvis_tasks.workflow.class_tables import CONFUSION_NAME, PICTURE_FOLDER
+
+        for row in _dicts(class_table):
+            per_class.setdefault(row["model"], []).append(row)
+        for row in _dicts(class_table.parent / CONFUSION_NAME):
+            confusion.setdefault(row["model"], []).append(row)
+        for model in found.models:
+            picture = class_table.parent / PICTURE_FOLDER / f"{model}.png"
+            if picture.is_file():
+                pictures[model] = os.path.relpath(picture, root)
+    templates = _templates()
+    _write_text(root / "images.html", templates.get_template("images.html.j2").render(title=title))
+    _write_text(root / "gallery" / "image.html", templates.get_template("image.html.j2").render(title=title))
+    views = build_views(found, per_class, confusion, pictures)
+    _write_text(root / "views.html", templates.get_template("views.html.j2").render(title=title, views=views))
+    return {
+        "images": len(found.images),
+        "files": written.files,
+        "bytes": written.bytes,
+        "largest": written.largest,
+        "largest_name": written.largest_name,
+        "seconds": time.perf_counter() - started,
+        "ids": {image["name"]: number for number, image in enumerate(found.images)},
+    }
