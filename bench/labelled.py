@@ -272,7 +272,7 @@ def render(
         lines += [
             f"| rows in summary.csv | {checked['rows']} |",
             f"| images explained / left out | {checked['ok']} / {len(checked['left_out'])}: {left} |",
-            f"| images with all 3 results ok | {checked['results_ok']} of {checked['ok']} |",
+            f"| images with all their results ok | {checked['results_ok']} of {checked['ok']} |",
             f"| pictures written (not placeholders) | {checked['pictures']} (3 per image explained) |",
             f"| right (top-1 = label), summary.csv | {checked['right_summary']} of {checked['ok']} |",
             f"| right, independent computation | {checked['right_independent']} of {checked['ok']} |",

@@ -32,7 +32,8 @@ and config, with the snapshot of the inputs and the config they were built from)
 reuses them when its marker names the same commit, config hash, working folder and cores.
 
 Compared: every file under the two results folders except ``logs/``, ``benchmarks/``,
-``.cache/`` and ``.snakemake/``.  PNG: decoded pixels (mode, size and every value) and
+``.cache/`` and ``.snakemake/``, and those a ``--skip GLOB`` names (what a later change
+altered on purpose).  PNG: decoded pixels (mode, size and every value) and
 the text chunks (the facts: the ``cnnvis`` chunk's JSON, key by key), except ``--ignore-key`` keys.  ``.npy``:
 dtype, shape and values.  ``.json``: parsed, keys that are timings dropped.  Anything
 else: bytes.  A file in one run only is a difference, and so is a different Snakemake
@@ -54,6 +55,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import fnmatch
 import hashlib
 import json
 import os
@@ -64,7 +66,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -309,9 +311,13 @@ def compare_file(old: Path, new: Path, ignore: set[str]) -> list[str]:
     return compare_bytes(old, new)
 
 
-def compare_trees(old_root: Path, new_root: Path, ignore: set[str]) -> Report:
+def compare_trees(old_root: Path, new_root: Path, ignore: set[str], skip: Sequence[str] = ()) -> Report:
+    """Every file of two results folders, but those whose relative path matches a ``skip`` pattern."""
     report = Report()
     old_files, new_files = listed_files(old_root), listed_files(new_root)
+    for files in (old_files, new_files):
+        for name in [name for name in files if any(fnmatch.fnmatchcase(name, pattern) for pattern in skip)]:
+            del files[name]
     for name in sorted(set(old_files) | set(new_files)):
         if name not in new_files:
             report.only_old += 1
@@ -695,7 +701,7 @@ def compare_config(
         new_results = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="new-", dir=setup.base))) / "results"
     new_run = run_workflow(setup, "new", new_tree, config_copy, inputs, results, new_results)
 
-    report = compare_trees(old_results, new_results, set(args.ignore_key))
+    report = compare_trees(old_results, new_results, set(args.ignore_key), args.skip)
     if old_run["exit_status"] != new_run["exit_status"]:
         report.lines.append(f"(snakemake): exit status {old_run['exit_status']} -> {new_run['exit_status']}")
     if old_run.get("run_report") != new_run.get("run_report"):
@@ -733,6 +739,14 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY",
         help="a PNG text key, or a key in a PNG's JSON facts or in a JSON file, not compared (repeatable)",
     )
+    parser.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="results files not compared, by their path in the results folder (fnmatch: '*' crosses '/'): "
+        "what a later change altered on purpose (repeatable)",
+    )
     parser.add_argument("--new-tree", help="the tree whose code is 'new' (default: this repository's working tree)")
     parser.add_argument("--keep-new", metavar="DIR", help="keep the new run's outputs here")
     parser.add_argument("--compare-dirs", nargs=2, metavar=("OLD", "NEW"), help="only compare two results folders")
@@ -743,7 +757,7 @@ def main(argv: list[str] | None = None) -> int:
         for folder in (old, new):
             if not folder.is_dir():
                 parser.error(f"{folder} is not a folder")
-        report = compare_trees(old, new, set(args.ignore_key))
+        report = compare_trees(old, new, set(args.ignore_key), args.skip)
         for line in report.lines:
             print(line)
         print(f"{old} vs {new}: {report.summary()}")

@@ -242,3 +242,16 @@ def test_a_failed_write_keeps_the_old_index(tmp_path, monkeypatch, run):
         write_index_data(data, found, "test")
     assert sorted(path.relative_to(data) for path in data.rglob("*")) == before
     assert [p.name for p in data.parent.iterdir()] == ["data"]  # no temporary folder left beside it
+
+
+def test_without_a_summary_no_usable_image_counts_as_failed(tmp_path):
+    statuses = [
+        {"name": "a.png", "path": str(tmp_path / "a.png"), "status": "ok"},
+        {"name": "b.png", "path": str(tmp_path / "b.png"), "status": "failed", "reason": "truncated"},
+        {"name": "c.txt", "path": str(tmp_path / "c.txt"), "status": "skipped"},
+    ]
+    found = catalogue({"models": ["m"]}, statuses, None, {}, [], tmp_path, SECTION_TITLES)
+    assert [(e.name, e.outcome, e.failed) for e in found.models["m"]] == [
+        ("a.png", "unlabelled", False),
+        ("b.png", "failed", True),
+    ]

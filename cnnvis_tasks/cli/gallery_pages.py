@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
 import time
 from collections.abc import Mapping, Sequence
 from importlib import resources
@@ -89,8 +88,8 @@ def write_data_set_pages(
     static.mkdir(parents=True, exist_ok=True)
     package = resources.files("cnnvis_tasks.gallery") / "static"
     for name in STATIC_FILES:
-        with resources.as_file(package / name) as source:
-            atomic_write(static / name, lambda handle, source=source: shutil.copyfileobj(source.open("rb"), handle))
+        data = (package / name).read_bytes()
+        atomic_write(static / name, lambda handle, data=data: handle.write(data))
 
     per_class: dict[str, list[dict[str, str]]] = {}
     confusion: dict[str, list[dict[str, str]]] = {}

@@ -201,7 +201,8 @@ def catalogue(
             entry.probability = _number(cell(row, f"{model} probability"))
             entry.top = list(top.get((model, name), []))
             correct = cell(row, f"{model} correct")
-            if status != "ok" or entry.prediction is None:
+            predicted = f"{model} top-1" in where  # without the model's predictions, no image failed for lack of one
+            if status != "ok" or (predicted and entry.prediction is None):
                 entry.outcome = "failed"
             else:
                 entry.outcome = {"yes": "right", "no": "wrong"}.get(correct, "unlabelled")

@@ -26,7 +26,8 @@ ROWS_PER_FOLDER = 1000
 
 def sort_keys(catalogue: Catalogue, model: str) -> list[dict[str, Any]]:
     """The orders the index offers for a model: name, confidence, and each sortable
-    measure of each method (key, label, higher_is_better, and how to read the value)."""
+    measure of each method (key, label, higher_is_better; for a measure, its method's key
+    and the measure's, and the method's name in the table's rows)."""
     keys = [
         {"key": "name", "label": "name"},
         {"key": "confidence", "label": "confidence (top-1 probability)", "higher_is_better": True},
@@ -39,8 +40,9 @@ def sort_keys(catalogue: Catalogue, model: str) -> list[dict[str, Any]]:
                         "key": f"m-{method_key}-{measure.name}",
                         "label": f"{method}: {measure.label}",
                         "higher_is_better": measure.higher_is_better,
-                        "method": method,
+                        "method": method_key,
                         "measure": measure.name,
+                        "group": method,  # the method as the table's rows name it
                     }
                 )
     return keys
@@ -51,7 +53,7 @@ def sort_value(entry: ModelImage, key: Mapping[str, Any]) -> float | None:
     if key["key"] == "confidence":
         return entry.probability
     if "measure" in key:
-        return entry.scores.get(key["method"], {}).get(key["measure"])
+        return entry.scores.get(key["group"], {}).get(key["measure"])
     return None
 
 
@@ -73,6 +75,7 @@ def image_page_row(
     return {
         "id": entry.id,
         "name": entry.name,
+        "path": str(image["path"]),
         "image": catalogue.root_link[entry.name],
         "label": entry.label,
         "label_class": entry.label_class,
@@ -153,9 +156,7 @@ def model_index(catalogue: Catalogue, model: str, folder: str) -> dict[str, Any]
             {"section": c.section, "title": c.title, "label": c.label, "path": c.path}
             for c in catalogue.pictures.get(model, [])
         ],
-        "sorts": [
-            {k: v for k, v in key.items() if k not in ("method", "measure")} for key in sort_keys(catalogue, model)
-        ]
+        "sorts": [{k: v for k, v in key.items() if k != "group"} for key in sort_keys(catalogue, model)]
         if entries
         else [],
     }

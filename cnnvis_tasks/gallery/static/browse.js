@@ -145,7 +145,7 @@
     const failed = row.status !== 'ok' || row.failed;
     return C.el('tr', {dataset: {id: String(row.id)}, className: 'outcome-' + row.outcome},
       C.el('td', {className: 'thumb'}, C.el('a', {href: link}, thumb)),
-      C.el('td', {className: 'name'}, C.el('a', {href: link}, row.name)),
+      C.el('td', {className: 'name'}, C.el('a', {href: link, title: row.name}, row.path || row.name)),
       C.el('td', {}, row.label_class === null || row.label_class === undefined
         ? (row.label || 'unlabelled') : className(row.label_name, row.label_class)),
       C.el('td', {}, className(row.prediction_name, row.prediction)),

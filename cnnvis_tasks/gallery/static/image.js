@@ -235,8 +235,8 @@
         throw new Error('no image number ' + (params.id || '(none)') + ' (the run has ' + model.count + ')');
       }
       const row = await C.modelData(DATA, index, model).row(id);
-      $('title').textContent = row.name + ' \u2014 ' + model.name;
-      document.title = row.name + ' \u2014 ' + model.name + ' \u2014 ' + (index.title || 'cnnvis');
+      $('title').textContent = (row.path || row.name) + ' \u2014 ' + model.name;
+      document.title = (row.path || row.name) + ' \u2014 ' + model.name + ' \u2014 ' + (index.title || 'cnnvis');
       document.body.dataset.id = String(row.id);
       drawInput(row);
       drawFacts(row);
