@@ -333,6 +333,12 @@ def test_gallery_command_reads_metadata_and_marks_missing_and_failed(tmp_path):
     for link in re.findall(r'<img src="([^"]*)"', page):
         assert (results / unquote(link)).is_file(), link
     assert (results / "gallery").is_dir()
+    # each image's row leads to its page under the table's model (ids: the images in name order),
+    # the failed image's too, where its page says why
+    assert '<a href="gallery/image.html?model=m&amp;id=1"><img src="../images/cat.png"' in page
+    assert '<th><a href="gallery/image.html?model=m&amp;id=0">broken</a></th>' in page
+    assert (results / "images.html").is_file() and (results / "views.html").is_file()
+    assert (results / "gallery" / "data" / "m" / "rows" / "0" / "1.js").is_file()
 
 
 @pytest.fixture(scope="module")
@@ -366,6 +372,7 @@ def test_gallery_opens_in_headless_chromium(tmp_path, checker):
     assert result["errors"] == []
     assert screenshot.stat().st_size > 10_000
     subpage = results / "gallery" / "saliency--m--2.html"
+    assert '<a href="../gallery/image.html?model=m&amp;id=' in subpage.read_text()  # from gallery/: one folder up
     sub = checker.check_page(subpage, screenshot=ARTIFACTS / "gallery-chromium-page2.png")
     assert sub["images"] and all(image["naturalWidth"] > 0 for image in sub["images"]), sub["images"]
     assert sub["errors"] == []

@@ -297,8 +297,12 @@ def site(tmp_path_factory):
     written = write_fixture(root)
     results = written["results"]
     templates = _templates()
-    (results / "images.html").write_text(templates.get_template("images.html.j2").render(title="cnnvis: every image"))
-    (results / "gallery" / "image.html").write_text(templates.get_template("image.html.j2").render(title="an image"))
+    (results / "images.html").write_text(
+        templates.get_template("images.html.j2").render(title="cnnvis: every image", summary_href="summary.csv")
+    )
+    (results / "gallery" / "image.html").write_text(
+        templates.get_template("image.html.j2").render(title="an image", summary_href="summary.csv")
+    )
     (results / "gallery" / "browse").mkdir(parents=True, exist_ok=True)
     for path in STATIC.iterdir():
         if path.is_file():

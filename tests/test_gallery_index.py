@@ -255,3 +255,65 @@ def test_without_a_summary_no_usable_image_counts_as_failed(tmp_path):
         ("a.png", "unlabelled", False),
         ("b.png", "failed", True),
     ]
+
+
+def test_views_list_classes_worst_first_and_confusions_with_their_images(run):
+    _, found, _ = run
+    per_class = {
+        "m1": [
+            {
+                "model": "m1",
+                "class": "1",
+                "name": "class1",
+                "images": "3",
+                "right": "1",
+                "accuracy": "0.333333",
+                "low": "0.06",
+                "high": "0.79",
+                "mistaken_for": "2",
+                "mistaken_for_name": "class2",
+                "mistaken_count": "2",
+            },
+            {
+                "model": "m1",
+                "class": "2",
+                "name": "class2",
+                "images": "2",
+                "right": "1",
+                "accuracy": "0.5",
+                "low": "0.09",
+                "high": "0.91",
+                "mistaken_for": "1",
+                "mistaken_for_name": "class1",
+                "mistaken_count": "1",
+            },
+        ]
+    }
+    confusion = {
+        "m1": [
+            {
+                "model": "m1",
+                "label class": "1",
+                "label name": "class1",
+                "predicted class": "2",
+                "predicted name": "class2",
+                "count": "2",
+            },
+            {
+                "model": "m1",
+                "label class": "2",
+                "label name": "class2",
+                "predicted class": "2",
+                "predicted name": "class2",
+                "count": "1",
+            },
+        ]
+    }
+    (m1, _) = build_views(found, per_class, confusion, {"m1": "confusion/m1.png"})
+    assert [row["class"] for row in m1["classes"]] == ["1", "2"]  # the worst first
+    assert m1["classes"][0]["href"] == "images.html#model=m1&class=c1&outcome=wrong"
+    (pair,) = m1["confusions"]  # the right answers (the diagonal) are not confusions
+    names = [image["name"] for image in found.images]
+    assert [image["name"] for image in pair["examples"]] == ["cat/c.png", "cat/d.png"]
+    assert pair["examples"][0]["href"] == f"gallery/image.html?model=m1&id={names.index('cat/c.png')}"
+    assert m1["picture"] == "confusion/m1.png"

@@ -23,6 +23,7 @@ from cnnvis_tasks.io.image_list import (
 from cnnvis_tasks.io.images import DEFAULT_MAX_PIXELS, DEFAULT_SIZE
 from cnnvis_tasks.io.outputs import atomic_write
 from cnnvis_tasks.technique import MAX_SIZE
+from cnnvis_tasks.workflow.summary import PREDICTION_TOP
 
 
 @command(cli, "check-images")
@@ -115,7 +116,6 @@ PREDICTION_HEADER = [
     "reason",
     "top5",
 ]
-TOP_COUNT = 5
 
 
 @command(cli, "predict")
@@ -147,13 +147,23 @@ TOP_COUNT = 5
     "--max-pixels", default=DEFAULT_MAX_PIXELS, type=click.IntRange(min=1), help="Largest input after resizing."
 )
 @click.option(
+    "--top",
+    "top_count",
+    default=PREDICTION_TOP,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="How many of the most probable classes the top5 column lists (fewer when the model has fewer).",
+)
+@click.option(
     "--out",
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
     help="CSV: image, label, its class, the top-1 class and probability, correct, status, reason, and the "
     "top-5 classes as JSON ([[class, name, probability], ...]).",
 )
-def predict_command(images, image_list, labels, size, batch_size, max_pixels, out, **session_options) -> None:
+def predict_command(
+    images, image_list, labels, size, batch_size, max_pixels, top_count, out, **session_options
+) -> None:
     """Each image's top-1 class and its probability, whether it is the image's label,
     and its five most probable classes: the workflow's summary.csv, accuracy and the
     gallery's image pages come from these tables. An image that cannot be used gets
@@ -205,7 +215,7 @@ def predict_command(images, image_list, labels, size, batch_size, max_pixels, ou
             probabilities = torch.softmax(logits.float(), dim=1)
             top = probabilities.argmax(dim=1)
             values = probabilities.gather(1, top[:, None])[:, 0]
-            best_values, best_classes = probabilities.topk(min(TOP_COUNT, probabilities.shape[1]), dim=1)
+            best_values, best_classes = probabilities.topk(min(top_count, probabilities.shape[1]), dim=1)
             for index, top1, probability, classes, chances in zip(
                 indices, top.tolist(), values.tolist(), best_classes.tolist(), best_values.tolist()
             ):

@@ -8,12 +8,13 @@ import csv
 import json
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from cnnvis_tasks.io.outputs import atomic_write
+from cnnvis_tasks.workflow.class_tables import CONFUSION_NAME, PICTURE_FOLDER
 
 STATIC_FILES = ("common.js", "browse.js", "image.js", "browse.css")
 
@@ -27,9 +28,13 @@ def _read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
     return (table[0], table[1:]) if table else ([], [])
 
 
-def _dicts(path: Path) -> list[dict[str, str]]:
-    header, rows = _read_csv(path)
-    return [dict(zip(header, row)) for row in rows]
+def _dicts(path: Path) -> Iterator[dict[str, str]]:
+    """A CSV's rows as dicts, one at a time (a million-image table is read once, not held)."""
+    try:
+        with path.open(encoding="utf-8", newline="") as handle:
+            yield from csv.DictReader(handle)
+    except FileNotFoundError:
+        return
 
 
 def read_top(spec: Mapping[str, Any], statuses: Sequence[Mapping[str, Any]], root: Path) -> dict:
@@ -95,8 +100,6 @@ def write_data_set_pages(
     confusion: dict[str, list[dict[str, str]]] = {}
     pictures: dict[str, str] = {}
     if class_table is not None:
-        from cnnvis_tasks.workflow.class_tables import CONFUSION_NAME, PICTURE_FOLDER
-
         for row in _dicts(class_table):
             per_class.setdefault(row["model"], []).append(row)
         for row in _dicts(class_table.parent / CONFUSION_NAME):
@@ -106,10 +109,16 @@ def write_data_set_pages(
             if picture.is_file():
                 pictures[model] = os.path.relpath(picture, root)
     templates = _templates()
-    _write_text(root / "images.html", templates.get_template("images.html.j2").render(title=title))
-    _write_text(root / "gallery" / "image.html", templates.get_template("image.html.j2").render(title=title))
+    summary_href = Path(os.path.relpath(summary_file, root)).as_posix() if summary_file is not None else None
+    links = {}
+    if class_table is not None:
+        links["per_class"] = Path(os.path.relpath(class_table, root)).as_posix()
+        links["confusion"] = Path(os.path.relpath(class_table.parent / CONFUSION_NAME, root)).as_posix()
+    for name, folder in (("images.html.j2", root / "images.html"), ("image.html.j2", root / "gallery" / "image.html")):
+        _write_text(folder, templates.get_template(name).render(title=title, summary_href=summary_href))
     views = build_views(found, per_class, confusion, pictures)
-    _write_text(root / "views.html", templates.get_template("views.html.j2").render(title=title, views=views))
+    page = templates.get_template("views.html.j2").render(title=title, views=views, links=links)
+    _write_text(root / "views.html", page)
     return {
         "images": len(found.images),
         "files": written.files,

@@ -55,7 +55,7 @@ class PictureColumn:
     status_key: tuple[str, str, str] | None  # (model, technique, setting) of summary.csv's status
 
 
-@dataclass
+@dataclass(slots=True)  # a million of them per model: no per-instance dict
 class ModelImage:
     """One image under one model: what its row in the index and its page show."""
 
@@ -73,6 +73,7 @@ class ModelImage:
     outcome: str = "failed"
     failures: list[dict[str, str]] = field(default_factory=list)
     scores: dict[str, dict[str, float]] = field(default_factory=dict)
+    # the results that are not ok: (model, technique, setting) -> (status, reason)
     statuses: dict[tuple[str, str, str], tuple[str, str]] = field(default_factory=dict)
 
     @property
@@ -99,6 +100,7 @@ class Catalogue:
     pictures: dict[str, list[PictureColumn]]
     methods: dict[str, list[str]]  # model -> the methods (table groups) scored, in order
     measures: dict[str, list[Any]]  # model -> the measures (cnnvis_tasks.technique.table.Measure) found
+    scored: dict[str, set[tuple[str, str]]] = field(default_factory=dict)  # model -> (method, measure) with a value
     chunk_count: int = 1
 
     def method_keys(self, model: str) -> dict[str, str]:
@@ -171,7 +173,9 @@ def catalogue(
         str(image["name"]): Path(os.path.relpath(os.path.abspath(str(image["path"])), base)).as_posix()
         for image in images
     }
-    models = [str(model) for model in spec.get("models", [])]
+    # the workflow's spec names its models; a hand-written one may name only its per-image tables
+    named = spec.get("models") or [t.get("table", "") for t in spec.get("tables", []) if t.get("per_image")]
+    models = [str(model) for model in dict.fromkeys(named)]
     header, rows = summary if summary is not None else ([], [])
     where = {name: index for index, name in enumerate(header)}
     status_columns = _status_columns(spec, header)
@@ -212,7 +216,8 @@ def catalogue(
                 result, why = row[status_at], row[reason_at]
                 if name in left_out.get((model, key[1]), {}):
                     result, why = "left out", left_out[(model, key[1])][name]
-                entry.statuses[key] = (result, why)
+                if result not in ("ok", ""):
+                    entry.statuses[key] = (result, why)
                 if result not in NOT_FAILED:
                     label = " ".join(part for part in key[1:] if part)
                     entry.failures.append({"result": label, "status": result, "reason": why})
@@ -226,6 +231,7 @@ def catalogue(
     tables = list(tables)
     methods: dict[str, list[str]] = {model: [] for model in models}
     measures: dict[str, list[Any]] = {model: [] for model in models}
+    scored: dict[str, set[tuple[str, str]]] = {model: set() for model in models}
     for table, table_rows in tables:
         for row in table_rows:
             model, name, group = row.get("model", ""), row.get("image", ""), row.get(table.group, "")
@@ -238,8 +244,10 @@ def catalogue(
                 value = _number(row.get(measure.name))
                 if value is not None:
                     values[measure.name] = value
-                    if measure not in measures[model]:
-                        measures[model].append(measure)
+                    if (group, measure.name) not in scored[model]:
+                        scored[model].add((group, measure.name))
+                        if measure not in measures[model]:
+                            measures[model].append(measure)
     order = [measure for table, _ in tables for measure in table.measures]
     for model in models:  # the tables' order of measures, whatever order the rows came in
         measures[model].sort(key=order.index)
@@ -250,5 +258,6 @@ def catalogue(
         pictures=_picture_columns(spec, titles),
         methods=methods,
         measures=measures,
+        scored=scored,
         chunk_count=int(spec.get("chunk_count") or 1),
     )

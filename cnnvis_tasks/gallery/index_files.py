@@ -32,9 +32,10 @@ def sort_keys(catalogue: Catalogue, model: str) -> list[dict[str, Any]]:
         {"key": "name", "label": "name"},
         {"key": "confidence", "label": "confidence (top-1 probability)", "higher_is_better": True},
     ]
+    scored = catalogue.scored.get(model, set())
     for method, method_key in catalogue.method_keys(model).items():
         for measure in catalogue.measures[model]:
-            if measure.sorts:
+            if measure.sorts and (method, measure.name) in scored:  # a method some image has a value of
                 keys.append(
                     {
                         "key": f"m-{method_key}-{measure.name}",
@@ -166,9 +167,13 @@ def write_index_data(
     data: Path, catalogue: Catalogue, title: str, page_size: int = PAGE_SIZE, ids_per_file: int = IDS_PER_FILE
 ) -> WrittenIndex:
     """Write ``gallery/data/`` (``data``) for the catalogue: into a fresh folder beside it,
-    which then takes the old one's place, so a failure leaves the old index whole."""
+    which then takes the old one's place, so a failure leaves the old index whole (the
+    workflow's gallery job starts from an empty ``gallery/``: Snakemake removes a folder
+    output before its job runs).  The fresh folders of a run that was killed are removed."""
     written = WrittenIndex()
     data.parent.mkdir(parents=True, exist_ok=True)
+    for stale in data.parent.glob(f".{data.name}.*"):
+        shutil.rmtree(stale, ignore_errors=True)
     fresh = Path(tempfile.mkdtemp(prefix=f".{data.name}.", dir=data.parent))
     try:
         folders = {}

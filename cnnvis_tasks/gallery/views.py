@@ -57,9 +57,11 @@ def box_share(image: Mapping[str, Any]) -> float | None:
 
 
 def confident_mistakes(catalogue: Catalogue, model: str, limit: int = MISTAKES_SHOWN) -> list[dict[str, Any]]:
-    """The wrong predictions, most probable first (ties by name)."""
+    """The wrong predictions, most probable first; ties in reverse name order, as the index's
+    descending order has them."""
     wrong = [e for e in catalogue.models[model] if e.outcome == "wrong" and e.probability is not None]
-    wrong.sort(key=lambda e: -e.probability)  # stable: the name order breaks ties
+    wrong.sort(key=lambda e: e.probability)  # stable: ties in name order, then all of it reversed
+    wrong.reverse()
     return [_image(catalogue, model, entry) for entry in wrong[:limit]]
 
 

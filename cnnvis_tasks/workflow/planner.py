@@ -32,6 +32,7 @@ from cnnvis_tasks.workflow.settings import (
     repeated_options,
     single_options,
 )
+from cnnvis_tasks.workflow.summary import PREDICTION_TOP
 
 RAW = "raw"
 # Below the results folder: the record of a job over images, and a chunk's predictions.
@@ -397,10 +398,12 @@ class Planner:
         return [] if size == SIZE.default else [("size", size)]
 
     def predictions(self, model: str) -> None:
-        """Each chunk's top-1 classes and probabilities, and its labels' classes, for summary.csv."""
+        """Each chunk's top-1 classes and probabilities, and its labels' classes, for summary.csv
+        (and each image's top-5, for the gallery's image pages)."""
         if self.plan.layout == "chunks":
             if self.plan.chunks:
-                self.add_chunk_job(None, PREDICTIONS, model, "", self.prediction_size(model), [], None)
+                options = [*self.prediction_size(model), ("top", PREDICTION_TOP)]
+                self.add_chunk_job(None, PREDICTIONS, model, "", options, [], None)
             return
         for chunk, names in self.plan.chunks.items():
             output = Output(f"{self.results}/" + PREDICTIONS_PATTERN.format(model=model, chunk=chunk))
@@ -415,7 +418,7 @@ class Planner:
                     model,
                     "",
                     chunk,
-                    options=tuple(self.prediction_size(model)),
+                    options=(*self.prediction_size(model), ("top", PREDICTION_TOP)),
                     runtime=(),
                     rows=tuple(rows),
                     job_outputs=(("--out", output.path),),

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 PREDICTION_COLUMNS = ("label class", "label name", "top-1", "top-1 name", "probability", "correct")
+# the most probable classes each predictions table lists per image (its top5 column): the image pages' top-5
+PREDICTION_TOP = 5
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

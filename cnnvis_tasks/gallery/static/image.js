@@ -186,7 +186,9 @@
     const list = params.list;
     const pos = parseInt(params.pos, 10);
     const sort = (model.sorts || []).find(s => s.key === params.sort);
-    if (list && sort && pos >= 0) {
+    // only a list index.js knows (an address from an older run, or typed, falls back to name order)
+    const known = list && ((model.buckets || {})[list] || 0) > 0;
+    if (known && sort && pos >= 0) {
       const descending = params.dir === 'desc';
       const {classBucket, outcome} = C.parseBucket(list);
       const cls = (model.classes || []).find(c => c.bucket === classBucket);
