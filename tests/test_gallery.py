@@ -428,3 +428,21 @@ def test_a_large_data_set_shows_an_even_sample_and_opens_only_its_pictures(tmp_p
     opened.clear()
     run_gallery(results, status, spec, "--preview-rows", "50")  # the command's default: every image
     assert len(opened) == 39  # the failed image has no picture to open
+
+
+def test_the_index_and_an_image_page_written_by_the_command_open_without_errors(tmp_path, checker):
+    # the real writer with the real scripts (the browser tests of tests/test_gallery_browser.py use
+    # hand-made data files): nothing the pages expect is missing from what the command writes
+    results, status, spec = make_results(tmp_path)
+    save_png(results / "m/saliency/cat/guided-color.png", np.full((20, 20, 3), 128, np.uint8), {})
+    run_gallery(results, status, spec)
+    index = checker.check_page(results / "images.html")
+    assert index["errors"] == [] and [image["naturalWidth"] > 0 for image in index["images"]] == [True]  # cat
+    with checker.ChromiumSession() as browser:
+        browser.open((results / "gallery" / "image.html").as_uri() + "?model=m&id=1")
+        browser.wait("document.body.dataset.ready === '1'")
+        pictures = browser.images()
+        # the input and every picture of the spec's per-image tables
+        assert len(pictures) == 4 and all(picture["naturalWidth"] > 0 for picture in pictures), pictures
+        assert browser.evaluate("document.getElementById('title').textContent").startswith(str(tmp_path / "images"))
+        assert browser.errors() == []

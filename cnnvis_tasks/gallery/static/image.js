@@ -121,8 +121,12 @@
       if (picture.status === 'ok' && picture.src) {
         const src = ROOT + C.url(picture.src);
         const alt = title + ' ' + lines(picture.label).join(' ');
-        return C.el('figure', {}, C.el('a', {href: src},
-          C.el('img', {src, alt, loading: 'lazy', width: PICTURE_SIZE, height: PICTURE_SIZE})), caption);
+        const img = C.el('img', {src, alt, loading: 'lazy', width: PICTURE_SIZE, height: PICTURE_SIZE});
+        const shown = C.el('figure', {}, C.el('a', {href: src}, img), caption);
+        // a picture the tables call ok but whose file is gone (deleted, or a run cut short): say so
+        img.addEventListener('error', () => C.fill(shown, C.el('div', {className: 'placeholder'},
+          'missing: ' + picture.src), caption));
+        return shown;
       }
       const why = (picture.status || 'missing') + (picture.reason ? ': ' + picture.reason : '');
       return C.el('figure', {className: 'missing'}, C.el('div', {className: 'placeholder'}, why), caption);
