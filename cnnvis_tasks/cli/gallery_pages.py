@@ -107,15 +107,15 @@ def write_data_set_pages(
         for model in found.models:
             picture = class_table.parent / PICTURE_FOLDER / f"{model}.png"
             if picture.is_file():
-                pictures[model] = os.path.relpath(picture, root)
+                pictures[model] = Path(os.path.relpath(picture, root)).as_posix()
     templates = _templates()
     summary_href = Path(os.path.relpath(summary_file, root)).as_posix() if summary_file is not None else None
     links = {}
     if class_table is not None:
         links["per_class"] = Path(os.path.relpath(class_table, root)).as_posix()
         links["confusion"] = Path(os.path.relpath(class_table.parent / CONFUSION_NAME, root)).as_posix()
-    for name, folder in (("images.html.j2", root / "images.html"), ("image.html.j2", root / "gallery" / "image.html")):
-        _write_text(folder, templates.get_template(name).render(title=title, summary_href=summary_href))
+    for name, target in (("images.html.j2", root / "images.html"), ("image.html.j2", root / "gallery" / "image.html")):
+        _write_text(target, templates.get_template(name).render(title=title, summary_href=summary_href))
     views = build_views(found, per_class, confusion, pictures)
     page = templates.get_template("views.html.j2").render(title=title, views=views, links=links)
     _write_text(root / "views.html", page)
