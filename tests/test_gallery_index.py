@@ -317,3 +317,19 @@ def test_views_list_classes_worst_first_and_confusions_with_their_images(run):
     assert [image["name"] for image in pair["examples"]] == ["cat/c.png", "cat/d.png"]
     assert pair["examples"][0]["href"] == f"gallery/image.html?model=m1&id={names.index('cat/c.png')}"
     assert m1["picture"] == "confusion/m1.png"
+
+
+def test_a_top5_with_nan_is_left_out_and_the_rest_kept(tmp_path):
+    from cnnvis_tasks.cli.gallery_pages import read_top
+
+    folder = tmp_path / "records" / "m" / "predictions"
+    folder.mkdir(parents=True)
+    (folder / "chunk000of001.csv").write_text(
+        'image,top5\nimgs/a.png,"[[3, ""cat"", 0.9], [4, ""dog"", 0.05]]"\nimgs/b.png,"[[1, ""x"", NaN]]"\nimgs/c.png,\n'
+    )
+    spec = {"models": ["m"], "chunks": ["chunk000of001"], "predictions": "records/{model}/predictions/{chunk}.csv"}
+    statuses = [{"name": n, "path": f"imgs/{n}"} for n in ("a.png", "b.png", "c.png")]
+    assert read_top(spec, statuses, tmp_path) == {
+        ("m", "a.png"): [[3, "cat", 0.9], [4, "dog", 0.05]],
+        ("m", "b.png"): [],
+    }

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -51,9 +52,12 @@ def read_top(spec: Mapping[str, Any], statuses: Sequence[Mapping[str, Any]], roo
                 if not text:
                     continue
                 try:
-                    found[(model, by_path.get(row.get("image", ""), row.get("image", "")))] = json.loads(text)
+                    listed = json.loads(text)
                 except ValueError:
                     continue
+                # a model that made NaN for an image has no ranking to show (and JSON has no NaN)
+                listed = [entry for entry in listed if isinstance(entry[2], (int, float)) and math.isfinite(entry[2])]
+                found[(model, by_path.get(row.get("image", ""), row.get("image", "")))] = listed
     return found
 
 
