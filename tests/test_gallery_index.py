@@ -325,7 +325,8 @@ def test_a_top5_with_nan_is_left_out_and_the_rest_kept(tmp_path):
     folder = tmp_path / "records" / "m" / "predictions"
     folder.mkdir(parents=True)
     (folder / "chunk000of001.csv").write_text(
-        'image,top5\nimgs/a.png,"[[3, ""cat"", 0.9], [4, ""dog"", 0.05]]"\nimgs/b.png,"[[1, ""x"", NaN]]"\nimgs/c.png,\n'
+        'image,top5\nimgs/a.png,"[[3, ""cat"", 0.9], [4, ""dog"", 0.05]]"\n'
+        'imgs/b.png,"[[1, ""x"", NaN]]"\nimgs/c.png,\n'
     )
     spec = {"models": ["m"], "chunks": ["chunk000of001"], "predictions": "records/{model}/predictions/{chunk}.csv"}
     statuses = [{"name": n, "path": f"imgs/{n}"} for n in ("a.png", "b.png", "c.png")]
