@@ -18,9 +18,9 @@ from cnnvis_tasks.workflow.class_tables import (
     models_of,
     per_class,
     wilson,
-    write_class_tables,
+    write_tables,
 )
-from cnnvis_tasks.workflow.summary import PREDICTION_COLUMNS, to_csv
+from cnnvis_tasks.workflow.summary import PREDICTION_COLUMNS, read_summary, to_csv
 
 NAMES = {1: "goldfish", 2: "great white shark", 3: "tiger shark", 7: "cock", 967: "espresso"}
 MODELS = ("alpha", "beta")
@@ -174,9 +174,9 @@ def check_png(path, min_side):
         return image.size
 
 
-def test_write_class_tables_writes_both_tables_and_a_picture_per_model(tmp_path):
+def test_write_tables_writes_both_tables_and_a_picture_per_model(tmp_path):
     out = tmp_path / "results" / "per-class.csv"
-    written = write_class_tables(written_summary(tmp_path), out)
+    written = write_tables(*read_summary(written_summary(tmp_path)), out)
     folder = out.parent
     assert written == [
         out,
@@ -221,7 +221,7 @@ def test_write_class_tables_writes_both_tables_and_a_picture_per_model(tmp_path)
 def test_a_model_without_mistakes_gets_a_note(tmp_path):
     rows = [row(f"goldfish-{k}", 1, 1, 1) for k in range(4)]
     out = tmp_path / "per-class.csv"
-    write_class_tables(written_summary(tmp_path, rows), out)
+    write_tables(*read_summary(written_summary(tmp_path, rows)), out)
     size = check_png(tmp_path / "confusion" / "alpha.png", 50)
     assert size[0] > size[1]  # a one-line note, not a matrix
     assert read_metadata(tmp_path / "confusion" / "alpha.png")["classes"] == []

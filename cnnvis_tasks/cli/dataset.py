@@ -285,7 +285,8 @@ def class_summary_command(summary_file, out, debug) -> None:
     its count, the mistakes first, largest first) and confusion/MODEL.png (the matrix of
     the classes it mixes up most). Only usable labelled images count; a summary without
     labels gives header-only tables and pictures that say so."""
-    from cnnvis_tasks.workflow.class_tables import models_of, per_class, read_summary, write_tables
+    from cnnvis_tasks.workflow.class_tables import models_of, per_class, write_tables
+    from cnnvis_tasks.workflow.summary import read_summary
 
     header, rows = read_summary(summary_file)
     write_tables(header, rows, out)

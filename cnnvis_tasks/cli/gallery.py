@@ -15,6 +15,7 @@ from cnnvis_tasks.errors import CnnvisError
 from cnnvis_tasks.gallery import build_gallery, sample_images, target_label
 from cnnvis_tasks.io.outputs import atomic_write, read_metadata
 from cnnvis_tasks.workflow.plan import chunk_name, chunk_of
+from cnnvis_tasks.workflow.summary import read_summary
 
 SPEC_HELP = """\b
 The spec (JSON) lists tables; paths are relative to the folder of --out:
@@ -234,14 +235,18 @@ def gallery_command(
         images = load_image_statuses(images_file)
     root = out.parent
     every, shown = sample_images(images, 0), sample_images(images, max_images)
+    summary_path = summary_file if summary_file is not None and summary_file.is_file() else None
+    # read once: the accuracy above the sections and every image's row in the data-set pages
+    summary_table = read_summary(summary_path) if summary_path is not None else None
     written = None
     if data_set_pages:
         from cnnvis_tasks.cli.gallery_pages import write_data_set_pages
 
         present = [path for path in table_files if path.is_file()]
-        summary_path = summary_file if summary_file is not None and summary_file.is_file() else None
         classes_path = class_table if class_table is not None and class_table.is_file() else None
-        written = write_data_set_pages(spec_data, images, root, title, summary_path, present, classes_path)
+        written = write_data_set_pages(
+            spec_data, images, root, title, summary_path, summary_table, present, classes_path
+        )
     # only the pictures of the images shown are opened: a million-image run's gallery reads thousands
     records = gallery_records(spec_data, shown, root, ids=written["ids"] if written else None)
     note = spec_data.get("note", "")
@@ -254,8 +259,8 @@ def gallery_command(
         if image.get("status") != "ok" and log_template:
             image["log"] = log_template.replace("{image}", image["name"])
     summary = None
-    if summary_file is not None and summary_file.is_file():
-        summary = {"href": os.path.relpath(summary_file, root), "accuracy": _accuracy(summary_file, spec_data)}
+    if summary_table is not None:
+        summary = {"href": os.path.relpath(summary_path, root), "accuracy": _accuracy(*summary_table, spec_data)}
     numbers = {}
     for path in table_files:
         if path.is_file():
@@ -299,17 +304,10 @@ def gallery_command(
         )
 
 
-def _accuracy(summary_file: Path, spec: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each model's right and labelled images, from summary.csv."""
-    import csv
-
+def _accuracy(header: list[str], rows: list[list[str]], spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each model's right and labelled images, from summary.csv's (header, rows)."""
     from cnnvis_tasks.workflow.summary import accuracy
 
-    with summary_file.open(encoding="utf-8", newline="") as handle:
-        table = list(csv.reader(handle))
-    if not table:
-        return []
-    header, rows = table[0], table[1:]
     found = []
     for model in spec.get("models", []):
         if f"{model} correct" in header:

@@ -20,15 +20,6 @@ from cnnvis_tasks.workflow.class_tables import CONFUSION_NAME, PICTURE_FOLDER
 STATIC_FILES = ("common.js", "browse.js", "image.js", "browse.css")
 
 
-def _read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
-    try:
-        with path.open(encoding="utf-8", newline="") as handle:
-            table = list(csv.reader(handle))
-    except FileNotFoundError:
-        return [], []
-    return (table[0], table[1:]) if table else ([], [])
-
-
 def _dicts(path: Path) -> Iterator[dict[str, str]]:
     """A CSV's rows as dicts, one at a time (a million-image table is read once, not held)."""
     try:
@@ -71,11 +62,13 @@ def write_data_set_pages(
     root: Path,
     title: str,
     summary_file: Path | None,
+    summary: tuple[Sequence[str], Sequence[Sequence[str]]] | None,
     table_files: Sequence[Path],
     class_table: Path | None,
 ) -> dict[str, Any]:
     """Write images.html, views.html, gallery/image.html, gallery/browse/ and gallery/data/
-    in ``root``; ``table_files``: the table techniques' NAME-summary.csv (NAME.csv is read,
+    in ``root``; ``summary``: summary.csv's (header, rows), read from ``summary_file`` (linked
+    from the pages); ``table_files``: the table techniques' NAME-summary.csv (NAME.csv is read,
     beside it); ``class_table``: per-class.csv (confusion.csv and confusion/ beside it).
     Returns what was written (files, bytes, the largest data file, seconds)."""
     from cnnvis_tasks.gallery import SECTION_TITLES, _templates
@@ -85,7 +78,6 @@ def write_data_set_pages(
     from cnnvis_tasks.workflow.tables import technique_of_file
 
     started = time.perf_counter()
-    summary = _read_csv(summary_file) if summary_file is not None else None
     tables = []
     for path in table_files:
         table = technique_of_file(path).table

@@ -238,20 +238,6 @@ def picture_path(folder: Path | str, model: str) -> Path:
     return Path(folder) / PICTURE_FOLDER / f"{model}.png"
 
 
-def read_summary(path: Path) -> tuple[list[str], list[list[str]]]:
-    """(header, rows) of a ``summary.csv``."""
-    with Path(path).open(encoding="utf-8", newline="") as handle:
-        rows = list(csv.reader(handle))
-    return (rows[0], rows[1:]) if rows else ([], [])
-
-
-def write_class_tables(summary_csv: Path, out: Path) -> list[Path]:
-    """Write ``out`` (per-class.csv), ``confusion.csv`` beside it and ``confusion/MODEL.png``
-    per model of the summary at ``summary_csv``; the paths written (see :func:`write_tables`)."""
-    header, rows = read_summary(summary_csv)
-    return write_tables(header, rows, out)
-
-
 def write_tables(header: Sequence[str], rows: Sequence[Sequence[Any]], out: Path) -> list[Path]:
     """Write ``out`` (per-class.csv), ``confusion.csv`` beside it and ``confusion/MODEL.png``
     per model of a summary's (header, rows), each atomically; the paths written, in that order."""

@@ -88,6 +88,13 @@ def summarize(
     return header, rows
 
 
+def read_summary(path: Path) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of a ``summary.csv`` (empty lists for an empty file)."""
+    with Path(path).open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.reader(handle))
+    return (rows[0], rows[1:]) if rows else ([], [])
+
+
 def accuracy(header: Sequence[str], rows: Sequence[Sequence[Any]], model: str) -> tuple[int, int]:
     """(correct, labelled) of a model over the summary's rows."""
     column = header.index(f"{model} correct")
