@@ -181,14 +181,6 @@
     pageLink('last-page', state, pages, state.page < pages);
   }
 
-  /** Say what the page is doing (or nothing). */
-  function say(text, kind) {
-    const status = $('status');
-    status.textContent = text || '';
-    status.className = 'status' + (kind ? ' ' + kind : '');
-    status.hidden = !text;
-  }
-
   /** Draw the page for the state in the address. */
   async function render() {
     const mine = ++generation;
@@ -196,7 +188,7 @@
     try {
       const state = readState();
       if (!state) {
-        say('This run has no images.', 'empty');
+        C.say('This run has no images.', 'empty');
         C.fill($('images').tBodies[0]);
         C.ready(true);
         return;
@@ -211,7 +203,7 @@
       let rows = [];
       let start = 0;
       if (total > 0) {
-        say('loading\u2026', 'loading');
+        C.say('loading\u2026', 'loading');
         $('images').setAttribute('aria-busy', 'true');
         const data = C.modelData(DATA, index, model);
         const meta = await data.meta(bucket);
@@ -235,12 +227,12 @@
           'image ' + row.id + ': ' + row.error.message))
         : drawRow(state, bucket, start + at, row, measures)));
       drawPager(state, total, pages);
-      say(total ? '' : 'No images match.', total ? null : 'empty');
+      C.say(total ? '' : 'No images match.', total ? null : 'empty');
       $('images').removeAttribute('aria-busy');
       document.title = document.title.replace(/ \u2014 .*$/, '') + ' \u2014 ' + model.name;
     } catch (error) {
       if (mine !== generation) return;
-      say('Could not show the images: ' + error.message, 'failed');
+      C.say('Could not show the images: ' + error.message, 'failed');
       $('images').removeAttribute('aria-busy');
     }
     if (mine === generation) C.ready(true);
@@ -294,7 +286,7 @@
     try {
       index = await C.load(DATA + 'index.js', 'index');
     } catch (error) {
-      say('Could not read the index: ' + error.message + '. Every image is also listed in summary.csv.', 'failed');
+      C.say('Could not read the index: ' + error.message + '. Every image is also listed in summary.csv.', 'failed');
       C.ready(true);
       return;
     }

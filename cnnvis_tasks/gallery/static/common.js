@@ -215,6 +215,14 @@
     return 'asc';
   }
 
+  /** Show a line in the page's #status (or nothing): `kind` is its class (loading, empty, failed). */
+  function say(text, kind) {
+    const status = document.getElementById('status');
+    status.textContent = text || '';
+    status.className = 'status' + (kind ? ' ' + kind : '');
+    status.hidden = !text;
+  }
+
   /** Mark the page as rendered (1) or rendering (0): tests wait for 1. */
   function ready(done) {
     document.body.dataset.ready = done ? '1' : '0';
@@ -222,6 +230,6 @@
 
   window.cnnvis = {
     receive, load, url, el, append, fill, number, params, paramString, bucketName, parseBucket,
-    ascendingIndex, modelData, sortMetric, defaultDirection, ready, requested, OUTCOMES,
+    ascendingIndex, modelData, sortMetric, defaultDirection, say, ready, requested, OUTCOMES,
   };
 })();

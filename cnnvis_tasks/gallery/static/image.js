@@ -219,14 +219,6 @@
     $('position').textContent = 'image ' + (row.id + 1) + ' of ' + model.count + ' by name';
   }
 
-  /** Say what went wrong (or nothing). */
-  function say(text, kind) {
-    const status = $('status');
-    status.textContent = text || '';
-    status.className = 'status' + (kind ? ' ' + kind : '');
-    status.hidden = !text;
-  }
-
   /** Draw the page for the address. */
   async function render() {
     C.ready(false);
@@ -250,14 +242,14 @@
       drawPictures(row, model);
       drawMetrics(row, model);
       drawFailures(row);
-      say('');
+      C.say('');
       try {
         await drawNeighbours(params, model, row, index);
       } catch (error) {
-        say('Previous and next along the list are not available: ' + error.message, 'failed');
+        C.say('Previous and next along the list are not available: ' + error.message, 'failed');
       }
     } catch (error) {
-      say('Could not show the image: ' + error.message, 'failed');
+      C.say('Could not show the image: ' + error.message, 'failed');
     }
     C.ready(true);
   }
