@@ -7,11 +7,13 @@ labels it with a CSV of WordNet IDs and class names (and each object's bounding 
 for the localisation metric), adds one truncated PNG and one
 picture whose name holds spaces, braces and non-ASCII letters, and runs the workflow
 on a copy of it (feature maps, vanilla saliency and Grad-CAM at ``target: label`` on
-the embedded EfficientNet-Lite0, and Grad-CAM's trust metrics) with ``snakemake --cores C``.
+the embedded EfficientNet-Lite0, Grad-CAM's trust metrics and the channel examples of one
+layer) with ``snakemake --cores C``.
 Then it checks results/summary.csv against a computation of its own: Pillow and NumPy
 preprocessing written here, the weights loaded straight from their package, one image at
 a time; and the gallery: the views' "outside the object" lists against metrics.csv, the
-confusion counts against summary.csv, and its pages in headless Chromium.
+confusion counts against summary.csv, and its pages in headless Chromium; the channel atlas's
+pages, and which jobs run again once ten images are added.
 
     .venv/bin/python bench/labelled.py                 # 4 classes x 75 crops: 360 pictures + 2 odd files
     .venv/bin/python bench/labelled.py --per-class 10  # quicker
@@ -51,6 +53,8 @@ OBJECT_BOXES = {
     "rocket.jpg": (298, 125, 345, 410),
     "astronaut.png": (350, 0, 460, 280),
 }
+ATLAS_LAYER = "_blocks.4"
+ADDED = 10  # images added after the first run: only their chunks' scans and the atlas's merge run again
 ODD_NAME = "people/astronaut {1} ünï.png"
 BROKEN_NAME = "misc/broken.png"
 
@@ -121,6 +125,8 @@ def config() -> dict:
             "feature_maps": {"models": {MODEL: {"layers": ["_blocks.4"]}}},
             "saliency": {"methods": ["vanilla"], "renderings": ["gray"], "target": "label", **per_model},
             "grad_cam": {"renderings": ["overlay"], "target": "label", **per_model},
+            # what each channel of one layer responds to in this data set: the channel atlas
+            "channel_examples": {"top": 9, "models": {MODEL: {"layers": [ATLAS_LAYER]}}},
             # Grad-CAM scored per image: the gallery's views (outside the object) read its localisation
             "metrics": {
                 "methods": ["grad-cam"],
@@ -236,6 +242,72 @@ def check_gallery(work: Path) -> dict:
     return checked
 
 
+def job_counts(work: Path) -> dict[str, int]:
+    """The jobs a dry run of the workflow would run, by rule (``{}``: nothing to do)."""
+    import re
+    import subprocess
+
+    done = subprocess.run(
+        [*snakemake_cmd(), "--cores", "2", "--dry-run"], cwd=work, env=env_for_jobs(), capture_output=True, text=True
+    )
+    text = done.stdout + done.stderr
+    match = re.search(r"Job stats:\n.*?\n-+\s+-+\n(.*?)\ntotal", text, re.S)
+    return {line.split()[0]: int(line.split()[1]) for line in match.group(1).splitlines()} if match else {}
+
+
+def add_images(root: Path, count: int) -> None:
+    """``count`` more crops of the cat, under new names (in the manifest too)."""
+    from PIL import Image
+
+    picture = Image.open(REPO / "images" / "chelsea.png").convert("RGB")
+    width, height = picture.size
+    with open(root.parent / "labels.csv", "a", newline="") as file:
+        writer = csv.writer(file)
+        for i in range(count):
+            crop = picture.crop((i * 7, i * 5, width - i * 3, height - i * 4))
+            crop.save(root / "n02123045" / f"added {i:02d}.png")
+            writer.writerow([f"{root.name}/n02123045/added {i:02d}.png", "n02123045"])
+
+
+def check_atlas(work: Path, cores: int, timeout: float) -> dict:
+    """The atlas of one layer: its file, its pages in Chromium; then ADDED new images: which
+    jobs run again (their chunks' scans and the merge) and how long that takes."""
+    import json
+
+    results = work / "results"
+    atlas = json.loads((results / MODEL / "channel-examples" / ATLAS_LAYER / "atlas.json").read_text())
+    found = {
+        "channels": len(atlas["channels"]),
+        "scanned": atlas["scanned"],
+        "shown": len(atlas["images"]),
+        "receptive_field": atlas["receptive_field"],
+        "selective": sum(1 for c in atlas["channels"] if (c["selectivity"] or {}).get("share") == 1.0),
+        "pages": {},
+    }
+    sys.path.insert(0, str(REPO / "scripts"))
+    from check_gallery import check_page, find_browser
+
+    if find_browser():
+        query = f"model={MODEL}&setting={ATLAS_LAYER}"
+        for name in (f"atlas.html?{query}", f"channel.html?{query}&channel=5"):
+            page = check_page((results / "gallery" / name.split("?")[0]).as_uri() + "?" + name.split("?")[1])
+            found["pages"][name.split("?")[0]] = f"{len(page['errors'])} errors"
+    add_images(work / "ds", ADDED)
+    jobs = job_counts(work)
+    found["after_adding"] = {
+        "scans": sum(n for rule, n in jobs.items() if rule.startswith("channel_examples_")),
+        "merges": sum(n for rule, n in jobs.items() if rule.startswith("channel_atlas_")),
+        "chunks": len(list((results / "records" / MODEL / "channel-examples" / ATLAS_LAYER).glob("*.npz"))),
+    }
+    again = run_timed([*snakemake_cmd(), "--cores", str(cores)], work, timeout, work / "run2.log", env_for_jobs())
+    found["after_adding"]["wall"] = again["wall"]
+    found["after_adding"]["rc"] = again["rc"]
+    found["after_adding"]["scanned"] = json.loads(
+        (results / MODEL / "channel-examples" / ATLAS_LAYER / "atlas.json").read_text()
+    )["scanned"]
+    return found
+
+
 def pictures_written(folder: Path) -> int:
     """The technique pictures under ``folder`` larger than the 1 x 1 placeholder of a failed image."""
     from PIL import Image
@@ -250,7 +322,15 @@ def pictures_written(folder: Path) -> int:
 
 
 def render(
-    args, info: dict, command: str, started: str, count: int, run: dict, checked: dict | None, gallery: dict | None
+    args,
+    info: dict,
+    command: str,
+    started: str,
+    count: int,
+    run: dict,
+    checked: dict | None,
+    gallery: dict | None,
+    atlas: dict | None = None,
 ) -> str:
     lines = [
         SECTION,
@@ -261,7 +341,7 @@ def render(
         f"{count} files (4 class folders, {args.per_class} crops each, every fifth also as .jpg; one name with "
         "spaces, braces and non-ASCII letters; one truncated PNG), labelled by a CSV; feature maps, vanilla "
         f"saliency and Grad-CAM at `target: label` on {MODEL}, Grad-CAM's trust metrics (deletion, insertion, "
-        f"localisation), `snakemake --cores {args.cores}`.",
+        f"localisation), the channel examples of `{ATLAS_LAYER}`, `snakemake --cores {args.cores}`.",
         "",
         "| measure | value |",
         "|---|---|",
@@ -289,6 +369,19 @@ def render(
             f"({gallery['confusion_pairs']} pairs; picture written: {gallery['confusion_picture']}) |",
         ]
         lines += [f"| `{name}` in headless Chromium | {text} |" for name, text in gallery["pages"].items()]
+    if atlas:
+        after = atlas["after_adding"]
+        lines += [
+            f"| channel atlas of `{ATLAS_LAYER}`: channels, images scanned, images shown | {atlas['channels']}, "
+            f"{atlas['scanned']}, {atlas['shown']} (receptive field {atlas['receptive_field']} px) |",
+            f"| channels whose 9 best images all share one label | {atlas['selective']} of {atlas['channels']} |",
+        ]
+        lines += [f"| `gallery/{name}` in headless Chromium | {text} |" for name, text in atlas["pages"].items()]
+        lines.append(
+            f"| {ADDED} images added: channel-examples jobs / atlas merges that run again | {after['scans']} / "
+            f"{after['merges']} (of {after['chunks']} chunks); that run "
+            f"{after['wall']:.0f} s, exit {after['rc']}, {after['scanned']} images scanned |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -319,10 +412,11 @@ def main(argv=None) -> None:
         )
         checked = check_summary(work, expected) if run["rc"] == 0 else None
         gallery = check_gallery(work) if run["rc"] == 0 else None
-        write_section(args.out, render(args, info, command, started, count, run, checked, gallery))
+        atlas = check_atlas(work, args.cores, args.timeout) if run["rc"] == 0 else None
+        write_section(args.out, render(args, info, command, started, count, run, checked, gallery, atlas))
         if checked is None:
             raise SystemExit(f"snakemake failed (exit status {run['rc']}); its log ends:\n{run['tail']}")
-        print(render(args, info, command, started, count, run, checked, gallery), flush=True)
+        print(render(args, info, command, started, count, run, checked, gallery, atlas), flush=True)
     finally:
         if args.tmp is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -83,6 +83,35 @@ for table_rule in summary_rules(PLAN):
             " > {log:q} 2>&1"
 
 
+# One rule per model and setting of a technique that reduces the data set (the channel
+# examples): every chunk's file merged into one folder (the channel atlas), which the
+# gallery reads.  Adding images re-runs the jobs of their chunks and this, nothing else.
+for reduce_job in PLAN.reductions:
+
+    rule:
+        name:
+            reduce_job.rule
+        input:
+            lists=reduce_job.inputs,
+            status=PLAN.image_status_file,
+            model=reduce_job.model_inputs,
+        output:
+            directory(reduce_job.folder),
+        log:
+            reduce_job.log,
+        benchmark:
+            reduce_job.benchmark
+        threads: reduce_job.threads
+        resources:
+            gpu=reduce_job.gpu,
+            device=reduce_job.device,
+        params:
+            command=reduce_job.command,
+        shell:
+            "cnnvis-tasks {params.command} --device {resources.device} --threads {threads} {input.lists:q}"
+            " > {log:q} 2>&1"
+
+
 rule gallery:
     """One HTML page of every result, in the gallery's order of techniques; beside it
     the image index, the views and a page per image and model (docs/gallery.md)."""
@@ -92,6 +121,7 @@ rule gallery:
         summary=PLAN.summary_file,
         classes=PLAN.class_table_file,
         class_files=[PLAN.confusion_file, *PLAN.confusion_pictures.values()],
+        reductions=[reduce_job.folder for reduce_job in PLAN.reductions],
     output:
         page=PLAN.gallery_page,
         pages=directory(f"{PLAN.results}/gallery"),

@@ -25,6 +25,7 @@ CASES = {
     "deep-dream-octaves": ({"layer": "_blocks.3"}, ["--layer", "_blocks.3"]),
     "feature-inversion": ({"layer": "_blocks.1"}, ["--layer", "_blocks.1"]),
     "grad-cam": ({"target": [281]}, ["--target", "281"]),
+    "channel-examples": ({"layer": "_blocks.2"}, ["--layer", "_blocks.2"]),
 }
 # Options that make a technique quick, wherever it has them.
 QUICK = {"steps": 2, "width": 32, "height": 32, "octaves": 2, "samples": 2}
@@ -50,13 +51,12 @@ def test_the_verb_equals_the_command(name, embedded_model, tmp_path):
     result = cv.compute(name, embedded_model, images, **keywords)
 
     # the same threads as this process: sums split differently over threads differ in the last bit
+    reduced = technique.reduction is not None  # one file for all images: the map's lists
+    written = ["--out", str(tmp_path / f"lists{technique.reduction.suffix}")] if reduced else []
     command = [
         name,
         *arguments,
-        "--out-dir",
-        str(tmp_path),
-        "--rendering",
-        "raw",
+        *(written or ["--out-dir", str(tmp_path), "--rendering", "raw"]),
         "--device",
         "cpu",
         "-q",
@@ -67,6 +67,14 @@ def test_the_verb_equals_the_command(name, embedded_model, tmp_path):
         command += ["--image", str(CAT), "--size", str(SIZE)]
     outcome = CliRunner().invoke(cli, command, catch_exceptions=False)
     assert outcome.exit_code == 0, outcome.output
+    if reduced:
+        from cnnvis_tasks.mechanisms.top_examples import TopExamples
+
+        lists = TopExamples.load(written[1])
+        found = [lists.entries("top", c)[0] for c in range(lists.channels)]
+        expected = result.maps[0].float().numpy()
+        np.testing.assert_array_equal(np.array([[e["score"], *e["box"]] for e in found]), expected)
+        return
     (raw,) = tmp_path.glob("*.npy")
     if technique.reports_steps:  # optimised over steps: the last bit may differ with the threads' earlier work
         np.testing.assert_allclose(result.maps[0].float().numpy(), np.load(raw), rtol=0, atol=1e-6)

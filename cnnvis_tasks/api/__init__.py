@@ -349,7 +349,8 @@ def compute(
         ]
     result = results[0] if len(results) == 1 else _joined(results, sorted(settings[0]))
     result.options = chosen
-    result.render, result.first_rendering = technique.render, technique.renderings[0].name
+    if technique.renderings:  # a technique that reduces a data set draws no picture per image
+        result.render, result.first_rendering = technique.render, technique.renderings[0].name
     return result
 
 

@@ -13,9 +13,10 @@ from cnnvis_tasks.cli.group import cli
 
 
 def _register() -> None:
-    from cnnvis_tasks.cli import dataset, gallery, inspect, shared_pass, techniques  # noqa: F401  (they register their commands)
+    from cnnvis_tasks.cli import dataset, gallery, inspect, reduce, shared_pass, techniques  # noqa: F401  (they register their commands)
 
     techniques.register(cli)
+    reduce.register(cli)
 
 
 _register()

@@ -26,7 +26,9 @@ The spec (JSON) lists tables; paths are relative to the folder of --out:
     {"section": "class-viz", "table": "vgg16", "per_image": false,
      "rows": [{"key": "52", "label": "class 52",
                "cells": [{"key": "none", "label": ["none"], "path": "vgg16/class-viz/class52-none.png"}]}]}]}
-Per-image tables get one row per image of --images (name, path, status, reason)."""
+Per-image tables get one row per image of --images (name, path, status, reason).
+Optional "reductions": [{"technique", "title", "model", "setting", "labels", "folder"}]:
+folders holding an atlas.json, shown as gallery/atlas.html (docs/gallery.md)."""
 
 
 def load_json(value: str, what: str) -> Any:
@@ -247,6 +249,12 @@ def gallery_command(
         written = write_data_set_pages(
             spec_data, images, root, title, summary_path, summary_table, present, classes_path
         )
+    reductions = []
+    if spec_data.get("reductions"):
+        from cnnvis_tasks.cli.gallery_pages import write_reduction_pages
+
+        ids, models = (written["ids"], written["models"]) if written else (None, [])
+        reductions = write_reduction_pages(spec_data, root, title, ids, models, written is not None)
     # only the pictures of the images shown are opened: a million-image run's gallery reads thousands
     records = gallery_records(spec_data, shown, root, ids=written["ids"] if written else None)
     note = spec_data.get("note", "")
@@ -285,6 +293,7 @@ def gallery_command(
         summary=summary,
         numbers=numbers,
         data_set_pages=written is not None,
+        reductions=reductions,
     )
     pages = root / "gallery"
     pages.mkdir(parents=True, exist_ok=True)  # always there: the workflow declares it as an output

@@ -17,7 +17,7 @@ from typing import Any
 from cnnvis_tasks.io.outputs import atomic_write
 from cnnvis_tasks.workflow.class_tables import CONFUSION_NAME, PICTURE_FOLDER
 
-STATIC_FILES = ("common.js", "browse.js", "image.js", "browse.css")
+STATIC_FILES = ("common.js", "browse.js", "image.js", "atlas.js", "browse.css")
 
 
 def _dicts(path: Path) -> Iterator[dict[str, str]]:
@@ -56,6 +56,16 @@ def _write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
+def write_static(root: Path) -> None:
+    """The browse pages' scripts and style, in ``root``/gallery/browse/."""
+    static = root / "gallery" / "browse"
+    static.mkdir(parents=True, exist_ok=True)
+    package = resources.files("cnnvis_tasks.gallery") / "static"
+    for name in STATIC_FILES:
+        data = (package / name).read_bytes()
+        atomic_write(static / name, lambda handle, data=data: handle.write(data))
+
+
 def write_data_set_pages(
     spec: Mapping[str, Any],
     statuses: Sequence[Mapping[str, Any]],
@@ -85,12 +95,7 @@ def write_data_set_pages(
     found = catalogue(spec, statuses, summary, read_top(spec, statuses, root), tables, root, SECTION_TITLES)
     written = write_index_data(root / "gallery" / "data", found, title)
 
-    static = root / "gallery" / "browse"
-    static.mkdir(parents=True, exist_ok=True)
-    package = resources.files("cnnvis_tasks.gallery") / "static"
-    for name in STATIC_FILES:
-        data = (package / name).read_bytes()
-        atomic_write(static / name, lambda handle, data=data: handle.write(data))
+    write_static(root)
 
     per_class: dict[str, list[dict[str, str]]] = {}
     confusion: dict[str, list[dict[str, str]]] = {}
@@ -123,4 +128,35 @@ def write_data_set_pages(
         "largest_name": written.largest_name,
         "seconds": time.perf_counter() - started,
         "ids": {image["name"]: number for number, image in enumerate(found.images)},
+        "models": list(found.models),
     }
+
+
+def write_reduction_pages(
+    spec: Mapping[str, Any],
+    root: Path,
+    title: str,
+    ids: Mapping[str, int] | None,
+    models: Sequence[str],
+    data_set_pages: bool,
+) -> list[dict[str, Any]]:
+    """The data-set reductions' pages (the spec's ``reductions``): ``gallery/atlas.html``,
+    ``gallery/channel.html`` and ``gallery/data/atlas/`` (after the image index's data,
+    which replaces ``gallery/data/`` whole); ``ids``: image name -> its id in the image
+    index of ``models`` (None: no image pages; tiles lead to the image files).  Returns
+    index.html's sections of them (:func:`cnnvis_tasks.gallery.atlas.reduction_listing`)."""
+    from cnnvis_tasks.gallery import SECTION_TITLES, _templates
+    from cnnvis_tasks.gallery.atlas import atlas_entries, read_atlas, reduction_listing, write_atlas_data
+
+    entries = atlas_entries(spec)
+    if not entries:
+        return []
+    for entry in entries:
+        read_atlas(entry, root, spec, ids, models, SECTION_TITLES)
+    write_atlas_data(root / "gallery" / "data" / "atlas", entries)
+    write_static(root)
+    templates = _templates()
+    for name in ("atlas.html", "channel.html"):
+        page = templates.get_template(f"{name}.j2").render(title=title, data_set_pages=data_set_pages)
+        _write_text(root / "gallery" / name, page)
+    return reduction_listing(entries)

@@ -25,6 +25,8 @@ PLACEHOLDERS = ("{path}", "{name}", "{stem}", "{parent}", "{index}", "{setting}"
 
 
 def output_params(technique: Technique) -> list[click.Parameter]:
+    if technique.reduction is not None:
+        return reduced_params(technique)
     per = "image" if technique.reads_images else (technique.item or "call")
     params: list[click.Parameter] = [
         click.Option(
@@ -64,6 +66,30 @@ def output_params(technique: Technique) -> list[click.Parameter]:
         ),
     ]
     return params
+
+
+def reduced_params(technique: Technique) -> list[click.Parameter]:
+    """A technique that reduces its images to one file (:mod:`cnnvis_tasks.technique.reduction`): ``--out``."""
+    return [
+        click.Option(
+            ["--out", "reduced"],
+            required=True,
+            type=click.Path(dir_okay=False, path_type=Path),
+            help=technique.reduction.help,
+        ),
+        # nothing else is written; kept so that the workflow's jobs give every technique the same options
+        click.Option(["--png-level"], type=click.IntRange(0, 9), default=DEFAULT_PNG_LEVEL, hidden=True),
+    ]
+
+
+def check_reduced(technique: Technique, path: Path) -> None:
+    """The file a reducing technique writes: its ending, a writable folder."""
+    suffix = technique.reduction.suffix
+    if path.suffix.lower() != suffix:
+        raise click.UsageError(f"{path}: --out writes a {suffix} file; name it *{suffix}")
+    if path.is_dir():
+        raise click.UsageError(f"{path} is a folder; --out needs a file name")
+    check_writable(path)
 
 
 def default_pattern(technique: Technique, image_list: bool = False) -> str:

@@ -30,6 +30,7 @@ from cnnvis_tasks.cli.common import (
 from cnnvis_tasks.cli.options import option_param
 from cnnvis_tasks.cli.outputs import (  # noqa: F401  (default_pattern: the file names' pattern, for callers)
     RAW,
+    check_reduced,
     check_writable,
     default_pattern,
     output_params,
@@ -79,6 +80,17 @@ def failure_params(technique: Technique) -> list[click.Parameter]:
     return params
 
 
+def writing_help(technique: Technique, inputs: str) -> str:
+    """How a technique command's files are named."""
+    return (
+        f"\n\nWrite with --out-dir DIR (files named by --name), or give each output option once for {inputs}, "
+        "in order. Repeatable options make one result per value; paths may name them as placeholders "
+        f"({', '.join('{' + o.name + '}' for o in technique.repeatable)}), and in either form {{path}} (the "
+        "image's path below its folder or glob, without its ending), {name} (the same with its ending), "
+        "{stem}, {parent}, {index}, {setting}, {rendering}, {ext}."
+    )
+
+
 def command_help(technique: Technique) -> str:
     inputs = (
         "each --image (a file, a folder of images, or a quoted glob)"
@@ -90,18 +102,18 @@ def command_help(technique: Technique) -> str:
     text = technique.description
     if technique.reference:
         text += f"\n\nAfter {technique.reference}."
-    text += (
-        f"\n\nWrite with --out-dir DIR (files named by --name), or give each output option once for {inputs}, "
-        "in order. Repeatable options make one result per value; paths may name them as placeholders "
-        f"({', '.join('{' + o.name + '}' for o in technique.repeatable)}), and in either form {{path}} (the "
-        "image's path below its folder or glob, without its ending), {name} (the same with its ending), "
-        "{stem}, {parent}, {index}, {setting}, {rendering}, {ext}."
-    )
+    if technique.reduction is not None:
+        text += (
+            f"\n\nWrites one file for all the images, --out FILE{technique.reduction.suffix}: "
+            f"{technique.reduction.help}"
+        )
+    else:
+        text += writing_help(technique, inputs)
     if technique.reads_images:
         text += (
             "\n\n--image-list FILE reads the images (and their labels, for --target label) from a CSV "
-            "with the columns name, path, label, as the workflow's chunk layout writes it; --out-dir then "
-            f"names files {IMAGE_LIST_FILE_NAME} by default."
+            "with the columns name, path, label, as the workflow's chunk layout writes it"
+            + ("." if technique.reduction else f"; --out-dir then names files {IMAGE_LIST_FILE_NAME} by default.")
         )
     if technique.reads_boxes:
         text += (
@@ -205,6 +217,7 @@ class PreparedCall:
     failures: Any  # runner.Failures
     max_pixels: int | None
     png_level: int
+    reduced: Path | None = None  # a reducing technique's one file (Technique.reduction)
 
 
 def prepare_call(technique: Technique, params: dict[str, Any], inputs: Inputs | None = None) -> PreparedCall:
@@ -215,9 +228,13 @@ def prepare_call(technique: Technique, params: dict[str, Any], inputs: Inputs | 
 
     params = dict(params)
     common = {name: params.pop(name) for name in SESSION_PARAMETERS}
-    given = {r.name: params.pop(f"out_{r.name}") for r in technique.renderings}
-    given[RAW] = params.pop("out_raw")
-    out_dir, name_pattern, chosen = params.pop("out_dir"), params.pop("name_pattern"), params.pop("chosen")
+    reduced = params.pop("reduced", None)
+    if reduced is not None:
+        check_reduced(technique, reduced)
+    else:
+        given = {r.name: params.pop(f"out_{r.name}") for r in technique.renderings}
+        given[RAW] = params.pop("out_raw")
+        out_dir, name_pattern, chosen = params.pop("out_dir"), params.pop("name_pattern"), params.pop("chosen")
     failures = Failures(
         keep_going=params.pop("keep_going"), placeholders=params.pop("placeholders"), record=params.pop("record")
     )
@@ -267,7 +284,12 @@ def prepare_call(technique: Technique, params: dict[str, Any], inputs: Inputs | 
         fields = [{} for _ in items]
     else:
         items, fields = [None], [{}]
-    templates = output_templates(technique, len(items), given, out_dir, name_pattern, chosen, image_list is not None)
+    if reduced is not None:
+        templates: dict[str, list[str]] = {}  # no file per row: the rows reduce into --out
+    else:
+        templates = output_templates(
+            technique, len(items), given, out_dir, name_pattern, chosen, image_list is not None
+        )
     rows = plan_rows(technique, items, fields, values, templates, images)
     renderings = [r.name for r in technique.renderings if r.name in templates]
     targets = None
@@ -281,7 +303,18 @@ def prepare_call(technique: Technique, params: dict[str, Any], inputs: Inputs | 
         except ValueError as error:
             raise click.BadParameter(str(error), param_hint="--target") from None
     return PreparedCall(
-        technique, common, rows, options, images, targets, columns, renderings, failures, max_pixels, png_level
+        technique,
+        common,
+        rows,
+        options,
+        images,
+        targets,
+        columns,
+        renderings,
+        failures,
+        max_pixels,
+        png_level,
+        reduced,
     )
 
 
@@ -337,6 +370,7 @@ def run_command(technique: Technique, **params: Any) -> None:
         failures=call.failures,
         max_pixels=call.max_pixels,
         png_level=call.png_level,
+        reduced=call.reduced,
         warn=warn,
         note=lambda text: click.echo(text, err=True),
     )

@@ -175,6 +175,7 @@ def build_gallery(
     summary: Mapping[str, Any] | None = None,
     numbers: Mapping[str, Mapping[str, Any]] | None = None,
     data_set_pages: bool = False,
+    reductions: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, str]:
     """Render ``records`` as ``{relative file name: HTML}`` (see the module doc).
 
@@ -187,6 +188,8 @@ def build_gallery(
     rows under ``gallery/``.  ``numbers`` (technique -> :func:`~cnnvis_tasks.gallery.numbers.numbers_view`)
     opens the section of each table technique with its table per model.  ``data_set_pages``:
     the page links the image index (``images.html``) and the views (``views.html``).
+    ``reductions``: the data-set reductions' sections (title, anchor, entries: model, labels,
+    href to its page, channels, scanned, or the problem that left it out), listed after the summary.
     """
     numbers = numbers or {}
     preview_rows = max(1, int(preview_rows))
@@ -266,5 +269,6 @@ def build_gallery(
         summary=summary,
         sections=sections,
         data_set_pages=data_set_pages,
+        reductions=list(reductions),
     )
     return files

@@ -9,7 +9,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -163,19 +163,39 @@ def model_index(catalogue: Catalogue, model: str, folder: str) -> dict[str, Any]
     }
 
 
-def write_index_data(
-    data: Path, catalogue: Catalogue, title: str, page_size: int = PAGE_SIZE, ids_per_file: int = IDS_PER_FILE
-) -> WrittenIndex:
-    """Write ``gallery/data/`` (``data``) for the catalogue: into a fresh folder beside it,
-    which then takes the old one's place, so a failure leaves the old index whole (the
-    workflow's gallery job starts from an empty ``gallery/``: Snakemake removes a folder
-    output before its job runs).  The fresh folders of a run that was killed are removed."""
-    written = WrittenIndex()
+def replace_folder(data: Path, fill: Callable[[Path], None]) -> None:
+    """Fill a fresh folder beside ``data`` (``fill(folder)``), which then takes ``data``'s
+    place, so a failure leaves the old folder whole; the fresh folders of a run that was
+    killed are removed."""
     data.parent.mkdir(parents=True, exist_ok=True)
     for stale in data.parent.glob(f".{data.name}.*"):
         shutil.rmtree(stale, ignore_errors=True)
     fresh = Path(tempfile.mkdtemp(prefix=f".{data.name}.", dir=data.parent))
     try:
+        fill(fresh)
+        os.chmod(fresh, 0o755)
+        old = None
+        if data.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{data.name}.old.", dir=data.parent))
+            os.replace(data, old / data.name)
+        os.replace(fresh, data)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(fresh, ignore_errors=True)
+        raise
+
+
+def write_index_data(
+    data: Path, catalogue: Catalogue, title: str, page_size: int = PAGE_SIZE, ids_per_file: int = IDS_PER_FILE
+) -> WrittenIndex:
+    """Write ``gallery/data/`` (``data``) for the catalogue: into a fresh folder beside it,
+    which then takes the old one's place (:func:`replace_folder`), so a failure leaves the
+    old index whole (the workflow's gallery job starts from an empty ``gallery/``: Snakemake
+    removes a folder output before its job runs)."""
+    written = WrittenIndex()
+
+    def fill(fresh: Path) -> None:
         folders = {}
         for model in catalogue.models:
             folder = slug(model)
@@ -191,17 +211,8 @@ def write_index_data(
         written.add("index.js", _write(fresh / "index.js", _script("index", index)))
         for model, folder in folders.items():
             _write_model(fresh / folder, catalogue, model, folder, ids_per_file, written)
-        os.chmod(fresh, 0o755)
-        old = None
-        if data.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{data.name}.old.", dir=data.parent))
-            os.replace(data, old / data.name)
-        os.replace(fresh, data)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(fresh, ignore_errors=True)
-        raise
+
+    replace_folder(data, fill)
     return written
 
 

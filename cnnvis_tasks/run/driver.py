@@ -277,6 +277,7 @@ def run_pass(
                 driver.per_item(run)
         driver.collect()
     for run in runs:
+        run.writer.finish()
         if run.failures.record is not None:
             run.writer.record(run.failures.record, run.rows, run.failed)
     return [run.failed for run in runs]

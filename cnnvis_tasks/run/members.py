@@ -40,6 +40,8 @@ class Member:
     # per-image inputs by column name (cnnvis_tasks.io.columns): per image, its value in the
     # image's own terms or None; only the columns the technique reads are used
     columns: Mapping[str, Sequence[Any]] | None = None
+    # a technique that reduces its images (Technique.reduction): the one file its rows go into
+    reduced: Path | None = None
 
 
 def pass_settings(member: Member) -> list[tuple[dict[str, Any], list[int], PassNeeds | str]]:
@@ -91,6 +93,8 @@ class Running:
         self.writer = Writer(
             member.technique, session, images, tuple(member.renderings), member.options, warn, member.png_level
         )
+        if member.reduced is not None:
+            self.writer.reduce_into(member.reduced)
         self.failed: dict[int, str] = {}
         self.noted: set[str] = set()
         self.targets: list[int | None] | None = None

@@ -108,6 +108,7 @@ def run(
     failures: Failures | None = None,
     max_pixels: int | None = None,
     png_level: int = DEFAULT_PNG_LEVEL,
+    reduced: Path | None = None,
     warn: Callable[[str], None] = print,
     note: Callable[[str], None] = print,
 ) -> dict[int, str]:
@@ -124,9 +125,10 @@ def run(
     after resizing, its label names no class, the model fails on it alone)
     stops the call, or with ``failures.keep_going`` fails alone; so does a row
     whose files cannot be rendered or written.  PNGs are written at zlib level
-    ``png_level``.  Returns the failed rows: position -> reason.
+    ``png_level``.  A technique that reduces its images (``Technique.reduction``) writes
+    them all into one file, ``reduced``.  Returns the failed rows: position -> reason.
     """
-    member = Member(technique, rows, options, targets, renderings, failures or Failures(), png_level, columns)
+    member = Member(technique, rows, options, targets, renderings, failures or Failures(), png_level, columns, reduced)
     return run_pass(
         session,
         [member],

@@ -47,6 +47,17 @@ class Writer:
         self.png_level = png_level
         # each written row's own numbers and facts (Result.row_numbers, row_facts), by id(row), for the record
         self.measured: dict[int, dict[str, Any]] = {}
+        self.reducing: Any = None  # a reducing technique's state (Technique.reduction), and its file
+        self.reduced: Path | None = None
+
+    def reduce_into(self, path: Path) -> None:
+        """Rows go into the technique's reduction, written to ``path`` by :meth:`finish`."""
+        self.reducing, self.reduced = self.technique.reduction.start(self.options), path
+
+    def finish(self) -> None:
+        """Write the reduction's file (every row is in)."""
+        if self.reducing is not None:
+            self.reducing.save(self.reduced)
 
     def placeholder(self, row: Row, why: str) -> None:
         """A failed row's files: 1 x 1 gray pictures whose facts say why, an empty array."""
@@ -102,6 +113,8 @@ class Writer:
         measured |= result.row_facts[position] if result.row_facts is not None else {}
         if measured:
             self.measured[id(row)] = measured
+        if self.reducing is not None:
+            self.reducing.add_row(str(self.images[row.image]) if row.image is not None else "", result, position)
         if self.renderings:
             several = self.technique.several_renderings
             rendered = self.technique.render(result, position, self.renderings, self.options)

@@ -53,6 +53,7 @@ from cnnvis_tasks.technique.options import (
     parse_target,
     slug,
 )
+from cnnvis_tasks.technique.reduction import Reduction
 from cnnvis_tasks.technique.result import SILENT, Rendered, Report, Result
 
 __all__ = [
@@ -78,6 +79,7 @@ __all__ = [
     "ModelRows",
     "Option",
     "PassNeeds",
+    "Reduction",
     "Rendered",
     "Rendering",
     "Report",

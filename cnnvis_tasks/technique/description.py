@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from cnnvis_tasks.technique.options import Option
 
 if TYPE_CHECKING:
+    from cnnvis_tasks.technique.reduction import Reduction
     from cnnvis_tasks.technique.result import Rendered, Result
     from cnnvis_tasks.technique.table import Table
 
@@ -88,6 +89,10 @@ class Technique:
     # the numbers it measures per row make a table (a cnnvis_tasks.technique.table.Table; the
     # metrics'): the run's CSV files, its pictures and the gallery's tables follow from it
     table: Table | None = None
+    # it reduces the data set instead of drawing each image (cnnvis_tasks.technique.reduction: the
+    # channel examples): a job writes one file (--out) for its chunk, one reduce job per model and
+    # setting merges them into a folder the gallery reads
+    reduction: Reduction | None = None
     item: str | None = None  # techniques without images: the option whose values are the rows' items
     model_rows: ModelRows = ModelRows()
     config_required: tuple[str, ...] = ()  # config keys (besides models) that must be given

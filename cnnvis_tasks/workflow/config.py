@@ -138,7 +138,11 @@ def technique_schema(technique: Technique) -> dict[str, Any]:
             "default": names,
             "description": "Pictures to write.",
         }
-    properties["raw"] = dict(_RAW)
+    if technique.reduction is not None:  # the reduce's own options (the channel atlas's tile size)
+        for option in technique.reduction.options:
+            properties[option.config_key] = _option_schema(option)
+    else:
+        properties["raw"] = dict(_RAW)
     if technique.reads_images:
         properties["max_pixels"] = dict(_MAX_PIXELS)
     properties.update(copy.deepcopy(dict(technique.config_extra)))

@@ -39,7 +39,7 @@ from typing import Any
 from cnnvis_tasks.io.columns import COLUMNS
 from cnnvis_tasks.models.names import fixed_input_size
 from cnnvis_tasks.models.spec import ModelSpec
-from cnnvis_tasks.techniques import all_techniques
+from cnnvis_tasks.techniques import all_techniques, get_technique
 from cnnvis_tasks.workflow.class_tables import CONFUSION_NAME, PICTURE_FOLDER
 from cnnvis_tasks.workflow.config import enabled_techniques, model_spec
 from cnnvis_tasks.workflow.jobs import PREDICTIONS, Job, declarable, fingerprint
@@ -49,6 +49,7 @@ from cnnvis_tasks.workflow.planner import (
     RECORD_PATTERN,
     Planner,
 )
+from cnnvis_tasks.workflow.reductions import ReduceJob, plan_reduced
 from cnnvis_tasks.workflow.sharing import MAX_JOB_TEXT, share_passes
 
 CHUNK_WILDCARD = r"chunk\d+of\d+"
@@ -73,6 +74,7 @@ class Plan:
     # name -> its per-image inputs (column name -> value, cnnvis_tasks.io.columns), where the source gives any
     columns: dict[str, dict[str, Any]] = field(default_factory=dict)
     label_problems: dict[str, str] = field(default_factory=dict)  # name -> why its label names no class of a model
+    reductions: list[ReduceJob] = field(default_factory=list)  # reducing techniques' merges (the channel atlas)
 
     @property
     def image_lists(self) -> dict[str, str]:
@@ -197,6 +199,9 @@ class Plan:
             "records": RECORD_PATTERN,
             "predictions": PREDICTIONS_PATTERN,
             "label_problems": self.label_problems,
+            "reductions": [
+                job.spec_entry(self.results, get_technique(job.technique).reduction.title) for job in self.reductions
+            ],
         }
 
     @property
@@ -287,7 +292,9 @@ def make_plan(
         for model in settings["models"]:
             if model not in plan.models:
                 plan.models.append(model)
-            if technique.reads_images and layout == "chunks":
+            if technique.reduction is not None:
+                plan_reduced(planner, technique, settings, model)
+            elif technique.reads_images and layout == "chunks":
                 planner.per_image_chunked(technique, settings, model)
             elif technique.reads_images:
                 planner.per_image(technique, settings, model)

@@ -195,7 +195,8 @@ class Planner:
             self.plan.chunk_rules.append(job)
             return
         self.plan.jobs.append(job)
-        if self.exists is not None:
+        reduced = job.description is not None and job.description.reduction is not None  # its reduce asks for it
+        if self.exists is not None and not reduced:
             missing = next((o.path for o in job.outputs[1:] if not self.exists(o.path)), None)
             if missing:
                 self.plan.missing.append(missing)
@@ -213,12 +214,16 @@ class Planner:
         runtime: list[tuple[str, Any]],
         rows: list[CommandRow],
         outputs: list[Output],
+        reduced: str | None = None,
     ) -> None:
         """A job of the pictures layout (or of a technique without images) with its rows,
-        its record first among its outputs (:data:`RECORD_PATTERN` for jobs over images)."""
+        its record first among its outputs (:data:`RECORD_PATTERN` for jobs over images);
+        ``reduced``: a reducing technique's one file (``--out``)."""
         where = "/".join(part for part in (model, technique.name, setting, chunk) if part)
         record = f"{self.results}/records/{where}.json"
         fields = {"options": tuple(options), "runtime": self.runtime(runtime), "rows": tuple(rows)}
+        if reduced is not None:
+            fields["job_outputs"] = (("--out", reduced),)
         outputs = (Output(record), *outputs)
         self.add(self.job(technique, technique.name, model, setting, chunk, record=record, outputs=outputs, **fields))
 
@@ -310,9 +315,11 @@ class Planner:
         options: list[tuple[str, Any]],
         runtime: list[tuple[str, Any]],
         folder: str | None,
+        reduced: str | None = None,
     ) -> None:
         """The chunk layout's jobs of a technique, model and setting (or a model's
-        predictions): one rule over every chunk (``{chunk}`` in its paths)."""
+        predictions): one rule over every chunk (``{chunk}`` in its paths); ``reduced``: a
+        reducing technique's one file per chunk (``--out``), instead of a folder."""
         image_list = f"{self.results}/" + IMAGE_LIST_PATTERN
         if name == PREDICTIONS:
             record = f"{self.results}/" + PREDICTIONS_PATTERN.format(model=model, chunk="{chunk}")
@@ -321,6 +328,8 @@ class Planner:
             where = "/".join(part for part in (model, name, setting) if part)
             record = f"{self.results}/records/{where}/{{chunk}}.json"  # RECORD_PATTERN
             fields = {"job_outputs": (("--out-dir", folder or ""),), "record": record, "runtime": self.runtime(runtime)}
+            if reduced is not None:
+                fields["job_outputs"] = (("--out", reduced),)
         job = self.job(
             technique,
             name,
@@ -329,7 +338,7 @@ class Planner:
             None,
             options=tuple(options),
             image_list=image_list,
-            outputs=(Output(record),),
+            outputs=(Output(record), *((Output(reduced),) if reduced is not None else ())),
             folder=folder,
             chunks=tuple(self.plan.chunks),
             **fields,
