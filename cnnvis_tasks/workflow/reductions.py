@@ -117,7 +117,7 @@ def plan_reduced(planner: Any, technique: Technique, settings: Mapping[str, Any]
         )
         plan.reductions.append(
             ReduceJob(
-                rule=slug(f"{technique.reduction.command}_{model}_{setting}").replace("-", "_"),
+                rule=slug(f"{technique.reduction.command}_{model}_{setting}"),
                 technique=technique.name,
                 model=model,
                 setting=setting,
