@@ -68,6 +68,15 @@ class Browser(ChromiumSession):
         self.select(selector, value)
         self.wait_ready()
 
+    def choose_and_load(self, selector: str, value: str) -> None:
+        """Choose ``value`` in a <select> whose change loads another address (its state in the
+        query string), and wait for that page to load and draw."""
+        self.tools.events.clear()
+        self.select(selector, value)
+        self.tools.wait_for("Page.loadEventFired", self.timeout)
+        self._mark = 0
+        self.wait_ready()
+
     def press(self, selector: str) -> None:
         """Click an element and wait for the page to draw."""
         self.evaluate(NOT_READY)

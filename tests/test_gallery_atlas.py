@@ -390,7 +390,7 @@ def test_the_atlas_page_shows_fifty_channels_a_page(site, browser):
     browser.follow("#first-page")
     assert shown(browser) == list(range(50))
     # sorted by selectivity: the page's order is the data file's
-    browser.choose("#sort", "selectivity")
+    browser.choose_and_load("#sort", "selectivity")  # a new address: sort and page are its query
     folder = atlas_folder(site["results"])
     order = [c["channel"] for c in read_script(folder / "selectivity.0.js")[1]["channels"]]
     assert shown(browser) == order
