@@ -107,12 +107,11 @@ def plain_forward(session, paths: list[Path], batch_size: int) -> None:
 
 
 def map_job(session, folder: Path, layer: str, arguments: list[str], out: Path):
-    """The call the command ``channel-examples`` makes, on an open session; returns a function."""
+    """The call the command ``channel-examples`` makes (its run_call), on an open session; returns a function."""
     import click
 
     from cnnvis_tasks.cli import cli
-    from cnnvis_tasks.cli.techniques import prepare_call, unset_sizes
-    from cnnvis_tasks.run.runner import run
+    from cnnvis_tasks.cli.techniques import prepare_call, run_call, unset_sizes
     from cnnvis_tasks.techniques.channel_examples import TECHNIQUE
 
     command = cli.get_command(click.Context(cli), TECHNIQUE.name)
@@ -122,22 +121,7 @@ def map_job(session, folder: Path, layer: str, arguments: list[str], out: Path):
     call = prepare_call(TECHNIQUE, unset_sizes(context, context.params))
 
     def job() -> None:
-        failed = run(
-            TECHNIQUE,
-            session,
-            call.rows,
-            call.options,
-            images=call.images,
-            targets=call.targets,
-            columns=call.columns,
-            renderings=call.renderings,
-            failures=call.failures,
-            max_pixels=call.max_pixels,
-            png_level=call.png_level,
-            reduced=call.reduced,
-            warn=lambda text: print(text, file=sys.stderr),
-            note=lambda text: None,
-        )
+        failed = run_call(call, session, warn=lambda text: print(text, file=sys.stderr), note=lambda text: None)
         if failed:
             raise SystemExit(f"{layer}: {len(failed)} rows failed: {next(iter(failed.values()))}")
 

@@ -35,3 +35,14 @@ def embedded_model():
     from cnnvis_tasks.models.loading import load_model
 
     return load_model("efficientnet_lite0")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """A headless Chromium for the gallery's scripted pages (tests/browser.py); skipped without one."""
+    from browser import Browser, find_browser
+
+    if find_browser() is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install chromium); these checks need a real browser")
+    with Browser(timeout=30, width=1280, height=1000) as session:
+        yield session

@@ -10,7 +10,6 @@ from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 import pytest
-from browser import Browser, find_browser
 from click.testing import CliRunner
 from PIL import Image
 
@@ -301,14 +300,6 @@ def test_filter_pictures_are_found_by_layer_and_filter_of_the_same_model(tmp_pat
 
 # ---------------------------------------------------------------------------------------
 # The pages in a real browser.
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if find_browser() is None:
-        pytest.skip("chromium is not installed (Debian: apt-get install chromium); these checks need a real browser")
-    with Browser(timeout=30, width=1280, height=1000) as session:
-        yield session
 
 
 def page_url(site, name: str, **query) -> str:

@@ -13,7 +13,6 @@ from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 import pytest
-from browser import Browser, find_browser
 from PIL import Image
 
 from cnnvis_tasks.gallery import _templates
@@ -308,14 +307,6 @@ def site(tmp_path_factory):
         if path.is_file():
             shutil.copy(path, results / "gallery" / "browse" / path.name)
     return written
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if find_browser() is None:
-        pytest.skip("chromium is not installed (Debian: apt-get install chromium); these checks need a real browser")
-    with Browser(timeout=30, width=1280, height=1000) as session:
-        yield session
 
 
 def index_url(site, **state) -> str:

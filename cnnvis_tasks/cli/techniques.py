@@ -11,7 +11,7 @@ per image (per item), as the workflow gives them.  The work itself is done by
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -353,13 +353,23 @@ def unset_sizes(context: click.Context, params: dict[str, Any]) -> dict[str, Any
 
 def run_command(technique: Technique, **params: Any) -> None:
     """The body of every technique command: inputs and outputs checked, then the rows run."""
-    from cnnvis_tasks.run.runner import open_session, run
+    from cnnvis_tasks.run.runner import open_session
 
     call = prepare_call(technique, unset_sizes(click.get_current_context(), params))
     session = open_session(**call.common)
     check_targets(call, session)
-    run(
-        technique,
+    run_call(call, session, warn=warn, note=lambda text: click.echo(text, err=True))
+
+
+def run_call(
+    call: PreparedCall, session: Any, warn: Callable[[str], None], note: Callable[[str], None]
+) -> dict[int, str]:
+    """Run a prepared call's rows on an open session (:func:`cnnvis_tasks.run.runner.run`);
+    its failed rows: position -> reason."""
+    from cnnvis_tasks.run.runner import run
+
+    return run(
+        call.technique,
         session,
         call.rows,
         call.options,
@@ -372,7 +382,7 @@ def run_command(technique: Technique, **params: Any) -> None:
         png_level=call.png_level,
         reduced=call.reduced,
         warn=warn,
-        note=lambda text: click.echo(text, err=True),
+        note=note,
     )
 
 

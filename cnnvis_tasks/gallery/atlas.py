@@ -11,7 +11,6 @@ Imports neither torch nor click."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -19,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cnnvis_tasks.gallery.browse import slug
+from cnnvis_tasks.gallery.browse import _number, slug
 from cnnvis_tasks.gallery.index_files import _script, _write, replace_folder
 from cnnvis_tasks.technique.options import filter_token
 
@@ -67,14 +66,6 @@ class AtlasEntry:
         }
 
 
-def _finite(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def filter_pictures(spec: Mapping[str, Any], model: str, layer: str, root: Path) -> tuple[str | None, dict[int, str]]:
     """The pictures of one filter of ``layer`` under ``model`` among the spec's tables without
     images: a cell whose key is the setting ``{layer}-filter{N}`` (the layer's and the filter's
@@ -111,8 +102,8 @@ def _examples(listed: Any, count: int) -> list[dict[str, Any]]:
         found.append(
             {
                 "image": image,
-                "score": _finite(entry.get("score")),
-                "box": [_finite(v) for v in box] if isinstance(box, Sequence) else None,
+                "score": _number(entry.get("score")),
+                "box": [_number(v) for v in box] if isinstance(box, Sequence) else None,
                 "size": [int(v) for v in size] if isinstance(size, Sequence) else None,
             }
         )
@@ -124,7 +115,7 @@ def _classes(classes: Any) -> dict[str, list[dict[str, Any]]] | None:
         return None
     return {
         way: [
-            {"index": item.get("index"), "name": item.get("name"), "value": _finite(item.get("value"))}
+            {"index": item.get("index"), "name": item.get("name"), "value": _number(item.get("value"))}
             for item in classes.get(way) or []
         ]
         for way in ("up", "down")
@@ -136,7 +127,7 @@ def _selectivity(value: Any) -> dict[str, Any] | None:
         return None
     return {
         "label": str(value["label"]),
-        "share": _finite(value.get("share")),
+        "share": _number(value.get("share")),
         "count": int(value.get("count") or 0),
         "labelled": int(value.get("labelled") or 0),
     }

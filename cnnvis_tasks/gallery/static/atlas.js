@@ -111,17 +111,6 @@
       className: 'filter-viz', loading: 'lazy'}));
   }
 
-  /** Point a link somewhere, or switch it off. */
-  function point(link, href) {
-    if (href) {
-      link.href = href;
-      link.removeAttribute('aria-disabled');
-    } else {
-      link.removeAttribute('href');
-      link.setAttribute('aria-disabled', 'true');
-    }
-  }
-
   /** atlas.html: the form, the pager and a row per channel of the page. */
   async function drawAtlas(params) {
     const {meta, page} = await atlasOf(params);
@@ -135,10 +124,10 @@
     $('facts').textContent = facts(meta);
     C.fill($('sort'), sorts.map(s => C.el('option', {value: s.key, selected: s.key === sort}, s.label)));
     $('sort').onchange = () => { location.search = '?' + atlasHref(meta, $('sort').value, 1).split('?')[1]; };
-    point($('first-page'), number > 1 ? atlasHref(meta, sort, 1) : null);
-    point($('prev-page'), number > 1 ? atlasHref(meta, sort, number - 1) : null);
-    point($('next-page'), number < pages ? atlasHref(meta, sort, number + 1) : null);
-    point($('last-page'), number < pages ? atlasHref(meta, sort, pages) : null);
+    C.point($('first-page'), number > 1 ? atlasHref(meta, sort, 1) : null);
+    C.point($('prev-page'), number > 1 ? atlasHref(meta, sort, number - 1) : null);
+    C.point($('next-page'), number < pages ? atlasHref(meta, sort, number + 1) : null);
+    C.point($('last-page'), number < pages ? atlasHref(meta, sort, pages) : null);
     const first = (number - 1) * meta.page_size;
     $('range').textContent = meta.channels ? 'channels ' + (first + 1) + '\u2013'
       + Math.min(first + meta.page_size, meta.channels) + ' of ' + meta.channels + ' (page ' + number + ' of '
@@ -188,8 +177,8 @@
     document.title = $('title').textContent;
     document.body.dataset.channel = String(channel.channel);
     $('facts').textContent = facts(meta);
-    point($('prev'), channel.prev === null || channel.prev === undefined ? null : channelHref(meta, channel.prev));
-    point($('next'), channel.next === null || channel.next === undefined ? null : channelHref(meta, channel.next));
+    C.point($('prev'), channel.prev === null || channel.prev === undefined ? null : channelHref(meta, channel.prev));
+    C.point($('next'), channel.next === null || channel.next === undefined ? null : channelHref(meta, channel.next));
     $('filter-viz-title').textContent = meta.filter_viz ? meta.filter_viz.title : 'Visualisation';
     C.fill($('filter-viz'), channel.filter_viz ? filterPicture(channel.filter_viz, LARGE_TILE)
       : C.el('p', {className: 'note'}, 'None in this gallery.'));

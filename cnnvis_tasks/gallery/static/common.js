@@ -223,6 +223,17 @@
     status.hidden = !text;
   }
 
+  /** Point a link somewhere, or switch it off (no href, aria-disabled). */
+  function point(link, href) {
+    if (href) {
+      link.href = href;
+      link.removeAttribute('aria-disabled');
+    } else {
+      link.removeAttribute('href');
+      link.setAttribute('aria-disabled', 'true');
+    }
+  }
+
   /** Mark the page as rendered (1) or rendering (0): tests wait for 1. */
   function ready(done) {
     document.body.dataset.ready = done ? '1' : '0';
@@ -230,6 +241,6 @@
 
   window.cnnvis = {
     receive, load, url, el, append, fill, number, params, paramString, bucketName, parseBucket,
-    ascendingIndex, modelData, sortMetric, defaultDirection, say, ready, requested, OUTCOMES,
+    ascendingIndex, modelData, sortMetric, defaultDirection, say, point, ready, requested, OUTCOMES,
   };
 })();

@@ -171,18 +171,6 @@
       ': ' + (failure.status || 'failed') + (failure.reason ? ' \u2014 ' + failure.reason : '')))));
   }
 
-  /** Point a previous/next link at an image page, or switch it off. */
-  function neighbour(id, href) {
-    const link = $(id);
-    if (href) {
-      link.href = href;
-      link.removeAttribute('aria-disabled');
-    } else {
-      link.removeAttribute('href');
-      link.setAttribute('aria-disabled', 'true');
-    }
-  }
-
   /** Previous and next: along the list the index showed (when the address names one),
    * else in name order; and the way back to the index. */
   async function drawNeighbours(params, model, row, index) {
@@ -208,14 +196,14 @@
       const link = position => at.has(position) ? 'image.html?' + C.paramString({
         model: model.name, id: at.get(position), list, sort: sort.key, dir: params.dir, pos: position,
         method: params.method}) : null;
-      neighbour('prev', link(pos - 1));
-      neighbour('next', link(pos + 1));
+      C.point($('prev'), link(pos - 1));
+      C.point($('next'), link(pos + 1));
       $('position').textContent = 'image ' + (pos + 1) + ' of ' + meta.count + ' in the list';
       return;
     }
     $('back').href = ROOT + 'images.html#' + C.paramString({model: model.name});
-    neighbour('prev', row.prev === null || row.prev === undefined ? null : page(row.prev));
-    neighbour('next', row.next === null || row.next === undefined ? null : page(row.next));
+    C.point($('prev'), row.prev === null || row.prev === undefined ? null : page(row.prev));
+    C.point($('next'), row.next === null || row.next === undefined ? null : page(row.next));
     $('position').textContent = 'image ' + (row.id + 1) + ' of ' + model.count + ' by name';
   }
 
