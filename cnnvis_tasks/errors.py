@@ -12,3 +12,8 @@ class CnnvisError(Exception):
 class ImageError(CnnvisError):
     """What is wrong with one image (it cannot be read, it is too large, its label
     names no class): that image fails, the others of its call go on."""
+
+
+class OverTimeBudget(CnnvisError):
+    """A computation ran past its time budget (the trust metrics' ``max_seconds``): the rows
+    it was computing fail, saying so, and the job goes on."""

@@ -35,7 +35,9 @@ Compared: every file under the two results folders except ``logs/``, ``benchmark
 ``.cache/`` and ``.snakemake/``, and those a ``--skip GLOB`` names (what a later change
 altered on purpose).  PNG: decoded pixels (mode, size and every value) and
 the text chunks (the facts: the ``cnnvis`` chunk's JSON, key by key), except ``--ignore-key`` keys.  ``.npy``:
-dtype, shape and values.  ``.json``: parsed, keys that are timings dropped.  Anything
+dtype, shape and values.  ``.json``: parsed, keys that are timings dropped.  ``.csv``:
+bytes, or with ``--ignore-key`` keys, cell by cell without those columns and without the
+summary rows whose ``metric`` is one (measures a later change added).  Anything
 else: bytes.  A file in one run only is a difference, and so is a different Snakemake
 exit status or a different run report (Snakemake's ``cnnvis:`` lines).
 
@@ -54,9 +56,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import fcntl
 import fnmatch
 import hashlib
+import io
 import json
 import os
 import re
@@ -272,6 +276,39 @@ def compare_json(old: Path, new: Path, ignore: set[str]) -> list[str]:
     return limited(json_differences(without_keys(a, drop), without_keys(b, drop)))
 
 
+def csv_without(text: str, ignore: set[str]) -> list[list[str]]:
+    """A CSV's rows without its ``ignore`` columns (by header) and without the rows whose
+    ``metric`` cell names an ``ignore`` key (a summary's rows of a measure added later)."""
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows:
+        return rows
+    header = rows[0]
+    kept = [k for k, name in enumerate(header) if name not in ignore]
+    metric = header.index("metric") if "metric" in header else None
+    return [
+        [row[k] for k in kept if k < len(row)]
+        for number, row in enumerate(rows)
+        if number == 0 or metric is None or metric >= len(row) or row[metric] not in ignore
+    ]
+
+
+def compare_csv(old: Path, new: Path, ignore: set[str]) -> list[str]:
+    """Bytes, or where ``ignore`` names a column or a summary's metric, the rest cell by cell."""
+    found = compare_bytes(old, new)
+    if not found or not ignore:
+        return found
+    a = csv_without(old.read_text(encoding="utf-8"), ignore)
+    b = csv_without(new.read_text(encoding="utf-8"), ignore)
+    if a == b:
+        return []
+    if len(a) != len(b):
+        return [f"{len(a)} rows -> {len(b)} rows (without the ignored columns and metrics)"]
+    number = next(k for k, (x, y) in enumerate(zip(a, b)) if x != y)
+    return [
+        f"row {number + 1} differs (without the ignored columns and metrics): {short(a[number])} -> {short(b[number])}"
+    ]
+
+
 def compare_bytes(old: Path, new: Path) -> list[str]:
     a, b = old.read_bytes(), new.read_bytes()
     if a == b:
@@ -305,6 +342,8 @@ def compare_file(old: Path, new: Path, ignore: set[str]) -> list[str]:
             return compare_npy(old, new)
         if suffix == ".json":
             return compare_json(old, new, ignore)
+        if suffix == ".csv":
+            return compare_csv(old, new, ignore)
     except Exception as error:  # an unreadable file: fall back to its bytes
         found = compare_bytes(old, new)
         return [f"{found[0]} (cannot read as {suffix}: {error})"] if found else []
@@ -737,7 +776,8 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="KEY",
-        help="a PNG text key, or a key in a PNG's JSON facts or in a JSON file, not compared (repeatable)",
+        help="a PNG text key, or a key in a PNG's JSON facts or in a JSON file, a CSV column or a summary's "
+        "metric, not compared (repeatable)",
     )
     parser.add_argument(
         "--skip",

@@ -115,7 +115,7 @@ def test_the_table_says_its_files_columns_and_order():
         "results/metrics-summary.csv",
         "results/metrics/m-curves.png",
     ]
-    assert METRICS_TABLE.order == "their mean rank over deletion, insertion and ROAD"
+    assert METRICS_TABLE.order == "their mean rank over deletion, insertion, ROAD and faithfulness"
     with pytest.raises(ValueError, match="group"):
         Table("t", (Measure("x", "X", True),), identity=("model", "image"), group="method", heading="T")
 

@@ -306,12 +306,15 @@ def test_a_metrics_job_scores_each_image_as_the_metrics_score_the_methods_map(tm
     from cnnvis_tasks import compute
     from cnnvis_tasks.io.images import load_image
     from cnnvis_tasks.mechanisms import faithfulness
+    from cnnvis_tasks.mechanisms.map_complexity import sparseness
     from cnnvis_tasks.models.loading import load_model
 
+    grad_cam = EXPLAINED.parse("grad-cam")
     paths = make_images(tmp_path / "in", sizes=((48, 40), (40, 48), (48, 48)))
     (tmp_path / "in" / "zz broken.png").write_text("not an image")
     record = tmp_path / "record.json"
     settings = ["--steps", "4", "--road-steps", "2", "--randomisation-stages", "2", "--size", "48"]
+    settings += ["--sensitivity-samples", "2", "--correlation-runs", "4", "--correlation-subset", "50"]
     run(
         [
             "metrics",
@@ -350,6 +353,25 @@ def test_a_metrics_job_scores_each_image_as_the_metrics_score_the_methods_map(tm
         assert measured["curves"]["deletion"] == pytest.approx(expected["deletion"][0].tolist(), abs=1e-5)
         assert len(measured["curves"]["road_morf"]) == 2 and len(measured["curves"]["randomisation"]) == 2
         assert 0 <= measured["deletion_auc"] <= 1 and -1 <= (measured["randomisation"] or 0) <= 1
+        pixel_map = faithfulness.as_pixel_map(cam.display, tuple(x.shape[-2:]))
+        correlation = faithfulness.faithfulness_correlation(
+            model.module, x, cam.targets, pixel_map, runs=4, subset=50, seed=0
+        )["correlation"]
+        assert measured["faithfulness_correlation"] == pytest.approx(float(correlation[0]), abs=1e-5)
+        # the noise is in the model's input space: the image moves by it times the std
+        std = torch.tensor(model.std).view(1, 3, 1, 1)
+
+        def grad_cam_of(noisy, targets, image=image, x=x, std=std):
+            options = {**grad_cam.values(), "batch_size": 16, "seed": 0}
+            options.pop("target", None)
+            # the technique itself: the public compute refuses pixels outside [0, 1], which noise may leave
+            moved = grad_cam.technique.compute(model, image + (noisy - x) * std, targets, **options)
+            return faithfulness.as_pixel_map(moved.display, tuple(x.shape[-2:]))
+
+        moved = faithfulness.sensitivity(grad_cam_of, x, cam.targets, pixel_map, samples=2, seed=0, batch_size=1)
+        assert measured["max_sensitivity"] == pytest.approx(float(moved["max"][0]), abs=1e-5)
+        assert measured["avg_sensitivity"] == pytest.approx(float(moved["mean"][0]), abs=1e-5)
+        assert measured["sparseness"] == pytest.approx(float(sparseness(pixel_map)[0]), abs=1e-6)
     picture = Image.open(tmp_path / "out" / f"{paths[0].stem}-grad-cam.png")
     assert picture.size[0] > 400  # the curves, three panels
 

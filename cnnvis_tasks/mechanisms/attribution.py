@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from cnnvis_tasks.mechanisms.layout import forward_layout
+from cnnvis_tasks.mechanisms.time_budget import check_time_budget
 
 GradientFn = Callable[[Tensor, Tensor], Tensor]  # (inputs, targets) -> d logit[target] / d inputs
 # (inputs, targets, owners) -> attributions; owners: each input's image index (SmoothGrad's copies)
@@ -75,10 +76,12 @@ def copy_chunks(
 ) -> Iterator[tuple[Tensor, Tensor]]:
     """``images * copies`` copies of images of ``pixels`` pixels in chunks of at most
     ``batch_size`` (:func:`copies_per_forward`): (owner image, copy number) index tensors
-    per chunk; every copy of the first image first (``by_image``), or copy 0 of every image first."""
+    per chunk; every copy of the first image first (``by_image``), or copy 0 of every image first.
+    A time budget in force (:mod:`.time_budget`) is checked before each chunk."""
     total = images * copies
     batch_size = copies_per_forward(batch_size, pixels)
     for start in range(0, total, batch_size):
+        check_time_budget()  # a computation under a time budget stops between chunks, not after them all
         index = torch.arange(start, min(start + batch_size, total), device=device)
         yield (index // copies, index % copies) if by_image else (index % images, index // images)
 

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from cnnvis_tasks.errors import CnnvisError
+from cnnvis_tasks.errors import CnnvisError, OverTimeBudget
 from cnnvis_tasks.run.failures import MODEL_ERRORS, Ledger
 from cnnvis_tasks.run.members import Member, Running
 from cnnvis_tasks.run.pipeline import Behind
@@ -178,9 +178,12 @@ class PassDriver(Ledger):
         per_row, columns = per_row or {}, columns or {}
         try:
             self._compute(run, positions, inputs, targets, fixed, per_row, columns)
-        except MODEL_ERRORS as error:
+        except (*MODEL_ERRORS, OverTimeBudget) as error:
             if len(positions) <= 1:
-                self.failed_on(run, positions, inputs, error)
+                if isinstance(error, OverTimeBudget):  # the image's own budget: it fails alone, saying why
+                    self.fail(run, positions, f"{run.label(positions[0])}: {error}")
+                else:
+                    self.failed_on(run, positions, inputs, error)
                 return
             self.release_memory()
             for k, position in enumerate(positions):

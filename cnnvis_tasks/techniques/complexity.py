@@ -3,7 +3,7 @@
 A map that puts its attribution on a few pixels is easier to read than one that
 spreads it everywhere.  Each row measures one method (``--explain 'saliency
 --method guided'``) on one image, on the map the trust metrics score (one value per
-pixel, :func:`cnnvis_tasks.techniques.metrics.channel_reduction`):
+pixel, :func:`cnnvis_tasks.techniques.method_maps.channel_reduction`):
 
 * sparseness (Chalasani et al. 2020): the Gini index of the map's absolute values,
   from 0 (every pixel the same) to 1 (one pixel holds everything), higher is more
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cnnvis_tasks.mechanisms.map_complexity import complexity, sparseness
 from cnnvis_tasks.technique import (
     BATCH_SIZE,
     SIZE,
@@ -32,34 +33,12 @@ from cnnvis_tasks.technique import (
 )
 from cnnvis_tasks.technique.method import Method, Slot
 from cnnvis_tasks.technique.table import Measure, Table
-from cnnvis_tasks.techniques.metrics import explain_option, explained_pixel_maps
+from cnnvis_tasks.techniques.method_maps import explained_pixel_maps
+from cnnvis_tasks.techniques.metrics import explain_option
+
+__all__ = ["TECHNIQUE", "complexity", "sparseness"]
 
 MEASURED = Slot(owner="complexity", option="explain", verb="measure", given=("target", "size", "batch_size"))
-EPSILON = 1e-7  # Quantus's: keeps the Gini index defined for an all-zero map
-
-
-def sparseness(maps: Any) -> Any:
-    """The Gini index of each (N, H, W) map's absolute values, divided by the map's largest, plus 1e-7."""
-    import torch
-
-    flat = maps.detach().double().abs().flatten(1)
-    largest = flat.amax(dim=1, keepdim=True)
-    flat = torch.where(largest > 0, flat / largest, flat) + EPSILON
-    ordered = flat.sort(dim=1).values
-    n = ordered.shape[1]
-    weights = 2 * torch.arange(1, n + 1, dtype=torch.float64, device=ordered.device) - n - 1
-    return (ordered * weights).sum(dim=1) / (n * ordered.sum(dim=1))
-
-
-def complexity(maps: Any) -> Any:
-    """The entropy (nats) of each (N, H, W) map's absolute values as shares of their sum (NaN: an all-zero map)."""
-    import torch
-
-    flat = maps.detach().double().abs().flatten(1)
-    total = flat.sum(dim=1, keepdim=True)
-    shares = flat / total
-    entropy = -torch.where(shares > 0, shares * shares.log(), torch.zeros_like(shares)).sum(dim=1)
-    return torch.where(total[:, 0] > 0, entropy, torch.nan)
 
 
 def compute(

@@ -21,10 +21,28 @@ the image's target class, then
   attribution inside the box (a plausibility check: it tells whether the map points
   at the object a person marked, not whether the model used it); and for an image with
   a segmentation mask (a manifest's ``mask`` column, or ``--mask``), the share inside
-  the mask.
+  the mask; with either, the pointing game (Zhang et al. 2018: does the map's largest
+  value lie on the object?) and relevance rank accuracy (Arras et al. 2022: the share of
+  the K highest-ranked pixels on the object of K pixels), on the mask where the image
+  has one, else on the box;
+* faithfulness correlation (Bhatt et al. 2020): the Pearson correlation, over
+  ``--correlation-runs`` random sets of ``--correlation-subset`` input values set to
+  the image's smallest value, between the map's sum over each set and the fall of the
+  target logit (higher is better);
+* max- and average-sensitivity (Yeh et al. 2019, robustness): how far the map moves,
+  relative to its norm, when uniform noise of ``--sensitivity-radius`` is added to the
+  input, over ``--sensitivity-samples`` noisy copies (lower is better);
+* sparseness (Chalasani et al. 2020, complexity): the Gini index of the map's absolute
+  values (higher: more concise; as the complexity technique's).
+
+The new axes equal Quantus's ``FaithfulnessCorrelation``, ``MaxSensitivity``,
+``AvgSensitivity``, ``Sparseness``, ``PointingGame`` and ``RelevanceRankAccuracy`` with
+their defaults (tests/test_trust_references.py).  ``--max-seconds`` bounds the time an
+image may take: one over it fails alone, saying which step it was in.
 
 The numbers go in the job's record (``results/metrics.csv`` collects them); the
-picture of a row draws its curves.  The tensor work is in
+picture of a row draws its curves.  The scoring is in
+:mod:`cnnvis_tasks.techniques.trust_scores`, the tensor work in
 :mod:`cnnvis_tasks.mechanisms.faithfulness`.
 """
 
@@ -37,6 +55,7 @@ from typing import Any
 from cnnvis_tasks.technique import (
     BATCH_SIZE,
     BOOL,
+    FLOAT,
     INT,
     METHOD,
     SIZE,
@@ -98,53 +117,51 @@ OPTIONS = (
         minimum=0,
     ),
     Option("road", BOOL, True, "Compute ROAD (its imputation is CPU work).", negative="no-road"),
+    Option(
+        "sensitivity_samples",
+        INT,
+        8,
+        "Max- and average-sensitivity (robustness): noisy copies of each image, each explained again (0: none).",
+        minimum=0,
+    ),
+    Option(
+        "sensitivity_radius",
+        FLOAT,
+        0.2,
+        "Sensitivity's noise: uniform in [-R, R] on every input value, in the model's input space (after "
+        "normalisation; 0.2 is about 0.045 of the pixel range with ImageNet's statistics).",
+        above=0.0,
+    ),
+    Option(
+        "correlation_runs",
+        INT,
+        32,
+        "Faithfulness correlation: random subsets of input values removed, one forward each (0: none).",
+        minimum=0,
+        check=lambda runs: "a correlation needs at least 2 runs (or 0: none)" if runs == 1 else None,
+    ),
+    Option(
+        "correlation_subset",
+        INT,
+        224,
+        "Faithfulness correlation: input values (over channels and pixels) each subset sets to the image's "
+        "smallest value.",
+        minimum=1,
+    ),
+    Option(
+        "max_seconds",
+        FLOAT,
+        None,
+        "Time budget per image for the method and its metrics; an image over it fails alone, saying which step it "
+        "was in.",
+        above=0.0,
+        nullable=True,
+        default_text="no budget",
+    ),
     TARGET_CLASS,
     SIZE,
     BATCH_SIZE,
 )
-
-
-def _finite(rows: list[list[float]]) -> list[list[float | None]]:
-    """NaN (no correlation) as None: records are JSON."""
-    return [[value if math.isfinite(value) else None for value in row] for row in rows]
-
-
-# Maps that add up to the change in the score (x times a gradient): a pixel's signed sum
-# over channels is its contribution.  Other three-channel maps are gradients, whose sign
-# alone says little: their largest |value| per pixel, as their gray pictures show them.
-ADDITIVE = ("gradient-x-input", "integrated-gradients")
-
-
-def channel_reduction(explained) -> str:
-    """How the metrics make one value per pixel of a method's three-channel map
-    (:func:`cnnvis_tasks.mechanisms.faithfulness.as_pixel_map`): ``sum`` or ``max_abs``."""
-    options = explained.values()
-    name = explained.technique.name
-    if name == "smooth-grad":
-        from cnnvis_tasks.techniques.smooth_grad import smoothed
-
-        name = smoothed(options["method"]).technique.name
-    if name in ADDITIVE:
-        return "sum"
-    return "max_abs"
-
-
-def _explained_maps(explained, model, images, targets, batch_size: int, seed: int):
-    """The method's result on ``images`` for ``targets`` (None: top-1)."""
-    options = {**explained.values(), "batch_size": batch_size, "seed": seed}
-    options.pop("target", None)
-    return explained.technique.compute(model, images, targets, **options)
-
-
-def explained_pixel_maps(explained, model, images, targets, batch_size: int, seed: int):
-    """The method's result on ``images`` for ``targets`` (None: top-1), its maps as one
-    value per pixel at the input's size (:func:`channel_reduction`), and that reduction."""
-    from cnnvis_tasks.mechanisms.faithfulness import as_pixel_map
-
-    base = _explained_maps(explained, model, images, targets, batch_size, seed)
-    reduce = channel_reduction(explained)
-    shown = base.display if base.display is not None else base.maps
-    return base, as_pixel_map(shown, tuple(images.shape[-2:]), reduce), reduce
 
 
 def compute(
@@ -158,107 +175,42 @@ def compute(
     road_steps: int = 4,
     randomisation_stages: int = 3,
     road: bool = True,
+    sensitivity_samples: int = 8,
+    sensitivity_radius: float = 0.2,
+    correlation_runs: int = 32,
+    correlation_subset: int = 224,
+    max_seconds: float | None = None,
     batch_size: int = 16,
     seed: int = 0,
     boxes=None,
     masks=None,
     **_options: Any,
 ) -> Result:
-    import dataclasses
+    from cnnvis_tasks.mechanisms.time_budget import time_budget
+    from cnnvis_tasks.techniques.trust_scores import score_method
 
-    import torch
-
-    from cnnvis_tasks.mechanisms import faithfulness
-
-    explained = EXPLAINED.parse(explain)
-    base, pixel_maps, reduce = explained_pixel_maps(explained, model, images, targets, batch_size, seed)
-    x = model.normalize(images)
-    chosen = base.targets
-    if chosen is None:  # a class-agnostic method (Eigen-CAM): scored for the top-1 class
-        from cnnvis_tasks.techniques.attribution_family import clean_pass
-
-        chosen, _scores, _probabilities = clean_pass(model.module, x, None)
-    size = tuple(images.shape[-2:])
-    numbers: dict[str, Any] = {}
-    curves: dict[str, Any] = {}
-    if deletion_insertion:
-        found = faithfulness.deletion_insertion(model.module, x, chosen, pixel_maps, steps=steps, batch_size=batch_size)
-        for kind in ("deletion", "insertion"):
-            curves[kind] = found[kind]
-            numbers[f"{kind}_auc"] = found[f"{kind}_auc"]
-    if road:
-        fractions = [k / (road_steps + 1) for k in range(1, road_steps + 1)]
-        found = faithfulness.road_combined(
-            model.module, x, chosen, pixel_maps, fractions=fractions, seed=seed, batch_size=batch_size
+    budget = None if max_seconds is None else max_seconds * images.shape[0]
+    with time_budget(budget, per_image=max_seconds) as spent:
+        return score_method(
+            model,
+            images,
+            targets,
+            explained=EXPLAINED.parse(explain),
+            deletion_insertion=deletion_insertion,
+            steps=steps,
+            road_steps=road_steps,
+            randomisation_stages=randomisation_stages,
+            road=road,
+            sensitivity_samples=sensitivity_samples,
+            sensitivity_radius=sensitivity_radius,
+            correlation_runs=correlation_runs,
+            correlation_subset=correlation_subset,
+            batch_size=batch_size,
+            seed=seed,
+            boxes=boxes,
+            masks=masks,
+            step=spent.step if spent is not None else (lambda _name: None),
         )
-        curves["road_morf"], curves["road_lerf"] = found["most"], found["least"]
-        numbers["road"] = found["combined"]
-    if randomisation_stages:
-        stages = faithfulness.cascade_stages(model.module, randomisation_stages)
-
-        def map_of(module):
-            changed = dataclasses.replace(model, module=module)
-            result = _explained_maps(explained, changed, images, chosen, batch_size, seed)
-            shown = result.display if result.display is not None else result.maps
-            return faithfulness.as_pixel_map(shown, size, reduce)
-
-        correlations = faithfulness.randomisation(map_of, model.module, stages, seed=seed, reference=pixel_maps)
-        curves["randomisation"] = correlations.T  # (N, stages)
-        # a map that the randomised model makes constant (an all-zero CAM) has no rank
-        # correlation (NaN): the mean is over the stages that have one
-        numbers["randomisation"] = correlations.nanmean(dim=0)
-    if boxes is not None:
-        boxes = boxes.to(pixel_maps.device)
-        shares = faithfulness.localisation(pixel_maps, boxes.nan_to_num(0.0))
-        # an image without a box (NaN coordinates) or whose box the crop left out has no share
-        numbers["localisation"] = torch.where(boxes.isnan().any(dim=1), math.nan, shares)
-    if masks is not None:
-        numbers["mask_share"] = mask_share(pixel_maps, masks.to(pixel_maps.device))
-    n = images.shape[0]
-    host = {name: _finite(value.detach().double().cpu().tolist()) for name, value in curves.items()}
-    # per row, so that the job's record carries them to metrics.csv (Result.facts stay in the pictures)
-    classes = [int(index) for index in chosen.tolist()]
-    row_facts = [
-        {
-            "method": explained.label,
-            "explain": explained.text,
-            "target": classes[row],
-            "curves": {name: values[row] for name, values in host.items()},
-        }
-        for row in range(n)
-    ]
-    if randomisation_stages:
-        for facts in row_facts:
-            facts["stages"] = [", ".join(stage) for stage in stages]
-    return Result(
-        "metrics",
-        maps=pixel_maps,
-        targets=chosen,
-        probabilities=base.probabilities,
-        inputs=images,
-        facts={
-            "method": explained.label,
-            "explain": explained.text,
-            "steps": steps,
-            "road_steps": road_steps,
-            "channels": reduce,
-        },
-        row_facts=row_facts,
-        row_numbers=numbers,
-    )
-
-
-def mask_share(maps, masks):
-    """(N,) the share of each (N, H, W) map's positive attribution inside its mask (1 in,
-    0 out); NaN where a row has no mask (NaN), an empty one, or no positive attribution."""
-    import torch
-
-    positive = maps.detach().double().clamp_min(0)
-    inside = masks.double().nan_to_num(0.0)
-    total = positive.flatten(1).sum(dim=1)
-    share = (positive * inside).flatten(1).sum(dim=1) / total
-    defined = (total > 0) & (inside.flatten(1).sum(dim=1) > 0) & ~masks.isnan().flatten(1).any(dim=1)
-    return torch.where(defined, share, torch.full_like(share, math.nan)).to(maps.dtype)
 
 
 def render(result: Result, row: int, renderings: tuple[str, ...], options: dict[str, Any]) -> Rendered:
@@ -309,8 +261,23 @@ TABLE = Table(
         Measure("deletion_auc", "Deletion AUC", higher_is_better=False, short="deletion", sorts=True),
         Measure("insertion_auc", "Insertion AUC", higher_is_better=True, short="insertion"),
         Measure("road", "ROAD (LeRF - MoRF)", higher_is_better=True, short="ROAD"),
+        # the new axes are optional columns: a run that turns one off keeps the columns it had
+        Measure(
+            "faithfulness_correlation",
+            "Faithfulness correlation",
+            higher_is_better=True,
+            short="faithfulness",
+            optional=True,
+        ),
         # a low correlation: the map changes when the model does
         Measure("randomisation", "Randomisation correlation", higher_is_better=False, short="rand.", ranks=False),
+        Measure(
+            "max_sensitivity", "Max-sensitivity", higher_is_better=False, short="max sens.", ranks=False, optional=True
+        ),
+        Measure(
+            "avg_sensitivity", "Avg-sensitivity", higher_is_better=False, short="avg sens.", ranks=False, optional=True
+        ),
+        Measure("sparseness", "Sparseness (Gini)", higher_is_better=True, short="sparse", ranks=False, optional=True),
         Measure(
             "localisation",
             "Attribution in box",
@@ -322,6 +289,15 @@ TABLE = Table(
         ),
         Measure(
             "mask_share", "Attribution in mask", higher_is_better=True, short="in mask", ranks=False, optional=True
+        ),
+        Measure("pointing_game", "Pointing game", higher_is_better=True, short="pointing", ranks=False, optional=True),
+        Measure(
+            "rank_accuracy",
+            "Relevance rank accuracy",
+            higher_is_better=True,
+            short="rank acc.",
+            ranks=False,
+            optional=True,
         ),
     ),
     identity=("model", "method", "explain", "image", "target"),
@@ -336,15 +312,21 @@ TECHNIQUE = Technique(
     name="metrics",
     order=110,
     title="Which explanation to trust",
-    summary="Faithfulness and sanity of attribution methods per image: deletion, insertion, ROAD, randomisation, "
-    "localisation.",
+    summary="Faithfulness, sanity, robustness, complexity and localisation of attribution methods per image: "
+    "deletion, insertion, ROAD, faithfulness correlation, randomisation, sensitivity, sparseness, pointing game.",
     description="How well each method's map ranks the pixels the model needs: the target probability as the "
     "highest-ranked pixels are deleted (lower area is better) or inserted into a blurred copy (higher is better), "
     "ROAD's least- minus most-relevant-first imputation (higher is better), and the rank correlation of the map "
-    "with the map on a model whose top layers are randomised (lower: the method explains the model); and for an "
-    "image with a bounding box, the share of the map's positive attribution inside it.",
+    "with the map on a model whose top layers are randomised (lower: the method explains the model), the "
+    "correlation between the attribution of random sets of input values and the score's fall when they are removed "
+    "(higher is better), how far the map moves under small input noise (lower is better) and its sparseness; and "
+    "for an image with a bounding box or mask, the share of the map's positive attribution inside it, whether its "
+    "peak lies on the object and the share of its top-ranked pixels that do.",
     reference="Petsiuk et al. 2018, RISE; Rong et al. 2022, A consistent and efficient evaluation strategy for "
-    "attribution methods (ROAD); Adebayo et al. 2018, Sanity checks for saliency maps",
+    "attribution methods (ROAD); Adebayo et al. 2018, Sanity checks for saliency maps; Bhatt et al. 2020, "
+    "Evaluating and aggregating feature-based model explanations; Yeh et al. 2019, On the (in)fidelity and "
+    "sensitivity of explanations; Zhang et al. 2018, Top-down neural attention by excitation backprop; Arras et al. "
+    "2022, CLEVR-XAI; Chalasani et al. 2020, Concise explanations of neural networks using adversarial training",
     options=OPTIONS,
     renderings=(Rendering("curves", "the image's deletion, insertion, ROAD and randomisation curves"),),
     raw="The method's map at the input's resolution, as the metrics rank it (.npy, H x W float32).",
