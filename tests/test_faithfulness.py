@@ -143,7 +143,10 @@ def test_deletion_insertion_batches_the_copies(linear_case):
     for batch_size in (1, 7):
         calls[0] = 0
         results[batch_size] = deletion_insertion(model, inputs, targets, maps, steps=10, batch_size=batch_size)
-        assert calls[0] == math.ceil(2 * 2 * 11 / batch_size)  # 2 images x (deletion + insertion) x 11 points
+        # 2 images x (deletion + insertion) x 11 points, less the three that need no copy of
+        # their own: the image itself (deletion's first, insertion's last: one forward per
+        # batch of images) and the fill (deletion's last: one forward of one image for all)
+        assert calls[0] == math.ceil(2 / batch_size) + 1 + math.ceil(2 * (2 * 11 - 3) / batch_size)
     for key in ("deletion", "insertion", "deletion_auc", "insertion_auc"):
         torch.testing.assert_close(results[1][key], results[7][key], rtol=1e-6, atol=1e-7)
 
@@ -358,3 +361,16 @@ def test_localisation_share_of_positive_mass_in_the_box():
     assert halves.tolist() == [0.5, 0.5]
     # a box between pixel centres holds no pixel: no share, not 0
     assert math.isnan(localisation(maps[1:2], torch.tensor([[2.6, 1.6, 2.9, 1.9]])).item())
+
+
+def test_forward_only_copies_on_the_cpu_go_in_chunks_that_fit_the_caches(monkeypatch):
+    from cnnvis_tasks.mechanisms.attribution import CPU_PIXELS_PER_THREAD, copies_per_forward
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    photo = 224 * 224
+    assert CPU_PIXELS_PER_THREAD == 2 * photo
+    assert copies_per_forward(16, photo) == 16  # copies with a gradient: the batch size
+    assert copies_per_forward(16, photo, "cpu", forward_only=True) == 4  # 2 threads x 2 photos
+    assert copies_per_forward(16, photo, "cuda", forward_only=True) == 16  # a GPU: the batch size
+    assert copies_per_forward(16, 2000 * 2000, "cpu", forward_only=True) == 1
+    assert copies_per_forward(3, 32 * 32, "cpu", forward_only=True) == 3  # never more than the batch size

@@ -105,7 +105,7 @@ def faithfulness_correlation(
         ]
     )
     after = torch.empty(n, runs, dtype=torch.float32, device=inputs.device)
-    for owners, which in copy_chunks(n, runs, batch_size, inputs.device, pixels=height * width):
+    for owners, which in copy_chunks(n, runs, batch_size, inputs.device, pixels=height * width, forward_only=True):
         copies = flat[owners].clone()
         chosen = subsets[owners, which]
         copies.scatter_(1, chosen, fill[owners, None].expand_as(chosen).to(copies.dtype))

@@ -13,9 +13,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from cnnvis_tasks.mechanisms.attribution import copy_chunks
+from cnnvis_tasks.mechanisms.attribution import copies_per_forward, copy_chunks
 from cnnvis_tasks.mechanisms.layout import forward_layout
 from cnnvis_tasks.mechanisms.metric_maps import check_maps, pixel_order, pixel_ranks, target_scores
+from cnnvis_tasks.mechanisms.time_budget import check_time_budget
 
 
 def gaussian_blur(inputs: Tensor, sigma: float = 5.0, size: int = 11) -> Tensor:
@@ -73,12 +74,28 @@ def deletion_insertion(
     pixels = height * width
     bounds = torch.tensor(step_bounds(pixels, steps), device=inputs.device)
     ranks = pixel_ranks(pixel_order(maps)).to(inputs.device)
-    fill = torch.as_tensor(fill, dtype=inputs.dtype, device=inputs.device).expand_as(inputs)
+    fill = torch.as_tensor(fill, dtype=inputs.dtype, device=inputs.device)
+    shared_fill = fill.dim() < 4 or fill.shape[0] == 1  # one deleted-everything image for every image
+    fill = fill.expand_as(inputs)
     blurred = gaussian_blur(inputs, blur_sigma, blur_size)
     points = steps + 1
-    # copies 0..steps: deletion after k steps; steps+1..: insertion after k steps
+    # copies 0..steps: deletion after k steps; steps+1..: insertion after k steps.  Three need
+    # no map and no copy of their own: deletion's first and insertion's last are the image
+    # itself (one forward for both), deletion's last is the fill (one for every image)
     curves = torch.empty(n, 2 * points, dtype=torch.float32, device=inputs.device)
-    for owners, which in copy_chunks(n, 2 * points, batch_size, inputs.device, pixels=pixels):
+    untouched = [0, points - 1, 2 * points - 1]
+    images_per_forward = copies_per_forward(batch_size, pixels, inputs.device, forward_only=True)
+    shared = model(forward_layout(fill[:1])).float() if shared_fill else None
+    for start in range(0, n, images_per_forward):
+        check_time_budget()
+        chunk = slice(start, start + images_per_forward)
+        scores = target_scores(model(forward_layout(inputs[chunk])).float(), targets[chunk], "probability")
+        curves[chunk, 0] = curves[chunk, 2 * points - 1] = scores
+        logits = shared.expand(len(targets[chunk]), -1) if shared_fill else model(forward_layout(fill[chunk])).float()
+        curves[chunk, points - 1] = target_scores(logits, targets[chunk], "probability")
+    varying = torch.tensor([k for k in range(2 * points) if k not in untouched], device=inputs.device)
+    for owners, slot in copy_chunks(n, len(varying), batch_size, inputs.device, pixels=pixels, forward_only=True):
+        which = varying[slot]
         deleting = (which < points).view(-1, 1, 1, 1)
         moved = ranks[owners] < bounds[which % points, None]
         moved = moved.view(-1, 1, height, width)

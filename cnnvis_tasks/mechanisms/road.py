@@ -2,15 +2,16 @@
 relevant pixels is replaced by noisy linear imputation from their neighbours; the
 change in the target score.
 
-The imputation is CPU work (a sparse linear system per copy, scipy); the copies go
-through the model in chunks of at most ``batch_size`` under
-``torch.inference_mode()`` (:func:`.attribution.copy_chunks`).
+The imputation is CPU work (a sparse linear system per copy, scipy; a chunk's systems are
+solved on as many threads as torch uses); the copies go through the model in chunks of
+at most ``batch_size`` under ``torch.inference_mode()`` (:func:`.attribution.copy_chunks`).
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -125,14 +126,31 @@ def removal_masks(maps: Tensor, fractions: Sequence[float], order: str) -> Tenso
     return masks.view(maps.shape[0], len(fractions), *maps.shape[1:])
 
 
-def road_copy(image: Tensor, removed: Tensor, noise: float, generator: torch.Generator | None) -> Tensor:
-    """``image`` (C, H, W, CPU) with its ``removed`` pixels imputed (:func:`impute_linear`)
-    plus Gaussian noise of standard deviation ``noise``."""
+def imputed_values(image: Tensor, removed: Tensor) -> Tensor | None:
+    """(C, K) values :func:`impute_linear` gives the K ``removed`` pixels of ``image`` (C, H, W,
+    CPU), in the image's dtype; None when nothing is removed."""
+    mask = removed.numpy()
+    if not mask.any():
+        return None
+    return torch.from_numpy(impute_linear(image.numpy(), mask)).to(image.dtype)
+
+
+def road_copy(
+    image: Tensor,
+    removed: Tensor,
+    noise: float,
+    generator: torch.Generator | None,
+    solution: Tensor | None = None,
+) -> Tensor:
+    """``image`` (C, H, W, CPU) with its ``removed`` pixels imputed (:func:`impute_linear`;
+    ``solution``: :func:`imputed_values`, when already solved) plus Gaussian noise of
+    standard deviation ``noise``."""
     out = image.clone()
     mask = removed.numpy()
     if not mask.any():
         return out
-    solution = torch.from_numpy(impute_linear(image.numpy(), mask)).to(image.dtype)
+    if solution is None:
+        solution = imputed_values(image, removed)
     if noise:
         # one (C, K) draw, the numbers pytorch-grad-cam draws for its imputed pixels
         solution = solution + noise * torch.randn(solution.shape, generator=generator).to(image.dtype)
@@ -173,12 +191,23 @@ def _road_changes(
     )
     copies = masks.shape[1]
     after = torch.empty(n, copies, dtype=torch.float32, device=inputs.device)
-    for owners, which in copy_chunks(n, copies, batch_size, inputs.device, pixels=height * width):
-        batch = torch.stack(
-            [road_copy(host[o], masks[o, k], noise, generators[o]) for o, k in zip(owners.tolist(), which.tolist())]
-        )
-        logits = model(forward_layout(batch.to(inputs.device, inputs.dtype)))
-        after[owners, which] = target_scores(logits.float(), targets[owners], score)
+    # SuperLU lets go of the GIL while it factorises: a chunk's systems are solved side by
+    # side (NumPy and SciPy only: the threads need no inference mode); the noise is then
+    # drawn copy by copy, in order, as before
+    with ThreadPoolExecutor(max_workers=max(1, torch.get_num_threads())) as solvers:
+        for owners, which in copy_chunks(
+            n, copies, batch_size, inputs.device, pixels=height * width, forward_only=True
+        ):
+            pairs = list(zip(owners.tolist(), which.tolist()))
+            solutions = solvers.map(lambda pair: imputed_values(host[pair[0]], masks[pair[0], pair[1]]), pairs)
+            batch = torch.stack(
+                [
+                    road_copy(host[o], masks[o, k], noise, generators[o], solution)
+                    for (o, k), solution in zip(pairs, solutions)
+                ]
+            )
+            logits = model(forward_layout(batch.to(inputs.device, inputs.dtype)))
+            after[owners, which] = target_scores(logits.float(), targets[owners], score)
     change = (after - base[:, None]).view(n, len(orders), len(fractions))
     removed = masks.flatten(2).float().mean(dim=2).view(n, len(orders), len(fractions))
     out = {}
