@@ -364,11 +364,10 @@ def test_localisation_share_of_positive_mass_in_the_box():
 
 
 def test_forward_only_copies_on_the_cpu_go_in_chunks_that_fit_the_caches(monkeypatch):
-    from cnnvis_tasks.mechanisms.attribution import CPU_PIXELS_PER_THREAD, copies_per_forward
+    from cnnvis_tasks.mechanisms.attribution import copies_per_forward
 
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     photo = 224 * 224
-    assert CPU_PIXELS_PER_THREAD == 2 * photo
     assert copies_per_forward(16, photo) == 16  # copies with a gradient: the batch size
     assert copies_per_forward(16, photo, "cpu", forward_only=True) == 4  # 2 threads x 2 photos
     assert copies_per_forward(16, photo, "cuda", forward_only=True) == 16  # a GPU: the batch size

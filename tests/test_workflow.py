@@ -101,6 +101,10 @@ def make_copy(root: Path, images=("chelsea.png", "astronaut.png"), config: dict 
     (root / "images").mkdir(exist_ok=True)
     for image in images:
         shutil.copy2(REPO / "images" / image, root / "images" / image)
+    # the default config's manifest (the images' object boxes), for the images copied
+    lines = (REPO / "images" / "objects.csv").read_text().splitlines()
+    kept = [lines[0]] + [line for line in lines[1:] if line.split(",")[0] in images]
+    (root / "images" / "objects.csv").write_text("\n".join(kept) + "\n")
     if config is not None:
         (root / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     return root
