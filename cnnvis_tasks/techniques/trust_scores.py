@@ -67,6 +67,7 @@ def score_method(
     import torch
 
     from cnnvis_tasks.mechanisms import faithfulness
+    from cnnvis_tasks.mechanisms.map_complexity import sparseness
     from cnnvis_tasks.mechanisms.time_budget import check_time_budget
 
     step(f"the {explained.label} map")
@@ -153,8 +154,6 @@ def score_method(
             batch_size=batch_size,
         )
         numbers["max_sensitivity"], numbers["avg_sensitivity"] = found["max"], found["mean"]
-    from cnnvis_tasks.mechanisms.map_complexity import sparseness
-
     numbers["sparseness"] = sparseness(pixel_maps)
     if boxes is not None:
         boxes = boxes.to(pixel_maps.device)
