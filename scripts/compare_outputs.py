@@ -37,7 +37,10 @@ altered on purpose).  PNG: decoded pixels (mode, size and every value) and
 the text chunks (the facts: the ``cnnvis`` chunk's JSON, key by key), except ``--ignore-key`` keys.  ``.npy``:
 dtype, shape and values.  ``.json``: parsed, keys that are timings dropped.  ``.csv``:
 bytes, or with ``--ignore-key`` keys, cell by cell without those columns and without the
-summary rows whose ``metric`` is one (measures a later change added).  Anything
+summary rows whose ``metric`` is one (measures a later change added).  A file that a
+``--close GLOB`` names is equal where its numbers are within ``--tolerance`` (absolute or
+relative) and its pixels within one level (a plot's edge moved by a last-digit change of
+what it plots).  Anything
 else: bytes.  A file in one run only is a difference, and so is a different Snakemake
 exit status or a different run report (Snakemake's ``cnnvis:`` lines).
 
@@ -62,6 +65,7 @@ import fnmatch
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import shutil
@@ -108,6 +112,8 @@ RUN_REPORT_PREFIX = "cnnvis:"
 # Entries of the repository root not mirrored into the working folder of the runs.
 NOT_MIRRORED = {".git", ".snakemake", ".venv", "cnnvis_tasks", "__pycache__", ".pytest_cache", ".ruff_cache"}
 MAX_LINES_PER_FILE = 6  # differing keys or lines listed for one file
+# --close: numbers equal within this (absolute or relative), pixels within one level
+CLOSE_TOLERANCE = 1e-5
 
 
 class Failure(Exception):
@@ -187,8 +193,15 @@ def short(value: Any, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def json_differences(old: Any, new: Any, where: str = "") -> Iterator[str]:
-    """Where two parsed JSON values differ: ``key.path: old -> new`` (lists element by element)."""
+def near(old: Any, new: Any, tolerance: float) -> bool:
+    """Two numbers (not booleans) within ``tolerance``, absolute or relative."""
+    numbers = all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in (old, new))
+    return tolerance > 0 and numbers and math.isclose(old, new, rel_tol=tolerance, abs_tol=tolerance)
+
+
+def json_differences(old: Any, new: Any, where: str = "", tolerance: float = 0.0) -> Iterator[str]:
+    """Where two parsed JSON values differ: ``key.path: old -> new`` (lists element by element;
+    numbers within ``tolerance`` are equal)."""
     if isinstance(old, dict) and isinstance(new, dict):
         for key in sorted(set(old) | set(new), key=str):
             path = f"{where}.{key}" if where else str(key)
@@ -197,12 +210,14 @@ def json_differences(old: Any, new: Any, where: str = "") -> Iterator[str]:
             elif key not in old:
                 yield f"{path}: only in new"
             else:
-                yield from json_differences(old[key], new[key], path)
+                yield from json_differences(old[key], new[key], path, tolerance)
     elif isinstance(old, list) and isinstance(new, list):
         if len(old) != len(new):
             yield f"{where or '(top)'}: {len(old)} items in old, {len(new)} in new"
         for index, (a, b) in enumerate(zip(old, new)):
-            yield from json_differences(a, b, f"{where}[{index}]")
+            yield from json_differences(a, b, f"{where}[{index}]", tolerance)
+    elif near(old, new, tolerance):
+        return
     elif old != new or type(old) is not type(new):
         yield f"{where or '(top)'}: {short(old)} -> {short(new)}"
 
@@ -214,7 +229,7 @@ def limited(items: Iterator[str] | list[str], limit: int = MAX_LINES_PER_FILE) -
     return items
 
 
-def compare_png(old: Path, new: Path, ignore: set[str]) -> list[str]:
+def compare_png(old: Path, new: Path, ignore: set[str], tolerance: float = 0.0) -> list[str]:
     problems: list[str] = []
     with Image.open(old) as a, Image.open(new) as b:
         texts = (dict(getattr(a, "text", {})), dict(getattr(b, "text", {})))
@@ -224,8 +239,9 @@ def compare_png(old: Path, new: Path, ignore: set[str]) -> list[str]:
             # A palette picture is compared by its colours, not its indices.
             pa = np.asarray(a.convert("RGBA") if a.mode in ("P", "PA") else a)
             pb = np.asarray(b.convert("RGBA") if b.mode in ("P", "PA") else b)
-            if not np.array_equal(pa, pb):
-                delta = np.abs(pa.astype(np.int64) - pb.astype(np.int64))
+            delta = np.abs(pa.astype(np.int64) - pb.astype(np.int64))
+            # within a tolerance, a plot's anti-aliased edge may move by one level
+            if delta.size and int(delta.max()) > (1 if tolerance else 0):
                 moved = int(np.count_nonzero(delta.reshape(delta.shape[0], delta.shape[1], -1).any(axis=-1)))
                 problems.append(f"pixels differ: {moved} pixels, max difference {int(delta.max())}")
     for key in sorted(set(texts[0]) | set(texts[1])):
@@ -246,7 +262,7 @@ def compare_png(old: Path, new: Path, ignore: set[str]) -> list[str]:
             problems.append(f"text key {key!r} differs: {short(a_text)} -> {short(b_text)}")
             continue
         drop = ignore.__contains__
-        found = list(json_differences(without_keys(a_json, drop), without_keys(b_json, drop), key))
+        found = list(json_differences(without_keys(a_json, drop), without_keys(b_json, drop), key, tolerance))
         problems.extend(f"text {line}" for line in limited(found))
     return problems
 
@@ -266,14 +282,14 @@ def compare_npy(old: Path, new: Path) -> list[str]:
     return ["values differ"]
 
 
-def compare_json(old: Path, new: Path, ignore: set[str]) -> list[str]:
+def compare_json(old: Path, new: Path, ignore: set[str], tolerance: float = 0.0) -> list[str]:
     try:
         a = json.loads(old.read_text(encoding="utf-8"))
         b = json.loads(new.read_text(encoding="utf-8"))
     except ValueError as error:
         return compare_bytes(old, new) and [f"not JSON ({error}); bytes differ"]
     drop = lambda key: is_timing_key(str(key)) or key in ignore  # noqa: E731
-    return limited(json_differences(without_keys(a, drop), without_keys(b, drop)))
+    return limited(json_differences(without_keys(a, drop), without_keys(b, drop), tolerance=tolerance))
 
 
 def csv_without(text: str, ignore: set[str]) -> list[list[str]]:
@@ -292,18 +308,37 @@ def csv_without(text: str, ignore: set[str]) -> list[list[str]]:
     ]
 
 
-def compare_csv(old: Path, new: Path, ignore: set[str]) -> list[str]:
-    """Bytes, or where ``ignore`` names a column or a summary's metric, the rest cell by cell."""
+def same_cells(a: list[list[str]], b: list[list[str]], tolerance: float) -> bool:
+    """Rows equal cell by cell; numbers within ``tolerance``."""
+
+    def number(text: str) -> float | None:
+        try:
+            return float(text)
+        except ValueError:
+            return None
+
+    def same(x: str, y: str) -> bool:
+        if x == y:
+            return True
+        u, v = number(x), number(y)
+        return u is not None and v is not None and near(u, v, tolerance)
+
+    return len(a) == len(b) and all(len(r) == len(q) and all(map(same, r, q)) for r, q in zip(a, b))
+
+
+def compare_csv(old: Path, new: Path, ignore: set[str], tolerance: float = 0.0) -> list[str]:
+    """Bytes, or where ``ignore`` names a column or a summary's metric, the rest cell by cell
+    (numbers within ``tolerance``)."""
     found = compare_bytes(old, new)
-    if not found or not ignore:
+    if not found or not (ignore or tolerance):
         return found
     a = csv_without(old.read_text(encoding="utf-8"), ignore)
     b = csv_without(new.read_text(encoding="utf-8"), ignore)
-    if a == b:
+    if same_cells(a, b, tolerance):
         return []
     if len(a) != len(b):
         return [f"{len(a)} rows -> {len(b)} rows (without the ignored columns and metrics)"]
-    number = next(k for k, (x, y) in enumerate(zip(a, b)) if x != y)
+    number = next(k for k, (x, y) in enumerate(zip(a, b)) if not same_cells([x], [y], tolerance))
     return [
         f"row {number + 1} differs (without the ignored columns and metrics): {short(a[number])} -> {short(b[number])}"
     ]
@@ -330,28 +365,38 @@ def compare_bytes(old: Path, new: Path) -> list[str]:
     ]
 
 
-def compare_file(old: Path, new: Path, ignore: set[str]) -> list[str]:
+def compare_file(old: Path, new: Path, ignore: set[str], tolerance: float = 0.0) -> list[str]:
+    """The differences of two files (see the module doc); ``tolerance``: numbers within it
+    are equal, and pixels within one level."""
     if old.is_symlink() or new.is_symlink():
         targets = [os.readlink(p) if p.is_symlink() else "(a file)" for p in (old, new)]
         return [] if targets[0] == targets[1] else [f"link {targets[0]} -> {targets[1]}"]
     suffix = old.suffix.lower()
     try:
         if suffix == ".png":
-            return compare_png(old, new, ignore)
+            return compare_png(old, new, ignore, tolerance)
         if suffix == ".npy":
             return compare_npy(old, new)
         if suffix == ".json":
-            return compare_json(old, new, ignore)
+            return compare_json(old, new, ignore, tolerance)
         if suffix == ".csv":
-            return compare_csv(old, new, ignore)
+            return compare_csv(old, new, ignore, tolerance)
     except Exception as error:  # an unreadable file: fall back to its bytes
         found = compare_bytes(old, new)
         return [f"{found[0]} (cannot read as {suffix}: {error})"] if found else []
     return compare_bytes(old, new)
 
 
-def compare_trees(old_root: Path, new_root: Path, ignore: set[str], skip: Sequence[str] = ()) -> Report:
-    """Every file of two results folders, but those whose relative path matches a ``skip`` pattern."""
+def compare_trees(
+    old_root: Path,
+    new_root: Path,
+    ignore: set[str],
+    skip: Sequence[str] = (),
+    close: Sequence[str] = (),
+    tolerance: float = CLOSE_TOLERANCE,
+) -> Report:
+    """Every file of two results folders, but those whose relative path matches a ``skip``
+    pattern; those a ``close`` pattern matches within ``tolerance``."""
     report = Report()
     old_files, new_files = listed_files(old_root), listed_files(new_root)
     for files in (old_files, new_files):
@@ -367,7 +412,8 @@ def compare_trees(old_root: Path, new_root: Path, ignore: set[str], skip: Sequen
             report.lines.append(f"{name}: only in new")
             continue
         report.compared += 1
-        problems = compare_file(old_files[name], new_files[name], ignore)
+        within = tolerance if any(fnmatch.fnmatchcase(name, pattern) for pattern in close) else 0.0
+        problems = compare_file(old_files[name], new_files[name], ignore, within)
         if problems:
             report.differ += 1
             report.lines.extend(f"{name}: {problem}" for problem in problems)
@@ -740,7 +786,7 @@ def compare_config(
         new_results = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="new-", dir=setup.base))) / "results"
     new_run = run_workflow(setup, "new", new_tree, config_copy, inputs, results, new_results)
 
-    report = compare_trees(old_results, new_results, set(args.ignore_key), args.skip)
+    report = compare_trees(old_results, new_results, set(args.ignore_key), args.skip, args.close, args.tolerance)
     if old_run["exit_status"] != new_run["exit_status"]:
         report.lines.append(f"(snakemake): exit status {old_run['exit_status']} -> {new_run['exit_status']}")
     if old_run.get("run_report") != new_run.get("run_report"):
@@ -787,6 +833,21 @@ def main(argv: list[str] | None = None) -> int:
         help="results files not compared, by their path in the results folder (fnmatch: '*' crosses '/'): "
         "what a later change altered on purpose (repeatable)",
     )
+    parser.add_argument(
+        "--close",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="results files compared within --tolerance: their numbers (JSON, PNG facts, CSV cells) within it, "
+        "their pixels within one level: what a later change computes in another order, to its last "
+        "float32 digits (repeatable)",
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=CLOSE_TOLERANCE,
+        help=f"for --close files: absolute or relative (default {CLOSE_TOLERANCE:g})",
+    )
     parser.add_argument("--new-tree", help="the tree whose code is 'new' (default: this repository's working tree)")
     parser.add_argument("--keep-new", metavar="DIR", help="keep the new run's outputs here")
     parser.add_argument("--compare-dirs", nargs=2, metavar=("OLD", "NEW"), help="only compare two results folders")
@@ -797,7 +858,7 @@ def main(argv: list[str] | None = None) -> int:
         for folder in (old, new):
             if not folder.is_dir():
                 parser.error(f"{folder} is not a folder")
-        report = compare_trees(old, new, set(args.ignore_key), args.skip)
+        report = compare_trees(old, new, set(args.ignore_key), args.skip, args.close, args.tolerance)
         for line in report.lines:
             print(line)
         print(f"{old} vs {new}: {report.summary()}")

@@ -27,3 +27,49 @@ def test_a_csv_compares_without_the_columns_and_summary_rows_of_added_measures(t
     assert compare_outputs.compare_file(old, new, {"sparseness"}) == [
         "3 rows -> 2 rows (without the ignored columns and metrics)"
     ]
+
+
+def test_close_files_are_equal_to_their_tolerance_and_no_further(tmp_path):
+    old, new = tmp_path / "old.json", tmp_path / "new.json"
+    old.write_text('{"curve": [0.19156937301158905, 0.5], "label": "a", "on": true}')
+    new.write_text('{"curve": [0.1915687918663025, 0.5], "label": "a", "on": true}')
+    assert compare_outputs.compare_file(old, new, set()) != []  # exact by default
+    assert compare_outputs.compare_file(old, new, set(), 1e-5) == []
+    new.write_text('{"curve": [0.1916, 0.5], "label": "a", "on": true}')  # 3e-5 away
+    assert compare_outputs.compare_file(old, new, set(), 1e-5) != []
+    new.write_text('{"curve": [0.19156937301158905, 0.5], "label": "b", "on": true}')
+    assert compare_outputs.compare_file(old, new, set(), 1e-5) != []  # text stays exact
+    old, new = tmp_path / "old.csv", tmp_path / "new.csv"
+    old.write_text("method,mean\nGrad-CAM,0.398986\n")
+    new.write_text("method,mean\nGrad-CAM,0.3989861\n")
+    assert compare_outputs.compare_file(old, new, set()) != []
+    assert compare_outputs.compare_file(old, new, set(), 1e-5) == []
+    new.write_text("method,mean\nGrad-CAM++,0.398986\n")
+    assert compare_outputs.compare_file(old, new, set(), 1e-5) != []
+
+
+def test_close_pictures_may_move_one_level(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.full((8, 8, 3), 100, dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "old.png")
+    nudged = pixels.copy()
+    nudged[2, 3] = 101
+    Image.fromarray(nudged).save(tmp_path / "new.png")
+    assert compare_outputs.compare_file(tmp_path / "old.png", tmp_path / "new.png", set()) != []
+    assert compare_outputs.compare_file(tmp_path / "old.png", tmp_path / "new.png", set(), 1e-5) == []
+    nudged[2, 3] = 102
+    Image.fromarray(nudged).save(tmp_path / "new.png")
+    found = compare_outputs.compare_file(tmp_path / "old.png", tmp_path / "new.png", set(), 1e-5)
+    assert found == ["pixels differ: 1 pixels, max difference 2"]
+
+
+def test_only_the_files_named_close_get_the_tolerance(tmp_path):
+    for side, value in (("old", 0.25), ("new", 0.2500001)):
+        for folder in ("metrics", "saliency"):
+            (tmp_path / side / folder).mkdir(parents=True, exist_ok=True)
+            (tmp_path / side / folder / "record.json").write_text(f'{{"value": {value}}}')
+    report = compare_outputs.compare_trees(tmp_path / "old", tmp_path / "new", set(), close=["metrics/*"])
+    assert (report.identical, report.differ) == (1, 1)
+    assert report.lines[0].startswith("saliency/record.json")
