@@ -152,7 +152,7 @@ def test_a_row_whose_files_cannot_be_written_fails_alone(photos, tmp_path, monke
 
     def refusing(path, picture, facts=None, level=1):
         if "p3" in str(path) and np.asarray(picture).shape[0] > 1:  # its pictures, not its placeholders
-            raise OSError(28, "No space left on device")
+            raise OSError(36, "File name too long")  # one row's; a full disk stops the job (test_faults.py)
         return written(path, picture, facts, level)
 
     monkeypatch.setattr(writer, "save_png", refusing)
@@ -163,7 +163,7 @@ def test_a_row_whose_files_cannot_be_written_fails_alone(photos, tmp_path, monke
     rows = {row["image"].rsplit("/", 1)[-1]: row for row in json.loads(record.read_text())["rows"]}
     assert [name for name, row in sorted(rows.items()) if row["status"] == "failed"] == ["p3.png"]
     reason = rows["p3.png"]["reason"]
-    assert reason.endswith("p3.png: writing its files failed: OSError: [Errno 28] No space left on device")
+    assert reason.endswith("p3.png: writing its files failed: OSError: [Errno 36] File name too long")
     assert f"failed: {reason}" in result.output
     assert Image.open(out / "p3-auto-overlay.png").size == (1, 1)
     assert Image.open(out / "p4-auto-overlay.png").size[1] == 64

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
+import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image, PngImagePlugin
 
+from cnnvis_tasks.errors import DiskFull
 from cnnvis_tasks.io import png
 
 METADATA_KEY = "cnnvis"
@@ -33,23 +37,126 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     """Write ``path`` through a temporary file in the same folder, then rename.
 
     Parent folders are created.  If ``write`` fails, nothing is left behind and
-    an existing file at ``path`` is untouched.
+    an existing file at ``path`` is untouched.  A full file system (or a spent
+    quota) raises :class:`~cnnvis_tasks.errors.DiskFull`, saying where.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
+    except OSError as error:
+        raise_if_disk_full(error, path)
+        raise
     try:
         with handle:
             write(handle)
         os.chmod(handle.name, FILE_MODE)
         os.replace(handle.name, path)
-    except BaseException:
+    except BaseException as error:
         try:
             os.unlink(handle.name)
         except FileNotFoundError:
             pass
+        if isinstance(error, OSError):
+            raise_if_disk_full(error, path)
         raise
     return path
+
+
+# The errors of a file system with no room left: full, or the user's quota spent (a shared cluster's).
+DISK_FULL = {errno.ENOSPC: "no space left on", errno.EDQUOT: "disk quota exceeded on"}
+
+
+def raise_if_disk_full(error: OSError, path: str | Path) -> None:
+    """Raise :class:`DiskFull` for ``error`` (writing ``path``) where it says the disk is full."""
+    if not isinstance(error, DiskFull) and error.errno in DISK_FULL:
+        raise DiskFull(f"{DISK_FULL[error.errno]} {file_system(path)}", f"writing {path}", error.errno) from error
+
+
+def file_system(path: str | Path) -> str:
+    """Where ``path`` is stored, for a message: "DEVICE at MOUNT POINT" ("tmpfs at /scratch",
+    "/dev/sda1 at /"), its mount point alone where the device cannot be told."""
+    place = Path(os.path.abspath(path))
+    while not place.exists() and place != place.parent:
+        place = place.parent
+    while not os.path.ismount(place) and place != place.parent:
+        place = place.parent
+    device = None
+    try:
+        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as mounts:
+            for line in mounts:  # the last mount at a place is the one seen there
+                fields = [field.replace("\\040", " ") for field in line.split()[:2]]  # a space is \\040
+                if len(fields) == 2 and fields[1] == str(place):
+                    device = fields[0]
+    except OSError:  # not Linux
+        pass
+    return f"{device} at {place}" if device else str(place)
+
+
+# atomic_write's temporary files: ".NAME." + tempfile's 8 random characters + ".tmp"
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp")
+_SNAPSHOT = re.compile(r"(?P<stem>.+)\.step\d{4}\.png")  # Writer.snapshots' pictures beside an output
+
+
+def remove_stale_temporaries(paths: Iterable[str | Path]) -> int:
+    """Remove what writes of ``paths`` that were cut off (a killed job, a node lost) left:
+    the temporary files of :func:`atomic_write` for those names (and their step pictures),
+    nothing else, for other jobs may write in the same folders.  Each folder is read once.
+    Returns how many were removed."""
+    names: dict[str, set[str]] = {}
+    for path in paths:
+        path = Path(path)
+        names.setdefault(str(path.parent), set()).add(path.name)
+    removed = 0
+    for folder, wanted in names.items():
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:  # not made yet
+            continue
+        for entry in entries:
+            match = _TEMPORARY.fullmatch(entry.name)
+            if match is None:
+                continue
+            name = match["name"]
+            snapshot = _SNAPSHOT.fullmatch(name)
+            if name in wanted or (snapshot is not None and f"{snapshot['stem']}.png" in wanted):
+                try:
+                    os.unlink(entry.path)
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+    return removed
+
+
+_FALLOC_FL_KEEP_SIZE = 1
+_fallocate: Any = None  # libc's fallocate, found on first use; False where there is none
+
+
+def keep_room(fd: int = 2, size: int = 4096) -> bool:
+    """Reserve ``size`` bytes past the end of the regular file open as ``fd`` (by default the
+    standard error, a job's log) without growing it, so that the command can still say why it
+    stopped when its file system fills up; False where the file system or platform cannot
+    (the log then says it only if there is room).  Nothing is reserved for a terminal or pipe."""
+    global _fallocate
+    try:
+        status = os.fstat(fd)
+    except OSError:
+        return False
+    if not stat.S_ISREG(status.st_mode):
+        return False
+    if _fallocate is None:
+        try:
+            import ctypes
+
+            function = ctypes.CDLL(None, use_errno=True).fallocate
+            function.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+            function.restype = ctypes.c_int
+            _fallocate = function
+        except (OSError, AttributeError):
+            _fallocate = False
+    if not _fallocate:
+        return False
+    return _fallocate(fd, _FALLOC_FL_KEEP_SIZE, status.st_size, size) == 0
 
 
 # Compression level of the PNGs written: 1 writes fastest, 9 smallest; a runtime choice,

@@ -17,6 +17,12 @@ Techniques without images compute their rows (items) in batches of settings.
 Results are read from the device once; rows are rendered and written behind the
 compute (:class:`cnnvis_tasks.run.pipeline.Behind`), at most a batch behind.
 Failures, targets and notes: :class:`cnnvis_tasks.run.failures.Ledger`.
+
+Faults around the pass: before any work, the temporary files that a write of one
+of its files cut off (a killed job, a lost node) left are removed; a full disk
+(:class:`~cnnvis_tasks.errors.DiskFull`) stops the pass as a whole, once the
+writes under way are done, saying where and how many files were written: no row
+is failed for it, no record written, and every file written is complete.
 """
 
 from __future__ import annotations
@@ -26,11 +32,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from cnnvis_tasks.errors import CnnvisError, OverTimeBudget
+from cnnvis_tasks.errors import CnnvisError, DiskFull, OverTimeBudget
+from cnnvis_tasks.io.outputs import keep_room, remove_stale_temporaries
 from cnnvis_tasks.run.failures import MODEL_ERRORS, Ledger
 from cnnvis_tasks.run.members import Member, Running
 from cnnvis_tasks.run.pipeline import Behind
 from cnnvis_tasks.run.progress import Progress
+from cnnvis_tasks.run.rows import RAW
 from cnnvis_tasks.run.session import Session, decoding_size, input_crop
 from cnnvis_tasks.run.shared_batch import shared_results
 from cnnvis_tasks.technique import BATCH_SIZE, Report
@@ -262,25 +270,51 @@ def run_pass(
     ``shared`` (a member that cannot share it raises :class:`CnnvisError` saying why, before
     any work); the others item by item.  ``label``: the progress's (default: the first
     member's technique); ``name_warnings``: each member's warnings begin with its technique's
-    name.  Writes each member's record; returns each one's failed rows: position -> reason."""
+    name.  Writes each member's record; returns each one's failed rows: position -> reason.
+    A full disk raises :class:`DiskFull` (see the module doc)."""
     runs = []
     for number, member in enumerate(members):
         name = member.technique.name
         said = (lambda text, name=name: warn(f"{name}: {text}")) if name_warnings else warn
         runs.append(Running(number, member, session, images, said, shared))
+    remove_stale_temporaries(_files(members))
+    keep_room()  # the job's log keeps room to say why it stopped if the disk fills up
     total = sum(len(member.rows) for member in members)
     label = label or (members[0].technique.name if members else "")
-    with Progress(total, label, quiet=session.quiet) as progress, Behind(session.io_workers) as behind:
-        driver = PassDriver(session, runs, progress, behind, note, shared)
-        over_images = [run for run in runs if run.technique.reads_images]
-        if over_images:
-            driver.per_image(over_images, images, size, batch_size, max_pixels, warn)
+    try:
+        with Progress(total, label, quiet=session.quiet) as progress, Behind(session.io_workers) as behind:
+            driver = PassDriver(session, runs, progress, behind, note, shared)
+            over_images = [run for run in runs if run.technique.reads_images]
+            if over_images:
+                driver.per_image(over_images, images, size, batch_size, max_pixels, warn)
+            for run in runs:
+                if not run.technique.reads_images:
+                    driver.per_item(run)
+            driver.collect()
         for run in runs:
-            if not run.technique.reads_images:
-                driver.per_item(run)
-        driver.collect()
-    for run in runs:
-        run.writer.finish()
-        if run.failures.record is not None:
-            run.writer.record(run.failures.record, run.rows, run.failed)
+            run.writer.finish()
+            if run.failures.record is not None:
+                run.writer.record(run.failures.record, run.rows, run.failed)
+    except DiskFull as error:  # leaving Behind waited for the writes under way: the count is final
+        raise DiskFull(error.lead, _how_far(runs, error), error.errno) from error
     return [run.failed for run in runs]
+
+
+def _files(members: Sequence[Member]) -> list[Path]:
+    """Every file the members write: their rows' files, records and reductions."""
+    paths = [Path(path) for member in members for row in member.rows for path in row.outputs.values()]
+    paths += [Path(member.failures.record) for member in members if member.failures.record is not None]
+    return paths + [Path(member.reduced) for member in members if member.reduced is not None]
+
+
+def _how_far(runs: Sequence[Running], error: DiskFull) -> str:
+    """How far a pass the disk stopped got: "N pictures written, M not; ..."."""
+    outputs = [name for run in runs for row in run.rows for name in row.outputs]
+    if not outputs:  # a reduction's file, say
+        return f"{error.detail}; free some space and run again"
+    written = sum(run.writer.written for run in runs)
+    files = "files" if RAW in outputs else "pictures"
+    text = f"{written} {files} written, {len(outputs) - written} not"
+    if written >= len(outputs):  # its record, or its reduction, could not be written
+        text += f" ({error.detail})"
+    return f"{text}; free some space and run again"

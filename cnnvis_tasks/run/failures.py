@@ -3,7 +3,8 @@
 One bad image loses one image.  :meth:`Ledger.fail` stops the pass, or with
 ``--keep-going`` notes the rows that failed and writes their placeholders;
 :meth:`Ledger.collect` takes back the rows written behind the compute (a row
-whose files cannot be written fails alone); :meth:`Ledger.resolve_targets` turns
+whose files cannot be written fails alone, but a full disk stops the pass: see
+:class:`~cnnvis_tasks.errors.DiskFull`); :meth:`Ledger.resolve_targets` turns
 labels into class indices (an image whose label names no class fails).  Each
 member (:class:`cnnvis_tasks.run.members.Running`) keeps its own failed rows.
 """
@@ -13,7 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from cnnvis_tasks.errors import CnnvisError
+from cnnvis_tasks.errors import CnnvisError, DiskFull
+from cnnvis_tasks.io.outputs import keep_room, raise_if_disk_full
 
 if TYPE_CHECKING:
     from cnnvis_tasks.run.pipeline import Behind
@@ -49,6 +51,8 @@ class Ledger:
             if run.failures.placeholders:
                 try:
                     run.writer.placeholder(run.rows[position], why)
+                except DiskFull:  # the pass stops: no row is failed for a full disk
+                    raise
                 except OSError as error:  # the folder that failed the row may refuse its placeholders too
                     run.writer.warn(f"{run.label(position)}: no placeholder: {reason(error)}")
         self.done += len(positions)
@@ -67,10 +71,17 @@ class Ledger:
     def collect(self, keep: int = 0) -> None:
         """Take back the rows written behind the compute, waiting while more than ``keep``
         are pending: count them, show their warnings; a row whose files could not be
-        rendered or written fails alone, as a row the model fails on."""
+        rendered or written fails alone, as a row the model fails on, unless the disk is
+        full: then :class:`DiskFull` stops the pass (every other row would fail as well,
+        and a healthy image would be recorded as failed)."""
+        keep_room()  # the job's log keeps room to say so if the disk fills up
         for (number, position), warnings, error in self.behind.finished(keep):
             run = self.runs[number]
             label = run.label(position)
+            if isinstance(error, DiskFull):
+                raise error
+            if isinstance(error, OSError):  # one not written by atomic_write
+                raise_if_disk_full(error, next(iter(run.rows[position].outputs.values()), "."))
             if error is not None:
                 self.fail(run, [position], f"{label}: writing its files failed: {reason(error)}")
                 continue

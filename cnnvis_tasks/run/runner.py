@@ -77,8 +77,10 @@ def open_session(
 ) -> Session:
     """Configure threads and seed, then load the model once for this process.
     ``spec_options``: the model's other options (:func:`cnnvis_tasks.models.spec.spec_from_options`)."""
+    from cnnvis_tasks.io.outputs import keep_room
     from cnnvis_tasks.models.spec import spec_from_options
 
+    keep_room()  # at once, before other jobs fill the disk: the job's log keeps room to say why it stopped
     spec = spec_from_options(model, weights, **spec_options)
     import torch
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,6 +50,12 @@ class Writer:
         self.measured: dict[int, dict[str, Any]] = {}
         self.reducing: Any = None  # a reducing technique's state (Technique.reduction), and its file
         self.reduced: Path | None = None
+        self.written = 0  # rows' files written in full (pictures, arrays, placeholders), for a disk-full message
+        self._counting = threading.Lock()  # rows are written on several threads
+
+    def _wrote(self, count: int = 1) -> None:
+        with self._counting:
+            self.written += count
 
     def reduce_into(self, path: Path) -> None:
         """Rows go into the technique's reduction, written to ``path`` by :meth:`finish`."""
@@ -69,6 +76,7 @@ class Writer:
                 save_npy(path, np.zeros((0,), dtype=np.float32))
             else:
                 save_png(path, np.full((1, 1, 3), 128, dtype=np.uint8), record | {"rendering": name}, self.png_level)
+            self._wrote()
 
     def record(self, path: Path, rows: Sequence[Row], failed: dict[int, str]) -> None:
         """Every row's status, as JSON: image, setting, status (ok|failed), reason, and
@@ -122,9 +130,11 @@ class Writer:
                 picture, facts = rendered.pictures[name]
                 facts = record | facts | ({"rendering": name} if several else {})
                 save_png(row.outputs[name], picture, facts, self.png_level)
+                self._wrote()
             warnings = list(rendered.warnings)
         if RAW in row.outputs:
             save_npy(row.outputs[RAW], as_array(result.maps[position]))
+            self._wrote()
         return warnings
 
     def label(self, row: Row) -> str:
