@@ -16,6 +16,8 @@ rule image_status:
         PLAN.image_status_file,
     log:
         f"{PLAN.results}/logs/image-status.log",
+    conda:
+        "../envs/cnnvis.yaml"
     params:
         source=image_source_arguments(config),
         cache=PLAN.image_check_cache,
@@ -36,6 +38,8 @@ rule summary:
         PLAN.summary_file,
     log:
         f"{PLAN.results}/logs/summary.log",
+    conda:
+        "../envs/cnnvis.yaml"
     params:
         spec=lambda wildcards: PLAN.gallery_spec_argument,  # a function: its "{image}" is not a wildcard
     shell:
@@ -56,6 +60,8 @@ rule class_summary:
         ],
     log:
         f"{PLAN.results}/logs/class-summary.log",
+    conda:
+        "../envs/cnnvis.yaml"
     shell:
         "cnnvis-tasks class-summary --summary {input:q} --out {output.table:q} > {log:q} 2>&1"
 
@@ -76,6 +82,8 @@ for table_rule in summary_rules(PLAN):
             beside=table_rule.files[1:],
         log:
             table_rule.log,
+        conda:
+            "../envs/cnnvis.yaml"
         params:
             spec=lambda wildcards: PLAN.gallery_spec_argument,
         shell:
@@ -101,6 +109,8 @@ for reduce_job in PLAN.reductions:
             reduce_job.log,
         benchmark:
             reduce_job.benchmark
+        conda:
+            "../envs/cnnvis.yaml"
         threads: reduce_job.threads
         resources:
             gpu=reduce_job.gpu,
@@ -128,6 +138,8 @@ rule gallery:
         index=PLAN.gallery_extra_pages,
     log:
         f"{PLAN.results}/logs/gallery.log",
+    conda:
+        "../envs/cnnvis.yaml"
     params:
         spec=lambda wildcards: PLAN.gallery_spec_argument,
         title=config["gallery"]["title"],
