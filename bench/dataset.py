@@ -61,7 +61,7 @@ DEFAULT_OUT = REPO / "bench" / "RESULTS.md"
 MODEL = "efficientnet_lite0"
 DRY_SIZE = 64  # the dry run computes nothing; any size does
 FM_LAYER = "_blocks.4"
-WORKFLOW_FILES = ["Snakefile", "rules", "config", "profiles"]
+WORKFLOW_FILES = ["Snakefile", "rules", "config", "profiles", "envs"]
 
 
 def default_chunk_size() -> int:

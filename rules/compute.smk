@@ -3,7 +3,9 @@
 # (for techniques that read images) a chunk of images.  Each job loads the model
 # once and runs its images through it in batches; its outputs are plain paths, so
 # Snakemake matches them at once however many images there are.  The device and
-# the batch size are resources, not params: changing them re-runs nothing.
+# the batch size are resources, not params: changing them re-runs nothing.  Each job
+# asks for the memory and time (mem_mb, runtime) that cnnvis_tasks/workflow/costs.py
+# estimates from what it does.
 
 
 for job in PLAN.jobs:
@@ -19,11 +21,19 @@ for job in PLAN.jobs:
             job.log,
         benchmark:
             job.benchmark
+        group:
+            cluster_group(job, workflow)  # none: a job of its own is one sbatch call
+        conda:
+            "../envs/cnnvis.yaml"
         threads: job.threads
         resources:
             gpu=job.gpu,
             device=job.device,
-            runtime_options=job.runtime_command,
+            # estimated from what the job does (cnnvis_tasks/workflow/costs.py); a job killed
+            # (for memory or time) is retried with more of both and half the batch size
+            mem_mb=lambda wildcards, attempt, job=job: job.mem_mb(attempt),
+            runtime=lambda wildcards, attempt, job=job: job.runtime_minutes(attempt),
+            runtime_options=lambda wildcards, attempt, job=job: job.runtime_options(attempt),
         params:
             # functions, so that braces in file names are not taken for wildcards
             command=lambda wildcards, job=job: job.command,
@@ -53,11 +63,17 @@ for chunk_job in PLAN.chunk_rules:
             chunk_job.benchmark
         wildcard_constraints:
             chunk=CHUNK_WILDCARD,
+        group:
+            cluster_group(chunk_job, workflow)  # on a cluster, N chunks to one sbatch call (profiles/slurm)
+        conda:
+            "../envs/cnnvis.yaml"
         threads: chunk_job.threads
         resources:
             gpu=chunk_job.gpu,
             device=chunk_job.device,
-            runtime_options=chunk_job.runtime_command,
+            mem_mb=lambda wildcards, attempt, job=chunk_job: job.mem_mb(attempt, chunk_size(wildcards)),
+            runtime=lambda wildcards, attempt, job=chunk_job: job.runtime_minutes(attempt, chunk_size(wildcards)),
+            runtime_options=lambda wildcards, attempt, job=chunk_job: job.runtime_options(attempt),
         params:
             command=chunk_job.command,  # "{chunk}" is the wildcard (no other brace: refused)
         shell:

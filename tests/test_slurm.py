@@ -1,7 +1,7 @@
 """SLURM through Snakemake's executor plugin: profiles/slurm's settings (quick),
 then (slow) the tiny config of test_workflow.py run through profiles/slurm on a
-one-node cluster on localhost (tests/slurm_cluster.py), and a GPU rule submitted
-with --gpus=1.
+one-node cluster on localhost (tests/slurm_cluster.py), a GPU group submitted
+with --gpus=1, and 300 images with and without job groups: the sbatch calls counted.
 
 The slow tests need root, Debian's slurm-wlm and munge, and snakemake-executor-plugin-slurm.
 Where CI is set or CNNVIS_SLURM_TEST=1, missing packages are installed (apt-get,
@@ -21,7 +21,10 @@ import pytest
 import slurm_cluster
 import yaml
 from PIL import Image
-from test_workflow import TINY, make_copy, planned
+from test_grouping import dry_run_submissions, make_copy
+from test_workflow import TINY, planned
+
+from cnnvis_tasks.workflow.grouping import group_components, submissions
 
 REPO = Path(__file__).resolve().parent.parent
 PLUGIN = "snakemake-executor-plugin-slurm"
@@ -133,7 +136,8 @@ def planned_outputs(workdir: Path) -> list[str]:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     outputs = []
     for line in (result.stdout + result.stderr).splitlines():
-        for key in ("    output: ", "    log: "):
+        line = line.strip()  # a group's jobs are indented under it
+        for key in ("output: ", "log: "):
             if line.startswith(key):
                 outputs += line.removeprefix(key).split(", ")
     return outputs
@@ -176,13 +180,15 @@ def test_the_slurm_profile_asks_for_what_the_issue_says_and_cannot_stall(tmp_pat
     assert {"runtime", "mem_mb"} <= set(profile["default-resources"])
     assert profile["slurm-logdir"] == "results/logs/slurm"
     assert profile["max-status-checks-per-second"] <= 1 and profile["seconds-between-status-checks"] >= 30
-    # Every job is a rule of its own: arrays would hold one job each, and the plugin's
-    # (2.8.0) arrays hang a run that hands them part of a rule's jobs.  So no arrays.
+    # Job groups, not arrays: the plugin (2.8.0) never submits a group job as an array,
+    # and its arrays hang a run that hands them part of a rule's jobs.
     assert "slurm-array-jobs" not in profile
     assert profile["jobs"] == "unlimited"
     count, _ = profile["max-jobs-per-timespan"].split("/")
     assert int(count) >= 100000
-    assert "resources" not in profile
+    assert group_components(profile) > 1
+    # The only limit is one GPU per cluster job (scope local): nothing caps the whole run.
+    assert profile["resources"] == ["gpu=1"] and profile["set-resource-scopes"] == ["gpu=local"]
 
 
 def test_snakemake_and_the_plugin_accept_every_option_of_the_slurm_profile(tmp_path):
@@ -205,14 +211,48 @@ def test_snakemake_and_the_plugin_accept_every_option_of_the_slurm_profile(tmp_p
 # --- a real cluster ------------------------------------------------------------------
 
 
+def expected_submissions(workdir: Path, *args: str) -> dict[str, int]:
+    """What a dry run through profiles/slurm says will go to sbatch: per group (named as
+    the plugin names the job, `rule_GROUP` in its comment) its cluster jobs, per rule
+    outside the groups 1 (the local `all` left out)."""
+    groups, alone = dry_run_submissions(workdir, *args)
+    expected = {name: len(jobs) for name, jobs in groups.items()}
+    expected.update({rule: 1 for rule in alone if rule != "all"})
+    return expected
+
+
+def sbatch_calls(output: str) -> int:
+    return len(re.findall(r"sbatch call: sbatch ", output))
+
+
+def counted_submissions(ran: list[dict], expected: dict[str, int]) -> dict[str, int]:
+    """The SLURM jobs per group or rule: a group job's comment is rule_GROUP_RULE..."""
+    counted: dict[str, int] = {}
+    for job in ran:
+        name = job["rule"]
+        if name not in expected:
+            name = next((group for group in expected if name.startswith(group + "_")), name)
+        counted[name] = counted.get(name, 0) + 1
+    return counted
+
+
+def slurm_logs(workdir: Path, name: str) -> list[Path]:
+    """SLURM's logs of a group's jobs (group_GROUP_RULE.../) or of a rule's."""
+    root = workdir / "results" / "logs" / "slurm"
+    if name.startswith("compute-"):
+        return [log for folder in root.glob(f"group_{name}_*") for log in folder.rglob("*.log")]
+    return list((root / f"rule_{name}").rglob("*.log"))
+
+
 @pytest.mark.slow
 def test_the_tiny_config_runs_through_the_slurm_profile(cluster, tmp_path):
     workdir = make_copy(tmp_path / "wf", config=TINY)
-    jobs = planned(workdir, by_rule=True)
     outputs = planned_outputs(workdir)
     assert len(outputs) >= 30 and "results/index.html" in outputs
+    # --cores: the CPUs of one cluster job (the local node has 2), not of the whole run
+    expected = expected_submissions(workdir, "--cores", "2")
 
-    status, output = run_profile(cluster, workdir)
+    status, output = run_profile(cluster, workdir, "--cores", "2")
     assert status == 0, output[-8000:] + "\n" + cluster.log_tail()
 
     # Every output is there and complete; nothing is left to do.
@@ -228,55 +268,141 @@ def test_the_tiny_config_runs_through_the_slurm_profile(cluster, tmp_path):
     assert planned(workdir) == {}
 
     # Every job but the local ones (`all`, and any localrules) went through sbatch
-    # and completed under SLURM.
+    # and completed under SLURM, one each (the pictures layout has no groups).
     local = set(re.findall(r"^localrule (\w+):", output, re.M))
     assert "all" in local
-    expected = {rule: count for rule, count in jobs.items() if rule not in local}
-    assert expected
+    assert expected and not [name for name in expected if name.startswith("compute-")]
     ran = slurm_jobs(cluster, run_id(output))
     assert [job for job in ran if job["state"] != "COMPLETED"] == []
-    counted = {}
-    for job in ran:
-        counted[job["rule"]] = counted.get(job["rule"], 0) + 1
-    assert counted == expected, output[-6000:]
-    # one sbatch call per job, no arrays
-    assert len(re.findall(r"sbatch call: sbatch ", output)) == sum(expected.values())
+    assert counted_submissions(ran, expected) == expected, output[-6000:]
+    # one sbatch call per group job or job, no arrays
+    assert sbatch_calls(output) == sum(expected.values())
     assert [job for job in ran if "_" in job["id"]] == [] and "Submitted array job" not in output
     # SLURM's logs under results/logs/slurm (kept for successful jobs here).
-    for rule in expected:
-        logs = list((workdir / "results" / "logs" / "slurm" / f"rule_{rule}").rglob("*.log"))
-        assert logs, f"no SLURM log for rule {rule}"
+    for name in expected:
+        assert slurm_logs(workdir, name), f"no SLURM log for {name}"
     # device: cpu, so no job asked for a GPU.
     for job in ran:
         assert not GPU_TRES.search(show_job(cluster, job["id"])), job
 
 
-@pytest.mark.slow
-def test_a_gpu_rule_is_submitted_with_gpus_1(cluster, tmp_path):
-    """With device cuda every compute rule declares gpu=1; the plugin turns that
-    into sbatch --gpus=1 and SLURM gives the job the (fake) GPU.  The command then
-    fails where torch has no CUDA, which is expected here."""
-    workdir = make_copy(tmp_path / "wf", config=TINY)
-    picture = "results/efficientnet_lite0/class-viz/class1-none.png"
-    rule = "class_viz_efficientnet_lite0_none"
-    status, output = run_profile(cluster, workdir, "--config", "device=cuda", "--", picture)
+def many_images(folder: Path, count: int, size: int) -> None:
+    """``count`` small random pictures (``size`` px square)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.iterdir():
+        old.unlink()
+    rng = np.random.default_rng(0)
+    for index in range(count):
+        pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"img{index:04d}.png")
 
-    calls = [line for line in output.splitlines() if "sbatch call: sbatch " in line and f"rule_{rule}" in line]
-    assert len(calls) == 1, output[-6000:]
+
+# 300 images at 64 px in 16 chunks of the chunk layout: the model's predictions and one
+# cheap technique per chunk (2 rules x 16 chunks), and the image check, summary, class
+# tables and gallery.
+COUNTED = {
+    "images": {"folder": "images"},
+    "chunk_size": 20,
+    "layout": "chunks",
+    "threads": 1,
+    "device": "cpu",
+    "models": {"efficientnet_lite0": {"weights": "default"}},
+    "techniques": {"saliency": {"size": 64, "methods": ["vanilla"], "models": {"efficientnet_lite0": {}}}},
+}
+
+
+def results_files(workdir: Path) -> set[str]:
+    """Every picture and record a run wrote (its logs and benchmarks left out)."""
+    results = workdir / "results"
+    return {
+        str(path.relative_to(results))
+        for path in results.rglob("*")
+        if path.is_file() and path.relative_to(results).parts[0] not in ("logs", "benchmarks", ".cache")
+    }
+
+
+@pytest.mark.slow
+def test_job_groups_cut_the_sbatch_calls(cluster, tmp_path):
+    """300 images through profiles/slurm, once with one job per sbatch call
+    (--group-components compute=1: as before groups) and once with the profile's
+    groups: the sbatch calls counted, and the same files written."""
+    runs = {}
+    for label, args in (("one job per call", ("--group-components", "compute=1")), ("grouped", ())):
+        workdir = make_copy(tmp_path / label.replace(" ", "-"), config=COUNTED)
+        many_images(workdir / "images", 300, 64)
+        expected = expected_submissions(workdir, "--cores", "2", *args)
+        status, output = run_profile(cluster, workdir, "--cores", "2", *args)
+        assert status == 0, output[-8000:] + "\n" + cluster.log_tail()
+        ran = slurm_jobs(cluster, run_id(output))
+        assert [job for job in ran if job["state"] != "COMPLETED"] == [], output[-6000:]
+        assert planned(workdir) == {}
+        runs[label] = {
+            "workdir": workdir,
+            "calls": sbatch_calls(output),
+            "expected": expected,
+            "jobs": len(ran),
+            "output": output,
+        }
+    before, after = runs["one job per call"], runs["grouped"]
+    n = group_components(yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text()))
+    compute = {name: count for name, count in before["expected"].items() if name.startswith("compute-")}
+    other = len(before["expected"]) - len(compute)
+    print(
+        f"\nsbatch calls for 300 images ({sum(compute.values())} compute jobs, {other} others): "
+        f"{before['calls']} one job per call, {after['calls']} with group-components compute={n}"
+    )
+    assert before["calls"] == before["jobs"] == sum(compute.values()) + other
+    assert after["calls"] == after["jobs"] == submissions(compute, n) + other
+    assert counted_submissions(slurm_jobs(cluster, run_id(after["output"])), after["expected"]) == after["expected"]
+    assert all(slurm_logs(after["workdir"], name) for name in after["expected"])
+    assert after["calls"] < before["calls"] / 4
+    # Each cluster job asked for at most the 2 CPUs --cores gives it.
+    for line in after["output"].splitlines():
+        if "sbatch call: sbatch " in line:
+            cpus = re.search(r"--cpus-per-task[= ](\d+)", line)
+            assert cpus is None or int(cpus.group(1)) <= 2, line
+    assert results_files(before["workdir"]) == results_files(after["workdir"])
+
+
+GPU = {
+    "images": {"folder": "images"},
+    "chunk_size": 1,
+    "chunk_count": 2,
+    "layout": "chunks",
+    "threads": 1,
+    "models": {"efficientnet_lite0": {"weights": "default"}},
+    "techniques": {"saliency": {"size": 64, "methods": ["vanilla"], "models": {"efficientnet_lite0": {}}}},
+}
+
+
+@pytest.mark.slow
+def test_a_gpu_group_is_submitted_with_gpus_1(cluster, tmp_path):
+    """With device cuda every compute rule declares gpu=1; a rule's two chunks, one
+    group, go to SLURM as one sbatch call that asks for one GPU (gpu is limited to 1 per
+    cluster job: its jobs take turns on it), and SLURM gives the job the (fake) GPU.
+    The commands then fail where torch has no CUDA, which is expected here."""
+    workdir = make_copy(tmp_path / "wf", config=GPU)
+    records = [f"results/records/efficientnet_lite0/saliency/vanilla/chunk00{i}of002.json" for i in (0, 1)]
+    status, output = run_profile(cluster, workdir, "--config", "device=cuda", "--", *records)
+
+    calls = [line for line in output.splitlines() if "sbatch call: sbatch " in line]
+    assert len(calls) == 1, output[-6000:]  # both jobs in one cluster job
+    assert "rule_compute-saliency_efficientnet_lite0_vanilla" in calls[0], calls[0]
     assert " --gpus=1" in calls[0], calls[0]
     assert "SLURM sbatch failed" not in output
-    match = re.search(r"Job \d+ has been submitted with SLURM jobid (\d+)", output)
+    match = re.search(r"Job \S+ has been submitted with SLURM jobid (\d+)", output)  # a group: its uuid
     assert match, output[-6000:]
     record = show_job(cluster, match.group(1))
     assert GPU_TRES.search(record), record  # what slurmctld received
     state = re.search(r"\bJobState=(\S+)", record).group(1)
     assert state in ("COMPLETED", "FAILED"), record  # it ran on the node
     # Inside the job, SLURM exposed the GPU it allocated.
-    slurm_logs = list((workdir / "results" / "logs" / "slurm" / f"rule_{rule}").rglob("*.log"))
-    assert len(slurm_logs) == 1, slurm_logs
-    assert "'CUDA_VISIBLE_DEVICES': '0'" in slurm_logs[0].read_text(errors="replace")
+    logs = slurm_logs(workdir, "compute-saliency_efficientnet_lite0_vanilla")
+    assert len(logs) == 1, logs
+    assert "'CUDA_VISIBLE_DEVICES': '0'" in logs[0].read_text(errors="replace")
     if status != 0:
-        log = (workdir / "results" / "logs" / "efficientnet_lite0" / "class-viz" / "none.log").read_text()
-        assert state == "FAILED" and "CUDA is not available" in log, log
+        folder = workdir / "results" / "logs" / "efficientnet_lite0" / "saliency" / "vanilla"
+        text = "".join(log.read_text() for log in folder.glob("*.log"))
+        assert state == "FAILED" and "CUDA is not available" in text, text
     else:
-        check_picture(workdir / picture)
+        assert all((workdir / path).exists() for path in records)

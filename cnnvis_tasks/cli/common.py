@@ -115,6 +115,18 @@ MODEL_OPTIONS: list[tuple[list[str], dict[str, Any]]] = [
     ),
     (["--quiet", "-q"], {"is_flag": True, "help": "No progress output."}),
     (["--debug"], {"is_flag": True, "help": "Show Python tracebacks for errors."}),
+    (
+        ["--attempt-note"],
+        {
+            "default": None,
+            "metavar": "TEXT",
+            "expose_value": False,
+            "is_eager": True,
+            "callback": lambda ctx, param, value: click.echo(value, err=True) if value else None,
+            "help": "Printed first: the workflow's note on a job it runs again after it was killed "
+            "(the attempt, its smaller batch size, the memory it asks for).",
+        },
+    ),
 ]
 
 

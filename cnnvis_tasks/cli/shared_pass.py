@@ -127,8 +127,16 @@ def asked_size(calls: list[PreparedCall]) -> int | None:
     help="A technique and its own command's arguments (options, outputs, --keep-going, --record, ...), "
     "quoted as one value; repeat for each technique.",
 )
+@click.option(
+    "--batch-size",
+    "batch_size",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Images per forward pass for every job, instead of the jobs' own (the workflow's retry of a job "
+    "killed for memory runs with a smaller one); changes no result.",
+)
 @click.pass_context
-def shared_pass_command(ctx: click.Context, images, image_list, jobs, **common: Any) -> None:
+def shared_pass_command(ctx: click.Context, images, image_list, jobs, batch_size, **common: Any) -> None:
     """Several techniques over the same images from one forward and one backward pass per batch.
 
     Vanilla saliency, feature maps and the CAM methods (grad-cam, grad-cam-plus-plus,
@@ -146,10 +154,10 @@ def shared_pass_command(ctx: click.Context, images, image_list, jobs, **common: 
     The jobs must agree on --size, --batch-size and --max-pixels; a job whose options
     change the backward (saliency --method guided or deconv) cannot share it.
     """
-    capture_warnings(_run)(ctx, images, image_list, jobs, common)
+    capture_warnings(_run)(ctx, images, image_list, jobs, common, batch_size)
 
 
-def _run(ctx: click.Context, images, image_list, jobs, common: dict[str, Any]) -> None:
+def _run(ctx: click.Context, images, image_list, jobs, common: dict[str, Any], batch_size: int | None = None) -> None:
     from cnnvis_tasks.cli.techniques import check_targets
     from cnnvis_tasks.run.runner import open_session, run_shared
 
@@ -169,7 +177,7 @@ def _run(ctx: click.Context, images, image_list, jobs, common: dict[str, Any]) -
         [member(call) for call in calls],
         first.images,
         size=asked_size(calls),
-        batch_size=first.options["batch_size"],
+        batch_size=batch_size or first.options["batch_size"],
         max_pixels=first.max_pixels,
         warn=warn,
         note=lambda text: click.echo(text, err=True),

@@ -23,6 +23,7 @@ Imports neither torch nor click: the workflow reads these descriptions each
 time it starts.
 """
 
+from cnnvis_tasks.technique.cost import FORWARD, GRADIENT, WEIGHTS_ONLY, Cost, option_passes
 from cnnvis_tasks.technique.description import AUTO_LAYER, ModelRows, PassNeeds, Rendering, Technique
 from cnnvis_tasks.technique.options import (
     BATCH_SIZE,
@@ -61,6 +62,10 @@ __all__ = [
     "BATCH_SIZE",
     "BOOL",
     "CHOICE",
+    "Cost",
+    "FORWARD",
+    "GRADIENT",
+    "WEIGHTS_ONLY",
     "COMMAND_ONLY",
     "FILTER",
     "FLOAT",
@@ -91,6 +96,7 @@ __all__ = [
     "filter_token",
     "layer_label",
     "layer_option",
+    "option_passes",
     "parse_filter",
     "parse_target",
     "slug",

@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from cnnvis_tasks.technique.cost import GRADIENT, Cost
 from cnnvis_tasks.technique.options import Option
 
 if TYPE_CHECKING:
@@ -101,6 +102,7 @@ class Technique:
     caption: Callable[[Mapping[str, Any]], list[str]] | None = None  # extra caption lines from a picture's facts
     caption_first: bool = False  # extra lines before the standard ones (the layer Grad-CAM chose)
     reports_steps: bool = False  # compute reports optimisation steps (progress, snapshots)
+    cost: Cost = GRADIENT  # what one image costs, for a job's mem_mb and runtime (workflow.costs)
     # A shared pass (cnnvis-tasks shared-pass): given one setting's options (parsed, with
     # the repeatable ones' values), what it reads from the pass, or why it cannot share it
     # (a str: "--method guided changes the backward"); and from_pass(model, pass, images,

@@ -5,7 +5,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnnvis_tasks.technique import BOOL, COMMAND_ONLY, FLOAT, INT, Option, Rendered, Rendering, Result
+from cnnvis_tasks.technique import (
+    BOOL,
+    COMMAND_ONLY,
+    FLOAT,
+    INT,
+    Cost,
+    Option,
+    Rendered,
+    Rendering,
+    Result,
+    option_passes,
+)
 
 PLAIN_STEPS, PLAIN_LR = 200, 0.1  # the reference gallery's settings
 # Robust mode: the Fourier parameters move the image more per unit step, so a smaller
@@ -15,6 +26,8 @@ ROBUST_STEPS, ROBUST_LR = 256, 0.05
 PICTURE = Rendering("picture", "PNG of the resulting image.")
 RAW_IMAGE = "Raw image per row (.npy, 3 x H x W float32 in [0, 1])."
 
+# what one synthesis costs the scheduler: a forward and a backward per step
+ASCENT_COST = Cost(passes=option_passes("steps", unset=ROBUST_STEPS))
 WIDTH = Option(
     "width", INT, 224, "Width of the synthesised image (a model of fixed input size, a ViT: its own).", minimum=8
 )

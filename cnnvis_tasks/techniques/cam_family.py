@@ -16,9 +16,11 @@ from cnnvis_tasks.technique import (
     AUTO_LAYER,
     BATCH_SIZE,
     FLOAT,
+    GRADIENT,
     SIZE,
     STRING,
     TARGET_CLASS,
+    Cost,
     Option,
     PassNeeds,
     Rendered,
@@ -125,6 +127,7 @@ def cam_technique(
     activation_map: Callable | None = None,
     cams: Callable | None = None,
     batch_size: Option = BATCH_SIZE,
+    cost: Cost = GRADIENT,
 ) -> Technique:
     """A CAM technique made by exactly one of:
 
@@ -206,4 +209,5 @@ def cam_technique(
         attribution=True,
         shares_pass=None if cams else _shares_features if activation_map else _shares_pass,
         from_pass=None if cams else from_pass,
+        cost=cost,
     )

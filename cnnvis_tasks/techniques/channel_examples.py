@@ -14,7 +14,18 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from cnnvis_tasks.technique import BATCH_SIZE, CHOICE, INT, SIZE, Option, Reduction, Result, Technique, layer_option
+from cnnvis_tasks.technique import (
+    BATCH_SIZE,
+    CHOICE,
+    FORWARD,
+    INT,
+    SIZE,
+    Option,
+    Reduction,
+    Result,
+    Technique,
+    layer_option,
+)
 
 _FIELDS: dict[tuple[int, str, tuple[int, ...]], tuple[int, tuple[int, int]]] = {}
 
@@ -101,6 +112,7 @@ def render(result: Result, row: int, renderings: tuple[str, ...], options: dict[
 
 TECHNIQUE = Technique(
     name="channel-examples",
+    cost=FORWARD,
     order=105,  # after the seed gallery and feature inversion: what channels respond to in the data
     title="Channel examples",
     summary="Per channel, the images of the data set that excite it most, with the patch its peak sees.",

@@ -9,7 +9,13 @@ from typing import Any
 
 from cnnvis_tasks.mechanisms.penalties import REGULARIZATIONS
 from cnnvis_tasks.technique import CHOICE, COMMAND_ONLY, FLOAT, INT, Option, Result, Technique
-from cnnvis_tasks.techniques.ascent_family import PICTURE_OUTPUT, SYNTHESIS_OPTIONS, ascent_result, steps_and_lr
+from cnnvis_tasks.techniques.ascent_family import (
+    ASCENT_COST,
+    PICTURE_OUTPUT,
+    SYNTHESIS_OPTIONS,
+    ascent_result,
+    steps_and_lr,
+)
 
 REGULARIZATION_LABELS = {"none": "no regularization", "l1": "L1 regularization", "l2": "L2 regularization"}
 # The penalty weight of each regularization when none is given.  The reference gallery's L2 was
@@ -83,6 +89,7 @@ def job_options(settings: Mapping[str, Any], values: Mapping[str, Any]) -> dict[
 
 TECHNIQUE = Technique(
     name="class-viz",
+    cost=ASCENT_COST,
     order=40,
     title="Class model visualisation",
     summary="An image that maximises a class's logit (reference gallery row 4).",

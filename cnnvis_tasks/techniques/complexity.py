@@ -26,6 +26,7 @@ from cnnvis_tasks.technique import (
     BATCH_SIZE,
     SIZE,
     TARGET_CLASS,
+    Cost,
     Rendered,
     Rendering,
     Result,
@@ -94,6 +95,7 @@ TABLE = Table(
 
 TECHNIQUE = Technique(
     name="complexity",
+    cost=Cost(work=4.0, copies=True),
     order=115,
     title="How concise each explanation is",
     summary="Sparseness (Gini) and complexity (entropy) of attribution methods' maps per image.",

@@ -12,12 +12,14 @@ from cnnvis_tasks.technique import (
     INT,
     MODEL_LEVEL,
     SIZE,
+    Cost,
     Option,
     Result,
     Technique,
     filter_label,
     filter_token,
     layer_option,
+    option_passes,
 )
 from cnnvis_tasks.techniques.ascent_family import BATCH_SIZE, PICTURE_OUTPUT, SAVE_EVERY, ascent_result
 
@@ -51,6 +53,7 @@ def compute(
 
 TECHNIQUE = Technique(
     name="deep-dream",
+    cost=Cost(passes=option_passes("steps")),
     order=60,
     title="Deep dream",
     summary="Amplify what a layer sees in a photo, the plain way (reference gallery row 6).",

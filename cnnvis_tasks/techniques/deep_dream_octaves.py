@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnnvis_tasks.technique import FLOAT, INT, SIZE, Option, Result, Technique
+from cnnvis_tasks.technique import FLOAT, INT, SIZE, Cost, Option, Result, Technique, option_passes
 from cnnvis_tasks.techniques.ascent_family import BATCH_SIZE, PICTURE_OUTPUT, SAVE_EVERY, ascent_result
 from cnnvis_tasks.techniques.deep_dream import FILTER_OPTION, LAYER
 
@@ -53,6 +53,7 @@ def compute(
 
 TECHNIQUE = Technique(
     name="deep-dream-octaves",
+    cost=Cost(passes=option_passes("steps", "octaves")),
     order=70,
     title="Deep dream with octaves",
     summary="Amplify what a layer sees in a photo, over an octave pyramid (reference gallery row 7).",

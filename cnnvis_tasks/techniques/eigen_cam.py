@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cnnvis_tasks.technique import Cost
 from cnnvis_tasks.techniques.cam_family import cam_technique
 
 
@@ -36,4 +37,5 @@ TECHNIQUE = cam_technique(
     "where the layer's dominant pattern is, with no gradient and for no particular class.",
     reference="Muhammad and Yeasin 2020, Eigen-CAM: Class Activation Map using Principal Components",
     activation_map=eigen_cam_map,
+    cost=Cost(activation=1.5, work=1.5),  # a forward and an SVD of the activations
 )

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from cnnvis_tasks.technique import FLOAT, INT, SIZE, Option, Result, Technique, layer_option
+from cnnvis_tasks.technique import FLOAT, INT, SIZE, Cost, Option, Result, Technique, layer_option, option_passes
 from cnnvis_tasks.techniques.ascent_family import BATCH_SIZE, PICTURE_OUTPUT, ROBUST, SAVE_EVERY
 
 DEFAULT_STEPS, DEFAULT_LR = 200, 0.05  # lr 0.1 ended higher after 60 robust steps on EfficientNet-Lite0
@@ -81,6 +81,7 @@ def caption(meta: Mapping[str, Any]) -> list[str]:
 
 TECHNIQUE = Technique(
     name="feature-inversion",
+    cost=Cost(passes=option_passes("steps")),
     order=100,  # after the seed gallery (its last section, grad-cam, is 80), the CAM family and the attributions
     title="Feature inversion",
     summary="An image with the same activation at a layer as a photo.",

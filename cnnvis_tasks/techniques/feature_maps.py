@@ -8,6 +8,7 @@ from typing import Any
 
 from cnnvis_tasks.technique import (
     BATCH_SIZE,
+    FORWARD,
     INT,
     SIZE,
     Option,
@@ -60,6 +61,7 @@ def caption(meta: Mapping[str, Any]) -> list[str]:
 
 TECHNIQUE = Technique(
     name="feature-maps",
+    cost=FORWARD,
     order=10,
     title="Feature maps",
     summary="Activations of layers as channel grids (reference gallery row 1).",

@@ -5,8 +5,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnnvis_tasks.technique import FLOAT, INT, MODEL_LEVEL, ModelRows, Option, Result, Technique, layer_option
-from cnnvis_tasks.techniques.ascent_family import PICTURE_OUTPUT, SYNTHESIS_OPTIONS, ascent_result, steps_and_lr
+from cnnvis_tasks.technique import (
+    FLOAT,
+    INT,
+    MODEL_LEVEL,
+    ModelRows,
+    Option,
+    Result,
+    Technique,
+    layer_option,
+)
+from cnnvis_tasks.techniques.ascent_family import (
+    ASCENT_COST,
+    PICTURE_OUTPUT,
+    SYNTHESIS_OPTIONS,
+    ascent_result,
+    steps_and_lr,
+)
 
 
 def compute(
@@ -55,6 +70,7 @@ def compute(
 
 TECHNIQUE = Technique(
     name="filter-viz",
+    cost=ASCENT_COST,
     order=50,
     title="Filter visualisation",
     summary="An image that maximises one filter (reference gallery row 5).",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnnvis_tasks.technique import BATCH_SIZE, SIZE, TARGET_CLASS, Rendered, Result, Technique
+from cnnvis_tasks.technique import BATCH_SIZE, SIZE, TARGET_CLASS, Cost, Rendered, Result, Technique
 from cnnvis_tasks.techniques.attribution_family import ATTRIBUTION_RENDERINGS, render_map
 from cnnvis_tasks.techniques.cam_family import AUTO, LAYER, chosen_layer, layer_caption
 from cnnvis_tasks.techniques.grad_cam import gradcam_weights
@@ -47,6 +47,7 @@ def render(result: Result, row: int, renderings: tuple[str, ...], options: dict[
 
 TECHNIQUE = Technique(
     name="guided-grad-cam",
+    cost=Cost(work=6.0),  # the CAM's pass and the guided backward
     order=87,
     title="Guided Grad-CAM",
     summary="Guided backpropagation times the upsampled Grad-CAM map (Selvaraju et al. 2017).",

@@ -10,7 +10,18 @@ from collections.abc import Mapping
 from typing import Any
 
 from cnnvis_tasks.errors import CnnvisError
-from cnnvis_tasks.technique import BATCH_SIZE, CHOICE, INT, SIZE, TARGET_CLASS, Option, Result, Technique
+from cnnvis_tasks.technique import (
+    BATCH_SIZE,
+    CHOICE,
+    INT,
+    SIZE,
+    TARGET_CLASS,
+    Cost,
+    Option,
+    Result,
+    Technique,
+    option_passes,
+)
 from cnnvis_tasks.techniques.attribution_family import ATTRIBUTION_RENDERINGS, RAW, clean_pass, method_option, renderer
 
 BASELINES = ("black", "blurred", "uniform")
@@ -103,6 +114,7 @@ def caption(meta: Mapping[str, Any]) -> list[str]:
 
 TECHNIQUE = Technique(
     name="integrated-gradients",
+    cost=Cost(copies=True, passes=option_passes("steps")),
     order=91,
     title="Integrated Gradients",
     summary="The input minus a baseline times the gradient averaged from the baseline to it (Sundararajan et al. "

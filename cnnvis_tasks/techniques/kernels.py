@@ -11,6 +11,7 @@ from cnnvis_tasks.technique import (
     INT,
     LAYER,
     MODEL_LEVEL,
+    WEIGHTS_ONLY,
     ModelRows,
     Option,
     Rendered,
@@ -56,6 +57,7 @@ def caption(meta: Mapping[str, Any]) -> list[str]:
 
 TECHNIQUE = Technique(
     name="kernels",
+    cost=WEIGHTS_ONLY,
     order=20,
     title="Kernels",
     summary="Convolution weights as a grid of filters (reference gallery row 2).",

@@ -60,6 +60,7 @@ from cnnvis_tasks.technique import (
     METHOD,
     SIZE,
     TARGET_CLASS,
+    Cost,
     Option,
     Rendered,
     Rendering,
@@ -308,8 +309,21 @@ TABLE = Table(
 )
 
 
+def perturbation_passes(options: dict, _pixels: int) -> float:
+    """Roughly how many batches' worth of copies one image's metrics send through the
+    model, counting the method's own map as one: deletion and insertion, ROAD's two
+    orders, faithfulness correlation's runs, the noisy maps of sensitivity."""
+    return float(
+        int(options["steps"])
+        + 2 * int(options["road_steps"])
+        + int(options["correlation_runs"]) / 2
+        + int(options["sensitivity_samples"])
+    )
+
+
 TECHNIQUE = Technique(
     name="metrics",
+    cost=Cost(work=6.0, copies=True, passes=perturbation_passes),
     order=110,
     title="Which explanation to trust",
     summary="Faithfulness, sanity, robustness, complexity and localisation of attribution methods per image: "

@@ -4,10 +4,11 @@ forward passes, so it works on any model."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from cnnvis_tasks.errors import CnnvisError
-from cnnvis_tasks.technique import BATCH_SIZE, FLOAT, INT, SIZE, TARGET_CLASS, Option, Rendered, Result, Technique
+from cnnvis_tasks.technique import BATCH_SIZE, FLOAT, INT, SIZE, TARGET_CLASS, Cost, Option, Rendered, Result, Technique
 from cnnvis_tasks.techniques.cam_family import ALPHA, COLORMAP, RENDERINGS, render_heat_map
 
 
@@ -55,8 +56,16 @@ def render(result: Result, row: int, renderings: tuple[str, ...], options: dict[
     )
 
 
+def patch_positions(options: dict, pixels: int) -> float:
+    """The masked copies of one image: patch positions over a square of ``pixels``."""
+    side = math.sqrt(max(pixels, 1))
+    along = max(1, math.ceil((side - int(options["patch"])) / max(int(options["stride"]), 1)) + 1)
+    return float(along * along)
+
+
 TECHNIQUE = Technique(
     name="occlusion",
+    cost=Cost(activation=2.0, work=1.0, copies=True, passes=patch_positions),
     order=93,
     title="Occlusion",
     summary="The drop in a class's logit when a sliding patch covers the image (Zeiler and Fergus 2014).",

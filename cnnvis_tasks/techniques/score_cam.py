@@ -4,7 +4,7 @@ input masked by each channel, with no gradient
 
 from __future__ import annotations
 
-from cnnvis_tasks.technique import INT, Option
+from cnnvis_tasks.technique import INT, Cost, Option
 from cnnvis_tasks.techniques.cam_family import cam_technique
 
 # Every forward of Score-CAM (the images', then the masked copies') holds at most this many inputs.
@@ -35,4 +35,6 @@ TECHNIQUE = cam_technique(
     reference="Wang et al. 2020, Score-CAM: Score-Weighted Visual Explanations for Convolutional Neural Networks",
     cams=_score_cam,
     batch_size=BATCH_SIZE,
+    # one masked copy per channel of the layer: a late layer's, about 1,280 (EfficientNet's head)
+    cost=Cost(activation=2.0, work=1.0, copies=True, passes=lambda _options, _pixels: 1280.0),
 )

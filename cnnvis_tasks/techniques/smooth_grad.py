@@ -11,7 +11,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnnvis_tasks.technique import BATCH_SIZE, BOOL, FLOAT, INT, METHOD, SIZE, TARGET_CLASS, Option, Result, Technique
+from cnnvis_tasks.technique import (
+    BATCH_SIZE,
+    BOOL,
+    FLOAT,
+    INT,
+    METHOD,
+    SIZE,
+    TARGET_CLASS,
+    Cost,
+    Option,
+    Result,
+    Technique,
+    option_passes,
+)
 from cnnvis_tasks.technique.method import Method, Slot
 from cnnvis_tasks.techniques.attribution_family import ATTRIBUTION_RENDERINGS, METHODS, RAW, clean_pass, renderer
 
@@ -120,6 +133,7 @@ def compute(
 
 TECHNIQUE = Technique(
     name="smooth-grad",
+    cost=Cost(copies=True, passes=option_passes("samples")),
     order=92,
     title="SmoothGrad",
     summary="An attribution averaged over noisy copies of the image (Smilkov et al. 2017).",

@@ -16,13 +16,15 @@ Imports neither torch nor click.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shlex
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from cnnvis_tasks.technique import BOOL, Technique
+from cnnvis_tasks.technique import BOOL, FORWARD, Cost, Technique
+from cnnvis_tasks.workflow import costs
 
 PREDICTIONS = "predictions"  # a model's top-1 classes per chunk, for summary.csv (the predict command)
 SHARED_PASS = "shared-pass"
@@ -49,6 +51,22 @@ def fingerprint(path: str) -> str:
     except OSError:
         return f"{path} missing"
     return f"{path} {status.st_size} {status.st_mtime_ns}"
+
+
+@functools.cache
+def model_facts(model_file: str) -> dict[str, Any]:
+    """The model's description the workflow wrote (``arch``, ``input_size``), {} if none yet."""
+    try:
+        with open(model_file, encoding="utf-8") as handle:
+            found = json.load(handle)
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def file_bytes(paths: tuple[str, ...]) -> int:
+    """The size of the files that exist among ``paths`` (a model's weights)."""
+    return sum(os.path.getsize(path) for path in paths if declarable(path) and os.path.isfile(path))
 
 
 def flag(name: str) -> str:
@@ -228,3 +246,73 @@ class Job:
         if self.chunks:
             return [part.outputs[0].path.format(chunk=chunk) for chunk in self.chunks for part in self.parts]
         return [part.outputs[0].path for part in self.parts]
+
+    # --- what it asks the scheduler for: memory and time (cnnvis_tasks.workflow.costs) ----
+
+    @property
+    def batch_size(self) -> int | None:
+        """The batch size it runs with (a shared pass: its members', the same for all)."""
+        value = self.parts[0].runtime_values.get("batch_size")
+        return None if value is None else int(value)
+
+    def work(self, images: int | None = None) -> costs.Work:
+        """What it does, for the cost model: ``images`` per job (the chunk layout: its chunk's)."""
+        first = self.parts[0]
+        facts = model_facts(self.model_file)
+        params, gflops = costs.model_size(str(facts.get("arch") or self.model), file_bytes(self.weights[1:]))
+        options = dict(first.options)
+        defaults = {option.name: option.default for option in first.description.options} if first.description else {}
+        if facts.get("input_size"):
+            pixels = int(facts["input_size"]) ** 2
+        elif options.get("width") or options.get("height"):
+            side = int(options.get("width") or options.get("height"))
+            pixels = side * int(options.get("height") or side)
+        else:
+            size = options.get("size")
+            size = 224 if size is None else int(size)
+            largest = int(options.get("max_pixels") or 4_000_000)
+            pixels = largest if size == 0 else min(largest, int(size * size * 1.5))  # 3:2 pictures
+        count = images if images is not None else len(first.rows)
+        return costs.Work(
+            cost=self.cost,
+            images=max(count, 1),
+            batch_size=self.batch_size or 16,
+            pixels=pixels,
+            params=params,
+            gflops=gflops,
+            device=self.device,
+            threads=self.threads,
+            passes=first.cost.passes({**defaults, **options}, pixels),
+        )
+
+    @property
+    def cost(self) -> Cost:
+        """What one image costs: its technique's (a shared pass: its members' together; the
+        predictions: a forward)."""
+        if self.members:
+            return costs.shared_pass_cost([member.cost for member in self.members])
+        return self.description.cost if self.description is not None else FORWARD
+
+    def mem_mb(self, attempt: int = 1, images: int | None = None) -> int:
+        """``mem_mb``: MB it asks for, more on a retry (``attempt`` 2, 3, ...)."""
+        return costs.memory_mb(self.work(images), attempt)
+
+    def runtime_minutes(self, attempt: int = 1, images: int | None = None) -> int:
+        """``runtime``: minutes it asks for, more on a retry."""
+        return costs.runtime_minutes(self.work(images), attempt)
+
+    def runtime_options(self, attempt: int = 1) -> str:
+        """The runtime arguments of attempt ``attempt``: the first's are :attr:`runtime_command`;
+        a retry runs with half the batch size (at least 1) and says so first in its log."""
+        if attempt <= 1:
+            return self.runtime_command
+        was = self.batch_size
+        smaller = costs.retry_batch_size(was, attempt) if was is not None else None
+        runtime = self.runtime_values
+        if smaller is not None and not self.members:
+            runtime["batch_size"] = smaller
+        words = [word for name, value in runtime.items() for word in self._words(name, value)]
+        if smaller is not None and self.members:
+            words += ["--batch-size", str(smaller)]  # shared-pass's own: its members' batch size
+        note = costs.retry_note(attempt, smaller, was)
+        return " ".join(shlex.quote(word) for word in (*words, "--attempt-note", note))
