@@ -13,7 +13,7 @@ summary and the gallery: what a data-set run does.  ``--mem-limit N`` adds
 peak comes from Snakemake's benchmark file (``max_rss``), its declaration from the
 resources Snakemake printed for it.  Goal: no failed job, and no job whose declared
 ``mem_mb`` is below its measured peak.  Writes the section ``## Load test: a data set
-through the whole workflow`` of ``bench/RESULTS.md``.
+through the whole workflow`` of ``bench/RESULTS.md`` (with ``--mem-limit``, a section of its own).
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def main() -> None:
         per_kind.setdefault(kind_of(row["job"]), []).append(row)
     info = machine_info()
     lines = [
-        SECTION,
+        SECTION + (f", under --resources mem_mb={args.mem_limit}" if args.mem_limit else ""),
         "",
         f"Date: {started}. Command: `{display_command()}`",
         "",
