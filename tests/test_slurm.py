@@ -383,7 +383,8 @@ def test_a_gpu_group_is_submitted_with_gpus_1(cluster, tmp_path):
     The commands then fail where torch has no CUDA, which is expected here."""
     workdir = make_copy(tmp_path / "wf", config=GPU)
     records = [f"results/records/efficientnet_lite0/saliency/vanilla/chunk00{i}of002.json" for i in (0, 1)]
-    status, output = run_profile(cluster, workdir, "--config", "device=cuda", "--", *records)
+    # --retries 0: the jobs fail here (no CUDA), and the profile would submit them again
+    status, output = run_profile(cluster, workdir, "--retries", "0", "--config", "device=cuda", "--", *records)
 
     calls = [line for line in output.splitlines() if "sbatch call: sbatch " in line]
     assert len(calls) == 1, output[-6000:]  # both jobs in one cluster job
